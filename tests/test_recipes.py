@@ -1,0 +1,253 @@
+"""The platform recipes in examples/platforms, checked without a cluster.
+
+Kubernetes objects are validated against the official schemas (kubernetes-validate); the
+exit-code routing is checked against the executor's own table (executor.errors.EXIT_CODES); the
+Kubeflow and FfDL manifests against their documented fields. The recipes that can run here
+(docker/podman one-liners, the Kubeflow env reaching the kernel, the FfDL learner contract) are
+run for real with podman in tests/test_images.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from executor.errors import EXIT_CODES
+
+ROOT = Path(__file__).resolve().parents[1]
+PLATFORMS = ROOT / "examples" / "platforms"
+K8S_VERSION = "1.33.0"  # podFailurePolicy is GA since 1.31
+CREDENTIALS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+IMAGES = {"nbjob-torch", "nbjob-tf"}
+
+
+def load(name: str) -> Any:
+    return yaml.safe_load((PLATFORMS / name).read_text())
+
+
+def validate(obj: dict[str, Any]) -> None:
+    kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def command_lines(name: str, prefix: str) -> list[list[str]]:
+    """The one-line commands starting with ``prefix`` in a recipe script, split like a shell."""
+    lines = [ln for ln in (PLATFORMS / name).read_text().splitlines() if ln.startswith(prefix)]
+    assert lines, f"no '{prefix}' line in {name}"
+    return [shlex.split(ln) for ln in lines]
+
+
+def assert_no_literal_credentials(env: list[dict[str, Any]]) -> None:
+    for var in env:
+        if var["name"] in CREDENTIALS:
+            assert "value" not in var, f"{var['name']} has a literal value"
+            assert var["valueFrom"]["secretKeyRef"]["key"] == var["name"]
+
+
+def assert_image(image: str) -> None:
+    assert image.split(":")[0] in IMAGES, image
+    assert (ROOT / f"Dockerfile.{image.split(':')[0].removeprefix('nbjob-')}").is_file()
+
+
+# -- Kubernetes Job ------------------------------------------------------------------------------
+
+
+def job_container(job: dict[str, Any]) -> dict[str, Any]:
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_job_manifest_is_valid_kubernetes():
+    job = load("k8s-job.yaml")
+    validate(job)
+    spec = job["spec"]
+    assert spec["template"]["spec"]["restartPolicy"] == "Never"  # required by podFailurePolicy
+    assert isinstance(spec["backoffLimit"], int) and spec["backoffLimit"] >= 1
+    container = job_container(job)
+    assert_image(container["image"])
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert_no_literal_credentials(container["env"])
+    assert {v["name"] for v in container["env"]} >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    security = spec["template"]["spec"]["securityContext"]
+    assert security["runAsUser"] == 1000 and security["runAsNonRoot"] is True
+    # nbjob must finish storing partial results before the kubelet's SIGKILL.
+    env = {v["name"]: v.get("value") for v in container["env"]}
+    assert (
+        float(env["NBJOB_STOP_GRACE"]) < spec["template"]["spec"]["terminationGracePeriodSeconds"]
+    )
+
+
+def test_job_validation_rejects_broken_manifests():
+    """The validator really checks: the same Job with typical mistakes is refused."""
+    job = load("k8s-job.yaml")
+    broken = copy.deepcopy(job)
+    broken["spec"]["backoffLimit"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(broken)
+    broken = copy.deepcopy(job)
+    broken["spec"]["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"] = ["one"]
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(broken)
+    broken = copy.deepcopy(job)
+    job_container(broken)["terminationMessagePolicy"] = 17
+    with pytest.raises(kubernetes_validate.ValidationError):
+        validate(broken)
+
+
+def test_pod_failure_policy_maps_the_exit_code_table():
+    job = load("k8s-job.yaml")
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    name = job_container(job)["name"]
+    by_action: dict[str, set[int]] = {}
+    for rule in rules:
+        if "onExitCodes" in rule:
+            on = rule["onExitCodes"]
+            assert on["containerName"] == name and on["operator"] == "In"
+            by_action.setdefault(rule["action"], set()).update(on["values"])
+    fail, ignore = by_action["FailJob"], by_action["Ignore"]
+    # A bug in the notebook, bad usage, bad input or an unfit image: retrying cannot help.
+    assert fail == {1, 2, 3, 7}
+    # Stopped by the platform (eviction, preemption, drain): a disruption, not a failure.
+    assert ignore == {143}
+    assert {
+        "action": "Ignore",
+        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+    } in rules
+    # Timeout, dead kernel (OOM) and storage errors are retried within backoffLimit.
+    retried = set(EXIT_CODES) - fail - ignore
+    assert retried == {4, 5, 6}
+    # Every code the executor can return is routed on purpose (none forgotten, none invented).
+    assert fail | ignore | retried == set(EXIT_CODES)
+    for code in fail | ignore:
+        assert code in EXIT_CODES
+
+
+# -- kubectl run ---------------------------------------------------------------------------------
+
+
+def test_kubectl_run_quick_test_makes_a_valid_pod():
+    (argv,) = command_lines("kubectl-run.sh", "kubectl run ")
+    assert argv[:2] == ["kubectl", "run"]
+    name = argv[2]
+    flags = dict(a.split("=", 1) if "=" in a else (a, "") for a in argv[3:])
+    assert flags["--restart"] == "Never"  # a bare Pod, not a Deployment: runs once
+    assert "--rm" in flags and "-i" in flags  # attached, exit code returned, pod removed
+    assert_image(flags["--image"])
+    overrides = json.loads(flags["--overrides"])
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, **overrides}
+    pod["spec"]["restartPolicy"] = "Never"  # what --restart=Never adds
+    validate(pod)
+    (container,) = pod["spec"]["containers"]
+    assert container["name"] == name and container["image"] == flags["--image"]
+    assert container["envFrom"] == [{"secretRef": {"name": "nbjob-s3"}}]
+    assert container["args"][0].startswith("s3://")
+    text = (PLATFORMS / "kubectl-run.sh").read_text()
+    assert not re.search(r"AWS_SECRET_ACCESS_KEY=\w", text.split("kubectl run", 1)[1])
+
+
+# -- docker / podman run -------------------------------------------------------------------------
+
+
+def test_docker_one_liners_pass_credentials_by_name_only():
+    commands = command_lines("docker-run.sh", "docker run ")
+    assert len(commands) >= 3
+    seen_credentials = False
+    for argv in commands:
+        assert argv[:3] == ["docker", "run", "--rm"]
+        images = [a for a in argv if a.split(":")[0] in IMAGES]
+        assert len(images) == 1, argv
+        assert_image(images[0])
+        for i, arg in enumerate(argv):
+            if arg == "-e" and argv[i + 1].split("=")[0] in CREDENTIALS:
+                assert "=" not in argv[i + 1], "credentials must be passed by name only"
+                seen_credentials = True
+    assert seen_credentials
+
+
+# -- Kubeflow PyTorchJob -------------------------------------------------------------------------
+
+# Fields of kubeflow.org/v1 PyTorchJob (training-operator CRD, kubeflow.org_pytorchjobs.yaml).
+RUN_POLICY = {
+    "activeDeadlineSeconds",
+    "backoffLimit",
+    "cleanPodPolicy",
+    "managedBy",
+    "schedulingPolicy",
+    "suspend",
+    "ttlSecondsAfterFinished",
+}
+REPLICA_SPEC = {"replicas", "restartPolicy", "template"}
+RESTART_POLICIES = {"Always", "OnFailure", "Never", "ExitCode"}
+
+
+def test_kubeflow_pytorchjob_manifest():
+    job = load("kubeflow-pytorchjob.yaml")
+    assert job["apiVersion"] == "kubeflow.org/v1" and job["kind"] == "PyTorchJob"
+    assert set(job["spec"]) <= {"runPolicy", "pytorchReplicaSpecs", "elasticPolicy", "nprocPerNode"}
+    assert set(job["spec"]["runPolicy"]) <= RUN_POLICY
+    assert job["spec"]["runPolicy"]["cleanPodPolicy"] in {"All", "Running", "None"}
+    replicas = job["spec"]["pytorchReplicaSpecs"]
+    assert set(replicas) == {"Master", "Worker"}
+    assert replicas["Master"]["replicas"] == 1
+    for role, spec in replicas.items():
+        assert set(spec) <= REPLICA_SPEC, role
+        assert isinstance(spec["replicas"], int)
+        # ExitCode: the operator restarts on 143 (preemption) and stops on nbjob's other codes.
+        assert spec["restartPolicy"] == "ExitCode"
+        # The pod template is a real Kubernetes PodTemplateSpec: validate it as one.
+        validate(
+            {
+                "apiVersion": "v1",
+                "kind": "PodTemplate",
+                "metadata": {"name": role.lower()},
+                "template": spec["template"],
+            }
+        )
+        (container,) = spec["template"]["spec"]["containers"]
+        assert container["name"] == "pytorch"  # the operator injects its env into this name
+        assert_image(container["image"])
+        assert container["envFrom"] == [{"secretRef": {"name": "nbjob-s3"}}]
+        assert_no_literal_credentials(container.get("env", []))
+        # The operator's variables must not be overridden by the manifest.
+        assert not {v["name"] for v in container.get("env", [])} & {
+            "MASTER_ADDR",
+            "MASTER_PORT",
+            "RANK",
+            "WORLD_SIZE",
+        }
+
+
+# -- FfDL ----------------------------------------------------------------------------------------
+
+
+def test_ffdl_manifest_uses_the_image_as_custom_learner():
+    manifest = load("ffdl-manifest.yml")
+    assert {
+        "name",
+        "version",
+        "gpus",
+        "cpus",
+        "memory",
+        "learners",
+        "data_stores",
+        "framework",
+    } <= set(manifest)
+    assert isinstance(manifest["learners"], int) and manifest["learners"] >= 1
+    assert re.fullmatch(r"\d+(Mb|Gb|MiB|GiB)", manifest["memory"])
+    framework = manifest["framework"]
+    assert framework["name"] == "custom"
+    assert_image(framework["version"])  # custom learner: `version` is the image
+    # The command is the image's entrypoint, which reads the FfDL variables itself.
+    assert framework["command"] == "/usr/local/bin/entrypoint.sh"
+    for dockerfile in ("Dockerfile.torch", "Dockerfile.tf"):
+        assert "COPY entrypoint.sh /usr/local/bin/entrypoint.sh" in (ROOT / dockerfile).read_text()
+    (store,) = manifest["data_stores"]
+    assert {"id", "type", "training_data", "training_results", "connection"} <= set(store)
