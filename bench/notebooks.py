@@ -79,8 +79,10 @@ def notebook_check(info_file: Path) -> NotebookNode:
         [
             "import json, os, sys\n"
             f"with open({str(info_file)!r}, 'w') as f:\n"
-            "    json.dump({'executable': sys.executable, 'prefix': sys.prefix,\n"
-            "               'version': sys.version, 'pid': os.getpid()}, f)",
+            "    json.dump({'executable': sys.executable,\n"
+            "               'realpath': os.path.realpath(sys.executable),\n"
+            "               'prefix': sys.prefix, 'version': sys.version,\n"
+            "               'pid': os.getpid()}, f)",
         ]
     )
 

@@ -270,14 +270,22 @@ def run_once(
         sampler = MemorySampler(proc.pid) if sample_memory else None
         if sampler is not None:
             sampler.start()
-        try:
-            rc = proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+        # A blocking wait() returns the moment the runner exits; wait(timeout=...) would poll
+        # with sleeps of up to 50 ms and blur the timings. A timer enforces the limit instead.
+        timed_out = threading.Event()
+
+        def kill_on_timeout() -> None:
+            timed_out.set()
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
-            rc = proc.wait()
-            result.error = f"timed out after {timeout_s:.0f} s"
+
+        timer = threading.Timer(timeout_s, kill_on_timeout)
+        timer.start()
+        rc = proc.wait()
         result.wall_s = time.perf_counter() - t0
+        timer.cancel()
+        if timed_out.is_set():
+            result.error = f"timed out after {timeout_s:.0f} s"
         if sampler is not None:
             sampler.stop()
             result.executor_peak_rss = sampler.executor_peak
@@ -312,7 +320,7 @@ class Config:
     papermill_b_reps: int
     runners: list[str]
     scenarios: list[str]
-    timeout_s: float
+    timeouts: dict[str, float]
     quick: bool
 
     def reps_for(self, runner: str, scenario: str) -> int:
@@ -392,6 +400,8 @@ class Target:
 
 def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]], cfg: Config) -> list[Target]:
     targets: list[Target] = []
+    if "nbjob" not in cfg.runners:
+        return targets
 
     def med(scn: str, runner: str, key: str) -> float | None:
         return _median(summary, scn, runner, key)
@@ -472,6 +482,15 @@ def machine_facts() -> dict[str, Any]:
             text=True,
             check=True,
         ).stdout.strip()
+    with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "executor"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        if dirty:
+            commit += " + uncommitted executor/ changes"
     return {
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu_count": os.cpu_count(),
@@ -549,7 +568,7 @@ def render_markdown(
         f" {facts['memory_gib']} GiB, {facts['os']}, Python {facts['python']}; "
         f"jupyter_client {v['jupyter_client']}, ipykernel {v['ipykernel']}, "
         f"nbformat {v['nbformat']}, pyzmq {v['pyzmq']}, nbconvert {v['nbconvert']}; "
-        f"nbjob {v['nbjob']} at commit `{facts['git_commit']}`. Whole run: "
+        f"nbjob {v['nbjob']} at `{facts['git_commit']}`. Whole run: "
         f"{elapsed_s / 60:.1f} min{' (`--quick`)' if cfg.quick else ''}; load average"
         f" (1/5/15 min) {facts['load_average_at_start']} at the start,"
         f" {facts.get('load_average_at_end')} at the end.",
@@ -592,13 +611,16 @@ def render_markdown(
             f" runners ran {cfg.reps['b']} times. Change with `--papermill-b-reps`."
         )
     exes = {r: kc.get("executable") for r, kc in kernel_check.items()}
-    same = len({e for e in exes.values() if e}) == 1 and all(exes.values())
+    reals = {r: kc.get("realpath") for r, kc in kernel_check.items()}
+    same = len({e for e in reals.values() if e}) == 1 and all(reals.values())
     lines.append(
         "- Same kernel for every runner: "
         + ("yes" if same else "**NO**")
         + " (warm-up run recording the kernel's `sys.executable`: "
         + ", ".join(f"{r} `{e or 'n/a'}`" for r, e in exes.items())
-        + ")."
+        + "; all resolve to "
+        + ", ".join(sorted({f"`{e}`" for e in reals.values() if e}))
+        + "; kernelspec `python3`)."
     )
     lines += [
         "- Runs are interleaved round-robin across runners; one untimed warm-up run per runner"
@@ -702,7 +724,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=BIN / "nbjob",
         help="the nbjob executable (default: the one next to this Python)",
     )
-    p.add_argument("--timeout", type=float, default=600.0, help="per-run limit in seconds")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="per-run limit in seconds for every scenario (default: a, d 30; b 600;"
+        " c 300); a run past it is killed and counted as failed",
+    )
     p.add_argument("--markdown", type=Path, default=REPO / "BENCHMARKS.md")
     p.add_argument("--json", type=Path, default=REPO / "bench" / "results.json")
     return p.parse_args(argv)
@@ -723,9 +751,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if s not in SCENARIOS:
             raise SystemExit(f"unknown scenario {s!r}")
     NBJOB_BIN[0] = args.nbjob_bin.resolve()
-    cfg = Config(
-        reps, 1 if quick else args.papermill_b_reps, runners, scenarios, args.timeout, quick
-    )
+    timeouts = {"a": 30.0, "b": 600.0, "c": 300.0, "d": 30.0, "check": 30.0}
+    if args.timeout is not None:
+        timeouts = dict.fromkeys(timeouts, float(args.timeout))
+    cfg = Config(reps, 1 if quick else args.papermill_b_reps, runners, scenarios, timeouts, quick)
 
     started = time.monotonic()
     facts = machine_facts()
@@ -748,7 +777,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 skipped["nbjob"] = why
         active = [r for r in runners if r not in skipped]
         for r in active:
-            kernel_check[r] = kernel_check_run(r, books["check"], root, info_file, cfg.timeout_s)
+            kernel_check[r] = kernel_check_run(
+                r, books["check"], root, info_file, cfg.timeouts["check"]
+            )
             kc = kernel_check[r]
             say(
                 f"warm-up {r}: ok={kc['ok']} {kc['wall_s']:.2f}s kernel={kc.get('executable')}"
@@ -766,7 +797,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         rep,
                         books[scn],
                         root,
-                        cfg.timeout_s,
+                        cfg.timeouts[scn],
                         stamp_file=stamp_file if scn == "d" else None,
                         sample_memory=scn == "c",
                     )
