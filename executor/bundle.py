@@ -1,0 +1,265 @@
+"""A bundle on disk: safe unpacking of zip / tar.gz, its manifest, and which notebook runs.
+
+A SOURCE is a notebook file, a folder, or an archive. Archives are unpacked into a private
+folder, refusing anything that could escape it or exhaust the machine: absolute paths, ``..``,
+links, device files, FIFOs, more than ``max_files`` entries or ``max_bytes`` unpacked bytes
+(counted as written, so a lying header does not help). An archive holding a single top folder
+is entered, so zipping a project folder works.
+
+The notebook is, in order: ``--notebook``, the manifest's ``notebook``, or the single notebook
+at the bundle root. The manifest (``nbjob.json`` / ``nbjob.yaml``, written by ``nbjob pack``)
+may also give default ``parameters`` and a ``kernel``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import tarfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+import yaml
+
+from executor.errors import BundleError
+
+MANIFEST_NAMES = ("nbjob.json", "nbjob.yaml", "nbjob.yml")
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Bundle:
+    root: Path  # the bundle's top folder
+    notebook: Path  # absolute path of the notebook to run
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        return dict(self.manifest.get("parameters") or {})
+
+    @property
+    def kernel(self) -> str | None:
+        return self.manifest.get("kernel")
+
+    @property
+    def relative_notebook(self) -> str:
+        return self.notebook.relative_to(self.root).as_posix()
+
+
+# -- unpacking ---------------------------------------------------------------------------------
+
+
+class _Budget:
+    def __init__(self, max_files: int, max_bytes: int) -> None:
+        self.max_files, self.max_bytes = max_files, max_bytes
+        self.files = self.bytes = 0
+
+    def entry(self) -> None:
+        self.files += 1
+        if self.files > self.max_files:
+            raise BundleError(f"bundle has more than {self.max_files} files (limit: "
+                              "--max-bundle-files)")
+
+    def copy(self, src: IO[bytes], target: Path) -> None:
+        with target.open("wb") as out:
+            while chunk := src.read(_CHUNK):
+                self.bytes += len(chunk)
+                if self.bytes > self.max_bytes:
+                    raise BundleError(f"bundle unpacks to more than {self.max_bytes} bytes "
+                                      "(limit: --max-bundle-bytes)")
+                out.write(chunk)
+
+
+def _safe_target(dest: Path, name: str) -> Path | None:
+    """Where ``name`` goes under ``dest``; None for the root itself; BundleError if unsafe."""
+    if "\x00" in name or "\\" in name:
+        raise BundleError(f"bundle entry {name!r} has an invalid name")
+    path = PurePosixPath(name)
+    if path.is_absolute() or (path.parts and ":" in path.parts[0]):
+        raise BundleError(f"bundle entry {name!r} has an absolute path")
+    if ".." in path.parts:
+        raise BundleError(f"bundle entry {name!r} points outside the bundle")
+    parts = [p for p in path.parts if p not in ("", ".")]
+    return dest.joinpath(*parts) if parts else None
+
+
+def _check_kind(name: str, mode: int) -> None:
+    if stat.S_ISLNK(mode):
+        raise BundleError(f"bundle entry {name!r} is a link; links are not allowed")
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        raise BundleError(f"bundle entry {name!r} is a device or FIFO; not allowed")
+
+
+def _mode(executable: bool) -> int:
+    return 0o755 if executable else 0o644
+
+
+def _unpack_zip(archive: Path, dest: Path, budget: _Budget) -> None:
+    with zipfile.ZipFile(archive) as zf:
+        for info in zf.infolist():
+            budget.entry()
+            mode = info.external_attr >> 16
+            _check_kind(info.filename, mode)
+            target = _safe_target(dest, info.filename)
+            if target is None:
+                continue
+            if info.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(info) as src:
+                budget.copy(src, target)
+            target.chmod(_mode(bool(mode & 0o111)))
+
+
+def _unpack_tar(archive: Path, dest: Path, budget: _Budget) -> None:
+    with tarfile.open(archive, mode="r:*") as tf:
+        for member in tf:
+            budget.entry()
+            if member.issym() or member.islnk():
+                raise BundleError(f"bundle entry {member.name!r} is a link; links are not allowed")
+            if member.isdev() or member.isfifo():
+                raise BundleError(f"bundle entry {member.name!r} is a device or FIFO; not allowed")
+            target = _safe_target(dest, member.name)
+            if target is None:
+                continue
+            if member.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            if not member.isfile():
+                raise BundleError(f"bundle entry {member.name!r} is not a regular file")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tf.extractfile(member)
+            assert src is not None
+            budget.copy(src, target)
+            target.chmod(_mode(bool(member.mode & 0o111)))
+
+
+def archive_kind(path: Path) -> str | None:
+    """'zip', 'tar' or None, from the file's first bytes rather than its name."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if head[:2] == b"\x1f\x8b" or (path.suffix != ".ipynb" and tarfile.is_tarfile(path)):
+        return "tar"
+    return None
+
+
+def unpack(archive: Path, dest: Path, max_files: int, max_bytes: int) -> None:
+    """Unpack ``archive`` into the empty folder ``dest`` under the given limits."""
+    kind = archive_kind(archive)
+    budget = _Budget(max_files, max_bytes)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        if kind == "zip":
+            _unpack_zip(archive, dest, budget)
+        elif kind == "tar":
+            _unpack_tar(archive, dest, budget)
+        else:
+            raise BundleError(f"{archive.name} is not a notebook, folder, zip or tar.gz")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
+        raise BundleError(f"{archive.name} is a damaged archive: {exc}") from None
+
+
+# -- choosing the notebook ---------------------------------------------------------------------
+
+
+def _notebooks(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.ipynb") if not p.name.startswith("."))
+
+
+def _visible(folder: Path) -> Iterator[Path]:
+    return (p for p in folder.iterdir() if not p.name.startswith((".", "__MACOSX")))
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    for name in MANIFEST_NAMES:
+        path = root / name
+        if path.is_file():
+            try:
+                text = path.read_text(encoding="utf-8")
+                data = json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
+            except (ValueError, yaml.YAMLError, UnicodeDecodeError) as exc:
+                raise BundleError(f"{name}: cannot be parsed: {str(exc).splitlines()[0]}") from None
+            if not isinstance(data, dict):
+                raise BundleError(f"{name}: must be a mapping")
+            if not isinstance(data.get("parameters") or {}, dict):
+                raise BundleError(f"{name}: 'parameters' must be a mapping")
+            for key in ("notebook", "kernel"):
+                if key in data and not isinstance(data[key], str):
+                    raise BundleError(f"{name}: {key!r} must be a string")
+            return data
+    return {}
+
+
+def open_bundle(
+    local: Path, unpack_dir: Path, notebook: str | None, max_files: int, max_bytes: int
+) -> Bundle:
+    """Turn a local SOURCE (notebook, folder or archive) into a Bundle; unpack if needed."""
+    if local.is_dir():
+        root = local
+    elif local.suffix == ".ipynb" and archive_kind(local) is None:
+        if notebook:
+            raise BundleError(f"--notebook {notebook} given, but the source is one notebook")
+        return Bundle(root=local.parent.resolve(), notebook=local.resolve())
+    else:
+        unpack(local, unpack_dir, max_files, max_bytes)
+        root = unpack_dir
+        entries = list(_visible(root))
+        if len(entries) == 1 and entries[0].is_dir() and not (root / "nbjob.json").exists():
+            root = entries[0]
+    root = root.resolve()
+    manifest = read_manifest(root)
+    choice = notebook or manifest.get("notebook")
+    if choice:
+        path = _safe_target(root, choice)
+        if path is None or not path.is_file():
+            raise BundleError(f"notebook {choice!r} not found in the bundle; "
+                              f"notebooks at its root: {', '.join(_notebooks(root)) or 'none'}")
+        return Bundle(root=root, notebook=path, manifest=manifest)
+    found = _notebooks(root)
+    if not found:
+        raise BundleError("no notebook at the bundle root; name one with --notebook")
+    if len(found) > 1:
+        raise BundleError(f"several notebooks at the bundle root ({', '.join(found)}); "
+                          "choose one with --notebook or a manifest")
+    return Bundle(root=root, notebook=root / found[0], manifest=manifest)
+
+
+def place_notebook(path: Path, folder: Path) -> Path:
+    """Move a downloaded single notebook into its own bundle folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.move(str(path), folder / path.name))
+
+
+def unmet_requirements(root: Path) -> list[str]:
+    """Lines of the bundle's requirements.txt that this environment does not satisfy.
+
+    Nothing is installed at job start (air-gapped clusters); unmet lines are only reported.
+    """
+    path = root / "requirements.txt"
+    if not path.is_file():
+        return []
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    unmet = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        try:
+            req = Requirement(line)
+            if req.marker is not None and not req.marker.evaluate():
+                continue
+            if not req.specifier.contains(version(req.name), prereleases=True):
+                unmet.append(line)
+        except (InvalidRequirement, PackageNotFoundError):
+            unmet.append(line)
+    return unmet

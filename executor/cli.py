@@ -1,0 +1,128 @@
+"""The ``nbjob`` command: ``nbjob run`` and ``nbjob pack``.
+
+Parses flags, builds settings and hands over; every error becomes a one-line message and the
+documented exit code (see ``executor.errors``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from executor import __version__
+from executor.errors import NbjobError, UsageError
+
+EPILOG = """exit codes: 0 success, 1 a cell raised, 2 usage, 3 invalid input, 4 timeout,
+5 kernel died, 6 storage error, 7 environment unfit, 143 stopped by SIGTERM/SIGINT.
+Every option can also be set as NBJOB_<OPTION> (e.g. NBJOB_OUTPUT, NBJOB_CELL_TIMEOUT);
+NBJOB_SOURCE gives SOURCE and NBJOB_PARAMETERS a YAML/JSON mapping of parameters."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, exit 2 via UsageError
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _parameter_actions(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                        metavar=("NAME", "VALUE"), help="parameter, converted like papermill's")
+    parser.add_argument("-r", "--raw-parameter", nargs=2, action="append", default=[],
+                        metavar=("NAME", "VALUE"), help="parameter kept as a string")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from executor.config import OPTIONS
+
+    parser = _Parser(prog="nbjob", description="Run notebook bundles inside batch jobs.",
+                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"nbjob {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a notebook, folder or bundle", epilog=EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("source", nargs="?", metavar="SOURCE",
+                     help="notebook, folder, .zip/.tar.gz: local, file://, https:// or s3://")
+    _parameter_actions(run)
+    for opt in OPTIONS:
+        run.add_argument(opt.flag, dest=opt.name, metavar=opt.metavar, default=None,
+                         help=f"{opt.help} [{opt.env}]")
+
+    pack = sub.add_parser("pack", help="build a deterministic bundle from a notebook")
+    pack.add_argument("notebook", metavar="NOTEBOOK")
+    pack.add_argument("-o", "--output", metavar="FILE",
+                      help="bundle file, .zip or .tar.gz (default NOTEBOOK-NAME.zip)")
+    pack.add_argument("--include", metavar="GLOBS",
+                      help="comma-separated files/globs beside the notebook (default *.py)")
+    pack.add_argument("--requirements", metavar="FILE", help="requirements.txt to include")
+    pack.add_argument("--upload", metavar="S3_URL", help="also upload the bundle to s3://...")
+    pack.add_argument("--s3-endpoint-url", metavar="URL",
+                      default=os.environ.get("NBJOB_S3_ENDPOINT_URL"))
+    _parameter_actions(pack)
+    return parser
+
+
+def _parameters(args: argparse.Namespace) -> dict[str, Any]:
+    from executor.params import convert
+
+    values: dict[str, Any] = {}
+    for name, value in args.parameter:
+        values[name] = convert(value)
+    for name, value in args.raw_parameter:
+        values[name] = value
+    for name in values:
+        if not name.isidentifier():
+            raise UsageError(f"parameter name {name!r} is not a valid identifier")
+    return values
+
+
+def _run(args: argparse.Namespace) -> int:
+    from executor.config import OPTIONS, resolve
+    from executor.run import run
+
+    flags = {opt.name: getattr(args, opt.name) for opt in OPTIONS}
+    flags["source"] = args.source
+    settings = resolve(flags, os.environ, _parameters(args))
+    return run(settings)
+
+
+def _pack(args: argparse.Namespace) -> int:
+    from executor.pack import pack
+    from executor.storage import Storage
+
+    notebook = Path(args.notebook)
+    output = Path(args.output or notebook.with_suffix(".zip").name)
+    names = pack(notebook, output, args.include,
+                 Path(args.requirements) if args.requirements else None, _parameters(args))
+    print(f"packed {len(names)} files into {output}: {', '.join(names)}", file=sys.stderr)
+    target = str(output)
+    if args.upload:
+        url = args.upload.rstrip("/")
+        if url.endswith("/") or not url.endswith((".zip", ".tar.gz", ".tgz")):
+            url = f"{url}/{output.name}"
+        Storage(args.s3_endpoint_url).put_file(url, output)
+        print(f"uploaded to {url}", file=sys.stderr)
+        target = url
+    print(f"nbjob run {target}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "pack":
+            return _pack(args)
+        parser.print_usage(sys.stderr)
+        return UsageError.exit_code
+    except NbjobError as exc:
+        print(f"nbjob: error: {exc.reason}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("nbjob: stopped", file=sys.stderr)
+        return 143

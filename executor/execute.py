@@ -1,0 +1,310 @@
+"""Send cells to the kernel one at a time and turn its messages into nbformat outputs.
+
+The only module that speaks the Jupyter messaging protocol. One loop polls the shell and IOPub
+sockets together with a short timeout, so a stop request, a time limit or a dead kernel is
+noticed within ``POLL_S`` seconds whatever the cell is doing. A cell is done only when both
+its ``execute_reply`` and its ``status: idle`` have arrived (their order is not guaranteed).
+
+Progress goes to ``Hooks`` (nbclient-style lifecycle hooks): run.py turns it into log events
+and result checkpoints.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import nbformat
+import zmq
+
+from executor.errors import (
+    CellExecutionError,
+    CellTimeoutError,
+    NbjobError,
+    RunTimeoutError,
+    StoppedError,
+)
+from executor.kernel import Kernel
+
+POLL_S = 0.25  # longest wait between checks of stop flag, deadlines and kernel liveness
+ALIVE_CHECK_S = 0.5  # kernel liveness is also checked this often while messages flow
+IDLE_AFTER_REPLY_S = 3.0  # a reply without its 'idle' after this long still ends the cell
+INTERRUPT_WAIT_S = 5.0  # after an interrupt, how long the cell may take to wind down
+EXIT_VALUES = ("", "0", "None", "False")  # SystemExit codes that mean success
+SKIP_TAG = "skip-execution"
+RAISES_TAG = "raises-exception"
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class CellResult:
+    index: int
+    status: str = "pending"  # running completed failed exited timed_out interrupted kernel_died
+    execution_count: int | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    duration_s: float | None = None
+    error: dict[str, Any] | None = None
+    output_truncated: bool = False
+    _t0: float = field(default=0.0, repr=False)
+
+    def as_record(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+
+class Hooks(Protocol):
+    def on_cell_start(self, index: int, cell: Any) -> None: ...
+    def on_cell_end(self, index: int, cell: Any, result: CellResult) -> None: ...
+    def on_stream(self, index: int, name: str, text: str) -> None: ...
+    def on_tick(self) -> None: ...
+
+
+class _Cell:
+    """Collects one cell's outputs from IOPub messages."""
+
+    def __init__(self, cell: Any, max_bytes: int) -> None:
+        self.cell = cell
+        self.outputs: list[Any] = cell.outputs
+        self.max_bytes = max_bytes
+        self.kept = 0
+        self.truncated = False
+        self.clear_pending = False
+        self.idle = False
+
+    def _before_output(self) -> None:
+        if self.clear_pending:
+            self.outputs.clear()
+            self.kept = 0
+            self.clear_pending = False
+
+    def stream(self, name: str, text: str) -> None:
+        self._before_output()
+        if self.truncated:
+            return
+        size = len(text.encode("utf-8", "surrogatepass"))
+        if self.kept + size > self.max_bytes:
+            room = max(self.max_bytes - self.kept, 0)
+            text = text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
+            text += (f"\n[nbjob: output truncated after {self.max_bytes} bytes; "
+                     "the full output is in executor.log]\n")
+            self.truncated = True
+        self.kept += size
+        last = self.outputs[-1] if self.outputs else None
+        if last is not None and last.output_type == "stream" and last.name == name:
+            last.text += text
+        else:
+            self.outputs.append(nbformat.v4.new_output("stream", name=name, text=text))
+
+    def add(self, output: Any) -> None:
+        self._before_output()
+        self.outputs.append(output)
+
+    def clear(self, wait: bool) -> None:
+        if wait:
+            self.clear_pending = True
+        else:
+            self.outputs.clear()
+            self.kept = 0
+
+
+class Executor:
+    """Runs a notebook's code cells in order on a started ``Kernel``."""
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        hooks: Hooks,
+        *,
+        cell_timeout: float | None = None,
+        run_deadline: float | None = None,
+        max_output_bytes: int = 1_000_000,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.kernel = kernel
+        self.kc = kernel.client
+        self.hooks = hooks
+        self.cell_timeout = cell_timeout
+        self.run_deadline = run_deadline  # time.monotonic() value
+        self.max_output_bytes = max_output_bytes
+        self.should_stop = should_stop
+        self.results: dict[int, CellResult] = {}
+        self._displays: dict[str, list[Any]] = {}
+        self._poller = zmq.Poller()
+        self._shell = self.kc.shell_channel.socket
+        self._iopub = self.kc.iopub_channel.socket
+        self._poller.register(self._shell, zmq.POLLIN)
+        self._poller.register(self._iopub, zmq.POLLIN)
+
+    # -- the notebook --------------------------------------------------------------------------
+
+    def code_cells(self, nb: Any) -> list[int]:
+        return [
+            i for i, c in enumerate(nb.cells)
+            if c.cell_type == "code" and c.source.strip()
+            and SKIP_TAG not in c.get("metadata", {}).get("tags", [])
+        ]  # fmt: skip
+
+    def run(self, nb: Any) -> bool:
+        """Run every code cell; True when a cell ended the run early with SystemExit(0)."""
+        for cell in nb.cells:
+            if cell.cell_type == "code":
+                cell.outputs = []
+                cell.execution_count = None
+        indexes = self.code_cells(nb)
+        self.results = {i: CellResult(index=i) for i in indexes}
+        for i in indexes:
+            result = self.run_cell(i, nb.cells[i])
+            if result.status == "exited":
+                for j in indexes:
+                    if self.results[j].status == "pending":
+                        self.results[j].status = "skipped"
+                return True
+        return False
+
+    # -- one cell ------------------------------------------------------------------------------
+
+    def run_cell(self, index: int, cell: Any) -> CellResult:
+        result = self.results.setdefault(index, CellResult(index=index))
+        state = _Cell(cell, self.max_output_bytes)
+        result.status, result.started_at, result._t0 = "running", now_iso(), time.monotonic()
+        cell.metadata["execution"] = {"iopub.status.busy": result.started_at}
+        self.hooks.on_cell_start(index, cell)
+        msg_id = self.kc.execute(cell.source, store_history=True, allow_stdin=False,
+                                 stop_on_error=False)
+        cell_deadline = result._t0 + self.cell_timeout if self.cell_timeout else None
+        try:
+            reply = self._wait(index, msg_id, state, result, cell_deadline)
+        except NbjobError:
+            self._finish(index, cell, result, state)
+            raise
+        self._finish(index, cell, result, state)
+        content = reply["content"]
+        if content.get("execution_count") is not None:
+            cell.execution_count = result.execution_count = content["execution_count"]
+        if content["status"] == "ok":
+            result.status = "completed"
+        else:
+            ename, evalue = content.get("ename", "Error"), str(content.get("evalue", ""))
+            result.error = {"ename": ename, "evalue": evalue}
+            if ename == "SystemExit" and evalue.strip() in EXIT_VALUES:
+                result.status = "exited"
+            elif RAISES_TAG in cell.metadata.get("tags", []):
+                result.status = "completed"
+            else:
+                result.status = "failed"
+                self.hooks.on_cell_end(index, cell, result)
+                raise CellExecutionError(
+                    f"cell {index} raised {ename}: {evalue}".strip(), cell_index=index,
+                    ename=ename, evalue=evalue,
+                )
+        self.hooks.on_cell_end(index, cell, result)
+        return result
+
+    def _finish(self, index: int, cell: Any, result: CellResult, state: _Cell) -> None:
+        result.ended_at = now_iso()
+        result.duration_s = round(time.monotonic() - result._t0, 4)
+        result.output_truncated = state.truncated
+        result.execution_count = cell.execution_count
+        cell.metadata["execution"]["shell.execute_reply"] = result.ended_at
+
+    def _wait(
+        self, index: int, msg_id: str, state: _Cell, result: CellResult, deadline: float | None
+    ) -> dict[str, Any]:
+        """Collect messages until reply and idle; enforce stop, deadlines and liveness."""
+        reply: dict[str, Any] | None = None
+        last_alive = replied_at = time.monotonic()
+        while reply is None or not state.idle:
+            now = time.monotonic()
+            if reply is not None and now - replied_at > IDLE_AFTER_REPLY_S:
+                break
+            if self.should_stop():
+                self._wind_down(index, msg_id, state, result, "interrupted")
+                raise StoppedError(f"stopped by signal while cell {index} was running",
+                                   cell_index=index)
+            limit = _earliest(deadline, self.run_deadline)
+            if limit is not None and now >= limit:
+                self._wind_down(index, msg_id, state, result, "timed_out")
+                if deadline is not None and limit == deadline:
+                    raise CellTimeoutError(
+                        f"cell {index} ran longer than {self.cell_timeout:g} s (--cell-timeout)",
+                        cell_index=index)
+                raise RunTimeoutError(f"the run took longer than its time limit (--timeout); "
+                                      f"cell {index} was running", cell_index=index)
+            wait = POLL_S if limit is None else max(0.0, min(POLL_S, limit - now))
+            ready = dict(self._poller.poll(int(wait * 1000)))
+            if self._iopub in ready:
+                self._drain_iopub(index, msg_id, state)
+            if self._shell in ready:
+                msg = self.kc.shell_channel.get_msg(timeout=0)
+                if msg["parent_header"].get("msg_id") == msg_id:
+                    reply, replied_at = msg, time.monotonic()
+            if not ready or time.monotonic() - last_alive >= ALIVE_CHECK_S:
+                last_alive = time.monotonic()
+                if not self.kernel.alive():
+                    self._drain_iopub(index, msg_id, state)
+                    result.status = "kernel_died"
+                    raise self.kernel.died(f"while running cell {index}", cell_index=index)
+            self.hooks.on_tick()
+        assert reply is not None  # the loop only ends with a reply
+        return reply
+
+    def _wind_down(self, index: int, msg_id: str, state: _Cell, result: CellResult,
+                   status: str) -> None:
+        """Interrupt the running cell and keep what it prints for a few seconds."""
+        result.status = status
+        self.kernel.interrupt()
+        end = time.monotonic() + INTERRUPT_WAIT_S
+        replied = False
+        while time.monotonic() < end and not (replied and state.idle) and self.kernel.alive():
+            ready = dict(self._poller.poll(int(POLL_S * 1000)))
+            if self._iopub in ready:
+                self._drain_iopub(index, msg_id, state)
+            if self._shell in ready:
+                msg = self.kc.shell_channel.get_msg(timeout=0)
+                replied = replied or msg["parent_header"].get("msg_id") == msg_id
+
+    # -- IOPub ---------------------------------------------------------------------------------
+
+    def _drain_iopub(self, index: int, msg_id: str, state: _Cell, limit: int = 200) -> None:
+        channel = self.kc.iopub_channel
+        for _ in range(limit):
+            if not channel.msg_ready():
+                return
+            msg = channel.get_msg(timeout=0)
+            if msg["parent_header"].get("msg_id") == msg_id:
+                self._handle(index, msg, state)
+
+    def _handle(self, index: int, msg: dict[str, Any], state: _Cell) -> None:
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "status":
+            state.idle = state.idle or content.get("execution_state") == "idle"
+        elif kind == "execute_input":
+            state.cell.execution_count = content.get("execution_count")
+        elif kind == "stream":
+            self.hooks.on_stream(index, content.get("name", "stdout"), content.get("text", ""))
+            state.stream(content.get("name", "stdout"), content.get("text", ""))
+        elif kind in ("display_data", "execute_result", "error"):
+            output = nbformat.v4.output_from_msg(msg)
+            state.add(output)
+            display_id = (content.get("transient") or {}).get("display_id")
+            if display_id:
+                self._displays.setdefault(display_id, []).append(output)
+        elif kind == "update_display_data":
+            display_id = (content.get("transient") or {}).get("display_id")
+            for output in self._displays.get(display_id or "", []):
+                output["data"] = nbformat.from_dict(content.get("data", {}))
+                output["metadata"] = nbformat.from_dict(content.get("metadata", {}))
+        elif kind == "clear_output":
+            state.clear(bool(content.get("wait")))
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)

@@ -1,0 +1,158 @@
+"""Structured logging with structlog, and the scrubbing that keeps credentials out of it.
+
+Every event is one JSON object. It goes to each log file (``executor.log``, always JSON lines)
+and to stderr: JSON lines for log collectors, or readable lines when stderr is a terminal.
+Cell stream output is logged as it arrives, so ``kubectl logs`` shows it live.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable, MutableMapping
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+# Query parameters that carry signatures or tokens in presigned URLs (AWS SigV2/V4, IBM COS,
+# GCS, Azure SAS). Their values are replaced; the rest of the URL stays readable.
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&](?:x-amz-[a-z-]+|signature|awsaccesskeyid|x-goog-[a-z-]+|sig|se|sp|sv|sr|"
+    r"token|access_token))=([^&\s'\"<>]*)"
+)
+# Environment variables whose values must never be written anywhere.
+SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "COS_HMAC_SECRET_ACCESS_KEY",
+    "NBJOB_S3_SECRET_ACCESS_KEY",
+)
+
+
+def _secret_values() -> list[str]:
+    return [v for k in SECRET_ENV if len(v := os.environ.get(k, "")) >= 4]
+
+
+def redact(text: str) -> str:
+    """Remove signed-URL query secrets and known credential values from ``text``."""
+    if "=" in text:
+        text = _SECRET_QUERY.sub(r"\1=REDACTED", text)
+    for secret in _secret_values():
+        if secret in text:
+            text = text.replace(secret, "REDACTED")
+    return text
+
+
+def scrub(value: Any) -> Any:
+    """``redact`` applied to every string inside dicts, lists and tuples."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v) for v in value]
+    return value
+
+
+def _scrub_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+    return {k: scrub(v) for k, v in event.items()}
+
+
+def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event["ts"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return event
+
+
+class Sink:
+    """The structlog 'logger': writes each finished event to the files and the console."""
+
+    def __init__(self, console: IO[str], console_json: bool, files: Iterable[IO[str]]) -> None:
+        self.console = console
+        self.console_json = console_json
+        self.files = list(files)
+
+    def msg(self, event: dict[str, Any]) -> None:
+        line = json.dumps(event, default=str, ensure_ascii=False) + "\n"
+        for f in self.files:
+            f.write(line)
+        self.console.write(line if self.console_json else _readable(event))
+        self.console.flush()
+
+    debug = info = warning = warn = error = critical = exception = log = msg
+
+    def flush(self) -> None:
+        for f in self.files:
+            f.flush()
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+        self.files = []
+
+
+def _readable(event: dict[str, Any]) -> str:
+    name = event.get("event", "")
+    if name == "stream":  # a cell's own output, as the user would see it
+        return str(event.get("text", ""))
+    rest = " ".join(
+        f"{k}={v}" for k, v in event.items() if k not in ("event", "ts", "level", "text")
+    )
+    return f"{event.get('ts', '')[11:23]} {event.get('level', 'info'):7} {name} {rest}\n"
+
+
+def _render(
+    _: Any, __: str, event: MutableMapping[str, Any]
+) -> tuple[tuple[MutableMapping[str, Any]], dict[str, Any]]:
+    return (event,), {}
+
+
+_sink: Sink | None = None
+
+
+def configure(
+    log_format: str = "auto", files: Iterable[Path] = (), truncate: bool = False
+) -> Sink:
+    """Set up structlog for this process; ``files`` receive JSON lines."""
+    global _sink
+    if _sink is not None:
+        _sink.close()
+    console_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    handles = []
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handles.append(path.open("w" if truncate else "a", encoding="utf-8"))
+    _sink = Sink(sys.stderr, console_json, handles)
+    sink = _sink
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            _timestamp,
+            _scrub_processor,
+            _render,
+        ],
+        logger_factory=lambda *_: sink,
+        cache_logger_on_first_use=False,
+    )
+    return sink
+
+
+def get_logger(**bound: Any) -> Any:
+    return structlog.get_logger(**bound)
+
+
+def flush() -> None:
+    if _sink is not None:
+        _sink.flush()
+
+
+def close() -> None:
+    global _sink
+    if _sink is not None:
+        _sink.close()
+        _sink = None

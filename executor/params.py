@@ -1,0 +1,105 @@
+"""Papermill-compatible parameters: parsing, and injection as a tagged cell.
+
+``-p NAME VALUE`` converts True/False/None, ints and floats like papermill; ``-r`` keeps the
+raw string; files and NBJOB_PARAMETERS are YAML (JSON is YAML too). The injected cell is tagged
+``injected-parameters`` and goes right after the first cell tagged ``parameters`` (replacing an
+injected cell from an earlier run), or at the top when there is none.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import yaml
+
+from executor.errors import ParameterError
+
+INJECTED_TAG = "injected-parameters"
+PARAMETERS_TAG = "parameters"
+
+
+def convert(value: str) -> Any:
+    """papermill's ``-p`` conversion: True/False/None, then int, then float, else the string."""
+    if value in ("True", "False", "None"):
+        return {"True": True, "False": False, "None": None}[value]
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def parse_mapping(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"{origin}: not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise ParameterError(f"{origin}: parameters must be a mapping of names to values")
+    for name in data:
+        if not name.isidentifier():
+            raise ParameterError(f"{origin}: {name!r} is not a valid parameter name")
+    return data
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ParameterError(f"parameters file {path}: {exc.strerror}") from None
+    return parse_mapping(text, f"parameters file {path}")
+
+
+def to_python(value: Any) -> str:
+    """Python source for ``value`` (None, str, bool, int, float, list, dict)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float({str(value)!r})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{to_python(k)}: {to_python(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(to_python(v) for v in value) + "]"
+    if value is None or isinstance(value, bool | int | float | str):
+        return repr(value)
+    raise ParameterError(f"parameter value {value!r} has unsupported type {type(value).__name__}")
+
+
+def _declared_names(source: str) -> set[str] | None:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    names: set[str] = set()
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def inject(nb: nbformat.NotebookNode, parameters: Mapping[str, Any], language: str) -> list[str]:
+    """Insert the injected-parameters cell; return names the parameters cell does not declare."""
+    if not parameters:
+        return []
+    if language != "python":
+        raise ParameterError(f"parameters need a Python kernel; this notebook's is {language!r}")
+    lines = ["# Parameters"] + [f"{k} = {to_python(v)}" for k, v in parameters.items()]
+    cell = nbformat.v4.new_code_cell("\n".join(lines) + "\n", metadata={"tags": [INJECTED_TAG]})
+    cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
+    marked = [i for i, c in enumerate(cells) if PARAMETERS_TAG in c.metadata.get("tags", [])]
+    unknown: list[str] = []
+    if marked:
+        declared = _declared_names(cells[marked[0]].source)
+        if declared is not None:
+            unknown = [k for k in parameters if k not in declared]
+        cells.insert(marked[0] + 1, cell)
+    else:
+        cells.insert(0, cell)
+    nb.cells = cells
+    return unknown

@@ -1,0 +1,102 @@
+"""Batch-platform conventions turned into plain settings. The only module that knows platforms.
+
+Each platform tells a job where things are through its own environment variables. This module
+reads them once and answers: where is the bundle, where do results go, what is the run id,
+where do logs go, and which rank this process is. Nothing else in nbjob looks at them.
+
+- FfDL learner: ``RESULT_DIR``, ``MODEL_DIR``, ``LOG_DIR``, ``TRAINING_ID``, ``LEARNER_ID``
+  (1-based), ``NUM_LEARNERS``; the submitted zip lies at ``$RESULT_DIR/_submitted_code/model.zip``.
+- Kubeflow PyTorchJob / torchrun: ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``.
+- Kubeflow TFJob: ``TF_CONFIG`` (cluster and task type/index).
+- Slurm: ``SLURM_JOB_ID``, ``SLURM_ARRAY_TASK_ID``, ``SLURM_PROCID``, ``SLURM_NTASKS``.
+- Kubernetes: ``KUBERNETES_SERVICE_HOST``; the termination message goes to /dev/termination-log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+
+# Variables recorded in run.json["platform"] when present (never credentials).
+_RECORDED = (
+    "TRAINING_ID", "LEARNER_ID", "NUM_LEARNERS", "GPU_COUNT",
+    "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TF_CONFIG",
+    "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID", "SLURM_NTASKS",
+    "SLURM_JOB_NODELIST", "KUBERNETES_SERVICE_HOST", "HOSTNAME", "RAY_JOB_ID",
+    "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Platform:
+    """What the platform around this process says, as plain settings (None: not said)."""
+
+    name: str = "local"
+    source: str | None = None
+    output: str | None = None
+    run_id: str | None = None
+    log_dir: str | None = None
+    # Results of one rank of a multi-process job go into this subfolder of the output.
+    rank_dir: str | None = None
+    info: dict[str, str] = field(default_factory=dict)
+
+
+def _int(env: Mapping[str, str], name: str) -> int | None:
+    try:
+        return int(env[name])
+    except (KeyError, ValueError):
+        return None
+
+
+def _rank_dir(env: Mapping[str, str]) -> str | None:
+    """Subfolder for this process's results when several processes run the same notebook."""
+    if (learners := _int(env, "NUM_LEARNERS")) and learners > 1:
+        return f"learner-{env.get('LEARNER_ID', '1')}"
+    if "TF_CONFIG" in env:
+        try:
+            config = json.loads(env["TF_CONFIG"])
+            task = config.get("task", {})
+            if sum(len(v) for v in config.get("cluster", {}).values()) > 1:
+                return f"{task.get('type', 'worker')}-{task.get('index', 0)}"
+        except (ValueError, AttributeError, TypeError):
+            return None
+    for size, rank in (("WORLD_SIZE", "RANK"), ("SLURM_NTASKS", "SLURM_PROCID")):
+        if (n := _int(env, size)) and n > 1:
+            return f"rank-{env.get(rank, '0')}"
+    return None
+
+
+def detect(env: Mapping[str, str] | None = None) -> Platform:
+    """Read the platform conventions from ``env`` (default: this process's environment)."""
+    env = os.environ if env is None else env
+    info = {k: env[k] for k in _RECORDED if k in env}
+    rank_dir = _rank_dir(env)
+    if "RESULT_DIR" in env and ("TRAINING_ID" in env or "LEARNER_ID" in env or "MODEL_DIR" in env):
+        result_dir = env["RESULT_DIR"]
+        submitted = os.path.join(result_dir, "_submitted_code", "model.zip")
+        source = submitted if os.path.exists(submitted) else env.get("MODEL_DIR")
+        return Platform(
+            name="ffdl",
+            source=source,
+            output=result_dir,
+            run_id=env.get("TRAINING_ID"),
+            log_dir=env.get("LOG_DIR"),
+            rank_dir=rank_dir,
+            info=info,
+        )
+    if "SLURM_JOB_ID" in env:
+        run_id = env["SLURM_JOB_ID"]
+        if "SLURM_ARRAY_TASK_ID" in env:
+            run_id = f"{env.get('SLURM_ARRAY_JOB_ID', run_id)}_{env['SLURM_ARRAY_TASK_ID']}"
+        return Platform(name="slurm", run_id=run_id, rank_dir=rank_dir, info=info)
+    if "TF_CONFIG" in env or ("MASTER_ADDR" in env and "WORLD_SIZE" in env):
+        return Platform(name="kubeflow", rank_dir=rank_dir, info=info)
+    if "KUBERNETES_SERVICE_HOST" in env:
+        return Platform(name="kubernetes", rank_dir=rank_dir, info=info)
+    if "RAY_JOB_ID" in env:
+        return Platform(name="ray", run_id=env["RAY_JOB_ID"], rank_dir=rank_dir, info=info)
+    return Platform(rank_dir=rank_dir, info=info)

@@ -1,0 +1,193 @@
+"""What a run leaves behind: the executed notebook, run.json and executor.log.
+
+They are written while the run goes on and once more at the end, whatever happened:
+``Results.checkpoint`` serializes a snapshot on the main thread at most every ``interval``
+seconds (stretched when serializing or uploading is slow, so the total cost stays linear in the
+run's length); a background thread uploads the newest snapshot and drops older ones.
+``Results.final`` writes the last state with retries; if the destination cannot take it, a
+local copy is kept and its path is in the ``StorageError``'s reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import socket
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from executor import __version__, logs
+from executor.errors import StorageError
+from executor.storage import Storage, is_local, join, local_path
+
+BANNER_TAG = "nbjob-error-banner"
+_STALE_BANNERS = (BANNER_TAG, "papermill-error-cell-tag")
+RUN_JSON = "run.json"
+LOG_NAME = "executor.log"
+_STYLE = "color:red; font-family:Helvetica Neue, Helvetica, Arial, sans-serif; font-size:1.5em;"
+
+
+# -- the notebook ------------------------------------------------------------------------------
+
+
+def remove_banners(nb: Any) -> None:
+    nb.cells = [c for c in nb.cells
+                if not set(c.get("metadata", {}).get("tags", [])) & set(_STALE_BANNERS)]
+
+
+def _banner(html: str) -> Any:
+    return nbformat.v4.new_markdown_cell(html, metadata={"tags": [BANNER_TAG]})
+
+
+def add_banners(nb: Any, index: int, reason: str) -> None:
+    """Red banners at the top and right before cell ``index``, as papermill does."""
+    text = reason.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    nb.cells.insert(index, _banner(
+        f'<span id="nbjob-error-cell" style="{_STYLE}">nbjob stopped here: {text}</span>'))
+    nb.cells.insert(0, _banner(
+        f'<span style="{_STYLE}">This run did not finish: {text}. '
+        f'<a href="#nbjob-error-cell">Go to the cell</a>.</span>'))
+
+
+def notebook_bytes(nb: Any) -> bytes:
+    return (json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+# -- run.json ----------------------------------------------------------------------------------
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment_record() -> dict[str, Any]:
+    return {
+        "versions": {
+            "nbjob": __version__,
+            "python": platform.python_version(),
+            **{d: _version(d) for d in ("jupyter_client", "ipykernel", "nbformat")},
+        },
+        "host": {
+            "hostname": socket.gethostname(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
+    }
+
+
+def record_bytes(record: dict[str, Any]) -> bytes:
+    return (json.dumps(logs.scrub(record), indent=2, default=str) + "\n").encode()
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+class Results:
+    def __init__(
+        self, storage: Storage, dest: str, notebook_name: str | None, log_path: Path, spool: Path,
+        interval: float,
+    ) -> None:
+        self.storage = storage
+        self.dest = dest
+        self.notebook_name = notebook_name
+        self.log_path = log_path
+        self.spool = spool  # local copy of the newest results
+        self.interval = interval
+        self._next_due = 0.0
+        self._pending: tuple[bytes, bytes] | None = None
+        self._cond = threading.Condition()
+        self._closed = False
+        self._warned = False
+        self._thread = threading.Thread(target=self._upload_loop, name="results", daemon=True)
+        self._thread.start()
+
+    def url(self, name: str) -> str:
+        return join(self.dest, name)
+
+    def checkpoint(self, nb: Any, record: dict[str, Any], force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_due:
+            return
+        snapshot = (notebook_bytes(nb) if nb is not None else b"", record_bytes(record))
+        logs.flush()
+        with self._cond:
+            self._pending = snapshot
+            self._cond.notify()
+        cost = time.monotonic() - now
+        self._next_due = time.monotonic() + max(self.interval, 20 * cost)
+
+    def _upload_loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                if self._closed:
+                    return
+                snapshot, self._pending = self._pending, None
+            assert snapshot is not None
+            started = time.monotonic()
+            try:
+                self._write(*snapshot)
+            except Exception as exc:  # the final write retries and reports
+                if not self._warned:
+                    logs.get_logger().warning("checkpoint_failed", reason=str(exc))
+                    self._warned = True
+            # Slow storage: checkpoint less often, so uploads never pile up.
+            took = time.monotonic() - started
+            self._next_due = max(self._next_due, time.monotonic() + 4 * took)
+
+    def _write(self, nb_data: bytes, record_data: bytes) -> None:
+        if self.notebook_name and nb_data:
+            self.storage.put_bytes(self.url(self.notebook_name), nb_data)
+        self.storage.put_bytes(self.url(RUN_JSON), record_data)
+        if not self._is_log_local():
+            self.storage.put_file(self.url(LOG_NAME), self.log_path)
+
+    def _is_log_local(self) -> bool:
+        return is_local(self.dest) and local_path(self.url(LOG_NAME)) == self.log_path
+
+    def final(self, nb: Any, record: dict[str, Any], timeout: float) -> None:
+        """Write the last state within ``timeout`` seconds; keep a local copy if that fails."""
+        with self._cond:
+            self._closed = True
+            self._pending = None
+            self._cond.notify()
+        deadline = time.monotonic() + timeout
+        self._thread.join(timeout=max(0.0, min(timeout / 2, deadline - time.monotonic())))
+        nb_data = notebook_bytes(nb) if nb is not None else b""
+        record_data = record_bytes(record)
+        logs.flush()
+        error: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                self._write(nb_data, record_data)
+            except BaseException as exc:
+                error.append(exc)
+
+        worker = threading.Thread(target=write, name="final-write", daemon=True)
+        worker.start()
+        worker.join(timeout=max(0.5, deadline - time.monotonic()))
+        if worker.is_alive() or error:
+            self._keep_local_copy(nb_data, record_data)
+            why = str(error[0]) if error else f"no answer within {timeout:g} s"
+            raise StorageError(f"results not stored at {logs.redact(self.dest)} ({why}); "
+                               f"a local copy is in {self.spool}")
+
+    def _keep_local_copy(self, nb_data: bytes, record_data: bytes) -> None:
+        self.spool.mkdir(parents=True, exist_ok=True)
+        if self.notebook_name and nb_data:
+            (self.spool / self.notebook_name).write_bytes(nb_data)
+        (self.spool / RUN_JSON).write_bytes(record_data)
+        if self.log_path.exists() and self.log_path.parent != self.spool:
+            shutil.copyfile(self.log_path, self.spool / LOG_NAME)

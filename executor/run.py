@@ -1,0 +1,333 @@
+"""One job, start to end: fetch and unpack while the kernel starts, execute, store, exit code.
+
+``Job.run`` never raises: every ending becomes a run.json status, a one-line reason and one of
+the documented exit codes, and the results already produced are stored before it returns.
+SIGTERM/SIGINT interrupt the kernel and store partial results within ``stop_grace`` seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import nbformat
+
+from executor import bundle as bundles
+from executor import kernel as kernels
+from executor import logs, params, results
+from executor.config import Settings
+from executor.errors import (
+    GPUNotVisibleError,
+    NbjobError,
+    NotebookError,
+    RunTimeoutError,
+    StoppedError,
+    StorageError,
+)
+from executor.execute import CellResult, Executor, now_iso
+from executor.storage import Storage, is_local, local_path
+
+FINAL_WRITE_S = 300.0  # how long the final write may take when nothing else is pressing
+
+
+class Job:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + settings.timeout if settings.timeout else None
+        self.stop_at: float | None = None  # monotonic time of the first SIGTERM/SIGINT
+        self._raise_on_signal = True  # outside the cell loop a signal interrupts at once
+        self.storage = Storage(settings.s3_endpoint_url)
+        self.workdir = Path(settings.workdir or tempfile.mkdtemp(prefix="nbjob-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.nb: Any = None
+        self.kernel: kernels.Kernel | None = None
+        self.executor: Executor | None = None
+        self.keep_workdir = False
+        self.record: dict[str, Any] = {
+            "run_id": settings.run_id,
+            "status": "running",
+            "exit_code": None,
+            "reason": None,
+            "source": logs.redact(settings.source),
+            "output": logs.redact(settings.output),
+            "notebook": None,
+            "failed_cell": None,
+            "started_at": now_iso(),
+            "ended_at": None,
+            "duration_s": None,
+            "parameters": {},
+            "kernel": None,
+            "gpus": [],
+            "gpu_probe": None,
+            "unmet_requirements": [],
+            "cells": [],
+            "platform": {"name": settings.platform.name, **settings.platform.info},
+            **results.environment_record(),
+        }
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stop_at is not None:
+            return  # already stopping; the grace period bounds the rest
+        self.stop_at = time.monotonic()
+        self.log.warning("stop_requested", signal=signal.Signals(signum).name,
+                         grace_s=self.s.stop_grace)
+        if self._raise_on_signal:
+            raise StoppedError(f"stopped by {signal.Signals(signum).name} before cells ran")
+
+    def _should_stop(self) -> bool:
+        return self.stop_at is not None
+
+    # -- the job -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        error: NbjobError | None = None
+        try:
+            log_files = [self._log_path()]
+        except StorageError as exc:  # the results folder cannot be made: still log, exit 6
+            log_files, error = [self.workdir / results.LOG_NAME], exc
+        if self.s.log_dir:
+            log_files.append(Path(self.s.log_dir) / results.LOG_NAME)
+        logs.configure(self.s.log_format, log_files, truncate=True)
+        self.log = logs.get_logger(run_id=self.s.run_id)
+        self.results = results.Results(
+            self.storage, self.s.output, None, log_files[0], self.workdir / "results",
+            self.s.checkpoint_interval,
+        )
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        try:
+            self.log.info("run_start", source=self.s.source, output=self.s.output,
+                          platform=self.s.platform.name, nbjob=self.record["versions"]["nbjob"])
+            if error is not None:
+                raise error
+            self._prepare()
+            self._raise_on_signal = False
+            if self.stop_at is not None:
+                raise StoppedError("stopped by signal before cells ran")
+            self._execute()
+        except NbjobError as exc:
+            error = exc
+        except Exception as exc:  # a bug in nbjob itself must still leave results behind
+            self.log.exception("internal_error")
+            error = NbjobError(f"internal error: {type(exc).__name__}: {exc}")
+        finally:
+            self._raise_on_signal = False
+        return self._finish(error)
+
+    def _log_path(self) -> Path:
+        if is_local(self.s.output):
+            self.storage.check_writable(self.s.output)
+            return local_path(self.s.output) / results.LOG_NAME
+        return self.workdir / results.LOG_NAME
+
+    def _prepare(self) -> None:
+        s = self.s
+        source_local = is_local(s.source) and local_path(s.source).exists()
+        if source_local:
+            path = local_path(s.source)
+            cwd = path if path.is_dir() else path.parent
+        else:
+            cwd = self.workdir / "bundle"
+            cwd.mkdir(exist_ok=True)
+        # Start the kernel while the bundle is fetched; the notebook may still ask for another.
+        guess = s.kernel or kernels.DEFAULT_KERNEL
+        self.kernel = kernels.Kernel(guess, cwd.resolve(), s.kernel_start_timeout, self._ipc())
+        self.kernel.start_in_background()
+
+        started = time.monotonic()
+        download = self.workdir / "download"
+        download.mkdir(exist_ok=True)
+        fetched = self.storage.fetch(s.source, download)
+        if not source_local:
+            self.log.info("fetched", bytes=fetched.stat().st_size,
+                          seconds=round(time.monotonic() - started, 3))
+            if fetched.suffix == ".ipynb" and bundles.archive_kind(fetched) is None:
+                fetched = bundles.place_notebook(fetched, self.workdir / "bundle")
+        bundle = bundles.open_bundle(fetched, self.workdir / "bundle", s.notebook,
+                                     s.max_bundle_files, s.max_bundle_bytes)
+        self.results.notebook_name = bundle.notebook.name
+        self.record["notebook"] = bundle.relative_notebook
+        self.log.info("bundle", root=str(bundle.root), notebook=bundle.relative_notebook)
+        if unmet := bundles.unmet_requirements(bundle.root):
+            self.record["unmet_requirements"] = unmet
+            self.log.warning("requirements_unmet", requirements=unmet,
+                             hint="nbjob installs nothing at job start; use an image with them")
+
+        self.nb = self._read_notebook(bundle.notebook)
+        results.remove_banners(self.nb)
+        name = kernels.choose(self.nb.metadata, s.kernel or bundle.kernel)
+        language = (self.nb.metadata.get("kernelspec") or {}).get("language") or "python"
+        merged = bundle.parameters
+        if s.parameters_file:
+            merged.update(params.load_file(s.parameters_file))
+        merged.update(s.parameters)
+        if unknown := params.inject(self.nb, merged, language):
+            self.log.warning("unknown_parameters", names=unknown)
+        self.record["parameters"] = merged
+
+        kernel = self._kernel_at(name, bundle.notebook.parent.resolve())
+        self.record["kernel"] = {
+            "name": name,
+            "language": kernel.language,
+            "implementation": kernel.info.get("implementation"),
+            "implementation_version": kernel.info.get("implementation_version"),
+        }
+        self.log.info("kernel_ready", kernel=name, language=kernel.language,
+                      seconds=round(time.monotonic() - self.t0, 3))
+        probe = kernel.probe_gpus()
+        self.record["gpus"], self.record["gpu_probe"] = probe.get("gpus", []), probe
+        self.log.info("gpus", gpus=probe.get("gpus", []), visible=probe.get("env", {}),
+                      error=probe.get("error"))
+        if s.require_gpu and not probe.get("gpus"):
+            raise GPUNotVisibleError(
+                "a GPU is required (--require-gpu) but the kernel sees none"
+                + (f": {probe['error']}" if probe.get("error") else "")
+            )
+
+    def _read_notebook(self, path: Path) -> Any:
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            raise NotebookError(f"{path.name} is not a readable notebook: "
+                                f"{str(exc).splitlines()[0][:300]}") from None
+        if not isinstance(nb.get("cells"), list):
+            raise NotebookError(f"{path.name} is not a notebook (no cells)")
+        try:
+            nbformat.validate(nb)
+        except nbformat.ValidationError as exc:
+            self.log.warning("notebook_invalid", reason=str(exc).splitlines()[0][:300])
+        return nb
+
+    def _kernel_at(self, name: str, cwd: Path) -> kernels.Kernel:
+        """The started kernel, replaced when the notebook needs another one or folder."""
+        kernel = self.kernel
+        assert kernel is not None
+        try:
+            kernel.wait_started()
+            if kernel.name == name and (kernel.cwd == cwd or kernel.language == "python"):
+                if kernel.cwd != cwd:  # notebook in a subfolder: Python can just change dir
+                    kernel.client.execute(f"import os as _o; _o.chdir({str(cwd)!r}); del _o",
+                                          silent=True, store_history=False)
+                return kernel
+        except NbjobError:
+            if kernel.name == name:
+                raise
+        kernel.shutdown(grace=0)
+        self.kernel = kernels.Kernel(name, cwd, self.s.kernel_start_timeout, self._ipc())
+        self.kernel.start()
+        return self.kernel
+
+    def _ipc(self) -> Path:
+        return self.workdir / "ipc"
+
+    def _execute(self) -> None:
+        assert self.kernel is not None
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise RunTimeoutError("the run took longer than its time limit before cells ran")
+        self.executor = Executor(
+            self.kernel, self, cell_timeout=self.s.cell_timeout, run_deadline=self.deadline,
+            max_output_bytes=self.s.max_output_bytes, should_stop=self._should_stop,
+        )
+        self.log.info("execute_start", cells=len(self.executor.code_cells(self.nb)))
+        exited = self.executor.run(self.nb)
+        if exited:
+            self.log.info("run_exited_early", reason="a cell called sys.exit(0)")
+
+    # -- hooks called by Executor --------------------------------------------------------------
+
+    def on_cell_start(self, index: int, cell: Any) -> None:
+        self.log.info("cell_start", cell=index)
+        self.results.checkpoint(self.nb, self._snapshot())
+
+    def on_cell_end(self, index: int, cell: Any, result: CellResult) -> None:
+        self.log.info("cell_end", cell=index, status=result.status,
+                      execution_count=result.execution_count, duration_s=result.duration_s,
+                      **({"error": result.error} if result.error else {}))
+        self.results.checkpoint(self.nb, self._snapshot())
+
+    def on_stream(self, index: int, name: str, text: str) -> None:
+        self.log.info("stream", cell=index, name=name, text=text)
+
+    def on_tick(self) -> None:
+        self.results.checkpoint(self.nb, self._snapshot())
+
+    def _snapshot(self) -> dict[str, Any]:
+        if self.executor is not None:
+            self.record["cells"] = [r.as_record() for r in self.executor.results.values()]
+        return self.record
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def _finish(self, error: NbjobError | None) -> int:
+        s = self.s
+        stopping = self.stop_at is not None
+        if stopping and not isinstance(error, StoppedError):
+            error = StoppedError(f"stopped by signal ({error.reason})" if error else
+                                 "stopped by signal")
+        code, status = (error.exit_code, error.status) if error else (0, "succeeded")
+        reason = error.reason if error else "succeeded"
+        cell_index = error.details.get("cell_index") if error else None
+        self._snapshot()
+        self.record.update(status=status, exit_code=code, reason=reason,
+                           ended_at=now_iso(), duration_s=round(time.monotonic() - self.t0, 3))
+        if cell_index is not None:
+            self.record["failed_cell"] = {
+                "index": cell_index,
+                **((self.executor.results[cell_index].error or {}) if self.executor else {}),
+            }
+            if self.nb is not None:
+                results.add_banners(self.nb, cell_index, reason)
+        if stopping:
+            assert self.stop_at is not None
+            budget = max(1.0, s.stop_grace - (time.monotonic() - self.stop_at) - 1.0)
+        else:
+            budget = FINAL_WRITE_S
+        if self.kernel is not None and (stopping or error is not None):
+            self.kernel.shutdown(grace=0)  # results first; a failed run's kernel is not needed
+        self.log.info("run_end", status=status, exit_code=code, reason=reason,
+                      cell=cell_index, duration_s=self.record["duration_s"])
+        try:
+            self.results.final(self.nb, self.record, timeout=budget)
+        except StorageError as exc:
+            self.keep_workdir = True
+            self.log.error("results_not_stored", reason=exc.reason)
+            if code == 0:
+                code, reason = exc.exit_code, exc.reason
+        self._write_termination_log(reason if code else f"succeeded: {self.record['notebook']}")
+        if self.kernel is not None:
+            self.kernel.shutdown(grace=0 if stopping else 3.0)
+        logs.close()
+        self._cleanup()
+        return code
+
+    def _write_termination_log(self, reason: str) -> None:
+        path = self.s.termination_log
+        if path and os.path.exists(path) and os.access(path, os.W_OK):
+            try:
+                with open(path, "w", encoding="utf-8") as f:
+                    f.write(logs.redact(reason)[:4000] + "\n")
+            except OSError:
+                pass
+
+    def _cleanup(self) -> None:
+        if self.s.workdir:
+            return  # the user's folder: leave it
+        if self.keep_workdir:
+            shutil.rmtree(self.workdir / "bundle", ignore_errors=True)
+            shutil.rmtree(self.workdir / "download", ignore_errors=True)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def run(settings: Settings) -> int:
+    """Run one job; the return value is the process exit code."""
+    return Job(settings).run()
