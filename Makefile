@@ -1,7 +1,59 @@
-# NOTE (bench helper): this file held no targets yet, so only `bench` is added here, as the brief
-# allowed; the Makefile's owner may move or restyle this block freely.
-.PHONY: bench
-bench:  ## nbjob vs papermill vs jupyter execute -> BENCHMARKS.md, bench/results.json (BENCH_ARGS=--quick)
-	test -x .venv/bin/python || python3 -m venv .venv
-	.venv/bin/python -m pip install -q -e '.[test,bench]'
-	.venv/bin/python bench/run.py $(BENCH_ARGS)
+# nbjob: `make demo` runs an example bundle end to end; `make test` sets up and runs every test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: help venv system-deps lint test test-fast demo bench images clean
+
+help:
+	@echo "make demo   - pack and run the example bundle; results in ./demo-output"
+	@echo "make test   - install everything the tests need, lint, type-check, run all tests"
+	@echo "make bench  - nbjob vs papermill vs nbclient; writes BENCHMARKS.md"
+	@echo "make images - build the torch and TF framework images (docker, else podman)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@
+
+venv: $(STAMP)
+
+# Debian packages the image tests need (podman builds and runs the images); root only.
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  ! (command -v podman && command -v runc && command -v debootstrap) >/dev/null; then \
+	  echo "installing podman runc debootstrap"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends podman runc debootstrap >/dev/null; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check executor tests bench
+	$(BIN)/ruff format --check executor
+	$(BIN)/mypy
+
+test: venv system-deps lint
+	$(BIN)/pytest -ra
+
+test-fast: venv
+	$(BIN)/pytest -ra -m "not images"
+
+demo: venv
+	rm -rf demo-output demo-output.zip
+	$(BIN)/nbjob pack examples/demo/demo.ipynb -o demo-output.zip
+	$(BIN)/nbjob run demo-output.zip --output demo-output --log-format console \
+	  -p epochs 3; \
+	  code=$$?; rm -f demo-output.zip; \
+	  echo; echo "exit code $$code; results in $(CURDIR)/demo-output:"; ls -l demo-output; \
+	  exit $$code
+
+bench: venv
+	$(BIN)/python bench/run.py
+
+images: venv
+	bash tests/images/build.sh
+
+clean:
+	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -61,16 +61,19 @@ class _Budget:
     def entry(self) -> None:
         self.files += 1
         if self.files > self.max_files:
-            raise BundleError(f"bundle has more than {self.max_files} files (limit: "
-                              "--max-bundle-files)")
+            raise BundleError(
+                f"bundle has more than {self.max_files} files (limit: --max-bundle-files)"
+            )
 
     def copy(self, src: IO[bytes], target: Path) -> None:
         with target.open("wb") as out:
             while chunk := src.read(_CHUNK):
                 self.bytes += len(chunk)
                 if self.bytes > self.max_bytes:
-                    raise BundleError(f"bundle unpacks to more than {self.max_bytes} bytes "
-                                      "(limit: --max-bundle-bytes)")
+                    raise BundleError(
+                        f"bundle unpacks to more than {self.max_bytes} bytes "
+                        "(limit: --max-bundle-bytes)"
+                    )
                 out.write(chunk)
 
 
@@ -219,15 +222,19 @@ def open_bundle(
     if choice:
         path = _safe_target(root, choice)
         if path is None or not path.is_file():
-            raise BundleError(f"notebook {choice!r} not found in the bundle; "
-                              f"notebooks at its root: {', '.join(_notebooks(root)) or 'none'}")
+            raise BundleError(
+                f"notebook {choice!r} not found in the bundle; "
+                f"notebooks at its root: {', '.join(_notebooks(root)) or 'none'}"
+            )
         return Bundle(root=root, notebook=path, manifest=manifest)
     found = _notebooks(root)
     if not found:
         raise BundleError("no notebook at the bundle root; name one with --notebook")
     if len(found) > 1:
-        raise BundleError(f"several notebooks at the bundle root ({', '.join(found)}); "
-                          "choose one with --notebook or a manifest")
+        raise BundleError(
+            f"several notebooks at the bundle root ({', '.join(found)}); "
+            "choose one with --notebook or a manifest"
+        )
     return Bundle(root=root, notebook=root / found[0], manifest=manifest)
 
 

@@ -28,39 +28,78 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parameter_actions(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
-                        metavar=("NAME", "VALUE"), help="parameter, converted like papermill's")
-    parser.add_argument("-r", "--raw-parameter", nargs=2, action="append", default=[],
-                        metavar=("NAME", "VALUE"), help="parameter kept as a string")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="parameter, converted like papermill's",
+    )
+    parser.add_argument(
+        "-r",
+        "--raw-parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="parameter kept as a string",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from executor.config import OPTIONS
 
-    parser = _Parser(prog="nbjob", description="Run notebook bundles inside batch jobs.",
-                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="nbjob",
+        description="Run notebook bundles inside batch jobs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"nbjob {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run a notebook, folder or bundle", epilog=EPILOG,
-                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("source", nargs="?", metavar="SOURCE",
-                     help="notebook, folder, .zip/.tar.gz: local, file://, https:// or s3://")
+    run = sub.add_parser(
+        "run",
+        help="run a notebook, folder or bundle",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument(
+        "source",
+        nargs="?",
+        metavar="SOURCE",
+        help="notebook, folder, .zip/.tar.gz: local, file://, https:// or s3://",
+    )
     _parameter_actions(run)
     for opt in OPTIONS:
-        run.add_argument(opt.flag, dest=opt.name, metavar=opt.metavar, default=None,
-                         help=f"{opt.help} [{opt.env}]")
+        run.add_argument(
+            opt.flag,
+            dest=opt.name,
+            metavar=opt.metavar,
+            default=None,
+            help=f"{opt.help} [{opt.env}]",
+        )
 
     pack = sub.add_parser("pack", help="build a deterministic bundle from a notebook")
     pack.add_argument("notebook", metavar="NOTEBOOK")
-    pack.add_argument("-o", "--output", metavar="FILE",
-                      help="bundle file, .zip or .tar.gz (default NOTEBOOK-NAME.zip)")
-    pack.add_argument("--include", metavar="GLOBS",
-                      help="comma-separated files/globs beside the notebook (default *.py)")
+    pack.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="bundle file, .zip or .tar.gz (default NOTEBOOK-NAME.zip)",
+    )
+    pack.add_argument(
+        "--include",
+        metavar="GLOBS",
+        help="comma-separated files/globs beside the notebook (default *.py)",
+    )
     pack.add_argument("--requirements", metavar="FILE", help="requirements.txt to include")
     pack.add_argument("--upload", metavar="S3_URL", help="also upload the bundle to s3://...")
-    pack.add_argument("--s3-endpoint-url", metavar="URL",
-                      default=os.environ.get("NBJOB_S3_ENDPOINT_URL"))
+    pack.add_argument(
+        "--s3-endpoint-url", metavar="URL", default=os.environ.get("NBJOB_S3_ENDPOINT_URL")
+    )
     _parameter_actions(pack)
     return parser
 
@@ -95,8 +134,13 @@ def _pack(args: argparse.Namespace) -> int:
 
     notebook = Path(args.notebook)
     output = Path(args.output or notebook.with_suffix(".zip").name)
-    names = pack(notebook, output, args.include,
-                 Path(args.requirements) if args.requirements else None, _parameters(args))
+    names = pack(
+        notebook,
+        output,
+        args.include,
+        Path(args.requirements) if args.requirements else None,
+        _parameters(args),
+    )
     print(f"packed {len(names)} files into {output}: {', '.join(names)}", file=sys.stderr)
     target = str(output)
     if args.upload:

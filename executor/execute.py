@@ -91,8 +91,10 @@ class _Cell:
         if self.kept + size > self.max_bytes:
             room = max(self.max_bytes - self.kept, 0)
             text = text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
-            text += (f"\n[nbjob: output truncated after {self.max_bytes} bytes; "
-                     "the full output is in executor.log]\n")
+            text += (
+                f"\n[nbjob: output truncated after {self.max_bytes} bytes; "
+                "the full output is in executor.log]\n"
+            )
             self.truncated = True
         self.kept += size
         last = self.outputs[-1] if self.outputs else None
@@ -175,8 +177,9 @@ class Executor:
         result.status, result.started_at, result._t0 = "running", now_iso(), time.monotonic()
         cell.metadata["execution"] = {"iopub.status.busy": result.started_at}
         self.hooks.on_cell_start(index, cell)
-        msg_id = self.kc.execute(cell.source, store_history=True, allow_stdin=False,
-                                 stop_on_error=False)
+        msg_id = self.kc.execute(
+            cell.source, store_history=True, allow_stdin=False, stop_on_error=False
+        )
         cell_deadline = result._t0 + self.cell_timeout if self.cell_timeout else None
         try:
             reply = self._wait(index, msg_id, state, result, cell_deadline)
@@ -200,8 +203,10 @@ class Executor:
                 result.status = "failed"
                 self.hooks.on_cell_end(index, cell, result)
                 raise CellExecutionError(
-                    f"cell {index} raised {ename}: {evalue}".strip(), cell_index=index,
-                    ename=ename, evalue=evalue,
+                    f"cell {index} raised {ename}: {evalue}".strip(),
+                    cell_index=index,
+                    ename=ename,
+                    evalue=evalue,
                 )
         self.hooks.on_cell_end(index, cell, result)
         return result
@@ -225,17 +230,22 @@ class Executor:
                 break
             if self.should_stop():
                 self._wind_down(index, msg_id, state, result, "interrupted")
-                raise StoppedError(f"stopped by signal while cell {index} was running",
-                                   cell_index=index)
+                raise StoppedError(
+                    f"stopped by signal while cell {index} was running", cell_index=index
+                )
             limit = _earliest(deadline, self.run_deadline)
             if limit is not None and now >= limit:
                 self._wind_down(index, msg_id, state, result, "timed_out")
                 if deadline is not None and limit == deadline:
                     raise CellTimeoutError(
                         f"cell {index} ran longer than {self.cell_timeout:g} s (--cell-timeout)",
-                        cell_index=index)
-                raise RunTimeoutError(f"the run took longer than its time limit (--timeout); "
-                                      f"cell {index} was running", cell_index=index)
+                        cell_index=index,
+                    )
+                raise RunTimeoutError(
+                    f"the run took longer than its time limit (--timeout); "
+                    f"cell {index} was running",
+                    cell_index=index,
+                )
             wait = POLL_S if limit is None else max(0.0, min(POLL_S, limit - now))
             ready = dict(self._poller.poll(int(wait * 1000)))
             if self._iopub in ready:
@@ -254,8 +264,9 @@ class Executor:
         assert reply is not None  # the loop only ends with a reply
         return reply
 
-    def _wind_down(self, index: int, msg_id: str, state: _Cell, result: CellResult,
-                   status: str) -> None:
+    def _wind_down(
+        self, index: int, msg_id: str, state: _Cell, result: CellResult, status: str
+    ) -> None:
         """Interrupt the running cell and keep what it prints for a few seconds."""
         result.status = status
         self.kernel.interrupt()

@@ -115,9 +115,7 @@ def _render(
 _sink: Sink | None = None
 
 
-def configure(
-    log_format: str = "auto", files: Iterable[Path] = (), truncate: bool = False
-) -> Sink:
+def configure(log_format: str = "auto", files: Iterable[Path] = (), truncate: bool = False) -> Sink:
     """Set up structlog for this process; ``files`` receive JSON lines."""
     global _sink
     if _sink is not None:

@@ -38,8 +38,9 @@ _STYLE = "color:red; font-family:Helvetica Neue, Helvetica, Arial, sans-serif; f
 
 
 def remove_banners(nb: Any) -> None:
-    nb.cells = [c for c in nb.cells
-                if not set(c.get("metadata", {}).get("tags", [])) & set(_STALE_BANNERS)]
+    nb.cells = [
+        c for c in nb.cells if not set(c.get("metadata", {}).get("tags", [])) & set(_STALE_BANNERS)
+    ]
 
 
 def _banner(html: str) -> Any:
@@ -49,11 +50,17 @@ def _banner(html: str) -> Any:
 def add_banners(nb: Any, index: int, reason: str) -> None:
     """Red banners at the top and right before cell ``index``, as papermill does."""
     text = reason.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    nb.cells.insert(index, _banner(
-        f'<span id="nbjob-error-cell" style="{_STYLE}">nbjob stopped here: {text}</span>'))
-    nb.cells.insert(0, _banner(
-        f'<span style="{_STYLE}">This run did not finish: {text}. '
-        f'<a href="#nbjob-error-cell">Go to the cell</a>.</span>'))
+    nb.cells.insert(
+        index,
+        _banner(f'<span id="nbjob-error-cell" style="{_STYLE}">nbjob stopped here: {text}</span>'),
+    )
+    nb.cells.insert(
+        0,
+        _banner(
+            f'<span style="{_STYLE}">This run did not finish: {text}. '
+            f'<a href="#nbjob-error-cell">Go to the cell</a>.</span>'
+        ),
+    )
 
 
 def notebook_bytes(nb: Any) -> bytes:
@@ -94,7 +101,12 @@ def record_bytes(record: dict[str, Any]) -> bytes:
 
 class Results:
     def __init__(
-        self, storage: Storage, dest: str, notebook_name: str | None, log_path: Path, spool: Path,
+        self,
+        storage: Storage,
+        dest: str,
+        notebook_name: str | None,
+        log_path: Path,
+        spool: Path,
         interval: float,
     ) -> None:
         self.storage = storage
@@ -181,8 +193,10 @@ class Results:
         if worker.is_alive() or error:
             self._keep_local_copy(nb_data, record_data)
             why = str(error[0]) if error else f"no answer within {timeout:g} s"
-            raise StorageError(f"results not stored at {logs.redact(self.dest)} ({why}); "
-                               f"a local copy is in {self.spool}")
+            raise StorageError(
+                f"results not stored at {logs.redact(self.dest)} ({why}); "
+                f"a local copy is in {self.spool}"
+            )
 
     def _keep_local_copy(self, nb_data: bytes, record_data: bytes) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)

@@ -78,8 +78,9 @@ class Job:
         if self.stop_at is not None:
             return  # already stopping; the grace period bounds the rest
         self.stop_at = time.monotonic()
-        self.log.warning("stop_requested", signal=signal.Signals(signum).name,
-                         grace_s=self.s.stop_grace)
+        self.log.warning(
+            "stop_requested", signal=signal.Signals(signum).name, grace_s=self.s.stop_grace
+        )
         if self._raise_on_signal:
             raise StoppedError(f"stopped by {signal.Signals(signum).name} before cells ran")
 
@@ -99,14 +100,23 @@ class Job:
         logs.configure(self.s.log_format, log_files, truncate=True)
         self.log = logs.get_logger(run_id=self.s.run_id)
         self.results = results.Results(
-            self.storage, self.s.output, None, log_files[0], self.workdir / "results",
+            self.storage,
+            self.s.output,
+            None,
+            log_files[0],
+            self.workdir / "results",
             self.s.checkpoint_interval,
         )
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         try:
-            self.log.info("run_start", source=self.s.source, output=self.s.output,
-                          platform=self.s.platform.name, nbjob=self.record["versions"]["nbjob"])
+            self.log.info(
+                "run_start",
+                source=self.s.source,
+                output=self.s.output,
+                platform=self.s.platform.name,
+                nbjob=self.record["versions"]["nbjob"],
+            )
             if error is not None:
                 raise error
             self._prepare()
@@ -148,19 +158,26 @@ class Job:
         download.mkdir(exist_ok=True)
         fetched = self.storage.fetch(s.source, download)
         if not source_local:
-            self.log.info("fetched", bytes=fetched.stat().st_size,
-                          seconds=round(time.monotonic() - started, 3))
+            self.log.info(
+                "fetched",
+                bytes=fetched.stat().st_size,
+                seconds=round(time.monotonic() - started, 3),
+            )
             if fetched.suffix == ".ipynb" and bundles.archive_kind(fetched) is None:
                 fetched = bundles.place_notebook(fetched, self.workdir / "bundle")
-        bundle = bundles.open_bundle(fetched, self.workdir / "bundle", s.notebook,
-                                     s.max_bundle_files, s.max_bundle_bytes)
+        bundle = bundles.open_bundle(
+            fetched, self.workdir / "bundle", s.notebook, s.max_bundle_files, s.max_bundle_bytes
+        )
         self.results.notebook_name = bundle.notebook.name
         self.record["notebook"] = bundle.relative_notebook
         self.log.info("bundle", root=str(bundle.root), notebook=bundle.relative_notebook)
         if unmet := bundles.unmet_requirements(bundle.root):
             self.record["unmet_requirements"] = unmet
-            self.log.warning("requirements_unmet", requirements=unmet,
-                             hint="nbjob installs nothing at job start; use an image with them")
+            self.log.warning(
+                "requirements_unmet",
+                requirements=unmet,
+                hint="nbjob installs nothing at job start; use an image with them",
+            )
 
         self.nb = self._read_notebook(bundle.notebook)
         results.remove_banners(self.nb)
@@ -181,12 +198,20 @@ class Job:
             "implementation": kernel.info.get("implementation"),
             "implementation_version": kernel.info.get("implementation_version"),
         }
-        self.log.info("kernel_ready", kernel=name, language=kernel.language,
-                      seconds=round(time.monotonic() - self.t0, 3))
+        self.log.info(
+            "kernel_ready",
+            kernel=name,
+            language=kernel.language,
+            seconds=round(time.monotonic() - self.t0, 3),
+        )
         probe = kernel.probe_gpus()
         self.record["gpus"], self.record["gpu_probe"] = probe.get("gpus", []), probe
-        self.log.info("gpus", gpus=probe.get("gpus", []), visible=probe.get("env", {}),
-                      error=probe.get("error"))
+        self.log.info(
+            "gpus",
+            gpus=probe.get("gpus", []),
+            visible=probe.get("env", {}),
+            error=probe.get("error"),
+        )
         if s.require_gpu and not probe.get("gpus"):
             raise GPUNotVisibleError(
                 "a GPU is required (--require-gpu) but the kernel sees none"
@@ -197,8 +222,9 @@ class Job:
         try:
             nb = nbformat.read(path, as_version=4)
         except (ValueError, OSError, UnicodeDecodeError) as exc:
-            raise NotebookError(f"{path.name} is not a readable notebook: "
-                                f"{str(exc).splitlines()[0][:300]}") from None
+            raise NotebookError(
+                f"{path.name} is not a readable notebook: {str(exc).splitlines()[0][:300]}"
+            ) from None
         if not isinstance(nb.get("cells"), list):
             raise NotebookError(f"{path.name} is not a notebook (no cells)")
         try:
@@ -215,8 +241,11 @@ class Job:
             kernel.wait_started()
             if kernel.name == name and (kernel.cwd == cwd or kernel.language == "python"):
                 if kernel.cwd != cwd:  # notebook in a subfolder: Python can just change dir
-                    kernel.client.execute(f"import os as _o; _o.chdir({str(cwd)!r}); del _o",
-                                          silent=True, store_history=False)
+                    kernel.client.execute(
+                        f"import os as _o; _o.chdir({str(cwd)!r}); del _o",
+                        silent=True,
+                        store_history=False,
+                    )
                 return kernel
         except NbjobError:
             if kernel.name == name:
@@ -234,8 +263,12 @@ class Job:
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise RunTimeoutError("the run took longer than its time limit before cells ran")
         self.executor = Executor(
-            self.kernel, self, cell_timeout=self.s.cell_timeout, run_deadline=self.deadline,
-            max_output_bytes=self.s.max_output_bytes, should_stop=self._should_stop,
+            self.kernel,
+            self,
+            cell_timeout=self.s.cell_timeout,
+            run_deadline=self.deadline,
+            max_output_bytes=self.s.max_output_bytes,
+            should_stop=self._should_stop,
         )
         self.log.info("execute_start", cells=len(self.executor.code_cells(self.nb)))
         exited = self.executor.run(self.nb)
@@ -249,9 +282,14 @@ class Job:
         self.results.checkpoint(self.nb, self._snapshot())
 
     def on_cell_end(self, index: int, cell: Any, result: CellResult) -> None:
-        self.log.info("cell_end", cell=index, status=result.status,
-                      execution_count=result.execution_count, duration_s=result.duration_s,
-                      **({"error": result.error} if result.error else {}))
+        self.log.info(
+            "cell_end",
+            cell=index,
+            status=result.status,
+            execution_count=result.execution_count,
+            duration_s=result.duration_s,
+            **({"error": result.error} if result.error else {}),
+        )
         self.results.checkpoint(self.nb, self._snapshot())
 
     def on_stream(self, index: int, name: str, text: str) -> None:
@@ -271,14 +309,20 @@ class Job:
         s = self.s
         stopping = self.stop_at is not None
         if stopping and not isinstance(error, StoppedError):
-            error = StoppedError(f"stopped by signal ({error.reason})" if error else
-                                 "stopped by signal")
+            error = StoppedError(
+                f"stopped by signal ({error.reason})" if error else "stopped by signal"
+            )
         code, status = (error.exit_code, error.status) if error else (0, "succeeded")
         reason = error.reason if error else "succeeded"
         cell_index = error.details.get("cell_index") if error else None
         self._snapshot()
-        self.record.update(status=status, exit_code=code, reason=reason,
-                           ended_at=now_iso(), duration_s=round(time.monotonic() - self.t0, 3))
+        self.record.update(
+            status=status,
+            exit_code=code,
+            reason=reason,
+            ended_at=now_iso(),
+            duration_s=round(time.monotonic() - self.t0, 3),
+        )
         if cell_index is not None:
             self.record["failed_cell"] = {
                 "index": cell_index,
@@ -293,8 +337,14 @@ class Job:
             budget = FINAL_WRITE_S
         if self.kernel is not None and (stopping or error is not None):
             self.kernel.shutdown(grace=0)  # results first; a failed run's kernel is not needed
-        self.log.info("run_end", status=status, exit_code=code, reason=reason,
-                      cell=cell_index, duration_s=self.record["duration_s"])
+        self.log.info(
+            "run_end",
+            status=status,
+            exit_code=code,
+            reason=reason,
+            cell=cell_index,
+            duration_s=self.record["duration_s"],
+        )
         try:
             self.results.final(self.nb, self.record, timeout=budget)
         except StorageError as exc:

@@ -100,8 +100,9 @@ class Storage:
         target = dest_dir / name
         if kind == "s3":
             bucket, key = split_s3(url)
-            self._s3_call("download", url,
-                          lambda: self.s3().download_file(bucket, key, str(target)))
+            self._s3_call(
+                "download", url, lambda: self.s3().download_file(bucket, key, str(target))
+            )
         elif kind in ("http", "https"):
             self._download_http(url, target)
         else:
@@ -122,8 +123,9 @@ class Storage:
             finally:
                 response.release_conn()
         except urllib3.exceptions.HTTPError as exc:
-            raise StorageError(f"fetch {redact(url)} failed after {ATTEMPTS} tries: "
-                               f"{redact(_first_line(exc))}") from None
+            raise StorageError(
+                f"fetch {redact(url)} failed after {ATTEMPTS} tries: {redact(_first_line(exc))}"
+            ) from None
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -135,8 +137,9 @@ class Storage:
             self._s3_call(
                 "upload",
                 url,
-                lambda: self.s3().put_object(Bucket=bucket, Key=key, Body=data,
-                                             ContentType=content_type),
+                lambda: self.s3().put_object(
+                    Bucket=bucket, Key=key, Body=data, ContentType=content_type
+                ),
             )
         else:
             raise StorageError(f"cannot write results to {redact(url)}: use a folder or s3://")
@@ -183,8 +186,9 @@ class Storage:
                     raise StorageError(f"{what} {url} failed: {redact(reason)}") from None
             except (BotoCoreError, OSError) as exc:
                 if attempt == ATTEMPTS:
-                    raise StorageError(f"{what} {url} failed after {ATTEMPTS} tries: "
-                                       f"{redact(_first_line(exc))}") from None
+                    raise StorageError(
+                        f"{what} {url} failed after {ATTEMPTS} tries: {redact(_first_line(exc))}"
+                    ) from None
             time.sleep(delay)
             delay *= 2
 
