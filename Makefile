@@ -45,7 +45,7 @@ demo: venv
 	rm -rf demo-output demo-output.zip
 	$(BIN)/nbjob pack examples/demo/demo.ipynb -o demo-output.zip
 	$(BIN)/nbjob run demo-output.zip --output demo-output --log-format console \
-	  -p epochs 3; \
+	  -p epochs 30; \
 	  code=$$?; rm -f demo-output.zip; \
 	  echo; echo "exit code $$code; results in $(CURDIR)/demo-output:"; ls -l demo-output; \
 	  exit $$code
