@@ -87,3 +87,8 @@ for fw in "${frameworks[@]}"; do
     "${ENGINE[@]}" "${BUILD[@]}" "${args[@]}" "${fwargs[@]}" -f "Dockerfile.$fw" "${tags[@]}" .
     echo "build.sh: nbjob-$fw built in $(($(date +%s) - start)) s" >&2
 done
+
+# Drop the untagged images that rebuilds leave behind (the layer cache of tagged ones stays).
+if [ "$engine" = podman ]; then
+    "${ENGINE[@]}" image prune -f >/dev/null
+fi
