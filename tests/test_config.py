@@ -1,0 +1,135 @@
+"""Settings precedence and platform conventions (FfDL, Kubeflow, Slurm, Kubernetes)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from test_run import events, nbjob, notebook, results
+
+from executor import config, platforms
+from executor.errors import ParameterError, UsageError
+
+
+def resolve(flags: dict[str, object] | None = None, **env: str) -> config.Settings:
+    return config.resolve({"source": None, **(flags or {})}, env)
+
+
+def test_flag_beats_environment_beats_default() -> None:
+    s = resolve(
+        {"source": "a.ipynb", "cell_timeout": "30"}, NBJOB_CELL_TIMEOUT="10", NBJOB_TIMEOUT="100"
+    )
+    assert (s.cell_timeout, s.timeout, s.stop_grace) == (30.0, 100.0, 10.0)
+    assert s.output == f"nbjob-output/{s.run_id}"
+
+
+def test_source_and_parameters_from_environment() -> None:
+    s = resolve(
+        NBJOB_SOURCE="s3://b/k.zip",
+        NBJOB_PARAMETERS="lr: 0.1\nname: x",
+        NBJOB_OUTPUT="s3://b/out",
+        NBJOB_REQUIRE_GPU="true",
+    )
+    assert s.source == "s3://b/k.zip" and s.output == "s3://b/out" and s.require_gpu
+    assert s.parameters == {"lr": 0.1, "name": "x"}
+
+
+def test_cli_parameters_override_environment_parameters() -> None:
+    s = config.resolve({"source": "a.ipynb"}, {"NBJOB_PARAMETERS": '{"a": 1, "b": 2}'}, {"a": 9})
+    assert s.parameters == {"a": 9, "b": 2}
+
+
+@pytest.mark.parametrize("env", [{"NBJOB_PARAMETERS": "[1, 2]"}, {"NBJOB_PARAMETERS": "a: [1"}])
+def test_bad_parameters_from_environment(env: dict[str, str]) -> None:
+    with pytest.raises(ParameterError):
+        config.resolve({"source": "a.ipynb"}, env)
+
+
+def test_bad_values_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="NBJOB_STOP_GRACE"):
+        resolve({"source": "a"}, NBJOB_STOP_GRACE="0")
+    with pytest.raises(UsageError, match="--log-format"):
+        resolve({"source": "a", "log_format": "xml"})
+    with pytest.raises(UsageError, match="no notebook source"):
+        resolve()
+
+
+def test_ffdl_learner_conventions(tmp_path: Path) -> None:
+    result_dir = tmp_path / "result"
+    (result_dir / "_submitted_code").mkdir(parents=True)
+    env = {
+        "RESULT_DIR": str(result_dir),
+        "MODEL_DIR": str(tmp_path / "model"),
+        "LOG_DIR": str(tmp_path / "logs"),
+        "TRAINING_ID": "training-abc",
+        "LEARNER_ID": "1",
+    }
+    s = config.resolve({}, env)
+    assert s.platform.name == "ffdl" and s.source == str(tmp_path / "model")
+    assert (s.output, s.run_id, s.log_dir) == (
+        str(result_dir),
+        "training-abc",
+        str(tmp_path / "logs"),
+    )
+    (result_dir / "_submitted_code" / "model.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    s = config.resolve({}, {**env, "NUM_LEARNERS": "2", "LEARNER_ID": "2"})
+    assert s.source == str(result_dir / "_submitted_code" / "model.zip")
+    assert s.output == str(result_dir / "learner-2")
+
+
+@pytest.mark.parametrize(
+    ("env", "name", "rank_dir"),
+    [
+        ({"MASTER_ADDR": "m", "WORLD_SIZE": "4", "RANK": "3"}, "kubeflow", "rank-3"),
+        ({"MASTER_ADDR": "m", "WORLD_SIZE": "1", "RANK": "0"}, "kubeflow", None),
+        (
+            {
+                "TF_CONFIG": json.dumps(
+                    {"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}
+                )
+            },
+            "kubeflow",
+            "worker-1",
+        ),
+        ({"SLURM_JOB_ID": "42", "SLURM_NTASKS": "2", "SLURM_PROCID": "1"}, "slurm", "rank-1"),
+        ({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, "kubernetes", None),
+        ({}, "local", None),
+    ],
+)
+def test_platform_detection(env: dict[str, str], name: str, rank_dir: str | None) -> None:
+    platform = platforms.detect(env)
+    assert (platform.name, platform.rank_dir) == (name, rank_dir)
+    s = config.resolve({"source": "a.ipynb", "output": "s3://b/p"}, env)
+    assert s.output == ("s3://b/p/" + rank_dir if rank_dir else "s3://b/p")
+
+
+def test_slurm_array_run_id() -> None:
+    env = {"SLURM_JOB_ID": "43", "SLURM_ARRAY_JOB_ID": "40", "SLURM_ARRAY_TASK_ID": "3"}
+    assert config.resolve({"source": "a"}, env).run_id == "40_3"
+
+
+def test_ffdl_run_without_arguments(tmp_path: Path) -> None:
+    """A learner started with no arguments finds its bundle and writes where FfDL collects."""
+    src = notebook(tmp_path / "src" / "train.ipynb", "import os\nprint(os.environ['LEARNER_ID'])")
+    result_dir, log_dir = tmp_path / "result", tmp_path / "logs"
+    (result_dir / "_submitted_code").mkdir(parents=True)
+    with zipfile.ZipFile(result_dir / "_submitted_code" / "model.zip", "w") as zf:
+        zf.write(src, "train.ipynb")
+    proc = nbjob(
+        "run",
+        env={
+            "RESULT_DIR": str(result_dir),
+            "LOG_DIR": str(log_dir),
+            "MODEL_DIR": str(tmp_path / "model"),
+            "TRAINING_ID": "training-7",
+            "LEARNER_ID": "1",
+            "NUM_LEARNERS": "1",
+        },
+    )
+    assert proc.returncode == 0, proc.stderr
+    executed, record = results(result_dir, "train.ipynb")
+    assert record["run_id"] == "training-7" and record["platform"]["name"] == "ffdl"
+    assert executed.cells[0].outputs[0].text == "1\n"
+    assert events(log_dir)[-1]["event"] == "run_end"
