@@ -297,8 +297,12 @@ def run_once(
     if inv.output.is_file():
         result.output_bytes = inv.output.stat().st_size
     if result.error is None and rc != 0:
-        tail = log_path.read_bytes()[-600:].decode("utf-8", "replace").strip()
-        result.error = f"exit {rc}: {tail}"
+        data = log_path.read_bytes()
+        text = data.decode("utf-8", "replace")
+        if len(data) > 1500:  # the first lines say what went wrong, the last where it ended
+            head = data[:700].decode("utf-8", "replace")
+            text = head + "\n[...]\n" + data[-700:].decode("utf-8", "replace")
+        result.error = f"exit {rc}: {text.strip()}"
     if result.error is None:
         result.error = _validate(inv.output, scenario)
     if result.error is None and stamp_file is not None:
@@ -611,14 +615,17 @@ def render_markdown(
             f" runners ran {cfg.reps['b']} times. Change with `--papermill-b-reps`."
         )
     exes = {r: kc.get("executable") for r, kc in kernel_check.items()}
-    reals = {r: kc.get("realpath") for r, kc in kernel_check.items()}
+    reals = {
+        r: f"{kc['prefix']} ({kc['realpath']})" if kc.get("prefix") else None
+        for r, kc in kernel_check.items()
+    }
     same = len({e for e in reals.values() if e}) == 1 and all(reals.values())
     lines.append(
         "- Same kernel for every runner: "
         + ("yes" if same else "**NO**")
         + " (warm-up run recording the kernel's `sys.executable`: "
         + ", ".join(f"{r} `{e or 'n/a'}`" for r, e in exes.items())
-        + "; all resolve to "
+        + "; sys.prefix (interpreter): "
         + ", ".join(sorted({f"`{e}`" for e in reals.values() if e}))
         + "; kernelspec `python3`)."
     )
@@ -631,11 +638,21 @@ def render_markdown(
         "- (c): executor peak RSS is the high-water mark (`VmHWM`) of the runner's own process"
         " plus the RSS of any non-kernel child processes it starts, sampled every 20 ms; the"
         " kernel (`ipykernel_launcher` and its children) is excluded and listed separately. The"
-        " output notebook size shows how much of the 100 MB each runner kept.",
+        " output notebook size shows how much of the 100 MB each runner kept: nbjob keeps at"
+        " most `--max-output-bytes` (default 1 MB) of a cell's stream output in the notebook and"
+        " the whole text in `executor.log`; papermill and nbclient keep it all in memory and in"
+        " the notebook.",
         "- A run that fails (non-zero exit, missing or incompletely executed output notebook)"
         " gives that runner no median for the scenario (`n/a`); errors are in"
         " `bench/results.json`.",
     ]
+    for r, kc in kernel_check.items():
+        if kc.get("first_error"):
+            first = str(kc["first_error"]).replace("\n", " ").replace("|", "/")[:300]
+            lines.append(
+                f"- {r}: the untimed warm-up run failed once and was retried"
+                f" ({'ok' if kc['ok'] else 'failed again'}): `{first}`"
+            )
     strays = {
         f"{r} ({scn})": summary[scn][r]["stray_kernels_killed"]
         for scn in cfg.scenarios
@@ -687,9 +704,21 @@ def nbjob_available() -> tuple[bool, str]:
 def kernel_check_run(
     runner: str, nb: Path, root: Path, info_file: Path, timeout_s: float
 ) -> dict[str, Any]:
+    """Warm-up run that records the kernel's interpreter; retried once if it fails (it is not
+    a measurement, but its failure is kept in ``first_error``)."""
     info_file.unlink(missing_ok=True)
     res = run_once(runner, "check", 0, nb, root, timeout_s)
-    out: dict[str, Any] = {"ok": res.ok, "wall_s": res.wall_s, "error": res.error}
+    first_error = None
+    if not res.ok:
+        first_error = res.error
+        info_file.unlink(missing_ok=True)
+        res = run_once(runner, "check", 1, nb, root, timeout_s)
+    out: dict[str, Any] = {
+        "ok": res.ok,
+        "wall_s": res.wall_s,
+        "error": res.error,
+        "first_error": first_error,
+    }
     if info_file.is_file():
         out.update(json.loads(info_file.read_text()))
     return out
@@ -709,8 +738,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--papermill-b-reps",
         type=int,
-        default=1,
-        help="repetitions for papermill on (b), about 2 min each (default 1)",
+        default=3,
+        help="at most this many repetitions for papermill on (b), about 2 min each"
+        " (default 3; --quick: 1)",
     )
     p.add_argument(
         "--runners",
