@@ -76,7 +76,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("run_id", "--run-id", str, None, "id of this run (default: platform's or generated)",
            "ID"),
     Option("require_gpu", "--require-gpu", _bool, False,
-           "exit 7 before any cell when the kernel sees no GPU", "BOOL"),
+           "exit 7 before any cell when the kernel sees no GPU"),
     Option("stop_grace", "--stop-grace", _positive_float, 10.0,
            "seconds to store results after SIGTERM/SIGINT", "SECONDS"),
     Option("termination_log", "--termination-log", str, platforms.DEFAULT_TERMINATION_LOG,

@@ -10,6 +10,7 @@ local copy is kept and its path is in the ``StorageError``'s reason.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ BANNER_TAG = "nbjob-error-banner"
 _STALE_BANNERS = (BANNER_TAG, "papermill-error-cell-tag")
 RUN_JSON = "run.json"
 LOG_NAME = "executor.log"
+ARTIFACTS = "artifacts"  # files the notebook writes to $NBJOB_ARTIFACTS_DIR
 _STYLE = "color:red; font-family:Helvetica Neue, Helvetica, Arial, sans-serif; font-size:1.5em;"
 
 
@@ -114,6 +116,13 @@ class Results:
         self.notebook_name = notebook_name
         self.log_path = log_path
         self.spool = spool  # local copy of the newest results
+        # Where the kernel writes artifacts: inside a local destination, else uploaded at the end.
+        self.artifacts = spool.parent / ARTIFACTS
+        if is_local(dest):
+            with contextlib.suppress(OSError):
+                local_path(self.url(ARTIFACTS)).mkdir(parents=True, exist_ok=True)
+                self.artifacts = local_path(self.url(ARTIFACTS))
+        self.artifacts.mkdir(parents=True, exist_ok=True)
         self.interval = interval
         self._next_due = 0.0
         self._pending: tuple[bytes, bytes] | None = None
@@ -184,9 +193,15 @@ class Results:
         def write() -> None:
             try:
                 self._write(nb_data, record_data)
+                if not is_local(self.dest) and self.artifacts.exists():
+                    for path in sorted(p for p in self.artifacts.rglob("*") if p.is_file()):
+                        name = path.relative_to(self.artifacts).as_posix()
+                        self.storage.put_file(self.url(f"{ARTIFACTS}/{name}"), path)
             except BaseException as exc:
                 error.append(exc)
 
+        if not any(self.artifacts.iterdir()):
+            self.artifacts.rmdir()  # no empty folder among the results
         worker = threading.Thread(target=write, name="final-write", daemon=True)
         worker.start()
         worker.join(timeout=max(0.5, deadline - time.monotonic()))
@@ -197,6 +212,13 @@ class Results:
                 f"results not stored at {logs.redact(self.dest)} ({why}); "
                 f"a local copy is in {self.spool}"
             )
+
+    def artifact_names(self) -> list[str]:
+        return sorted(
+            p.relative_to(self.artifacts).as_posix()
+            for p in self.artifacts.rglob("*")
+            if p.is_file()
+        )
 
     def _keep_local_copy(self, nb_data: bytes, record_data: bytes) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,7 @@ class Job:
             "gpu_probe": None,
             "unmet_requirements": [],
             "cells": [],
+            "artifacts": [],
             "platform": {"name": settings.platform.name, **settings.platform.info},
             **results.environment_record(),
         }
@@ -107,6 +108,8 @@ class Job:
             self.workdir / "results",
             self.s.checkpoint_interval,
         )
+        # The kernel inherits this: notebooks save models and metrics there.
+        os.environ["NBJOB_ARTIFACTS_DIR"] = str(self.results.artifacts.resolve())
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         try:
@@ -316,6 +319,7 @@ class Job:
         reason = error.reason if error else "succeeded"
         cell_index = error.details.get("cell_index") if error else None
         self._snapshot()
+        self.record["artifacts"] = self.results.artifact_names()
         self.record.update(
             status=status,
             exit_code=code,

@@ -502,3 +502,20 @@ def test_termination_log_and_no_stray_kernels(tmp_path: Path) -> None:
     assert term_log.read_text().strip() == "cell 1 raised RuntimeError: boom"
     pid = int((tmp_path / "kernel.pid").read_text())
     assert _wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10)
+
+
+def test_artifacts_written_by_the_notebook_are_stored(tmp_path: Path) -> None:
+    nb = notebook(
+        tmp_path / "nb.ipynb",
+        "import os, pathlib\nd = pathlib.Path(os.environ['NBJOB_ARTIFACTS_DIR'])\n"
+        "(d / 'model').mkdir()\n(d / 'model' / 'weights.bin').write_bytes(b'\\x00' * 10)\n"
+        "(d / 'metrics.json').write_text('{\"acc\": 0.9}')",
+    )
+    out = tmp_path / "out"
+    assert (
+        nbjob("run", nb, "--output", out, "--require-gpu", env={"PATH": os.defpath}).returncode == 7
+    )
+    assert not (out / "artifacts").exists()  # nothing ran, no empty folder left behind
+    assert nbjob("run", nb, "--output", out).returncode == 0
+    assert (out / "artifacts" / "model" / "weights.bin").read_bytes() == b"\x00" * 10
+    assert results(out)[1]["artifacts"] == ["metrics.json", "model/weights.bin"]
