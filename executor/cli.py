@@ -74,13 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _parameter_actions(run)
     for opt in OPTIONS:
-        run.add_argument(
-            opt.flag,
-            dest=opt.name,
-            metavar=opt.metavar,
-            default=None,
-            help=f"{opt.help} [{opt.env}]",
-        )
+        if opt.metavar is None:  # a switch; NBJOB_<NAME>=1 sets it too
+            run.add_argument(
+                opt.flag,
+                dest=opt.name,
+                action="store_const",
+                const="true",
+                default=None,
+                help=f"{opt.help} [{opt.env}=1]",
+            )
+        else:
+            run.add_argument(
+                opt.flag,
+                dest=opt.name,
+                metavar=opt.metavar,
+                default=None,
+                help=f"{opt.help} [{opt.env}]",
+            )
 
     pack = sub.add_parser("pack", help="build a deterministic bundle from a notebook")
     pack.add_argument("notebook", metavar="NOTEBOOK")
