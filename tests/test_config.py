@@ -133,3 +133,12 @@ def test_ffdl_run_without_arguments(tmp_path: Path) -> None:
     assert record["run_id"] == "training-7" and record["platform"]["name"] == "ffdl"
     assert executed.cells[0].outputs[0].text == "1\n"
     assert events(log_dir)[-1]["event"] == "run_end"
+
+
+def test_readme_documents_every_option() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    for opt in config.OPTIONS:
+        assert f"`{opt.flag}" in readme, opt.flag
+        assert opt.env in readme, opt.env
+    for code in (0, 1, 2, 3, 4, 5, 6, 7, 143):
+        assert f"\n| {code} |" in readme
