@@ -14,10 +14,13 @@ may also give default ``parameters`` and a ``kernel``.
 from __future__ import annotations
 
 import json
+import lzma
 import shutil
 import stat
+import struct
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -107,6 +110,8 @@ def _unpack_zip(archive: Path, dest: Path, budget: _Budget) -> None:
             budget.entry()
             mode = info.external_attr >> 16
             _check_kind(info.filename, mode)
+            if info.flag_bits & 0x1:
+                raise BundleError(f"bundle entry {info.filename!r} is encrypted; not supported")
             target = _safe_target(dest, info.filename)
             if target is None:
                 continue
@@ -165,8 +170,19 @@ def unpack(archive: Path, dest: Path, max_files: int, max_bytes: int) -> None:
             _unpack_tar(archive, dest, budget)
         else:
             raise BundleError(f"{archive.name} is not a notebook, folder, zip or tar.gz")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-        raise BundleError(f"{archive.name} is a damaged archive: {exc}") from None
+    except (
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        EOFError,
+        OSError,
+        zlib.error,
+        lzma.LZMAError,
+        struct.error,
+        ValueError,  # e.g. an entry name that is not valid UTF-8
+        NotImplementedError,  # e.g. an unsupported zip compression method
+    ) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BundleError(f"{archive.name} is a damaged archive: {reason}") from None
 
 
 # -- choosing the notebook ---------------------------------------------------------------------
