@@ -13,7 +13,7 @@ import json
 import tarfile
 import zipfile
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from executor.errors import UsageError
@@ -22,15 +22,40 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 _EPOCH_S = 315532800  # 1980-01-01T00:00:00Z
 
 
-def collect(notebook: Path, include: str | None, requirements: Path | None) -> dict[str, Path]:
-    """Archive name -> file. Default helpers: every .py beside the notebook."""
+def _check_notebook(notebook: Path) -> None:
     if notebook.suffix != ".ipynb" or not notebook.is_file():
         raise UsageError(f"{notebook}: not a notebook file")
+    try:
+        data = json.loads(notebook.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"{notebook}: not a notebook ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+        raise UsageError(f"{notebook}: not a notebook (no cells)")
+
+
+def collect(
+    notebook: Path,
+    include: str | None,
+    requirements: Path | None,
+    skip: Path | None = None,
+) -> dict[str, Path]:
+    """Archive name -> file. Default helpers: every .py beside the notebook.
+
+    ``skip`` (the bundle being written) is never included, so packing again gives the same bytes.
+    """
+    _check_notebook(notebook)
     base = notebook.parent
     patterns = [p.strip() for p in include.split(",")] if include else ["*.py"]
     files: dict[str, Path] = {notebook.name: notebook}
     for pattern in filter(None, patterns):
-        matches = sorted(p for p in base.glob(pattern) if p.is_file())
+        pure = PurePosixPath(pattern)
+        if pure.is_absolute() or ".." in pure.parts:
+            raise UsageError(f"--include {pattern!r}: must stay inside the notebook's folder")
+        matches = sorted(
+            p
+            for p in base.glob(pattern)
+            if p.is_file() and not (skip is not None and p.resolve() == skip.resolve())
+        )
         if not matches and include:
             raise UsageError(f"--include {pattern!r} matches no file next to {notebook.name}")
         for path in matches:
@@ -92,15 +117,14 @@ def pack(
     parameters: dict[str, Any] | None = None,
 ) -> list[str]:
     """Write the bundle; return the archive's entry names."""
-    files = collect(notebook, include, requirements)
+    if not output.name.endswith((".zip", ".tar.gz", ".tgz")):
+        raise UsageError(f"-o {output}: the bundle must end in .zip, .tar.gz or .tgz")
+    files = collect(notebook, include, requirements, skip=output)
     extra = {"nbjob.json": manifest(notebook.name, parameters or {})}
     entries = list(_entries(files, extra))
     output.parent.mkdir(parents=True, exist_ok=True)
-    name = output.name
-    if name.endswith(".zip"):
+    if output.name.endswith(".zip"):
         write_zip(output, entries)
-    elif name.endswith((".tar.gz", ".tgz")):
-        write_targz(output, entries)
     else:
-        raise UsageError(f"-o {output}: the bundle must end in .zip, .tar.gz or .tgz")
+        write_targz(output, entries)
     return [e[0] for e in entries]
