@@ -55,7 +55,9 @@ class CellResult:
     _t0: float = field(default=0.0, repr=False)
 
     def as_record(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        record = dict(self.__dict__)
+        del record["_t0"]
+        return record
 
 
 class Hooks(Protocol):
@@ -250,10 +252,9 @@ class Executor:
             ready = dict(self._poller.poll(int(wait * 1000)))
             if self._iopub in ready:
                 self._drain_iopub(index, msg_id, state)
-            if self._shell in ready:
-                msg = self.kc.shell_channel.get_msg(timeout=0)
-                if msg["parent_header"].get("msg_id") == msg_id:
-                    reply, replied_at = msg, time.monotonic()
+            msg = self._recv(self._shell) if self._shell in ready else None
+            if msg is not None and msg["parent_header"].get("msg_id") == msg_id:
+                reply, replied_at = msg, time.monotonic()
             if not ready or time.monotonic() - last_alive >= ALIVE_CHECK_S:
                 last_alive = time.monotonic()
                 if not self.kernel.alive():
@@ -276,18 +277,21 @@ class Executor:
             ready = dict(self._poller.poll(int(POLL_S * 1000)))
             if self._iopub in ready:
                 self._drain_iopub(index, msg_id, state)
-            if self._shell in ready:
-                msg = self.kc.shell_channel.get_msg(timeout=0)
+            if self._shell in ready and (msg := self._recv(self._shell)) is not None:
                 replied = replied or msg["parent_header"].get("msg_id") == msg_id
 
     # -- IOPub ---------------------------------------------------------------------------------
 
+    def _recv(self, socket: Any) -> dict[str, Any] | None:
+        """The next message on ``socket``, or None when none is waiting."""
+        _, msg = self.kc.session.recv(socket, mode=zmq.NOBLOCK)
+        return msg
+
     def _drain_iopub(self, index: int, msg_id: str, state: _Cell, limit: int = 200) -> None:
-        channel = self.kc.iopub_channel
         for _ in range(limit):
-            if not channel.msg_ready():
+            msg = self._recv(self._iopub)
+            if msg is None:
                 return
-            msg = channel.get_msg(timeout=0)
             if msg["parent_header"].get("msg_id") == msg_id:
                 self._handle(index, msg, state)
 

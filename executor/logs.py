@@ -35,6 +35,9 @@ SECRET_ENV = (
 )
 
 
+_secrets: list[str] = []  # credential values to scrub; read from the environment by configure()
+
+
 def _secret_values() -> list[str]:
     return [v for k in SECRET_ENV if len(v := os.environ.get(k, "")) >= 4]
 
@@ -43,7 +46,7 @@ def redact(text: str) -> str:
     """Remove signed-URL query secrets and known credential values from ``text``."""
     if "=" in text:
         text = _SECRET_QUERY.sub(r"\1=REDACTED", text)
-    for secret in _secret_values():
+    for secret in _secrets or _secret_values():
         if secret in text:
             text = text.replace(secret, "REDACTED")
     return text
@@ -120,6 +123,7 @@ def configure(log_format: str = "auto", files: Iterable[Path] = (), truncate: bo
     global _sink
     if _sink is not None:
         _sink.close()
+    _secrets[:] = _secret_values()
     console_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     handles = []
     for path in files:

@@ -135,10 +135,12 @@ class Results:
     def url(self, name: str) -> str:
         return join(self.dest, name)
 
-    def checkpoint(self, nb: Any, record: dict[str, Any], force: bool = False) -> None:
+    def due(self) -> bool:
+        """Whether a checkpoint should be written now (cheap: called after every message)."""
+        return time.monotonic() >= self._next_due
+
+    def checkpoint(self, nb: Any, record: dict[str, Any]) -> None:
         now = time.monotonic()
-        if not force and now < self._next_due:
-            return
         snapshot = (notebook_bytes(nb) if nb is not None else b"", record_bytes(record))
         logs.flush()
         with self._cond:

@@ -282,7 +282,7 @@ class Job:
 
     def on_cell_start(self, index: int, cell: Any) -> None:
         self.log.info("cell_start", cell=index)
-        self.results.checkpoint(self.nb, self._snapshot())
+        self._checkpoint()
 
     def on_cell_end(self, index: int, cell: Any, result: CellResult) -> None:
         self.log.info(
@@ -293,13 +293,17 @@ class Job:
             duration_s=result.duration_s,
             **({"error": result.error} if result.error else {}),
         )
-        self.results.checkpoint(self.nb, self._snapshot())
+        self._checkpoint()
 
     def on_stream(self, index: int, name: str, text: str) -> None:
         self.log.info("stream", cell=index, name=name, text=text)
 
     def on_tick(self) -> None:
-        self.results.checkpoint(self.nb, self._snapshot())
+        self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        if self.results.due():
+            self.results.checkpoint(self.nb, self._snapshot())
 
     def _snapshot(self) -> dict[str, Any]:
         if self.executor is not None:
