@@ -1,0 +1,268 @@
+"""Fetching bundles and storing results over s3://, https:// (presigned), file:// — for real.
+
+A moto server on loopback plays S3 (fixture ``s3_server``); a flaky proxy in front of it answers
+503s or vanishes. Each test runs ``nbjob`` as a platform does and checks what a user would: the
+exit code, the objects at the destination and their content.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+
+import boto3
+import nbformat
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from conftest import ACCESS_KEY, REGION, SECRET_KEY, S3Server, wait_until
+from helpers import make_zip, notebook_json, read_json, run_nbjob, start_nbjob, stream_text
+
+pytestmark = pytest.mark.timeout(180)
+
+HELPER = "def greet(who):\n    return f'hello {who}'\n"
+
+
+def upload_bundle(s3: S3Server, bucket: str, tmp_path: Path, key: str = "bundle.zip") -> str:
+    """A zip of nb.ipynb (importing helper.py) uploaded to ``bucket``; returns its s3:// URL."""
+    nb = notebook_json(["from helper import greet\nprint(greet('bundle'))", "x = 6 * 7\nx"])
+    archive = make_zip(tmp_path / "bundle.zip", {"nb.ipynb": nb, "helper.py": HELPER})
+    s3.client.upload_file(str(archive), bucket, key)
+    return f"s3://{bucket}/{key}"
+
+
+def check_results(nb_bytes: bytes, record: dict[str, Any], log_text: str) -> None:
+    """The executed notebook, run.json and executor.log of a successful run of upload_bundle's."""
+    nb = nbformat.reads(nb_bytes.decode(), as_version=4)
+    nbformat.validate(nb)
+    assert "hello bundle" in stream_text(nb)
+    assert nb.cells[1].outputs[0]["data"]["text/plain"] == "42"
+    assert record["status"] == "succeeded"
+    assert record["exit_code"] == 0
+    assert record["notebook"] == "nb.ipynb"
+    assert [c["status"] for c in record["cells"]] == ["completed", "completed"]
+    events = [json.loads(line) for line in log_text.splitlines()]
+    assert events[-1]["event"] == "run_end"
+    assert events[-1]["status"] == "succeeded"
+    assert any(e["event"] == "stream" and "hello bundle" in e["text"] for e in events)
+
+
+def s3_results(s3: S3Server, bucket: str, prefix: str) -> tuple[bytes, dict[str, Any], str]:
+    return (
+        s3.get(bucket, f"{prefix}/nb.ipynb"),
+        json.loads(s3.get(bucket, f"{prefix}/run.json")),
+        s3.get(bucket, f"{prefix}/executor.log").decode(),
+    )
+
+
+def local_results(out: Path) -> tuple[bytes, dict[str, Any], str]:
+    return (
+        (out / "nb.ipynb").read_bytes(),
+        read_json(out / "run.json"),
+        (out / "executor.log").read_text(),
+    )
+
+
+def presign(
+    s3: S3Server, bucket: str, key: str, endpoint: str | None = None, version: str = "s3v4"
+) -> str:
+    """A presigned GET URL: SigV4 (X-Amz-Signature...) or the legacy SigV2 ("s3": Signature)."""
+    client = boto3.session.Session(
+        aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION
+    ).client("s3", endpoint_url=s3.endpoint_url, config=Config(signature_version=version))
+    url = client.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=600
+    )
+    if endpoint:  # the same signed URL, sent through another host:port (a proxy)
+        url = urlunsplit(urlsplit(url)._replace(netloc=urlsplit(endpoint).netloc))
+    return str(url)
+
+
+def try_get(s3: S3Server, bucket: str, key: str) -> bytes | None:
+    try:
+        return s3.get(bucket, key)
+    except ClientError:
+        return None
+
+
+def test_s3_bundle_to_s3_results(s3_server: S3Server, bucket: str, tmp_path: Path) -> None:
+    source = upload_bundle(s3_server, bucket, tmp_path)
+    dest = f"s3://{bucket}/results/run1"
+    result = run_nbjob("run", source, "--output", dest, env=s3_server.env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert s3_server.keys(bucket, "results/") == [
+        "results/run1/executor.log",
+        "results/run1/nb.ipynb",
+        "results/run1/run.json",
+    ]
+    nb_bytes, record, log_text = s3_results(s3_server, bucket, "results/run1")
+    check_results(nb_bytes, record, log_text)
+    assert record["source"] == source
+    assert record["output"] == dest
+
+
+@pytest.mark.parametrize("version", ["s3v4", "s3"])
+def test_presigned_https_source_keeps_credentials_out(
+    s3_server: S3Server, bucket: str, tmp_path: Path, version: str
+) -> None:
+    upload_bundle(s3_server, bucket, tmp_path)
+    url = presign(s3_server, bucket, "bundle.zip", version=version)
+    query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    signed = ["X-Amz-Signature", "X-Amz-Credential"] if version == "s3v4" else ["Signature"]
+    assert set(signed) <= set(query)
+    out = tmp_path / "out"
+    # The S3 credentials are in the environment too: they must not leak either.
+    result = run_nbjob("run", url, "--output", out, env=s3_server.env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    check_results(*local_results(out))
+
+    secrets = [SECRET_KEY, ACCESS_KEY] + [query[name] for name in signed]
+    secrets += [quote(v, safe="") for v in secrets]
+    places = {p.name: p.read_text() for p in out.rglob("*") if p.is_file()}
+    places.update(stdout=result.stdout, stderr=result.stderr)
+    assert set(places) >= {"nb.ipynb", "run.json", "executor.log", "stdout", "stderr"}
+    for where, text in places.items():
+        for secret in secrets:
+            assert secret not in text, f"a credential leaked into {where}"
+        for name in [*signed, "AWSAccessKeyId"]:
+            assert not re.search(rf"[?&]{name}=(?!REDACTED)", text), f"{name} value in {where}"
+    assert read_json(out / "run.json")["source"].startswith(url.split("?")[0])
+
+
+def test_file_url_source(tmp_path: Path) -> None:
+    nb = notebook_json(["from helper import greet\nprint(greet('bundle'))", "x = 6 * 7\nx"])
+    archive = make_zip(tmp_path / "my bundle.zip", {"nb.ipynb": nb, "helper.py": HELPER})
+    out = tmp_path / "out"
+    result = run_nbjob("run", archive.as_uri(), "--output", out, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    check_results(*local_results(out))
+
+
+@pytest.mark.parametrize("kind", ["s3", "https"])
+def test_transient_503s_are_retried(
+    s3_server: S3Server, bucket: str, tmp_path: Path, flaky_proxy: Any, kind: str
+) -> None:
+    proxy = flaky_proxy(fail_first=3)
+    source = upload_bundle(s3_server, bucket, tmp_path)
+    if kind == "https":  # a presigned URL, sent through the proxy
+        source = presign(s3_server, bucket, "bundle.zip", endpoint=proxy.url)
+    dest = f"s3://{bucket}/results/flaky"
+    env = s3_server.env_for(proxy.url)
+    result = run_nbjob("run", source, "--output", dest, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert proxy.failed == 3  # the run did meet the 503s
+    check_results(*s3_results(s3_server, bucket, "results/flaky"))
+
+
+@pytest.mark.parametrize("kind", ["s3", "https"])
+def test_missing_source_is_a_storage_error(
+    s3_server: S3Server, bucket: str, tmp_path: Path, kind: str
+) -> None:
+    source = f"s3://{bucket}/no/such/bundle.zip"
+    if kind == "https":
+        source = presign(s3_server, bucket, "no/such/bundle.zip")
+    out = tmp_path / "out"
+    result = run_nbjob("run", source, "--output", out, env=s3_server.env, cwd=tmp_path)
+    assert result.returncode == 6, result.stderr
+    record = read_json(out / "run.json")
+    assert record["status"] == "storage_error"
+    assert record["exit_code"] == 6
+    reason = record["reason"]
+    assert "\n" not in reason and "bundle.zip" in reason
+    assert re.search(r"404|Not ?Found|NoSuchKey", reason), reason
+    assert result.last_event["reason"] == reason
+    assert "Traceback" not in result.stderr
+    signature = parse_qs(urlsplit(source).query).get("X-Amz-Signature", [SECRET_KEY])[0]
+    for text in (reason, result.stderr, (out / "executor.log").read_text()):
+        assert signature not in text and SECRET_KEY not in text
+
+
+def test_results_destination_vanishes(
+    s3_server: S3Server, bucket: str, tmp_path: Path, flaky_proxy: Any
+) -> None:
+    """The endpoint goes away mid-run: exit 6, and a local copy of the results says where."""
+    proxy = flaky_proxy()
+    go = tmp_path / "go"
+    nb = notebook_json(
+        [
+            "print('before the endpoint vanished')",
+            # Waits (bounded) until the test has stopped the endpoint.
+            f"import os, time\nfor _ in range(600):\n    if os.path.exists({str(go)!r}):\n"
+            "        break\n    time.sleep(0.1)\nprint('after')",
+        ]
+    )
+    s3_server.client.put_object(
+        Bucket=bucket, Key="b.zip", Body=make_zip(tmp_path / "b.zip", {"nb.ipynb": nb}).read_bytes()
+    )
+    env = {**s3_server.env_for(proxy.url), "TMPDIR": str(tmp_path)}
+    run = start_nbjob(
+        "run", f"s3://{bucket}/b.zip", "--output", f"s3://{bucket}/res", env=env, cwd=tmp_path
+    )
+    try:
+        # The first results reach S3 through the proxy while the second cell waits.
+        assert wait_until(lambda: try_get(s3_server, bucket, "res/run.json"), 60), run.output()
+    finally:
+        proxy.vanish()
+        go.touch()
+    result = run.wait(timeout=150)
+    assert result.returncode == 6, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    failures = [e for e in events if e["event"] == "results_not_stored"]
+    assert failures, result.stderr
+    match = re.search(r"a local copy is in (\S+)$", failures[-1]["reason"])
+    assert match, failures[-1]["reason"]
+    copy = Path(match.group(1))
+    assert copy.is_relative_to(tmp_path)
+    record = read_json(copy / "run.json")
+    assert record["notebook"] == "nb.ipynb"
+    assert "after" in stream_text(nbformat.read(copy / "nb.ipynb", as_version=4))
+    assert (copy / "executor.log").is_file()
+    # What S3 holds is stale (the run never finished storing): never a success.
+    assert json.loads(s3_server.get(bucket, "res/run.json"))["status"] == "running"
+
+
+def test_results_visible_during_the_run(s3_server: S3Server, bucket: str, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    nb = notebook_json(
+        [
+            "print('early output')",
+            f"import os, time\nfor _ in range(600):\n    if os.path.exists({str(go)!r}):\n"
+            "        break\n    time.sleep(0.1)\nprint('late output')",
+        ]
+    )
+    s3_server.client.put_object(Bucket=bucket, Key="live/nb.ipynb", Body=nb)
+    dest = f"s3://{bucket}/live/results"
+    run = start_nbjob(
+        "run", f"s3://{bucket}/live/nb.ipynb", "--output", dest, env=s3_server.env, cwd=tmp_path
+    )
+
+    def live_state() -> tuple[dict[str, Any], Any] | None:
+        record_bytes = try_get(s3_server, bucket, "live/results/run.json")
+        nb_bytes = try_get(s3_server, bucket, "live/results/nb.ipynb")
+        if not (record_bytes and nb_bytes):
+            return None
+        record = json.loads(record_bytes)
+        live_nb = nbformat.reads(nb_bytes.decode(), as_version=4)
+        return (record, live_nb) if "early output" in stream_text(live_nb) else None
+
+    try:
+        state = wait_until(live_state, 60, interval=0.2)
+        still_running = run.running()
+    finally:
+        go.touch()
+    result = run.wait()
+    assert state, f"no intermediate results in S3 while the run went on: {result.stderr}"
+    assert still_running
+    record, live_nb = state
+    assert record["status"] == "running"
+    assert record["exit_code"] is None
+    assert "late output" not in stream_text(live_nb)
+
+    assert result.returncode == 0, result.stderr
+    final = json.loads(s3_server.get(bucket, "live/results/run.json"))
+    assert final["status"] == "succeeded"
+    final_nb = nbformat.reads(s3_server.get(bucket, "live/results/nb.ipynb").decode(), 4)
+    assert "late output" in stream_text(final_nb)
