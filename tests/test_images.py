@@ -284,7 +284,7 @@ def test_torch_example_from_read_only_folder_without_network(torch_image, tmp_pa
     assert all(c["status"] == "completed" for c in run["cells"])
     accuracy = accuracy_of(out / "digits_torch.ipynb")
     assert accuracy > 0.9  # a 64-unit MLP reaches ~0.97 on digits; chance is 0.1
-    metrics = read_json(out / "metrics.json")
+    metrics = read_json(out / "artifacts" / "metrics.json")  # via $NBJOB_ARTIFACTS_DIR
     assert metrics["framework"] == "torch" and metrics["accuracy"] == pytest.approx(
         accuracy, abs=1e-4
     )
@@ -300,16 +300,14 @@ def test_tf_keras_example(tf_image, tmp_path):
         "/bundle",
         "--output",
         "/out",
-        "-p",
-        "metrics_file",
-        "/out/metrics.json",
         volumes={ROOT / "examples/tf-digits": "/bundle:ro", out: "/out"},
     ).run(timeout=300)
     assert proc.returncode == 0, explain(proc, out)
     assert read_json(out / "run.json")["status"] == "succeeded"
     accuracy = accuracy_of(out / "digits_keras.ipynb")
     assert accuracy > 0.9
-    assert read_json(out / "metrics.json")["accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    metrics = read_json(out / "artifacts" / "metrics.json")
+    assert metrics["accuracy"] == pytest.approx(accuracy, abs=1e-4)
     assert "tensorflow 2.21" in stdout_of(out / "digits_keras.ipynb")
 
 
@@ -399,7 +397,11 @@ def test_s3_bundle_and_results_with_credentials_from_the_environment(
         o["Key"]
         for o in s3.list_objects_v2(Bucket="nbjob-images", Prefix="runs/digits-1/")["Contents"]
     }
-    assert {"runs/digits-1/run.json", "runs/digits-1/digits_torch.ipynb"} <= keys
+    assert {
+        "runs/digits-1/run.json",
+        "runs/digits-1/digits_torch.ipynb",
+        "runs/digits-1/artifacts/metrics.json",  # what the notebook put in $NBJOB_ARTIFACTS_DIR
+    } <= keys
     run = json.loads(
         s3.get_object(Bucket="nbjob-images", Key="runs/digits-1/run.json")["Body"].read()
     )
@@ -461,7 +463,7 @@ def test_gpu_required_without_gpu_exits_7_before_any_cell(torch_image, tmp_path)
     run = read_json(out / "run.json")
     assert run["status"] == "environment_unfit" and "GPU" in run["reason"]
     assert not any(c.get("execution_count") for c in run.get("cells", []))
-    assert not (out / "metrics.json").exists()
+    assert not (out / "artifacts" / "metrics.json").exists()
 
 
 @images
@@ -603,7 +605,7 @@ def test_ffdl_learner_contract_with_no_arguments(torch_image, tmp_path):
     run = read_json(result_dir / "run.json")
     assert run["run_id"] == "training-Xy12ab" and run["status"] == "succeeded"
     assert accuracy_of(result_dir / "digits_torch.ipynb") > 0.9
-    # The example writes its metrics to $RESULT_DIR by default.
-    assert read_json(result_dir / "metrics.json")["framework"] == "torch"
+    # The example's metrics file travels with the results ($NBJOB_ARTIFACTS_DIR).
+    assert read_json(result_dir / "artifacts" / "metrics.json")["framework"] == "torch"
     log = (log_dir / "executor.log").read_text()
     assert "training-Xy12ab" in log and "run_end" in log

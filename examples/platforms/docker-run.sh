@@ -6,7 +6,7 @@
 # Not meant to be run as a script: copy the line you need.
 
 # 1. Bundle from a local folder (read-only), results into ./out, no network at all:
-docker run --rm --network none -v "$PWD/examples/torch-digits:/bundle:ro" -v "$PWD/out:/out" nbjob-torch:latest /bundle --output /out -p metrics_file /out/metrics.json
+docker run --rm --network none -v "$PWD/examples/torch-digits:/bundle:ro" -v "$PWD/out:/out" nbjob-torch:latest /bundle --output /out
 
 # 2. Bundle from S3, results to S3. Credentials the standard AWS way: -e NAME without a value
 #    passes your shell's variable (nothing secret on the command line or in `ps`); for an
@@ -15,7 +15,7 @@ docker run --rm -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY -e AWS_SESSION_TOK
 
 # 3. On a GPU host (NVIDIA container toolkit; podman: --device nvidia.com/gpu=all), failing
 #    fast with exit 7 when no GPU is visible; --ipc=host gives PyTorch data loaders enough /dev/shm:
-docker run --rm --gpus all --ipc=host -e NBJOB_REQUIRE_GPU=1 -v "$PWD/examples/torch-digits:/bundle:ro" -v "$PWD/out:/out" nbjob-torch:latest /bundle --output /out -p metrics_file /out/metrics.json
+docker run --rm --gpus all --ipc=host -e NBJOB_REQUIRE_GPU=1 -v "$PWD/examples/torch-digits:/bundle:ro" -v "$PWD/out:/out" nbjob-torch:latest /bundle --output /out
 
 # 4. Settings from the environment instead of arguments (what the Kubernetes recipes do):
 docker run --rm -e NBJOB_SOURCE=s3://my-bucket/bundles/digits.zip -e NBJOB_OUTPUT=s3://my-bucket/runs/digits-2 -e NBJOB_PARAMETERS='{"epochs": 100}' -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY nbjob-tf:latest
