@@ -100,6 +100,10 @@ class Storage:
         target = dest_dir / name
         if kind == "s3":
             bucket, key = split_s3(url)
+            if not key or key.endswith("/"):
+                raise InvalidInputError(
+                    f"{url}: an S3 source needs an object key (s3://bucket/key)"
+                )
             self._s3_call(
                 "download", url, lambda: self.s3().download_file(bucket, key, str(target))
             )
@@ -170,27 +174,41 @@ class Storage:
 
     def _s3_call(self, what: str, url: str, call: Any) -> None:
         """Run ``call`` with retries on top of botocore's own (connection refused, resets)."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
         delay = BACKOFF_S
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 call()
                 return
-            except ClientError as exc:
-                err = exc.response.get("Error", {})
-                code = str(err.get("Code", ""))
-                status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-                if status not in _RETRY_STATUS or attempt == ATTEMPTS:
-                    reason = f"{code or status} {err.get('Message', '')}".strip()
+            except Exception as exc:
+                transient, reason = _s3_error(exc)
+                if not transient:
                     raise StorageError(f"{what} {url} failed: {redact(reason)}") from None
-            except (BotoCoreError, OSError) as exc:
                 if attempt == ATTEMPTS:
                     raise StorageError(
-                        f"{what} {url} failed after {ATTEMPTS} tries: {redact(_first_line(exc))}"
+                        f"{what} {url} failed after {ATTEMPTS} tries: {redact(reason)}"
                     ) from None
             time.sleep(delay)
             delay *= 2
+
+
+def _s3_error(exc: Exception) -> tuple[bool, str]:
+    """(worth retrying?, one-line reason) for what an S3 call raised; anything else re-raised."""
+    from boto3.exceptions import Boto3Error, RetriesExceededError
+    from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    if isinstance(exc, Boto3Error) and isinstance(exc.__context__, ClientError | BotoCoreError):
+        exc = exc.__context__  # upload_file wraps the S3 error in S3UploadFailedError
+    if isinstance(exc, ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        return status in _RETRY_STATUS, f"{code or status} {err.get('Message', '')}".strip()
+    if isinstance(exc, BotoConnectionError | HTTPClientError | RetriesExceededError | OSError):
+        return True, _first_line(exc)
+    if isinstance(exc, BotoCoreError | Boto3Error):  # no credentials, bad parameters...
+        return False, " ".join(str(exc).split())[:300] or type(exc).__name__
+    raise exc
 
 
 def _first_line(exc: BaseException) -> str:
