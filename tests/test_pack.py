@@ -179,3 +179,22 @@ def test_pack_bad_input_is_a_usage_error(
     assert expected in lines[0]
     assert result.stdout == ""
     assert not (tmp_path / "new").exists()  # nothing written
+
+
+def test_pack_upload_to_a_missing_bucket_is_a_storage_error(
+    project: Path, tmp_path: Path, s3_server: S3Server
+) -> None:
+    result = run_nbjob(
+        "pack",
+        project / "analysis.ipynb",
+        "-o",
+        tmp_path / "analysis.zip",
+        "--upload",
+        "s3://no-such-bucket-nbjob/bundles/",
+        env=s3_server.env,
+    )
+    assert result.returncode == 6, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("nbjob: error: upload s3://no-such-bucket-nbjob/bundles/analysis.zip")
+    assert "NoSuchBucket" in last
+    assert "Traceback" not in result.stderr and result.stdout == ""

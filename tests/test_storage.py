@@ -21,6 +21,9 @@ from botocore.exceptions import ClientError
 from conftest import ACCESS_KEY, REGION, SECRET_KEY, S3Server, wait_until
 from helpers import make_zip, notebook_json, read_json, run_nbjob, start_nbjob, stream_text
 
+from executor.errors import InvalidInputError, StorageError
+from executor.storage import Storage
+
 pytestmark = pytest.mark.timeout(180)
 
 HELPER = "def greet(who):\n    return f'hello {who}'\n"
@@ -266,3 +269,23 @@ def test_results_visible_during_the_run(s3_server: S3Server, bucket: str, tmp_pa
     assert final["status"] == "succeeded"
     final_nb = nbformat.reads(s3_server.get(bucket, "live/results/nb.ipynb").decode(), 4)
     assert "late output" in stream_text(final_nb)
+
+
+def test_s3_errors_that_retrying_cannot_fix(
+    s3_server: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No key, no bucket, no credentials: a clear error at once, not five tries with backoff."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    storage = Storage(s3_server.endpoint_url)
+    with pytest.raises(InvalidInputError, match="needs an object key"):
+        storage.fetch(f"s3://{bucket}", tmp_path)
+    (tmp_path / "f.txt").write_text("x")
+    with pytest.raises(StorageError, match="NoSuchBucket") as info:
+        storage.put_file("s3://no-such-bucket-nbjob/f.txt", tmp_path / "f.txt")
+    assert "tries" not in info.value.reason
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(StorageError, match="credentials") as info:
+        Storage(s3_server.endpoint_url).fetch(f"s3://{bucket}/bundle.zip", tmp_path)
+    assert "tries" not in info.value.reason
