@@ -11,7 +11,6 @@ and result checkpoints.
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from executor.errors import (
     StoppedError,
 )
 from executor.kernel import Kernel
+from executor.logs import now_iso
 
 POLL_S = 0.25  # longest wait between checks of stop flag, deadlines and kernel liveness
 ALIVE_CHECK_S = 0.5  # kernel liveness is also checked this often while messages flow
@@ -36,10 +36,6 @@ INTERRUPT_WAIT_S = 5.0  # after an interrupt, how long the cell may take to wind
 EXIT_VALUES = ("", "0", "None", "False")  # SystemExit codes that mean success
 SKIP_TAG = "skip-execution"
 RAISES_TAG = "raises-exception"
-
-
-def now_iso() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass

@@ -103,9 +103,15 @@ class Kernel:
     """One kernel process and its client; all methods are safe to call once stopped."""
 
     def __init__(
-        self, name: str, cwd: Path, startup_timeout: float, ipc_dir: Path | None = None
+        self,
+        name: str,
+        cwd: Path,
+        startup_timeout: float,
+        ipc_dir: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
+        self.env = env or {}
         self.ipc_dir = ipc_dir
         self.cwd = cwd
         self.startup_timeout = startup_timeout
@@ -121,7 +127,7 @@ class Kernel:
         from jupyter_client.kernelspec import NoSuchKernel
         from jupyter_client.manager import KernelManager
 
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
         try:
             # Unix sockets in a private folder: no TCP ports, no plain-text traffic warning.

@@ -16,8 +16,6 @@ from collections.abc import Iterable, MutableMapping
 from pathlib import Path
 from typing import IO, Any
 
-import structlog
-
 # Query parameters that carry signatures or tokens in presigned URLs (AWS SigV2/V4, IBM COS,
 # GCS, Azure SAS). Their values are replaced; the rest of the URL stays readable.
 _SECRET_QUERY = re.compile(
@@ -67,8 +65,12 @@ def _scrub_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> dict[s
     return {k: scrub(v) for k, v in event.items()}
 
 
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
 def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    event["ts"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    event["ts"] = now_iso()
     return event
 
 
@@ -129,6 +131,8 @@ def configure(log_format: str = "auto", files: Iterable[Path] = (), truncate: bo
     for path in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         handles.append(path.open("w" if truncate else "a", encoding="utf-8"))
+    import structlog  # here, not at the top: nbjob starts the kernel before this import
+
     _sink = Sink(sys.stderr, console_json, handles)
     sink = _sink
     structlog.configure(
@@ -145,6 +149,8 @@ def configure(log_format: str = "auto", files: Iterable[Path] = (), truncate: bo
 
 
 def get_logger(**bound: Any) -> Any:
+    import structlog
+
     return structlog.get_logger(**bound)
 
 

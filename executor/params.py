@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import yaml
 
 from executor.errors import ParameterError
@@ -83,8 +82,10 @@ def _declared_names(source: str) -> set[str] | None:
     return names
 
 
-def inject(nb: nbformat.NotebookNode, parameters: Mapping[str, Any], language: str) -> list[str]:
+def inject(nb: Any, parameters: Mapping[str, Any], language: str) -> list[str]:
     """Insert the injected-parameters cell; return names the parameters cell does not declare."""
+    import nbformat
+
     if not parameters:
         return []
     if language != "python":

@@ -22,8 +22,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import nbformat
-
 from executor import __version__, logs
 from executor.errors import StorageError
 from executor.storage import Storage, is_local, join, local_path
@@ -46,6 +44,8 @@ def remove_banners(nb: Any) -> None:
 
 
 def _banner(html: str) -> Any:
+    import nbformat
+
     return nbformat.v4.new_markdown_cell(html, metadata={"tags": [BANNER_TAG]})
 
 
@@ -101,6 +101,17 @@ def record_bytes(record: dict[str, Any]) -> bytes:
 # -- writing -----------------------------------------------------------------------------------
 
 
+def artifacts_dir(dest: str, workdir: Path) -> Path:
+    """Where the kernel writes artifacts: inside a local destination, else uploaded at the end."""
+    folder = workdir / ARTIFACTS
+    if is_local(dest):
+        with contextlib.suppress(OSError):
+            (local_path(dest) / ARTIFACTS).mkdir(parents=True, exist_ok=True)
+            folder = local_path(dest) / ARTIFACTS
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder.resolve()
+
+
 class Results:
     def __init__(
         self,
@@ -109,6 +120,7 @@ class Results:
         notebook_name: str | None,
         log_path: Path,
         spool: Path,
+        artifacts: Path,
         interval: float,
     ) -> None:
         self.storage = storage
@@ -116,13 +128,7 @@ class Results:
         self.notebook_name = notebook_name
         self.log_path = log_path
         self.spool = spool  # local copy of the newest results
-        # Where the kernel writes artifacts: inside a local destination, else uploaded at the end.
-        self.artifacts = spool.parent / ARTIFACTS
-        if is_local(dest):
-            with contextlib.suppress(OSError):
-                local_path(self.url(ARTIFACTS)).mkdir(parents=True, exist_ok=True)
-                self.artifacts = local_path(self.url(ARTIFACTS))
-        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self.artifacts = artifacts  # see artifacts_dir()
         self.interval = interval
         self._next_due = 0.0
         self._pending: tuple[bytes, bytes] | None = None

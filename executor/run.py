@@ -14,9 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
-
-import nbformat
+from typing import TYPE_CHECKING, Any
 
 from executor import bundle as bundles
 from executor import kernel as kernels
@@ -30,8 +28,10 @@ from executor.errors import (
     StoppedError,
     StorageError,
 )
-from executor.execute import CellResult, Executor, now_iso
 from executor.storage import Storage, is_local, local_path
+
+if TYPE_CHECKING:
+    from executor.execute import CellResult, Executor
 
 FINAL_WRITE_S = 300.0  # how long the final write may take when nothing else is pressing
 
@@ -46,8 +46,14 @@ class Job:
         self.storage = Storage(settings.s3_endpoint_url)
         self.workdir = Path(settings.workdir or tempfile.mkdtemp(prefix="nbjob-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
+        # Start the kernel first: it boots on another core while nbjob fetches and unpacks.
+        # It starts in the notebook's folder when that is known now, else in the (empty)
+        # bundle folder; the notebook may still ask for another kernel or folder (_kernel_at).
+        self.source_local = is_local(settings.source) and local_path(settings.source).exists()
+        self.artifacts = results.artifacts_dir(settings.output, self.workdir)
+        self.kernel = self._new_kernel(settings.kernel or kernels.DEFAULT_KERNEL, self._guess_cwd())
+        self.kernel.start_in_background()
         self.nb: Any = None
-        self.kernel: kernels.Kernel | None = None
         self.executor: Executor | None = None
         self.keep_workdir = False
         self.record: dict[str, Any] = {
@@ -59,7 +65,7 @@ class Job:
             "output": logs.redact(settings.output),
             "notebook": None,
             "failed_cell": None,
-            "started_at": now_iso(),
+            "started_at": logs.now_iso(),
             "ended_at": None,
             "duration_s": None,
             "parameters": {},
@@ -106,10 +112,9 @@ class Job:
             None,
             log_files[0],
             self.workdir / "results",
+            self.artifacts,
             self.s.checkpoint_interval,
         )
-        # The kernel inherits this: notebooks save models and metrics there.
-        os.environ["NBJOB_ARTIFACTS_DIR"] = str(self.results.artifacts.resolve())
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         try:
@@ -142,25 +147,31 @@ class Job:
             return local_path(self.s.output) / results.LOG_NAME
         return self.workdir / results.LOG_NAME
 
+    def _guess_cwd(self) -> Path:
+        if self.source_local:
+            path = local_path(self.s.source)
+            return (path if path.is_dir() else path.parent).resolve()
+        cwd = self.workdir / "bundle"
+        cwd.mkdir(exist_ok=True)
+        return cwd.resolve()
+
+    def _new_kernel(self, name: str, cwd: Path) -> kernels.Kernel:
+        # The kernel inherits NBJOB_ARTIFACTS_DIR: notebooks save models and metrics there.
+        return kernels.Kernel(
+            name,
+            cwd,
+            self.s.kernel_start_timeout,
+            self.workdir / "ipc",
+            env={"NBJOB_ARTIFACTS_DIR": str(self.artifacts)},
+        )
+
     def _prepare(self) -> None:
         s = self.s
-        source_local = is_local(s.source) and local_path(s.source).exists()
-        if source_local:
-            path = local_path(s.source)
-            cwd = path if path.is_dir() else path.parent
-        else:
-            cwd = self.workdir / "bundle"
-            cwd.mkdir(exist_ok=True)
-        # Start the kernel while the bundle is fetched; the notebook may still ask for another.
-        guess = s.kernel or kernels.DEFAULT_KERNEL
-        self.kernel = kernels.Kernel(guess, cwd.resolve(), s.kernel_start_timeout, self._ipc())
-        self.kernel.start_in_background()
-
         started = time.monotonic()
         download = self.workdir / "download"
         download.mkdir(exist_ok=True)
         fetched = self.storage.fetch(s.source, download)
-        if not source_local:
+        if not self.source_local:
             self.log.info(
                 "fetched",
                 bytes=fetched.stat().st_size,
@@ -222,6 +233,8 @@ class Job:
             )
 
     def _read_notebook(self, path: Path) -> Any:
+        import nbformat
+
         try:
             nb = nbformat.read(path, as_version=4)
         except (ValueError, OSError, UnicodeDecodeError) as exc:
@@ -239,7 +252,6 @@ class Job:
     def _kernel_at(self, name: str, cwd: Path) -> kernels.Kernel:
         """The started kernel, replaced when the notebook needs another one or folder."""
         kernel = self.kernel
-        assert kernel is not None
         try:
             kernel.wait_started()
             if kernel.name == name and (kernel.cwd == cwd or kernel.language == "python"):
@@ -254,15 +266,13 @@ class Job:
             if kernel.name == name:
                 raise
         kernel.shutdown(grace=0)
-        self.kernel = kernels.Kernel(name, cwd, self.s.kernel_start_timeout, self._ipc())
+        self.kernel = self._new_kernel(name, cwd)
         self.kernel.start()
         return self.kernel
 
-    def _ipc(self) -> Path:
-        return self.workdir / "ipc"
-
     def _execute(self) -> None:
-        assert self.kernel is not None
+        from executor.execute import Executor
+
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise RunTimeoutError("the run took longer than its time limit before cells ran")
         self.executor = Executor(
@@ -328,7 +338,7 @@ class Job:
             status=status,
             exit_code=code,
             reason=reason,
-            ended_at=now_iso(),
+            ended_at=logs.now_iso(),
             duration_s=round(time.monotonic() - self.t0, 3),
         )
         if cell_index is not None:
