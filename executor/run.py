@@ -147,8 +147,13 @@ class Job:
             return local_path(self.s.output) / results.LOG_NAME
         return self.workdir / results.LOG_NAME
 
+    def _read_only_folder(self) -> bool:
+        """A folder source on a read-only mount runs on a copy, so cells can write beside it."""
+        path = local_path(self.s.source)
+        return self.source_local and path.is_dir() and not os.access(path, os.W_OK)
+
     def _guess_cwd(self) -> Path:
-        if self.source_local:
+        if self.source_local and not self._read_only_folder():
             path = local_path(self.s.source)
             return (path if path.is_dir() else path.parent).resolve()
         cwd = self.workdir / "bundle"
@@ -179,6 +184,9 @@ class Job:
             )
             if fetched.suffix == ".ipynb" and bundles.archive_kind(fetched) is None:
                 fetched = bundles.place_notebook(fetched, self.workdir / "bundle")
+        elif self._read_only_folder():
+            self.log.info("read_only_source", copied_to=str(self.workdir / "bundle"))
+            fetched = Path(shutil.copytree(fetched, self.workdir / "bundle", dirs_exist_ok=True))
         bundle = bundles.open_bundle(
             fetched, self.workdir / "bundle", s.notebook, s.max_bundle_files, s.max_bundle_bytes
         )

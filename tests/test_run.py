@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -519,3 +520,25 @@ def test_artifacts_written_by_the_notebook_are_stored(tmp_path: Path) -> None:
     assert nbjob("run", nb, "--output", out).returncode == 0
     assert (out / "artifacts" / "model" / "weights.bin").read_bytes() == b"\x00" * 10
     assert results(out)[1]["artifacts"] == ["metrics.json", "model/weights.bin"]
+
+
+def test_read_only_folder_source_runs_on_a_copy(tmp_path: Path) -> None:
+    """A bundle folder on a read-only mount: cells can still write beside the notebook."""
+    if shutil.which("unshare") is None or os.getuid() != 0:
+        pytest.skip("needs root and unshare for a private read-only bind mount")
+    src = tmp_path / "bundle"
+    notebook(
+        src / "nb.ipynb",
+        "from helper import VALUE\nopen('scratch.txt', 'w').write('x')\n"
+        "print(VALUE, open('scratch.txt').read())",
+    )
+    (src / "helper.py").write_text("VALUE = 7\n")
+    out = tmp_path / "out"
+    script = f"mount --bind -o ro {src} {src} && exec {NBJOB} run {src} --output {out}"
+    proc = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    executed, _ = results(out)
+    assert texts(executed.cells[0]) == "7 x\n"
+    assert not (src / "scratch.txt").exists()
