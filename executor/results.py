@@ -196,30 +196,28 @@ class Results:
         nb_data = notebook_bytes(nb) if nb is not None else b""
         record_data = record_bytes(record)
         logs.flush()
-        error: list[BaseException] = []
 
         def write() -> None:
-            try:
-                self._write(nb_data, record_data)
-                if not is_local(self.dest) and self.artifacts.exists():
-                    for path in sorted(p for p in self.artifacts.rglob("*") if p.is_file()):
-                        name = path.relative_to(self.artifacts).as_posix()
-                        self.storage.put_file(self.url(f"{ARTIFACTS}/{name}"), path)
-            except BaseException as exc:
-                error.append(exc)
+            self._write(nb_data, record_data)
+            if not is_local(self.dest) and self.artifacts.exists():
+                for path in sorted(p for p in self.artifacts.rglob("*") if p.is_file()):
+                    name = path.relative_to(self.artifacts).as_posix()
+                    self.storage.put_file(self.url(f"{ARTIFACTS}/{name}"), path)
 
         if not any(self.artifacts.iterdir()):
             self.artifacts.rmdir()  # no empty folder among the results
-        worker = threading.Thread(target=write, name="final-write", daemon=True)
-        worker.start()
-        worker.join(timeout=max(0.5, deadline - time.monotonic()))
-        if worker.is_alive() or error:
-            self._keep_local_copy(nb_data, record_data)
-            why = str(error[0]) if error else f"no answer within {timeout:g} s"
+        if why := _bounded(write, deadline - time.monotonic()):
+            self.keep_local_copy(nb, record)
             raise StorageError(
                 f"results not stored at {logs.redact(self.dest)} ({why}); "
                 f"a local copy is in {self.spool}"
             )
+
+    def store_log(self, timeout: float) -> None:
+        """Store the log once more, so the stored copy ends with the run's last event."""
+        logs.flush()
+        if not self._is_log_local():
+            _bounded(lambda: self.storage.put_file(self.url(LOG_NAME), self.log_path), timeout)
 
     def artifact_names(self) -> list[str]:
         return sorted(
@@ -228,10 +226,30 @@ class Results:
             if p.is_file()
         )
 
-    def _keep_local_copy(self, nb_data: bytes, record_data: bytes) -> None:
+    def keep_local_copy(self, nb: Any, record: dict[str, Any]) -> None:
+        """Results that could not be stored go to the spool folder (named in the reason)."""
+        logs.flush()
         self.spool.mkdir(parents=True, exist_ok=True)
-        if self.notebook_name and nb_data:
-            (self.spool / self.notebook_name).write_bytes(nb_data)
-        (self.spool / RUN_JSON).write_bytes(record_data)
+        if self.notebook_name and nb is not None:
+            (self.spool / self.notebook_name).write_bytes(notebook_bytes(nb))
+        (self.spool / RUN_JSON).write_bytes(record_bytes(record))
         if self.log_path.exists() and self.log_path.parent != self.spool:
             shutil.copyfile(self.log_path, self.spool / LOG_NAME)
+
+
+def _bounded(work: Any, timeout: float) -> str | None:
+    """Run ``work()`` for at most ``timeout`` seconds; why it failed, or None if it worked."""
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            work()
+        except BaseException as exc:
+            error.append(exc)
+
+    worker = threading.Thread(target=target, name="store", daemon=True)
+    worker.start()
+    worker.join(timeout=max(0.5, timeout))
+    if worker.is_alive():
+        return f"no answer within {timeout:.0f} s"
+    return str(error[0]) if error else None

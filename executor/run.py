@@ -363,6 +363,16 @@ class Job:
             budget = FINAL_WRITE_S
         if self.kernel is not None and (stopping or error is not None):
             self.kernel.shutdown(grace=0)  # results first; a failed run's kernel is not needed
+        deadline = time.monotonic() + budget
+        stored = True
+        try:
+            self.results.final(self.nb, self.record, timeout=budget)
+        except StorageError as exc:
+            stored, self.keep_workdir = False, True
+            self.log.error("results_not_stored", reason=exc.reason)
+            if code == 0:  # never report success when the results are not stored
+                code, status, reason = exc.exit_code, exc.status, exc.reason
+                self.record.update(status=status, exit_code=code, reason=reason)
         self.log.info(
             "run_end",
             status=status,
@@ -371,13 +381,10 @@ class Job:
             cell=cell_index,
             duration_s=self.record["duration_s"],
         )
-        try:
-            self.results.final(self.nb, self.record, timeout=budget)
-        except StorageError as exc:
-            self.keep_workdir = True
-            self.log.error("results_not_stored", reason=exc.reason)
-            if code == 0:
-                code, reason = exc.exit_code, exc.reason
+        if stored:
+            self.results.store_log(timeout=deadline - time.monotonic())
+        else:
+            self.results.keep_local_copy(self.nb, self.record)
         self._write_termination_log(reason if code else f"succeeded: {self.record['notebook']}")
         if self.kernel is not None:
             self.kernel.shutdown(grace=0 if stopping else 3.0)

@@ -221,6 +221,12 @@ def test_results_destination_vanishes(
     assert copy.is_relative_to(tmp_path)
     record = read_json(copy / "run.json")
     assert record["notebook"] == "nb.ipynb"
+    # The local copy and the last log line tell the truth: not stored, exit 6.
+    assert (record["status"], record["exit_code"]) == ("storage_error", 6)
+    assert "local copy" in record["reason"]
+    assert events[-1]["event"] == "run_end" and events[-1]["exit_code"] == 6
+    logged = [json.loads(line) for line in (copy / "executor.log").read_text().splitlines()]
+    assert logged[-1]["event"] == "run_end" and logged[-1]["status"] == "storage_error"
     assert "after" in stream_text(nbformat.read(copy / "nb.ipynb", as_version=4))
     assert (copy / "executor.log").is_file()
     # What S3 holds is stale (the run never finished storing): never a success.
