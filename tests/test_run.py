@@ -10,43 +10,21 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
-
-NBJOB = str(Path(sys.executable).with_name("nbjob"))
+from conftest import wait_until
+from helpers import NBJOB, make_notebook, nbjob_env
+from helpers import run_nbjob as nbjob
 
 
 def notebook(path: Path, *cells: str | tuple[str, list[str]], kernel: str = "python3") -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": kernel, "language": "python", "display_name": kernel}
-    for cell in cells:
-        source, tags = (cell, []) if isinstance(cell, str) else cell
-        nb.cells.append(nbformat.v4.new_code_cell(source, metadata={"tags": tags}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
-    return path
-
-
-def nbjob(
-    *args: str | Path,
-    env: dict[str, str] | None = None,
-    timeout: float = 120,
-    cwd: Path | None = None,
-) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "NBJOB_LOG_FORMAT": "json", **(env or {})}
-    return subprocess.run(
-        [NBJOB, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-        cwd=cwd,
-    )
+    """A notebook of code cells: ``"source"`` or ``("source", [tags])``."""
+    spec = {"name": kernel, "language": "python", "display_name": kernel}
+    return make_notebook(path, [c if isinstance(c, str) else ("code", *c) for c in cells], spec)
 
 
 def results(out: Path, name: str = "nb.ipynb") -> tuple[Any, dict[str, Any]]:
@@ -245,7 +223,7 @@ def test_parameters_like_papermill(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     rerun, _ = results(again)
-    injected_cells = [c for c in rerun.cells if "injected-parameters" in c.metadata.tags]
+    injected_cells = [c for c in rerun.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert len(injected_cells) == 1 and "epochs = 3" in injected_cells[0].source
 
 
@@ -412,15 +390,6 @@ def test_huge_output_is_capped_in_notebook_but_complete_in_log(tmp_path: Path) -
     assert "line 0000000\n" in logged and "line 0199999\n" in logged
 
 
-def _wait_for(predicate: Any, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stores_partial_results_exit_143(tmp_path: Path, sig: signal.Signals) -> None:
     nb = notebook(
@@ -437,10 +406,10 @@ def test_signal_stores_partial_results_exit_143(tmp_path: Path, sig: signal.Sign
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "NBJOB_LOG_FORMAT": "json"},
+        env=nbjob_env(),
     )
     try:
-        assert _wait_for(
+        assert wait_until(
             lambda: (
                 (out / "executor.log").exists() and '"started' in (out / "executor.log").read_text()
             ),
@@ -482,7 +451,7 @@ def test_results_are_written_during_the_run(tmp_path: Path) -> None:
                 return False
             return record["status"] == "running" and "first cell output" in texts(nb_now.cells[0])
 
-        assert _wait_for(running_with_first_output, 30)
+        assert wait_until(running_with_first_output, 30)
         assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:
@@ -502,7 +471,7 @@ def test_termination_log_and_no_stray_kernels(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert term_log.read_text().strip() == "cell 1 raised RuntimeError: boom"
     pid = int((tmp_path / "kernel.pid").read_text())
-    assert _wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10)
+    assert wait_until(lambda: not Path(f"/proc/{pid}").exists(), 10)
 
 
 def test_artifacts_written_by_the_notebook_are_stored(tmp_path: Path) -> None:
