@@ -410,6 +410,19 @@ def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]], cfg: Config)
     def med(scn: str, runner: str, key: str) -> float | None:
         return _median(summary, scn, runner, key)
 
+    def span(scn: str, runner: str, key: str, digits: int) -> str:
+        entry = summary[scn][runner][key]
+        return f"{entry['min']:.{digits}f}-{entry['max']:.{digits}f}"
+
+    def versus(scn: str, key: str, nj: float, nc: float) -> str:
+        detail = (
+            f"nbjob {nj:.3f} s (runs {span(scn, 'nbjob', key, 3)}) vs nbclient {nc:.3f} s"
+            f" (runs {span(scn, 'nbclient', key, 3)})"
+        )
+        if abs(nj - nc) < 0.03 * nc:
+            detail += "; medians within 3%: a tie at this machine's noise level"
+        return detail
+
     if "a" in cfg.scenarios:
         nj, nc = med("a", "nbjob", "wall_s"), med("a", "nbclient", "wall_s")
         text = "nbjob no slower than nbclient (median wall time)"
@@ -419,7 +432,7 @@ def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]], cfg: Config)
             targets.append(Target("a", text, "n/a", "no nbclient median"))
         else:
             verdict = "PASS" if nj <= nc else "FAIL"
-            targets.append(Target("a", text, verdict, f"{nj:.3f} s vs {nc:.3f} s"))
+            targets.append(Target("a", text, verdict, versus("a", "wall_s", nj, nc)))
     if "b" in cfg.scenarios:
         nj, pm = med("b", "nbjob", "wall_s"), med("b", "papermill", "wall_s")
         text = (
@@ -434,7 +447,13 @@ def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]], cfg: Config)
             speedup = pm / nj
             verdict = "PASS" if nj < B_LIMIT_S and speedup >= B_MIN_SPEEDUP else "FAIL"
             targets.append(
-                Target("b", text, verdict, f"nbjob {nj:.2f} s, papermill/nbjob {speedup:.1f}x")
+                Target(
+                    "b",
+                    text,
+                    verdict,
+                    f"nbjob {nj:.2f} s (runs {span('b', 'nbjob', 'wall_s', 2)}),"
+                    f" papermill/nbjob {speedup:.1f}x",
+                )
             )
     if "c" in cfg.scenarios:
         rss = med("c", "nbjob", "executor_peak_rss_mib")
@@ -457,7 +476,7 @@ def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]], cfg: Config)
             targets.append(Target("d", text, "n/a", "no nbclient median"))
         else:
             verdict = "PASS" if nj <= nc else "FAIL"
-            targets.append(Target("d", text, verdict, f"{nj:.3f} s vs {nc:.3f} s"))
+            targets.append(Target("d", text, verdict, versus("d", "startup_s", nj, nc)))
     return targets
 
 
