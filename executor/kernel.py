@@ -235,8 +235,8 @@ class Kernel:
 
     def shutdown(self, grace: float = 3.0) -> None:
         """Ask the kernel to exit, kill its process group after ``grace`` seconds."""
-        if self._thread is not None:
-            self._thread.join(timeout=self.startup_timeout)
+        if self._thread is not None:  # still starting: wait a little, then kill what exists
+            self._thread.join(timeout=min(self.startup_timeout, 5.0))
         if self.client is not None:
             self.client.stop_channels()
         if self.km is None:

@@ -14,6 +14,7 @@ where do logs go, and which rank this process is. Nothing else in nbjob looks at
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -43,6 +44,16 @@ class Platform:
     # Results of one rank of a multi-process job go into this subfolder of the output.
     rank_dir: str | None = None
     info: dict[str, str] = field(default_factory=dict)
+
+
+def write_termination_message(path: str, reason: str) -> None:
+    """Kubernetes shows this file's text (at most 4 KB) as the pod's termination message.
+
+    Written only when the file exists and is writable, as it is inside a Kubernetes container.
+    """
+    if path and os.path.exists(path) and os.access(path, os.W_OK):
+        with contextlib.suppress(OSError), open(path, "w", encoding="utf-8") as f:
+            f.write(reason[:4000] + "\n")
 
 
 def _int(env: Mapping[str, str], name: str) -> int | None:

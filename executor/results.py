@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from executor import __version__, logs
+from executor.config import Settings
 from executor.errors import StorageError
 from executor.storage import Storage, is_local, join, local_path
 
@@ -91,6 +92,32 @@ def environment_record() -> dict[str, Any]:
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
         },
+    }
+
+
+def new_record(settings: Settings) -> dict[str, Any]:
+    """run.json at the start of a run; run.py fills it in as the run goes."""
+    return {
+        "run_id": settings.run_id,
+        "status": "running",
+        "exit_code": None,
+        "reason": None,
+        "source": logs.redact(settings.source),
+        "output": logs.redact(settings.output),
+        "notebook": None,
+        "failed_cell": None,
+        "started_at": logs.now_iso(),
+        "ended_at": None,
+        "duration_s": None,
+        "parameters": {},
+        "kernel": None,
+        "gpus": [],
+        "gpu_probe": None,
+        "unmet_requirements": [],
+        "cells": [],
+        "artifacts": [],
+        "platform": {"name": settings.platform.name, **settings.platform.info},
+        **environment_record(),
     }
 
 

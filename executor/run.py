@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from executor import bundle as bundles
 from executor import kernel as kernels
-from executor import logs, params, results
+from executor import logs, params, platforms, results
 from executor.config import Settings
 from executor.errors import (
     GPUNotVisibleError,
@@ -56,28 +56,7 @@ class Job:
         self.nb: Any = None
         self.executor: Executor | None = None
         self.keep_workdir = False
-        self.record: dict[str, Any] = {
-            "run_id": settings.run_id,
-            "status": "running",
-            "exit_code": None,
-            "reason": None,
-            "source": logs.redact(settings.source),
-            "output": logs.redact(settings.output),
-            "notebook": None,
-            "failed_cell": None,
-            "started_at": logs.now_iso(),
-            "ended_at": None,
-            "duration_s": None,
-            "parameters": {},
-            "kernel": None,
-            "gpus": [],
-            "gpu_probe": None,
-            "unmet_requirements": [],
-            "cells": [],
-            "artifacts": [],
-            "platform": {"name": settings.platform.name, **settings.platform.info},
-            **results.environment_record(),
-        }
+        self.record = results.new_record(settings)
 
     # -- signals -------------------------------------------------------------------------------
 
@@ -385,21 +364,13 @@ class Job:
             self.results.store_log(timeout=deadline - time.monotonic())
         else:
             self.results.keep_local_copy(self.nb, self.record)
-        self._write_termination_log(reason if code else f"succeeded: {self.record['notebook']}")
+        message = reason if code else f"succeeded: {self.record['notebook']}"
+        platforms.write_termination_message(self.s.termination_log, logs.redact(message))
         if self.kernel is not None:
             self.kernel.shutdown(grace=0 if stopping else 3.0)
         logs.close()
         self._cleanup()
         return code
-
-    def _write_termination_log(self, reason: str) -> None:
-        path = self.s.termination_log
-        if path and os.path.exists(path) and os.access(path, os.W_OK):
-            try:
-                with open(path, "w", encoding="utf-8") as f:
-                    f.write(logs.redact(reason)[:4000] + "\n")
-            except OSError:
-                pass
 
     def _cleanup(self) -> None:
         if self.s.workdir:
