@@ -21,8 +21,9 @@ import struct
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
@@ -100,8 +101,28 @@ def _check_kind(name: str, mode: int) -> None:
         raise BundleError(f"bundle entry {name!r} is a device or FIFO; not allowed")
 
 
-def _mode(executable: bool) -> int:
-    return 0o755 if executable else 0o644
+def _place(
+    budget: _Budget,
+    dest: Path,
+    name: str,
+    is_dir: bool,
+    source: Callable[[], IO[bytes] | None],
+    executable: bool,
+) -> None:
+    """Create one checked entry under ``dest``: a folder, or a file copied within budget."""
+    target = _safe_target(dest, name)
+    if target is None:
+        return
+    if is_dir:
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    src = source()
+    if src is None:
+        raise BundleError(f"bundle entry {name!r} is not a regular file")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with src:
+        budget.copy(src, target)
+    target.chmod(0o755 if executable else 0o644)
 
 
 def _unpack_zip(archive: Path, dest: Path, budget: _Budget) -> None:
@@ -112,16 +133,14 @@ def _unpack_zip(archive: Path, dest: Path, budget: _Budget) -> None:
             _check_kind(info.filename, mode)
             if info.flag_bits & 0x1:
                 raise BundleError(f"bundle entry {info.filename!r} is encrypted; not supported")
-            target = _safe_target(dest, info.filename)
-            if target is None:
-                continue
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src:
-                budget.copy(src, target)
-            target.chmod(_mode(bool(mode & 0o111)))
+            _place(
+                budget,
+                dest,
+                info.filename,
+                info.is_dir(),
+                partial(zf.open, info),
+                bool(mode & 0o111),
+            )
 
 
 def _unpack_tar(archive: Path, dest: Path, budget: _Budget) -> None:
@@ -132,19 +151,16 @@ def _unpack_tar(archive: Path, dest: Path, budget: _Budget) -> None:
                 raise BundleError(f"bundle entry {member.name!r} is a link; links are not allowed")
             if member.isdev() or member.isfifo():
                 raise BundleError(f"bundle entry {member.name!r} is a device or FIFO; not allowed")
-            target = _safe_target(dest, member.name)
-            if target is None:
-                continue
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            if not member.isfile():
+            if not (member.isdir() or member.isfile()):
                 raise BundleError(f"bundle entry {member.name!r} is not a regular file")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            src = tf.extractfile(member)
-            assert src is not None
-            budget.copy(src, target)
-            target.chmod(_mode(bool(member.mode & 0o111)))
+            _place(
+                budget,
+                dest,
+                member.name,
+                member.isdir(),
+                partial(tf.extractfile, member),
+                bool(member.mode & 0o111),
+            )
 
 
 def archive_kind(path: Path) -> str | None:
