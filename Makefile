@@ -51,7 +51,7 @@ demo: venv
 	  exit $$code
 
 bench: venv
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 images: venv
 	bash tests/images/build.sh $(IMAGES_FLAGS)

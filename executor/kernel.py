@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -143,21 +144,46 @@ class Kernel:
             raise EnvironmentUnfitError(f"kernel {self.name!r} cannot start: {exc}") from None
         self.client = self.km.client()
         self.client.start_channels()
-        try:
-            # Waits until a kernel_info reply AND an IOPub message arrived: IOPub is
-            # subscribed, so no cell's first messages can be lost.
-            self.client.wait_for_ready(timeout=self.startup_timeout)
-            reply = self.client.kernel_info(reply=True, timeout=self.startup_timeout)
-        except (TimeoutError, RuntimeError):
+        self.info = self._wait_ready()
+
+    def _wait_ready(self) -> dict[str, Any]:
+        """The kernel_info reply, once IOPub is subscribed too.
+
+        A SUB socket joins late: what the kernel publishes before the subscription is in place
+        is lost, and a cell whose 'idle' is lost would never end. So the kernel is ready when
+        it has answered kernel_info and any IOPub message has arrived (``iopub_welcome``, or the
+        status of a kernel_info request); without one the request is sent again. Unlike
+        ``wait_for_ready`` this adds no fixed wait once the kernel answers.
+        """
+        from queue import Empty
+
+        shell, iopub = self.client.shell_channel, self.client.iopub_channel
+        end = time.monotonic() + self.startup_timeout
+        reply: dict[str, Any] | None = None
+        subscribed = False
+        while time.monotonic() < end:
+            self.client.kernel_info()
+            settle = time.monotonic() + (0.2 if reply else min(1.0, end - time.monotonic()))
+            while time.monotonic() < settle:
+                if reply is None and shell.msg_ready():
+                    msg = shell.get_msg(timeout=0)
+                    if msg["msg_type"] == "kernel_info_reply":
+                        reply = msg["content"]
+                        settle = time.monotonic() + 0.2
+                try:
+                    iopub.get_msg(timeout=0.02)
+                    subscribed = True
+                except Empty:
+                    pass
+                if reply is not None and subscribed:
+                    while iopub.msg_ready():  # drop what is queued (strays are ignored anyway)
+                        iopub.get_msg(timeout=0)
+                    return reply
             if not self.alive():
-                raise self.died("while starting") from None
-            raise EnvironmentUnfitError(
-                f"kernel {self.name!r} did not answer within {self.startup_timeout:g} s"
-            ) from None
-        self.info = reply["content"]
-        # Drain the 'starting'/'idle' status messages the kernel_info request produced.
-        while self.client.iopub_channel.msg_ready():
-            self.client.iopub_channel.get_msg(timeout=0)
+                raise self.died("while starting")
+        raise EnvironmentUnfitError(
+            f"kernel {self.name!r} did not answer within {self.startup_timeout:g} s"
+        )
 
     def start_in_background(self) -> None:
         def target() -> None:
