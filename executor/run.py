@@ -42,7 +42,12 @@ class Job:
         self.t0 = time.monotonic()
         self.deadline = self.t0 + settings.timeout if settings.timeout else None
         self.stop_at: float | None = None  # monotonic time of the first SIGTERM/SIGINT
-        self._raise_on_signal = True  # outside the cell loop a signal interrupts at once
+        # From here on a SIGTERM/SIGINT is recorded; once logging and results are set up, it
+        # interrupts at once (outside the cell loop, which checks the flag itself).
+        self._raise_on_signal = False
+        self.stop_signal: str | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
         self.storage = Storage(settings.s3_endpoint_url)
         self.workdir = Path(settings.workdir or tempfile.mkdtemp(prefix="nbjob-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -64,11 +69,11 @@ class Job:
         if self.stop_at is not None:
             return  # already stopping; the grace period bounds the rest
         self.stop_at = time.monotonic()
-        self.log.warning(
-            "stop_requested", signal=signal.Signals(signum).name, grace_s=self.s.stop_grace
-        )
+        self.stop_signal = signal.Signals(signum).name
+        if hasattr(self, "log"):  # logging is set up
+            self.log.warning("stop_requested", signal=self.stop_signal, grace_s=self.s.stop_grace)
         if self._raise_on_signal:
-            raise StoppedError(f"stopped by {signal.Signals(signum).name} before cells ran")
+            raise StoppedError(f"stopped by {self.stop_signal} before cells ran")
 
     def _should_stop(self) -> bool:
         return self.stop_at is not None
@@ -94,8 +99,6 @@ class Job:
             self.artifacts,
             self.s.checkpoint_interval,
         )
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
         try:
             self.log.info(
                 "run_start",
@@ -104,6 +107,10 @@ class Job:
                 platform=self.s.platform.name,
                 nbjob=self.record["versions"]["nbjob"],
             )
+            self._raise_on_signal = True
+            if self.stop_signal is not None:  # arrived while nbjob was setting up
+                self.log.warning("stop_requested", signal=self.stop_signal)
+                raise StoppedError(f"stopped by {self.stop_signal} before cells ran")
             if error is not None:
                 raise error
             self._prepare()

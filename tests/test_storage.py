@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
@@ -295,3 +296,35 @@ def test_s3_errors_that_retrying_cannot_fix(
     with pytest.raises(StorageError, match="credentials") as info:
         Storage(s3_server.endpoint_url).fetch(f"s3://{bucket}/bundle.zip", tmp_path)
     assert "tries" not in info.value.reason
+
+
+def test_sigterm_while_the_bundle_downloads(tmp_path: Path) -> None:
+    """A stop before any cell ran (here: a stalled download) still ends in 143 with run.json."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    release = threading.Event()
+
+    class Stalled(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            release.wait(60)  # bounded: the test releases it at the end
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stalled)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    out = tmp_path / "out"
+    run = start_nbjob("run", f"http://127.0.0.1:{server.server_port}/b.zip", "--output", out)
+    try:
+        assert wait_until(lambda: (out / "executor.log").is_file(), 30), run.output()
+        run.proc.send_signal(signal.SIGTERM)
+        result = run.wait(timeout=30)
+    finally:
+        release.set()
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 143, result.stderr
+    record = read_json(out / "run.json")
+    assert (record["status"], record["exit_code"]) == ("stopped", 143)
+    assert "SIGTERM" in record["reason"] and record["cells"] == []
