@@ -125,6 +125,7 @@ class Executor:
         run_deadline: float | None = None,
         max_output_bytes: int = 1_000_000,
         should_stop: Callable[[], bool] = lambda: False,
+        stop_wait: float = INTERRUPT_WAIT_S,
     ) -> None:
         self.kernel = kernel
         self.kc = kernel.client
@@ -133,6 +134,7 @@ class Executor:
         self.run_deadline = run_deadline  # time.monotonic() value
         self.max_output_bytes = max_output_bytes
         self.should_stop = should_stop
+        self.stop_wait = stop_wait  # after a stop request, how long the cell may wind down
         self.results: dict[int, CellResult] = {}
         self._displays: dict[str, list[Any]] = {}
         self._poller = zmq.Poller()
@@ -227,13 +229,13 @@ class Executor:
             if reply is not None and now - replied_at > IDLE_AFTER_REPLY_S:
                 break
             if self.should_stop():
-                self._wind_down(index, msg_id, state, result, "interrupted")
+                self._wind_down(index, msg_id, state, result, "interrupted", self.stop_wait)
                 raise StoppedError(
                     f"stopped by signal while cell {index} was running", cell_index=index
                 )
             limit = _earliest(deadline, self.run_deadline)
             if limit is not None and now >= limit:
-                self._wind_down(index, msg_id, state, result, "timed_out")
+                self._wind_down(index, msg_id, state, result, "timed_out", INTERRUPT_WAIT_S)
                 if deadline is not None and limit == deadline:
                     raise CellTimeoutError(
                         f"cell {index} ran longer than {self.cell_timeout:g} s (--cell-timeout)",
@@ -262,12 +264,18 @@ class Executor:
         return reply
 
     def _wind_down(
-        self, index: int, msg_id: str, state: _Cell, result: CellResult, status: str
+        self,
+        index: int,
+        msg_id: str,
+        state: _Cell,
+        result: CellResult,
+        status: str,
+        wait: float,
     ) -> None:
-        """Interrupt the running cell and keep what it prints for a few seconds."""
+        """Interrupt the running cell and keep what it prints for up to ``wait`` seconds."""
         result.status = status
         self.kernel.interrupt()
-        end = time.monotonic() + INTERRUPT_WAIT_S
+        end = time.monotonic() + wait
         replied = False
         while time.monotonic() < end and not (replied and state.idle) and self.kernel.alive():
             ready = dict(self._poller.poll(int(POLL_S * 1000)))

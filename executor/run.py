@@ -276,6 +276,7 @@ class Job:
             run_deadline=self.deadline,
             max_output_bytes=self.s.max_output_bytes,
             should_stop=self._should_stop,
+            stop_wait=min(5.0, self.s.stop_grace / 3),
         )
         self.log.info("execute_start", cells=len(self.executor.code_cells(self.nb)))
         exited = self.executor.run(self.nb)

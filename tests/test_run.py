@@ -17,7 +17,7 @@ from typing import Any
 import nbformat
 import pytest
 from conftest import wait_until
-from helpers import NBJOB, make_notebook, nbjob_env
+from helpers import NBJOB, make_notebook, nbjob_env, start_nbjob
 from helpers import run_nbjob as nbjob
 
 
@@ -431,6 +431,34 @@ def test_signal_stores_partial_results_exit_143(tmp_path: Path, sig: signal.Sign
     assert texts(executed.cells[1]) == "done before\n"
     assert "started" in texts(executed.cells[3])
     assert "stopped" in term_log.read_text()
+
+
+def test_stop_is_bounded_when_the_kernel_ignores_interrupts(tmp_path: Path) -> None:
+    """A cell that ignores SIGINT cannot hold the job past its grace period."""
+    nb = notebook(
+        tmp_path / "nb.ipynb",
+        "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+        "print('stubborn', flush=True)\nwhile True:\n    time.sleep(0.1)",
+    )
+    out = tmp_path / "out"
+    run = start_nbjob("run", nb, "--output", out, "--stop-grace", "3")
+    try:
+        assert wait_until(lambda: "stubborn" in _log_text(out), 60), run.output()
+        sent = time.monotonic()
+        run.proc.send_signal(signal.SIGTERM)
+        result = run.wait(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        run.kill()
+    assert result.returncode == 143
+    assert took < 3 + 4  # the grace period bounds the stop (generous safety margin)
+    executed, record = results(out)
+    assert record["status"] == "stopped" and record["cells"][0]["status"] == "interrupted"
+    assert "stubborn" in texts(executed.cells[2])  # after the two banners
+
+
+def _log_text(out: Path) -> str:
+    return (out / "executor.log").read_text() if (out / "executor.log").exists() else ""
 
 
 def test_results_are_written_during_the_run(tmp_path: Path) -> None:
