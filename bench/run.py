@@ -423,16 +423,17 @@ def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]], cfg: Config)
             detail += "; medians within 3%: a tie at this machine's noise level"
         return detail
 
-    if "a" in cfg.scenarios:
-        nj, nc = med("a", "nbjob", "wall_s"), med("a", "nbclient", "wall_s")
-        text = "nbjob no slower than nbclient (median wall time)"
+    def no_slower_than_nbclient(scn: str, key: str, what: str) -> Target:
+        nj, nc = med(scn, "nbjob", key), med(scn, "nbclient", key)
+        text = f"nbjob no slower than nbclient (median {what})"
         if nj is None:
-            targets.append(Target("a", text, "FAIL", "nbjob did not complete every run"))
-        elif nc is None:
-            targets.append(Target("a", text, "n/a", "no nbclient median"))
-        else:
-            verdict = "PASS" if nj <= nc else "FAIL"
-            targets.append(Target("a", text, verdict, versus("a", "wall_s", nj, nc)))
+            return Target(scn, text, "FAIL", "nbjob did not complete every run")
+        if nc is None:
+            return Target(scn, text, "n/a", "no nbclient median")
+        return Target(scn, text, "PASS" if nj <= nc else "FAIL", versus(scn, key, nj, nc))
+
+    if "a" in cfg.scenarios:
+        targets.append(no_slower_than_nbclient("a", "wall_s", "wall time"))
     if "b" in cfg.scenarios:
         nj, pm = med("b", "nbjob", "wall_s"), med("b", "papermill", "wall_s")
         text = (
@@ -468,15 +469,7 @@ def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]], cfg: Config)
                 Target("c", text, verdict, f"median {rss:.1f} MiB, worst run {worst:.1f} MiB")
             )
     if "d" in cfg.scenarios:
-        nj, nc = med("d", "nbjob", "startup_s"), med("d", "nbclient", "startup_s")
-        text = "nbjob no slower than nbclient (median launch to first cell)"
-        if nj is None:
-            targets.append(Target("d", text, "FAIL", "nbjob did not complete every run"))
-        elif nc is None:
-            targets.append(Target("d", text, "n/a", "no nbclient median"))
-        else:
-            verdict = "PASS" if nj <= nc else "FAIL"
-            targets.append(Target("d", text, verdict, versus("d", "startup_s", nj, nc)))
+        targets.append(no_slower_than_nbclient("d", "startup_s", "launch to first cell"))
     return targets
 
 
