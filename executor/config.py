@@ -11,11 +11,11 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 from executor import params, platforms
 from executor.errors import UsageError
+from executor.storage import join
 
 
 def _positive_float(text: str) -> float:
@@ -130,10 +130,6 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def _join(base: str, part: str) -> str:
-    return base.rstrip("/") + "/" + part if "://" in base else str(PurePosixPath(base) / part)
-
-
 def resolve(
     flags: Mapping[str, Any],
     env: Mapping[str, str],
@@ -157,9 +153,9 @@ def resolve(
     if not source:
         raise UsageError("no notebook source given: pass SOURCE or set NBJOB_SOURCE")
     run_id = values.pop("run_id") or platform.run_id or new_run_id()
-    output = values.pop("output") or platform.output or _join("nbjob-output", run_id)
+    output = values.pop("output") or platform.output or join("nbjob-output", run_id)
     if platform.rank_dir:
-        output = _join(output, platform.rank_dir)
+        output = join(output, platform.rank_dir)
 
     merged: dict[str, Any] = {}
     if env.get("NBJOB_PARAMETERS"):
