@@ -226,10 +226,9 @@ class Results:
 
         def write() -> None:
             self._write(nb_data, record_data)
-            if not is_local(self.dest) and self.artifacts.exists():
-                for path in sorted(p for p in self.artifacts.rglob("*") if p.is_file()):
-                    name = path.relative_to(self.artifacts).as_posix()
-                    self.storage.put_file(self.url(f"{ARTIFACTS}/{name}"), path)
+            if not is_local(self.dest):
+                for name in self.artifact_names():
+                    self.storage.put_file(self.url(f"{ARTIFACTS}/{name}"), self.artifacts / name)
 
         if not any(self.artifacts.iterdir()):
             self.artifacts.rmdir()  # no empty folder among the results

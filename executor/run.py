@@ -348,7 +348,8 @@ class Job:
             budget = max(1.0, s.stop_grace - (time.monotonic() - self.stop_at) - 1.0)
         else:
             budget = FINAL_WRITE_S
-        if self.kernel is not None and (stopping or error is not None):
+        failed = stopping or error is not None
+        if failed:
             self.kernel.shutdown(grace=0)  # results first; a failed run's kernel is not needed
         deadline = time.monotonic() + budget
         stored = True
@@ -374,8 +375,8 @@ class Job:
             self.results.keep_local_copy(self.nb, self.record)
         message = reason if code else f"succeeded: {self.record['notebook']}"
         platforms.write_termination_message(self.s.termination_log, logs.redact(message))
-        if self.kernel is not None:
-            self.kernel.shutdown(grace=0 if stopping else 3.0)
+        if not failed:  # a finished kernel may run its exit handlers
+            self.kernel.shutdown(grace=3.0)
         logs.close()
         self._cleanup()
         return code
