@@ -144,6 +144,18 @@ def tf_image() -> str:
     return _image("tf")
 
 
+def run_then_remove(
+    argv: list[str], name: str, timeout: float, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`podman ARGV` for the container ``name``, which is removed whatever happens."""
+    try:
+        return subprocess.run(
+            [str(PODMAN), *argv], env=env, capture_output=True, text=True, timeout=timeout
+        )
+    finally:
+        podman("rm", "-f", "-t", "0", name, check=False)
+
+
 class Container:
     """One `podman run`, named so that it can always be removed."""
 
@@ -165,10 +177,7 @@ class Container:
         self.argv += [image, *args]
 
     def run(self, timeout: float = 240) -> subprocess.CompletedProcess:
-        try:
-            return podman(*self.argv, timeout=timeout, check=False)
-        finally:
-            self.remove()
+        return run_then_remove(self.argv, self.name, timeout)
 
     def start(self) -> None:
         podman(*self.argv[:1], "-d", *self.argv[1:])
@@ -274,10 +283,7 @@ def test_torch_example_from_read_only_folder_without_network(torch_image, tmp_pa
         recipe(1), torch_image, {"$PWD/examples": str(ROOT / "examples"), "$PWD/out": str(out)}
     )
     assert "--network" in argv and argv[argv.index("--network") + 1] == "none"
-    try:
-        proc = podman(*argv, timeout=300, check=False)
-    finally:
-        podman("rm", "-f", "-t", "0", name, check=False)
+    proc = run_then_remove(argv, name, timeout=300)
     assert proc.returncode == 0, explain(proc, out)
     run = read_json(out / "run.json")
     assert run["status"] == "succeeded" and run["exit_code"] == 0
@@ -386,12 +392,7 @@ def test_s3_bundle_and_results_with_credentials_from_the_environment(
     assert "-e" in argv and "AWS_SECRET_ACCESS_KEY" in argv  # by name: value from our env
     env = {**os.environ, **S3_CREDENTIALS}
     env.pop("AWS_SESSION_TOKEN", None)
-    try:
-        proc = subprocess.run(
-            [str(PODMAN), *argv], env=env, capture_output=True, text=True, timeout=300
-        )
-    finally:
-        podman("rm", "-f", "-t", "0", name, check=False)
+    proc = run_then_remove(argv, name, timeout=300, env=env)
     assert proc.returncode == 0, explain(proc)
     keys = {
         o["Key"]
@@ -455,10 +456,7 @@ def test_gpu_required_without_gpu_exits_7_before_any_cell(torch_image, tmp_path)
         {"$PWD/examples": str(ROOT / "examples"), "$PWD/out": str(out)},
         extra=("--network", "none"),
     )
-    try:
-        proc = podman(*argv, timeout=120, check=False)
-    finally:
-        podman("rm", "-f", "-t", "0", name, check=False)
+    proc = run_then_remove(argv, name, timeout=120)
     assert proc.returncode == 7, explain(proc, out)
     run = read_json(out / "run.json")
     assert run["status"] == "environment_unfit" and "GPU" in run["reason"]
