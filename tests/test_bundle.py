@@ -19,9 +19,8 @@ from pathlib import Path
 import nbformat
 import pytest
 from helpers import make_targz, make_zip, notebook_json, read_json, run_nbjob, stream_text
-
-from executor import bundle
-from executor.errors import BundleError
+from nbjob import bundle
+from nbjob.errors import BundleError
 
 pytestmark = pytest.mark.timeout(120)
 

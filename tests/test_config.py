@@ -7,10 +7,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from nbjob import config, platforms
+from nbjob.errors import ParameterError, UsageError
 from test_run import events, nbjob, notebook, results
-
-from executor import config, platforms
-from executor.errors import ParameterError, UsageError
 
 
 def resolve(flags: dict[str, object] | None = None, **env: str) -> config.Settings:

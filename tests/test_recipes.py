@@ -1,7 +1,7 @@
 """The platform recipes in examples/platforms, checked without a cluster.
 
 Kubernetes objects are validated against the official schemas (kubernetes-validate); the
-exit-code routing is checked against the executor's own table (executor.errors.EXIT_CODES); the
+exit-code routing is checked against the executor's own table (nbjob.errors.EXIT_CODES); the
 Kubeflow and FfDL manifests against their documented fields. The recipes that can run here
 (docker/podman one-liners, the Kubeflow env reaching the kernel, the FfDL learner contract) are
 run for real with podman in tests/test_images.py.
@@ -19,8 +19,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-
-from executor.errors import EXIT_CODES
+from nbjob.errors import EXIT_CODES
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORMS = ROOT / "examples" / "platforms"

@@ -21,9 +21,8 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from conftest import ACCESS_KEY, REGION, SECRET_KEY, S3Server, wait_until
 from helpers import make_zip, notebook_json, read_json, run_nbjob, start_nbjob, stream_text
-
-from executor.errors import InvalidInputError, StorageError
-from executor.storage import Storage
+from nbjob.errors import InvalidInputError, StorageError
+from nbjob.storage import Storage
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -18,7 +18,7 @@ cd "$ROOT"
 
 TORCH_VERSION=${TORCH_VERSION:-2.13.0}
 TF_VERSION=${TF_VERSION:-2.21.0}
-VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' executor/__init__.py)
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' executor/nbjob/__init__.py)
 
 cpu=0
 frameworks=()

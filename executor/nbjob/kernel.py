@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from executor.errors import DeadKernelError, EnvironmentUnfitError, NoSuchKernelError
+from nbjob.errors import DeadKernelError, EnvironmentUnfitError, NoSuchKernelError
 
 DEFAULT_KERNEL = "python3"
 

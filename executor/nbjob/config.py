@@ -13,9 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from executor import params, platforms
-from executor.errors import UsageError
-from executor.storage import join
+from nbjob import params, platforms
+from nbjob.errors import UsageError
+from nbjob.storage import join
 
 
 def _positive_float(text: str) -> float:

@@ -1,7 +1,7 @@
 """The ``nbjob`` command: ``nbjob run`` and ``nbjob pack``.
 
 Parses flags, builds settings and hands over; every error becomes a one-line message and the
-documented exit code (see ``executor.errors``).
+documented exit code (see ``nbjob.errors``).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from executor import __version__
-from executor.errors import NbjobError, UsageError
+from nbjob import __version__
+from nbjob.errors import NbjobError, UsageError
 
 EPILOG = """exit codes: 0 success, 1 a cell raised, 2 usage, 3 invalid input, 4 timeout,
 5 kernel died, 6 storage error, 7 environment unfit, 143 stopped by SIGTERM/SIGINT.
@@ -49,7 +49,7 @@ def _parameter_actions(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from executor.config import OPTIONS
+    from nbjob.config import OPTIONS
 
     parser = _Parser(
         prog="nbjob",
@@ -115,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _parameters(args: argparse.Namespace) -> dict[str, Any]:
-    from executor.params import convert
+    from nbjob.params import convert
 
     values: dict[str, Any] = {}
     for name, value in args.parameter:
@@ -129,8 +129,8 @@ def _parameters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from executor.config import OPTIONS, resolve
-    from executor.run import run
+    from nbjob.config import OPTIONS, resolve
+    from nbjob.run import run
 
     flags = {opt.name: getattr(args, opt.name) for opt in OPTIONS}
     flags["source"] = args.source
@@ -139,8 +139,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
-    from executor.pack import pack
-    from executor.storage import Storage
+    from nbjob.pack import pack
+    from nbjob.storage import Storage
 
     notebook = Path(args.notebook)
     output = Path(args.output or notebook.with_suffix(".zip").name)

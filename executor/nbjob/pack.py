@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from executor.errors import UsageError
+from nbjob.errors import UsageError
 
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 _EPOCH_S = 315532800  # 1980-01-01T00:00:00Z

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from executor.errors import ParameterError
+from nbjob.errors import ParameterError
 
 INJECTED_TAG = "injected-parameters"
 PARAMETERS_TAG = "parameters"

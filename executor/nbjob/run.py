@@ -16,11 +16,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from executor import bundle as bundles
-from executor import kernel as kernels
-from executor import logs, params, platforms, results
-from executor.config import Settings
-from executor.errors import (
+from nbjob import bundle as bundles
+from nbjob import kernel as kernels
+from nbjob import logs, params, platforms, results
+from nbjob.config import Settings
+from nbjob.errors import (
     GPUNotVisibleError,
     NbjobError,
     NotebookError,
@@ -28,10 +28,10 @@ from executor.errors import (
     StoppedError,
     StorageError,
 )
-from executor.storage import Storage, is_local, local_path
+from nbjob.storage import Storage, is_local, local_path
 
 if TYPE_CHECKING:
-    from executor.execute import CellResult, Executor
+    from nbjob.execute import CellResult, Executor
 
 FINAL_WRITE_S = 300.0  # how long the final write may take when nothing else is pressing
 
@@ -265,7 +265,7 @@ class Job:
         return self.kernel
 
     def _execute(self) -> None:
-        from executor.execute import Executor
+        from nbjob.execute import Executor
 
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise RunTimeoutError("the run took longer than its time limit before cells ran")

@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import yaml
 
-from executor.errors import BundleError
+from nbjob.errors import BundleError
 
 MANIFEST_NAMES = ("nbjob.json", "nbjob.yaml", "nbjob.yml")
 _CHUNK = 1 << 20

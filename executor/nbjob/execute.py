@@ -19,15 +19,15 @@ from typing import Any, Protocol
 import nbformat
 import zmq
 
-from executor.errors import (
+from nbjob.errors import (
     CellExecutionError,
     CellTimeoutError,
     NbjobError,
     RunTimeoutError,
     StoppedError,
 )
-from executor.kernel import Kernel
-from executor.logs import now_iso
+from nbjob.kernel import Kernel
+from nbjob.logs import now_iso
 
 POLL_S = 0.25  # longest wait between checks of stop flag, deadlines and kernel liveness
 ALIVE_CHECK_S = 0.5  # kernel liveness is also checked this often while messages flow

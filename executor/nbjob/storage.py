@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from executor.errors import InvalidInputError, StorageError
-from executor.logs import redact
+from nbjob.errors import InvalidInputError, StorageError
+from nbjob.logs import redact
 
 ATTEMPTS = 5  # per operation, the first try included
 BACKOFF_S = 0.5  # doubled after each failed try

@@ -22,10 +22,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from executor import __version__, logs
-from executor.config import Settings
-from executor.errors import StorageError
-from executor.storage import Storage, is_local, join, local_path
+from nbjob import __version__, logs
+from nbjob.config import Settings
+from nbjob.errors import StorageError
+from nbjob.storage import Storage, is_local, join, local_path
 
 BANNER_TAG = "nbjob-error-banner"
 _STALE_BANNERS = (BANNER_TAG, "papermill-error-cell-tag")

@@ -1,3 +1,0 @@
-from executor.cli import main
-
-raise SystemExit(main())

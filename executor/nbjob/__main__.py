@@ -1,0 +1,3 @@
+from nbjob.cli import main
+
+raise SystemExit(main())
