@@ -24,9 +24,10 @@
 #     podman build --build-arg BASE=localhost/base-py:test --build-arg FRAMEWORK=tf \
 #         --build-arg TF_PACKAGE=tensorflow-cpu==2.21.0 -t nbjob-tf:cpu .
 
-# Pinned by tag, not digest: no registry (Docker Hub included) was reachable from the machine
-# this was written on, so the digest could not be looked up. When publishing, pin it:
-# BASE=python:3.11-slim-bookworm@sha256:<digest of `docker buildx imagetools inspect` ...>.
+# Pinned by tag, not by digest: no registry (Docker Hub included) was reachable from the machine
+# this was written on, so the digest could not be looked up. When publishing, pin the digest
+# (`docker buildx imagetools inspect python:3.11-slim-bookworm`):
+#     --build-arg BASE=python:3.11-slim-bookworm@sha256:<digest>
 ARG BASE=python:3.11-slim-bookworm
 # torch | tf: which framework-* stage the image is built on.
 ARG FRAMEWORK=torch
