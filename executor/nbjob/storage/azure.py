@@ -28,7 +28,7 @@ from .base import (
     need_key,
     target_in,
 )
-from .retry import ATTEMPTS, BACKOFF_S, RETRY_STATUS, with_retries
+from .retry import BACKOFF_S, RETRY_STATUS, attempts, with_retries
 
 EXAMPLE = "az://container/blob"
 _CONN_SECRETS = ("AccountKey", "SharedAccessSignature")
@@ -71,7 +71,7 @@ class AzureBackend(Backend):
                 "retry_policy": LinearRetry(
                     backoff=BACKOFF_S,  # type: ignore[arg-type]  # seconds; a float works
                     random_jitter_range=0,
-                    retry_total=ATTEMPTS - 1,
+                    retry_total=attempts() - 1,
                 ),
                 "connection_timeout": CONNECT_TIMEOUT_S,
                 "read_timeout": READ_TIMEOUT_S,

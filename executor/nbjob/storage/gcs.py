@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +31,7 @@ from .retry import RETRY_STATUS, with_retries
 
 EXAMPLE = "gs://bucket/key"
 TIMEOUT = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
+_PHRASES = {s.value for s in HTTPStatus}
 _KEY_FILE_SECRETS = ("private_key", "private_key_id", "client_secret", "refresh_token")
 
 
@@ -107,7 +109,10 @@ class GCSBackend(Backend):
 
         if isinstance(exc, GoogleAPICallError):
             status = int(exc.code or 0)
-            return status in RETRY_STATUS, f"{status} {first_line(Exception(exc.message))}"
+            message = first_line(Exception(exc.message))
+            if "://" in message:  # "GET http://...: ('Request failed with status code', 404..."
+                message = HTTPStatus(status).phrase if status in _PHRASES else "error"
+            return status in RETRY_STATUS, f"{status} {message}"
         if isinstance(exc, TransportError):
             return True, first_line(exc)
         if isinstance(exc, GoogleAuthError):  # no or bad credentials: no retry fixes that

@@ -13,7 +13,7 @@ from nbjob.errors import StorageError
 from nbjob.logs import redact
 
 from .base import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, Backend, first_line, target_in
-from .retry import ATTEMPTS, BACKOFF_S, RETRY_STATUS
+from .retry import BACKOFF_S, RETRY_STATUS, attempts
 
 
 class HttpBackend(Backend):
@@ -29,7 +29,7 @@ class HttpBackend(Backend):
             import urllib3
 
             retries = urllib3.Retry(
-                total=ATTEMPTS - 1,
+                total=attempts() - 1,
                 backoff_factor=BACKOFF_S,
                 status_forcelist=RETRY_STATUS,
                 allowed_methods=None,
@@ -56,6 +56,6 @@ class HttpBackend(Backend):
                 response.release_conn()
         except urllib3.exceptions.HTTPError as exc:
             raise StorageError(
-                f"fetch {redact(url)} failed after {ATTEMPTS} tries: {redact(first_line(exc))}"
+                f"fetch {redact(url)} failed after {attempts()} tries: {redact(first_line(exc))}"
             ) from None
         return target

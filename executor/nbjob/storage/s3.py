@@ -21,7 +21,7 @@ from .base import (
     split_url,
     target_in,
 )
-from .retry import ATTEMPTS, RETRY_STATUS, with_retries
+from .retry import RETRY_STATUS, attempts, with_retries
 
 EXAMPLE = "s3://bucket/key"
 
@@ -55,7 +55,7 @@ class S3Backend(Backend):
             from botocore.config import Config
 
             config = Config(
-                retries={"max_attempts": ATTEMPTS, "mode": "standard"},
+                retries={"max_attempts": attempts(), "mode": "standard"},
                 connect_timeout=CONNECT_TIMEOUT_S,
                 read_timeout=READ_TIMEOUT_S,
                 s3={"addressing_style": os.environ.get("NBJOB_S3_ADDRESSING_STYLE", "auto")},
