@@ -17,26 +17,33 @@ from pathlib import Path
 from typing import IO, Any
 
 # Query parameters that carry signatures or tokens in presigned URLs (AWS SigV2/V4, IBM COS,
-# GCS, Azure SAS). Their values are replaced; the rest of the URL stays readable. Storage
-# backends add their own names (``register_secrets``), matched after any non-word character
-# (e.g. ``AccountKey=`` in an Azure connection string).
-_QUERY_NAMES = (
+# GCS, Azure SAS). Their values are replaced; the rest of the URL stays readable.
+_SECRET_QUERY = re.compile(
+    r"(?i)([?&](?:x-amz-[a-z-]+|signature|awsaccesskeyid|x-goog-[a-z-]+|sig|se|sp|sv|sr|"
+    r"token|access_token))=([^&\s'\"<>]*)"
+)
+# Environment variables whose values must never be written anywhere.
+SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_ACCESS_KEY_ID",
+    "COS_HMAC_SECRET_ACCESS_KEY",
+    "NBJOB_S3_SECRET_ACCESS_KEY",
+)
+
+
+_secrets: list[str] = []  # credential values to scrub; read from the environment by configure()
+
+
+# Storage backends add theirs (``register_secrets``): a function that picks credential values
+# out of an environment, and the names of URL / connection-string parameters that hold secrets
+# (matched after any non-word character, e.g. ``AccountKey=`` in an Azure connection string).
+_secret_sources: list[Callable[[Mapping[str, str]], Iterable[str]]] = []
+_secret_params: set[str] = set()
+_QUERY_NAMES = (  # the names in _SECRET_QUERY
     r"x-amz-[a-z-]+|signature|awsaccesskeyid|x-goog-[a-z-]+|sig|se|sp|sv|sr|token|access_token"
 )
-_secret_params: set[str] = set()
-# Where credential values come from: each storage backend registers a function that picks
-# its values (AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_KEY, ...) out of an environment.
-_secret_sources: list[Callable[[Mapping[str, str]], Iterable[str]]] = []
-
-
-def _query_pattern() -> re.Pattern[str]:
-    names = "|".join(re.escape(p) for p in sorted(_secret_params, key=len, reverse=True))
-    extra = f"|(?<![\\w-])(?:{names})" if names else ""
-    return re.compile(f"(?i)([?&](?:{_QUERY_NAMES}){extra})=([^&;\\s'\"<>]*)")
-
-
-_SECRET_QUERY = _query_pattern()
-_secrets: list[str] = []  # credential values to scrub; read from the environment by configure()
 
 
 def register_secrets(
@@ -47,14 +54,18 @@ def register_secrets(
     if values not in _secret_sources:
         _secret_sources.append(values)
     _secret_params.update(params)
-    _SECRET_QUERY = _query_pattern()
+    names = "|".join(re.escape(p) for p in sorted(_secret_params, key=len, reverse=True))
+    extra = f"|(?<![\\w-])(?:{names})" if names else ""
+    _SECRET_QUERY = re.compile(f"(?i)([?&](?:{_QUERY_NAMES}){extra})=([^&;\\s'\"<>]*)")
     if _secrets:
         _secrets[:] = _secret_values()
 
 
 def _secret_values() -> list[str]:
-    found = {v for source in _secret_sources for v in source(os.environ) if len(v) >= 4}
-    return sorted(found, key=len, reverse=True)  # a connection string before the key in it
+    found = {v for k in SECRET_ENV if (v := os.environ.get(k, ""))}
+    found.update(v for source in _secret_sources for v in source(os.environ))
+    # Longest first: a connection string is replaced whole before the key inside it.
+    return sorted((v for v in found if len(v) >= 4), key=len, reverse=True)
 
 
 def redact(text: str) -> str:
