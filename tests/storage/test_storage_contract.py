@@ -311,3 +311,30 @@ def test_client_libraries_are_imported_only_when_used(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert out.stdout.strip() == "[]", out
+
+
+def test_abfs_urls_name_the_account(
+    azurite_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """abfs[s]://container@account.dfs.core.windows.net/blob is the same blob as az://."""
+    from nbjob.storage.azure import split_az
+    from stores import AZ_ACCOUNT, azure_store
+
+    assert split_az("abfss://c@acct.dfs.core.windows.net/a/b.zip") == ("acct", "c", "a/b.zip")
+    assert split_az("az://c/a/b.zip") == (None, "c", "a/b.zip")
+    with pytest.raises(InvalidInputError, match="needs a container"):
+        split_az("abfs://@acct.dfs.core.windows.net/a")
+    store = azure_store(azurite_server)
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING", store.env["AZURE_STORAGE_CONNECTION_STRING"]
+    )
+    container = store.new_root().split("://", 1)[1]
+    storage = Storage()
+    storage.put_bytes(f"abfs://{container}@{AZ_ACCOUNT}.dfs.core.windows.net/x.json", b"{}")
+    assert store.get(f"az://{container}/x.json") == b"{}"
+    with pytest.raises(StorageError, match="names the Azure account 'other'"):
+        storage.put_bytes(f"abfss://{container}@other.dfs.core.windows.net/x.json", b"{}")
+    monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
+    monkeypatch.delenv("AZURE_STORAGE_ACCOUNT", raising=False)
+    with pytest.raises(StorageError, match="no Azure account: set AZURE_STORAGE_CONNECTION_STRING"):
+        Storage().put_bytes(f"az://{container}/y.json", b"{}")

@@ -82,9 +82,15 @@ class AzureBackend(Backend):
             }
             env = os.environ
             if env.get("AZURE_STORAGE_CONNECTION_STRING"):
-                self._clients[account] = BlobServiceClient.from_connection_string(
+                client = BlobServiceClient.from_connection_string(
                     env["AZURE_STORAGE_CONNECTION_STRING"], **options
                 )
+                if account and account != client.account_name:
+                    raise StorageError(
+                        f"the URL names the Azure account {account!r}, but "
+                        f"AZURE_STORAGE_CONNECTION_STRING is for {client.account_name!r}"
+                    )
+                self._clients[account] = client
             else:
                 name = account or env.get("AZURE_STORAGE_ACCOUNT")
                 if not name:
