@@ -115,64 +115,33 @@ def _npm_tool(name: str) -> Path:
 
 @pytest.fixture(scope="session")
 def s3rver_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tool = _npm_tool("s3rver")
-    data = tmp_path_factory.mktemp("s3rver")
-    yield from _server(
-        "s3rver",
-        lambda port: [
-            str(tool),
-            "-d",
-            str(data),
-            "-a",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "--silent",
-            "--allow-mismatched-signatures",
-            "--no-vhost-buckets",
-        ],
-        data,
-    )
+    tool, data = _npm_tool("s3rver"), tmp_path_factory.mktemp("s3rver")
+    flags = ["-a", "127.0.0.1", "--silent", "--allow-mismatched-signatures", "--no-vhost-buckets"]
+    yield from _server("s3rver", lambda p: [str(tool), "-d", str(data), *flags, "-p", str(p)], data)
 
 
 @pytest.fixture(scope="session")
 def gcs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tool = Path(sys.executable).with_name("gcp-storage-emulator")
+    flags = ["start", "--host", "127.0.0.1", "--in-memory"]
     logs = tmp_path_factory.mktemp("gcs")
     yield from _server(
-        "gcp-storage-emulator",
-        lambda port: [
-            str(tool),
-            "start",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--in-memory",
-        ],
-        logs,
+        "gcp-storage-emulator", lambda p: [str(tool), *flags, "--port", str(p)], logs
     )
 
 
 @pytest.fixture(scope="session")
 def azurite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tool = _npm_tool("azurite-blob")
-    data = tmp_path_factory.mktemp("azurite")
-    yield from _server(
-        "azurite",
-        lambda port: [
-            str(tool),
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            str(port),
-            "--location",
-            str(data),
-            "--silent",
-            "--skipApiVersionCheck",
-        ],
-        data,
-    )
+    tool, data = _npm_tool("azurite-blob"), tmp_path_factory.mktemp("azurite")
+    flags = [
+        "--blobHost",
+        "127.0.0.1",
+        "--location",
+        str(data),
+        "--silent",
+        "--skipApiVersionCheck",
+    ]
+    yield from _server("azurite", lambda p: [str(tool), *flags, "--blobPort", str(p)], data)
 
 
 # -- one view of every store ----------------------------------------------------------------

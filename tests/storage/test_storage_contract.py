@@ -166,13 +166,19 @@ def test_credentials_and_signed_urls_are_never_shown(store: Store, tmp_path: Pat
     # At the same time: a signed URL of an object that is not there (its reason shows the URL).
     missing = store.presign(join(root, "no/such/bundle.zip"))
     missing_query = {k: v[0] for k, v in parse_qs(urlsplit(missing).query).items()}
-    other = start_nbjob("run", missing, "--output", tmp_path / "out", env=store.env, cwd=tmp_path)
+    term = tmp_path / "termination-log"
+    term.touch()
+    other = start_nbjob(
+        "run", missing, "--output", tmp_path / "out", "--termination-log", term,
+        env=store.env, cwd=tmp_path,
+    )  # fmt: skip
     result = run_nbjob("run", url, "--output", dest, env=store.env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     failed = other.wait()
     assert failed.returncode == 6, failed.stderr
     missing_secrets = [missing_query[name] for name in signed]
-    check_missing(failed, tmp_path / "out", 6, [*store.secrets, *missing_secrets])
+    reason = check_missing(failed, tmp_path / "out", 6, [*store.secrets, *missing_secrets])
+    assert term.read_text().strip() == reason  # the termination message: redacted too
     nb, record, log = stored(store, dest)
     assert record["source"].startswith(url.split("?")[0])
 
