@@ -82,11 +82,11 @@ def _start(
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 3 s (a server may wait for idle keep-alive connections)."""
+    """SIGTERM, then SIGKILL after 1 s (a server may wait for idle keep-alive connections)."""
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=3)
+            proc.wait(timeout=1)
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
