@@ -202,7 +202,7 @@ SECRET_HOLDERS = sorted(
 
 @pytest.mark.parametrize("kind", SECRET_HOLDERS)
 def test_each_backend_redacts_its_own_credentials(
-    kind: str, monkeypatch: pytest.MonkeyPatch
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every credential variable and secret URL parameter a backend declares is scrubbed."""
     cls = backend_class(kind)
@@ -210,8 +210,15 @@ def test_each_backend_redacts_its_own_credentials(
     values = {name: f"nbjobFake{name.title().replace('_', '')}" for name in cls.credential_env}
     if kind == "az":
         values["AZURE_STORAGE_CONNECTION_STRING"] = "AccountName=a;AccountKey=nbjobFakeAzKey==;"
+    if kind == "gs":  # the secrets inside an application-default credentials file
+        key_file = tmp_path / "key.json"
+        key = {"private_key_id": "nbjobFakeKeyId", "private_key": "nbjobFakePem", "x": "y"}
+        key_file.write_text(json.dumps(key))
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+        values.update(id=key["private_key_id"], pem=key["private_key"])
     for name, value in values.items():
-        monkeypatch.setenv(name, value)
+        if name.isupper():
+            monkeypatch.setenv(name, value)
     text = " ".join(f"{k}={v};" for k, v in values.items())
     text += " ".join(
         f" https://h/o?x=1&{p}=nbjobFake{i}&y=2" for i, p in enumerate(cls.secret_params)

@@ -9,6 +9,7 @@ retries, so a dead endpoint fails in seconds, not after the client's 120 s deadl
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Mapping
@@ -126,13 +127,18 @@ class GCSBackend(Backend):
     @classmethod
     def secret_values(cls, environ: Mapping[str, str]) -> list[str]:
         """The env tokens, and the secrets inside the GOOGLE_APPLICATION_CREDENTIALS file."""
-        values = super().secret_values(environ)
         key_file = environ.get("GOOGLE_APPLICATION_CREDENTIALS", "")
-        try:
-            if key_file and os.path.getsize(key_file) < 1 << 16:
-                with open(key_file, encoding="utf-8") as f:
-                    info = json.load(f)
-                values += [str(info[k]) for k in _KEY_FILE_SECRETS if info.get(k)]
-        except (OSError, ValueError, TypeError, AttributeError):
-            pass
-        return values
+        return super().secret_values(environ) + list(_key_file_secrets(key_file))
+
+
+@functools.lru_cache(maxsize=4)
+def _key_file_secrets(key_file: str) -> tuple[str, ...]:
+    """Private key, key id, client secret, refresh token of a credentials file (read once)."""
+    try:
+        if key_file and os.path.getsize(key_file) < 1 << 16:
+            with open(key_file, encoding="utf-8") as f:
+                info = json.load(f)
+            return tuple(str(info[k]) for k in _KEY_FILE_SECRETS if info.get(k))
+    except (OSError, ValueError, TypeError, AttributeError):
+        pass
+    return ()
