@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Storage servers the contract tests start on loopback (npm packages; pinned).
+NPM_DIR   := .npm
+NPM_PKGS  := s3rver@3.7.1 azurite@3.37.0
+NPM_STAMP := $(NPM_DIR)/.installed-s3rver-3.7.1-azurite-3.37.0
 
-.PHONY: help venv system-deps lint test test-fast demo bench images clean
+.PHONY: help venv npm-deps system-deps lint test test-fast demo bench images clean
 
 help:
 	@echo "make demo   - pack and run the example bundle; results in ./demo-output"
@@ -19,7 +23,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test,bench]'
 	touch $@
 
-venv: $(STAMP)
+venv: $(STAMP) npm-deps
+
+# s3rver and Azurite for tests/storage (skipped with a note where npm is missing).
+$(NPM_STAMP):
+	@if command -v npm >/dev/null; then \
+	  npm install --prefix $(NPM_DIR) --no-audit --no-fund --no-save --silent $(NPM_PKGS) \
+	    && touch $@; \
+	else echo "npm not found: the s3rver and Azurite storage tests will be skipped"; fi
+
+npm-deps: $(NPM_STAMP)
 
 # Debian packages the image tests need (podman builds and runs the images); root only.
 system-deps:
@@ -57,4 +70,4 @@ images: venv
 	bash tests/images/build.sh $(IMAGES_FLAGS)
 
 clean:
-	rm -rf $(VENV) demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(NPM_DIR) demo-output .pytest_cache .mypy_cache .ruff_cache

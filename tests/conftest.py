@@ -31,6 +31,10 @@ from typing import Any
 
 import pytest
 
+# The storage servers (s3rver, the GCS emulator, Azurite) and the ``store`` fixture.
+sys.path.insert(0, str(Path(__file__).with_name("storage")))
+pytest_plugins = ["stores"]
+
 # Distinctive fake credentials: tests grep for them to prove they are never written anywhere.
 ACCESS_KEY = "AKIATESTNBJOB00000001"
 SECRET_KEY = "nbjobTestSecret/With+Special=Chars0123"

@@ -12,7 +12,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,8 +36,36 @@ SECRET_ENV = (
 _secrets: list[str] = []  # credential values to scrub; read from the environment by configure()
 
 
+# Storage backends add theirs (``register_secrets``): a function that picks credential values
+# out of an environment, and the names of URL / connection-string parameters that hold secrets
+# (matched after any non-word character, e.g. ``AccountKey=`` in an Azure connection string).
+_secret_sources: list[Callable[[Mapping[str, str]], Iterable[str]]] = []
+_secret_params: set[str] = set()
+_QUERY_NAMES = (  # the names in _SECRET_QUERY
+    r"x-amz-[a-z-]+|signature|awsaccesskeyid|x-goog-[a-z-]+|sig|se|sp|sv|sr|token|access_token"
+)
+
+
+def register_secrets(
+    values: Callable[[Mapping[str, str]], Iterable[str]], params: Iterable[str] = ()
+) -> None:
+    """Scrub what ``values(environ)`` returns, and the values of the ``params`` parameters."""
+    global _SECRET_QUERY
+    if values not in _secret_sources:
+        _secret_sources.append(values)
+    _secret_params.update(params)
+    names = "|".join(re.escape(p) for p in sorted(_secret_params, key=len, reverse=True))
+    extra = f"|(?<![\\w-])(?:{names})" if names else ""
+    _SECRET_QUERY = re.compile(f"(?i)([?&](?:{_QUERY_NAMES}){extra})=([^&;\\s'\"<>]*)")
+    if _secrets:
+        _secrets[:] = _secret_values()
+
+
 def _secret_values() -> list[str]:
-    return [v for k in SECRET_ENV if len(v := os.environ.get(k, "")) >= 4]
+    found = {v for k in SECRET_ENV if (v := os.environ.get(k, ""))}
+    found.update(v for source in _secret_sources for v in source(os.environ))
+    # Longest first: a connection string is replaced whole before the key inside it.
+    return sorted((v for v in found if len(v) >= 4), key=len, reverse=True)
 
 
 def redact(text: str) -> str:

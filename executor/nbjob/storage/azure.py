@@ -1,0 +1,182 @@
+"""az://container/blob (and abfs[s]://container@account.dfs.core.windows.net/blob) on Azure Blob.
+
+Through the official ``azure-storage-blob`` client. Credentials, first match wins:
+``AZURE_STORAGE_CONNECTION_STRING``; else ``AZURE_STORAGE_ACCOUNT`` (or the account in an
+abfs:// URL) with ``AZURE_STORAGE_KEY``, or a SAS token in ``AZURE_STORAGE_SAS_TOKEN``, or else
+``DefaultAzureCredential`` (``azure-identity``: managed identity, workload identity, service
+principal variables...). ``AZURE_STORAGE_BLOB_ENDPOINT`` overrides the account's endpoint
+(https://ACCOUNT.blob.core.windows.net). Files above 8 MiB go up as blocks of 8 MiB.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from nbjob.errors import InvalidInputError, StorageError
+
+from .base import (
+    CHUNK_SIZE,
+    CHUNK_THRESHOLD,
+    CONNECT_TIMEOUT_S,
+    READ_TIMEOUT_S,
+    Backend,
+    first_line,
+    need_key,
+    target_in,
+)
+from .retry import BACKOFF_S, RETRY_STATUS, attempts, with_retries
+
+EXAMPLE = "az://container/blob"
+_CONN_SECRETS = ("AccountKey", "SharedAccessSignature")
+
+
+def split_az(url: str) -> tuple[str | None, str, str]:
+    """(account or None, container, blob) of an az:// or abfs[s]:// URL."""
+    parts = urlsplit(url)
+    account = None
+    container = parts.netloc
+    if parts.scheme.lower() in ("abfs", "abfss"):
+        container, _, host = parts.netloc.partition("@")
+        account = host.split(".", 1)[0] or None
+    if not container:
+        raise InvalidInputError(f"{url}: an Azure URL needs a container ({EXAMPLE})")
+    return account, container, parts.path.lstrip("/")
+
+
+class AzureBackend(Backend):
+    schemes: ClassVar[tuple[str, ...]] = ("az", "abfs", "abfss")
+    credential_env: ClassVar[tuple[str, ...]] = (
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AZURE_STORAGE_KEY",
+        "AZURE_STORAGE_SAS_TOKEN",
+        "AZURE_CLIENT_SECRET",
+    )
+    # SAS tokens (sig=...) and the secret parts of a connection string.
+    secret_params: ClassVar[tuple[str, ...]] = ("sig", *_CONN_SECRETS)
+
+    def __init__(self, endpoint_url: str | None = None) -> None:
+        super().__init__(endpoint_url)
+        self._clients: dict[str | None, Any] = {}
+
+    def service(self, account: str | None) -> Any:
+        """One BlobServiceClient per account, made on first use."""
+        if account not in self._clients:
+            from azure.storage.blob import BlobServiceClient, LinearRetry
+
+            options: dict[str, Any] = {
+                "retry_policy": LinearRetry(
+                    backoff=BACKOFF_S,  # type: ignore[arg-type]  # seconds; a float works
+                    random_jitter_range=0,
+                    retry_total=attempts() - 1,
+                ),
+                "connection_timeout": CONNECT_TIMEOUT_S,
+                "read_timeout": READ_TIMEOUT_S,
+                "max_single_put_size": CHUNK_THRESHOLD,
+                "max_block_size": CHUNK_SIZE,
+                "max_single_get_size": CHUNK_THRESHOLD,
+                "max_chunk_get_size": CHUNK_SIZE,
+            }
+            env = os.environ
+            if env.get("AZURE_STORAGE_CONNECTION_STRING"):
+                client = BlobServiceClient.from_connection_string(
+                    env["AZURE_STORAGE_CONNECTION_STRING"], **options
+                )
+                if account and account != client.account_name:
+                    raise StorageError(
+                        f"the URL names the Azure account {account!r}, but "
+                        f"AZURE_STORAGE_CONNECTION_STRING is for {client.account_name!r}"
+                    )
+                self._clients[account] = client
+            else:
+                name = account or env.get("AZURE_STORAGE_ACCOUNT")
+                if not name:
+                    raise StorageError(
+                        "no Azure account: set AZURE_STORAGE_CONNECTION_STRING or "
+                        "AZURE_STORAGE_ACCOUNT"
+                    )
+                endpoint = env.get("AZURE_STORAGE_BLOB_ENDPOINT") or (
+                    f"https://{name}.blob.core.windows.net"
+                )
+                credential: Any
+                if env.get("AZURE_STORAGE_KEY"):
+                    credential = {"account_name": name, "account_key": env["AZURE_STORAGE_KEY"]}
+                elif env.get("AZURE_STORAGE_SAS_TOKEN"):
+                    credential = env["AZURE_STORAGE_SAS_TOKEN"].lstrip("?")
+                else:
+                    from azure.identity import DefaultAzureCredential  # only when needed
+
+                    credential = DefaultAzureCredential()
+                self._clients[account] = BlobServiceClient(endpoint, credential, **options)
+        return self._clients[account]
+
+    def _blob(self, url: str) -> Any:
+        account, container, blob = split_az(url)
+        return self.service(account).get_blob_client(container, blob)
+
+    def fetch(self, url: str, dest_dir: Path) -> Path:
+        need_key(url, split_az(url)[2], "an Azure", EXAMPLE)
+        target = target_in(dest_dir, url)
+
+        def download() -> None:
+            with target.open("wb") as f:
+                self._blob(url).download_blob(max_concurrency=2).readinto(f)
+
+        try:
+            with_retries(self, "download", url, download)
+        except StorageError:
+            target.unlink(missing_ok=True)
+            raise
+        return target
+
+    def put_bytes(self, url: str, data: bytes, content_type: str = "application/json") -> None:
+        from azure.storage.blob import ContentSettings
+
+        with_retries(
+            self,
+            "upload",
+            url,
+            lambda: self._blob(url).upload_blob(
+                data, overwrite=True, content_settings=ContentSettings(content_type=content_type)
+            ),
+        )
+
+    def put_file(self, url: str, path: Path) -> None:
+        def upload() -> None:
+            with path.open("rb") as f:
+                self._blob(url).upload_blob(
+                    f, length=path.stat().st_size, overwrite=True, max_concurrency=2
+                )
+
+        with_retries(self, "upload", url, upload)
+
+    def classify(self, exc: Exception) -> tuple[bool, str]:
+        from azure.core.exceptions import (
+            ClientAuthenticationError,
+            HttpResponseError,
+            ServiceRequestError,
+            ServiceResponseError,
+        )
+
+        if isinstance(exc, ClientAuthenticationError):
+            return False, first_line(exc)
+        if isinstance(exc, HttpResponseError):
+            status = int(exc.status_code or 0)
+            code = getattr(exc, "error_code", None) or exc.reason or ""
+            return status in RETRY_STATUS, f"{status} {code}: {first_line(exc)}"
+        if isinstance(exc, ServiceRequestError | ServiceResponseError | OSError):
+            return True, first_line(exc)
+        return False, first_line(exc)  # a malformed connection string, bad parameters...
+
+    @classmethod
+    def secret_values(cls, environ: Mapping[str, str]) -> list[str]:
+        """The env values, and the key / SAS inside a connection string on their own."""
+        values = super().secret_values(environ)
+        for part in environ.get("AZURE_STORAGE_CONNECTION_STRING", "").split(";"):
+            name, _, value = part.partition("=")
+            if name.strip() in _CONN_SECRETS and value:
+                values.append(value.strip())
+        return values

@@ -1,0 +1,99 @@
+"""The Backend interface: what every storage implementation provides, and shared helpers.
+
+A backend is one class in one module (``local.py``, ``s3.py``...) listed in the registry in
+``nbjob/storage/__init__.py``. It knows its URL ``schemes``, the environment variables that hold
+its credentials (``credential_env``: their values are scrubbed from every log, record and
+message) and the URL query / connection-string parameters that carry secrets
+(``secret_params``). Its ``classify`` tells the shared retry loop (``retry.py``) whether an
+exception is worth another try, with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from nbjob.errors import InvalidInputError
+
+# Files above this size are uploaded in parts (S3 multipart, GCS resumable, Azure blocks), so a
+# failed part is retried alone and memory stays flat.
+CHUNK_THRESHOLD = 8 * 1024 * 1024
+CHUNK_SIZE = 8 * 1024 * 1024
+CONNECT_TIMEOUT_S = 5.0
+READ_TIMEOUT_S = 60.0
+
+
+class Backend:
+    """One storage implementation. Instances live as long as a run; clients are made lazily."""
+
+    schemes: ClassVar[tuple[str, ...]] = ()
+    credential_env: ClassVar[tuple[str, ...]] = ()
+    secret_params: ClassVar[tuple[str, ...]] = ()
+    writable: ClassVar[bool] = True  # False: fetch only (e.g. https:// presigned GET)
+
+    def __init__(self, endpoint_url: str | None = None) -> None:
+        self.endpoint_url = endpoint_url
+
+    # -- the interface -----------------------------------------------------------------------
+
+    def fetch(self, url: str, dest_dir: Path) -> Path:
+        """Return a local path holding ``url`` (downloaded into ``dest_dir`` when remote)."""
+        raise NotImplementedError
+
+    def put_bytes(self, url: str, data: bytes, content_type: str = "application/json") -> None:
+        raise NotImplementedError
+
+    def put_file(self, url: str, path: Path) -> None:
+        raise NotImplementedError
+
+    def check_writable(self, url: str) -> None:
+        """Fail early (before any cell runs) when ``url`` can never be written."""
+
+    def classify(self, exc: Exception) -> tuple[bool, str]:
+        """(worth retrying?, one-line reason) for what a client call raised."""
+        return isinstance(exc, OSError), first_line(exc)
+
+    @classmethod
+    def secret_values(cls, environ: Mapping[str, str]) -> list[str]:
+        """Credential values present in ``environ`` (scrubbed wherever nbjob writes)."""
+        return [environ[k] for k in cls.credential_env if environ.get(k)]
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.splitlines()[0].split())[:300]
+
+
+def split_url(url: str, what: str, example: str) -> tuple[str, str]:
+    """(bucket or container, key) of ``scheme://bucket/key``; a missing bucket is bad input."""
+    parts = urlsplit(url)
+    if not parts.netloc:
+        raise InvalidInputError(f"{url}: {what} URL needs a bucket ({example})")
+    return parts.netloc, parts.path.lstrip("/")
+
+
+def need_key(url: str, key: str, what: str, example: str) -> None:
+    if not key or key.endswith("/"):
+        raise InvalidInputError(f"{url}: {what} source needs an object key ({example})")
+
+
+def target_in(dest_dir: Path, url: str) -> Path:
+    """Where a download of ``url`` goes: its last path segment inside ``dest_dir``."""
+    return dest_dir / (Path(urlsplit(url).path).name or "bundle")
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,47 @@
+"""Local paths and file:// URLs: fetch returns the path as it is; writes are atomic."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import unquote, urlsplit
+
+from nbjob.errors import InvalidInputError, StorageError
+
+from .base import Backend, atomic_write
+
+
+def local_path(url: str) -> Path:
+    """The path of a local path or file:// URL."""
+    if "://" in url and urlsplit(url).scheme.lower() == "file":
+        return Path(unquote(urlsplit(url).path))
+    return Path(url)
+
+
+class LocalBackend(Backend):
+    schemes: ClassVar[tuple[str, ...]] = ("", "file")
+
+    def fetch(self, url: str, dest_dir: Path) -> Path:
+        path = local_path(url)
+        if not path.exists():
+            raise InvalidInputError(f"source not found: {path}")
+        return path
+
+    def put_bytes(self, url: str, data: bytes, content_type: str = "application/json") -> None:
+        atomic_write(local_path(url), data)
+
+    def put_file(self, url: str, path: Path) -> None:
+        target = local_path(url)
+        if target.resolve() != path.resolve():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(path, tmp)
+            os.replace(tmp, target)
+
+    def check_writable(self, url: str) -> None:
+        try:
+            local_path(url).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create results folder {url}: {exc.strerror}") from None

@@ -1,0 +1,109 @@
+"""s3:// on AWS S3 and S3-compatible stores (IBM COS, MinIO, Ceph) through boto3.
+
+Credentials come from boto3's standard chain; ``endpoint_url`` (``--s3-endpoint-url``,
+``NBJOB_S3_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL``) points it at another store and
+``NBJOB_S3_ADDRESSING_STYLE`` picks path or virtual-host addressing. Files above 8 MiB go up as
+multipart uploads (boto3's transfer manager).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .base import (
+    CONNECT_TIMEOUT_S,
+    READ_TIMEOUT_S,
+    Backend,
+    first_line,
+    need_key,
+    split_url,
+    target_in,
+)
+from .retry import RETRY_STATUS, attempts, with_retries
+
+EXAMPLE = "s3://bucket/key"
+
+
+class S3Backend(Backend):
+    schemes: ClassVar[tuple[str, ...]] = ("s3",)
+    credential_env: ClassVar[tuple[str, ...]] = (
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_SECURITY_TOKEN",
+        "AWS_ACCESS_KEY_ID",
+        "COS_HMAC_SECRET_ACCESS_KEY",
+        "NBJOB_S3_SECRET_ACCESS_KEY",
+    )
+    # Presigned URLs: SigV4 (X-Amz-*), SigV2 and IBM COS (Signature, AWSAccessKeyId).
+    secret_params: ClassVar[tuple[str, ...]] = (
+        "X-Amz-Signature",
+        "X-Amz-Credential",
+        "X-Amz-Security-Token",
+        "Signature",
+        "AWSAccessKeyId",
+    )
+
+    def __init__(self, endpoint_url: str | None = None) -> None:
+        super().__init__(endpoint_url)
+        self._s3: Any = None
+
+    def s3(self) -> Any:
+        if self._s3 is None:
+            import boto3  # imported here: most runs never touch S3, and it costs ~0.3 s
+            from botocore.config import Config
+
+            config = Config(
+                retries={"max_attempts": attempts(), "mode": "standard"},
+                connect_timeout=CONNECT_TIMEOUT_S,
+                read_timeout=READ_TIMEOUT_S,
+                s3={"addressing_style": os.environ.get("NBJOB_S3_ADDRESSING_STYLE", "auto")},
+            )
+            self._s3 = boto3.session.Session().client(
+                "s3", endpoint_url=self.endpoint_url or None, config=config
+            )
+        return self._s3
+
+    def fetch(self, url: str, dest_dir: Path) -> Path:
+        bucket, key = split_url(url, "an S3", EXAMPLE)
+        need_key(url, key, "an S3", EXAMPLE)
+        target = target_in(dest_dir, url)
+        with_retries(
+            self, "download", url, lambda: self.s3().download_file(bucket, key, str(target))
+        )
+        return target
+
+    def put_bytes(self, url: str, data: bytes, content_type: str = "application/json") -> None:
+        bucket, key = split_url(url, "an S3", EXAMPLE)
+        with_retries(
+            self,
+            "upload",
+            url,
+            lambda: self.s3().put_object(
+                Bucket=bucket, Key=key, Body=data, ContentType=content_type
+            ),
+        )
+
+    def put_file(self, url: str, path: Path) -> None:
+        bucket, key = split_url(url, "an S3", EXAMPLE)
+        with_retries(self, "upload", url, lambda: self.s3().upload_file(str(path), bucket, key))
+
+    def classify(self, exc: Exception) -> tuple[bool, str]:
+        """(worth retrying?, one-line reason) for an S3 error; anything else is re-raised."""
+        from boto3.exceptions import Boto3Error, RetriesExceededError
+        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+
+        if isinstance(exc, Boto3Error) and isinstance(exc.__context__, ClientError | BotoCoreError):
+            exc = exc.__context__  # upload_file wraps the S3 error in S3UploadFailedError
+        if isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            return status in RETRY_STATUS, f"{code or status} {err.get('Message', '')}".strip()
+        if isinstance(exc, BotoConnectionError | HTTPClientError | RetriesExceededError | OSError):
+            return True, first_line(exc)
+        if isinstance(exc, BotoCoreError | Boto3Error):  # no credentials, bad parameters...
+            return False, " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise exc
