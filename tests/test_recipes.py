@@ -53,7 +53,7 @@ def assert_no_literal_credentials(env: list[dict[str, Any]]) -> None:
 def assert_image(image: str) -> None:
     assert image.split(":")[0] in IMAGES, image
     framework = image.split(":")[0].removeprefix("nbjob-")
-    assert f"FROM base AS framework-{framework}\n" in (ROOT / "Dockerfile").read_text()
+    assert "\nFROM ${BASE_IMAGE}\n" in (ROOT / f"Dockerfile.{framework}").read_text()
 
 
 # -- Kubernetes Job ------------------------------------------------------------------------------
@@ -247,6 +247,7 @@ def test_ffdl_manifest_uses_the_image_as_custom_learner():
     assert_image(framework["version"])  # custom learner: `version` is the image
     # The command is the image's entrypoint, which reads the FfDL variables itself.
     assert framework["command"] == "/usr/local/bin/entrypoint.sh"
-    assert "COPY entrypoint.sh /usr/local/bin/entrypoint.sh" in (ROOT / "Dockerfile").read_text()
+    base = (ROOT / "Dockerfile.base").read_text()  # the framework images inherit it
+    assert "COPY entrypoint.sh /usr/local/bin/entrypoint.sh" in base
     (store,) = manifest["data_stores"]
     assert {"id", "type", "training_data", "training_results", "connection"} <= set(store)
