@@ -98,11 +98,11 @@ class GatewayAPI:
             exc.code,
         )
 
-    def websocket(self, path: str, timeout: float) -> Any:
+    def websocket(self, path: str, timeout: float, **query: str) -> Any:
         """A connected websocket to ``path`` (ws:// or wss:// like the base URL), TCP_NODELAY."""
         import websocket
 
-        url = "ws" + self.url(path)[4:]
+        url = "ws" + self.url(path, **query)[4:]
         headers = [f"Authorization: token {self.token}"] if self.token else []
         try:
             return websocket.create_connection(
