@@ -278,6 +278,10 @@ class GatewayKernel(KernelSession):
     def shutdown(self, grace: float = 3.0) -> None:
         """DELETE the kernel; the server asks it to exit and kills it after its own wait."""
         self._join_start(5.0)
+        if grace > 0 and not self.contents and self.remote_cwd and self.alive():
+            with contextlib.suppress(Exception):  # the temporary folder made in the kernel
+                top = posixpath.dirname(self.remote_cwd)
+                self.run_silent(f"import shutil; shutil.rmtree({top!r}, True)", {}, grace)
         if self.kernel_id is not None:
             with contextlib.suppress(GatewayError):
                 self.api.request(
