@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-
 from nbjob.config import Settings
 from nbjob.execute import CellResult, Executor
 from nbjob.kernel import KernelSession, open_session
