@@ -108,10 +108,9 @@ class GatewayKernel(KernelSession):
                 f"{self.api.base}; offered: {', '.join(sorted(specs))}"
             )
         self._spec = specs[self.name]
-        self.contents = self._has_contents_api()
+        self.contents = self._has_contents_api() and self._made_run_folder()
         body: dict[str, Any] = {"name": self.name}
         if self.contents:
-            transfer.contents_mkdir(self.api, posixpath.join(self.run_dir, "bundle"))
             body["path"] = posixpath.join(self.run_dir, "bundle")
         model = self.api.request("POST", "api/kernels", body)
         self.kernel_id = str(model["id"])
@@ -136,6 +135,16 @@ class GatewayKernel(KernelSession):
                 return False
             raise
 
+    def _made_run_folder(self) -> bool:
+        """The run's folder under the server's root; False where it cannot be written."""
+        try:
+            transfer.contents_mkdir(self.api, posixpath.join(self.run_dir, "bundle"))
+            return True
+        except GatewayError as exc:
+            if exc.http_status in (0, 401):
+                raise
+            return False  # e.g. a read-only Contents API: files go through the kernel
+
     def _wait_ready(self) -> dict[str, Any]:
         end = time.monotonic() + self.startup_timeout
         while time.monotonic() < end:
@@ -157,7 +166,10 @@ class GatewayKernel(KernelSession):
     def _set_up_folders(self) -> None:
         """cwd and NBJOB_ARTIFACTS_DIR inside the kernel (a temp folder without Contents API)."""
         call = f"_nbjob_result = _nbjob_setup('../artifacts', {not self.contents})"
-        where = self.silent_value(f"{_SETUP}\n{call}\ndel _nbjob_setup\n")
+        try:
+            where = self.silent_value(f"{_SETUP}\n{call}\ndel _nbjob_setup\n")
+        except (TimeoutError, ValueError) as exc:
+            raise EnvironmentUnfitError(f"gateway kernel set-up failed: {exc}") from None
         self.remote_cwd, self.remote_artifacts = where["cwd"], where["artifacts"]
 
     # -- messages ------------------------------------------------------------------------------
