@@ -269,9 +269,9 @@ class Job:
         self, kernel: kernels.KernelSession, cwd: Path, root: Path
     ) -> kernels.KernelSession:
         started = time.monotonic()
-        kernel.upload_files(root)
-        if kernel.kind != "local":
-            self.log.info("files_uploaded", seconds=round(time.monotonic() - started, 3))
+        if sent := kernel.upload_files(root):
+            seconds = round(time.monotonic() - started, 3)
+            self.log.info("files_uploaded", files=sent, seconds=seconds)
         if kernel.cwd != cwd:  # notebook in a subfolder: Python can just change dir
             kernel.chdir(cwd)
         return kernel
@@ -396,11 +396,9 @@ class Job:
 
     def _fetch_artifacts(self, timeout: float) -> None:
         """A remote kernel's artifacts come back into the local artifacts folder."""
-        if self.kernel.kind == "local":
-            return
         try:
-            names = self.kernel.fetch_artifacts(self.artifacts, timeout=timeout)
-            self.log.info("artifacts_fetched", files=len(names))
+            if names := self.kernel.fetch_artifacts(self.artifacts, timeout=timeout):
+                self.log.info("artifacts_fetched", files=len(names))
         except (NbjobError, OSError, ValueError, TimeoutError) as exc:
             self.log.warning("artifacts_not_fetched", reason=str(exc)[:300])
 

@@ -241,9 +241,10 @@ class KernelSession(ABC):
             self.run_silent(f"import os as _o; _o.chdir({target!r}); del _o", {})
         self.cwd = path
 
-    def upload_files(self, root: Path) -> None:
-        """Make the files under ``root`` reachable by the kernel (local: already are)."""
-        return None
+    def upload_files(self, root: Path) -> int:
+        """Make the files under ``root`` reachable by the kernel; how many were copied (local:
+        none, they already are)."""
+        return 0
 
     def fetch_artifacts(self, dest: Path, timeout: float = 60.0) -> list[str]:
         """Bring files the notebook wrote to its artifacts folder into ``dest`` (local: none)."""

@@ -319,7 +319,7 @@ class GatewayKernel(KernelSession):
             relative = "."
         return posixpath.normpath(posixpath.join(self.remote_cwd, relative))
 
-    def upload_files(self, root: Path) -> None:
+    def upload_files(self, root: Path) -> int:
         """Copy the bundle to the kernel's folder before the first cell."""
         files = list(transfer.local_files(root))
         by_kernel = files if not self.contents else [f for f in files if transfer.hidden(f[0])]
@@ -332,6 +332,7 @@ class GatewayKernel(KernelSession):
             except OSError as exc:
                 raise EnvironmentUnfitError(f"bundle upload to the remote kernel: {exc}") from None
         self.local_root, self.cwd = root, root
+        return len(files)
 
     def fetch_artifacts(self, dest: Path, timeout: float = 60.0) -> list[str]:
         deadline = time.monotonic() + timeout
