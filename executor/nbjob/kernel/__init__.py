@@ -3,6 +3,7 @@
 ``open_session`` is the one place a session is made: ``KINDS`` maps a kind to its factory and
 the settings pick the kind (a gateway URL means ``gateway``, else ``local``). To add a kind,
 write a ``KernelSession`` subclass in its own module and a factory line in ``KINDS``.
+``fake.FakeKernel`` (scripted messages, for tests of the executor) is not a kind.
 """
 
 from __future__ import annotations

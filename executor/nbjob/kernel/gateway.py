@@ -263,7 +263,7 @@ class GatewayKernel(KernelSession):
             self._checked = now
             try:
                 model = self.api.request(
-                    "GET", f"api/kernels/{self.kernel_id}", timeout=min(self.api.timeout, 5.0)
+                    "GET", f"api/kernels/{self.kernel_id}", timeout=min(self.api.timeout, 2.0)
                 )
                 if (model or {}).get("execution_state") == "dead":
                     self._gone = "died (the server reports it dead)"
