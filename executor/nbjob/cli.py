@@ -164,7 +164,17 @@ def _pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _skip_slow_imports() -> None:
+    """Where jupyter_server is installed, jsonschema (imported by nbformat) also imports
+    ``rfc3987_syntax``, which compiles a grammar at import: 0.5-2 s before the first cell.
+    nbjob validates no IRIs, so that optional import is made to fail fast (jsonschema then
+    skips the 'iri' format check). Kernels are other processes and are not affected."""
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _skip_slow_imports()
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

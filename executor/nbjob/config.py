@@ -97,6 +97,11 @@ OPTIONS: tuple[Option, ...] = (
            "seconds the kernel may take to start", "SECONDS"),
     Option("workdir", "--workdir", str, None, "where bundles are unpacked (default: a temp dir)",
            "DIR"),
+    Option("gateway_url", "--gateway-url", str, None,
+           "run the kernel on this Jupyter Server / Enterprise Gateway (also JUPYTER_GATEWAY_URL;"
+           " token from JUPYTER_GATEWAY_AUTH_TOKEN)", "URL"),
+    Option("gateway_request_timeout", "--gateway-request-timeout", _positive_float, 60.0,
+           "seconds one request to the gateway may take", "SECONDS"),
 )  # fmt: skip
 
 
@@ -122,6 +127,8 @@ class Settings:
     checkpoint_interval: float = 2.0
     kernel_start_timeout: float = 60.0
     workdir: str | None = None
+    gateway_url: str | None = None
+    gateway_request_timeout: float = 60.0
     log_dir: str | None = None
     platform: platforms.Platform = field(default_factory=platforms.Platform)
 

@@ -1,8 +1,9 @@
 """Send cells to the kernel one at a time and turn its messages into nbformat outputs.
 
-The only module that speaks the Jupyter messaging protocol. One loop polls the shell and IOPub
-sockets together with a short timeout, so a stop request, a time limit or a dead kernel is
-noticed within ``POLL_S`` seconds whatever the cell is doing. A cell is done only when both
+The only module that interprets the Jupyter messaging protocol. One loop takes the session's
+shell and IOPub messages (``KernelSession.next_message``) with a short timeout, so a stop
+request, a time limit or a dead kernel is noticed within ``POLL_S`` seconds whatever the cell
+is doing. A cell is done only when both
 its ``execute_reply`` and its ``status: idle`` have arrived (their order is not guaranteed).
 
 Progress goes to ``Hooks`` (nbclient-style lifecycle hooks): run.py turns it into log events
@@ -17,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import nbformat
-import zmq
 
 from nbjob.errors import (
     CellExecutionError,
@@ -26,9 +26,10 @@ from nbjob.errors import (
     RunTimeoutError,
     StoppedError,
 )
-from nbjob.kernel import Kernel
+from nbjob.kernel import KernelSession
 from nbjob.logs import now_iso
 
+DRAIN = 200  # messages taken at most between two checks of stop flag and deadlines
 POLL_S = 0.25  # longest wait between checks of stop flag, deadlines and kernel liveness
 ALIVE_CHECK_S = 0.5  # kernel liveness is also checked this often while messages flow
 IDLE_AFTER_REPLY_S = 3.0  # a reply without its 'idle' after this long still ends the cell
@@ -114,11 +115,11 @@ class _Cell:
 
 
 class Executor:
-    """Runs a notebook's code cells in order on a started ``Kernel``."""
+    """Runs a notebook's code cells in order on a started ``KernelSession``."""
 
     def __init__(
         self,
-        kernel: Kernel,
+        kernel: KernelSession,
         hooks: Hooks,
         *,
         cell_timeout: float | None = None,
@@ -128,7 +129,6 @@ class Executor:
         stop_wait: float = INTERRUPT_WAIT_S,
     ) -> None:
         self.kernel = kernel
-        self.kc = kernel.client
         self.hooks = hooks
         self.cell_timeout = cell_timeout
         self.run_deadline = run_deadline  # time.monotonic() value
@@ -137,11 +137,6 @@ class Executor:
         self.stop_wait = stop_wait  # after a stop request, how long the cell may wind down
         self.results: dict[int, CellResult] = {}
         self._displays: dict[str, list[Any]] = {}
-        self._poller = zmq.Poller()
-        self._shell = self.kc.shell_channel.socket
-        self._iopub = self.kc.iopub_channel.socket
-        self._poller.register(self._shell, zmq.POLLIN)
-        self._poller.register(self._iopub, zmq.POLLIN)
 
     # -- the notebook --------------------------------------------------------------------------
 
@@ -177,9 +172,7 @@ class Executor:
         result.status, result.started_at, result._t0 = "running", now_iso(), time.monotonic()
         cell.metadata["execution"] = {"iopub.status.busy": result.started_at}
         self.hooks.on_cell_start(index, cell)
-        msg_id = self.kc.execute(
-            cell.source, store_history=True, allow_stdin=False, stop_on_error=False
-        )
+        msg_id = self.kernel.execute(cell.source, store_history=True)
         cell_deadline = result._t0 + self.cell_timeout if self.cell_timeout else None
         try:
             reply = self._wait(index, msg_id, state, result, cell_deadline)
@@ -247,13 +240,10 @@ class Executor:
                     cell_index=index,
                 )
             wait = POLL_S if limit is None else max(0.0, min(POLL_S, limit - now))
-            ready = dict(self._poller.poll(int(wait * 1000)))
-            if self._iopub in ready:
-                self._drain_iopub(index, msg_id, state)
-            msg = self._recv(self._shell) if self._shell in ready else None
-            if msg is not None and msg["parent_header"].get("msg_id") == msg_id:
+            got, msg = self._recv(index, msg_id, state, wait)
+            if msg is not None:
                 reply, replied_at = msg, time.monotonic()
-            if not ready or time.monotonic() - last_alive >= ALIVE_CHECK_S:
+            if not got or time.monotonic() - last_alive >= ALIVE_CHECK_S:
                 last_alive = time.monotonic()
                 if not self.kernel.alive():
                     self._drain_iopub(index, msg_id, state)
@@ -278,26 +268,35 @@ class Executor:
         end = time.monotonic() + wait
         replied = False
         while time.monotonic() < end and not (replied and state.idle) and self.kernel.alive():
-            ready = dict(self._poller.poll(int(POLL_S * 1000)))
-            if self._iopub in ready:
-                self._drain_iopub(index, msg_id, state)
-            if self._shell in ready and (msg := self._recv(self._shell)) is not None:
-                replied = replied or msg["parent_header"].get("msg_id") == msg_id
+            _, msg = self._recv(index, msg_id, state, POLL_S)
+            replied = replied or msg is not None
 
-    # -- IOPub ---------------------------------------------------------------------------------
+    # -- messages ------------------------------------------------------------------------------
 
-    def _recv(self, socket: Any) -> dict[str, Any] | None:
-        """The next message on ``socket``, or None when none is waiting."""
-        _, msg = self.kc.session.recv(socket, mode=zmq.NOBLOCK)
-        return msg
+    def _recv(
+        self, index: int, msg_id: str, state: _Cell, wait: float
+    ) -> tuple[int, dict[str, Any] | None]:
+        """Take up to DRAIN messages, the first within ``wait`` s; IOPub ones are handled.
 
-    def _drain_iopub(self, index: int, msg_id: str, state: _Cell, limit: int = 200) -> None:
-        for _ in range(limit):
-            msg = self._recv(self._iopub)
-            if msg is None:
-                return
-            if msg["parent_header"].get("msg_id") == msg_id:
+        Returns how many came and the cell's execute_reply when it was among them.
+        """
+        reply = None
+        for count in range(DRAIN):
+            got = self.kernel.next_message(wait if count == 0 else 0.0)
+            if got is None:
+                return count, reply
+            channel, msg = got
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue  # strays: a silent set-up request's status, an earlier cell's idle
+            if channel == "iopub":
                 self._handle(index, msg, state)
+            elif msg.get("msg_type") == "execute_reply":
+                reply = msg
+        return DRAIN, reply
+
+    def _drain_iopub(self, index: int, msg_id: str, state: _Cell) -> None:
+        """Keep what is already waiting (a dying kernel's last output)."""
+        self._recv(index, msg_id, state, 0.0)
 
     def _handle(self, index: int, msg: dict[str, Any], state: _Cell) -> None:
         kind, content = msg["msg_type"], msg["content"]

@@ -146,13 +146,14 @@ class Job:
         cwd.mkdir(exist_ok=True)
         return cwd.resolve()
 
-    def _new_kernel(self, name: str, cwd: Path) -> kernels.Kernel:
-        # The kernel inherits NBJOB_ARTIFACTS_DIR: notebooks save models and metrics there.
-        return kernels.Kernel(
+    def _new_kernel(self, name: str, cwd: Path) -> kernels.KernelSession:
+        # A local kernel inherits NBJOB_ARTIFACTS_DIR: notebooks save models and metrics there
+        # (a remote kernel gets a folder of its own, brought back at the end).
+        return kernels.open_session(
+            self.s,
             name,
             cwd,
-            self.s.kernel_start_timeout,
-            self.workdir / "ipc",
+            workdir=self.workdir,
             env={"NBJOB_ARTIFACTS_DIR": str(self.artifacts)},
         )
 
@@ -179,17 +180,11 @@ class Job:
         self.results.notebook_name = bundle.notebook.name
         self.record["notebook"] = bundle.relative_notebook
         self.log.info("bundle", root=str(bundle.root), notebook=bundle.relative_notebook)
-        if unmet := bundles.unmet_requirements(bundle.root):
-            self.record["unmet_requirements"] = unmet
-            self.log.warning(
-                "requirements_unmet",
-                requirements=unmet,
-                hint="nbjob installs nothing at job start; use an image with them",
-            )
 
         self.nb = self._read_notebook(bundle.notebook)
         results.remove_banners(self.nb)
-        name = kernels.choose(self.nb.metadata, s.kernel or bundle.kernel)
+        installed = self.kernel.kernelspecs()
+        name = kernels.choose(self.nb.metadata, s.kernel or bundle.kernel, installed)
         language = (self.nb.metadata.get("kernelspec") or {}).get("language") or "python"
         merged = bundle.parameters
         if s.parameters_file:
@@ -199,19 +194,28 @@ class Job:
             self.log.warning("unknown_parameters", names=unknown)
         self.record["parameters"] = merged
 
-        kernel = self._kernel_at(name, bundle.notebook.parent.resolve())
+        kernel = self._kernel_at(name, bundle.notebook.parent.resolve(), bundle.root)
         self.record["kernel"] = {
             "name": name,
             "language": kernel.language,
             "implementation": kernel.info.get("implementation"),
             "implementation_version": kernel.info.get("implementation_version"),
+            **kernel.describe(),
         }
         self.log.info(
             "kernel_ready",
             kernel=name,
             language=kernel.language,
             seconds=round(time.monotonic() - self.t0, 3),
+            **kernel.describe(),
         )
+        if unmet := kernel.check_requirements(bundles.requirement_lines(bundle.root)):
+            self.record["unmet_requirements"] = unmet
+            self.log.warning(
+                "requirements_unmet",
+                requirements=unmet,
+                hint="nbjob installs nothing at job start; use an image with them",
+            )
         probe = kernel.probe_gpus()
         self.record["gpus"], self.record["gpu_probe"] = probe.get("gpus", []), probe
         self.log.info(
@@ -243,26 +247,34 @@ class Job:
             self.log.warning("notebook_invalid", reason=str(exc).splitlines()[0][:300])
         return nb
 
-    def _kernel_at(self, name: str, cwd: Path) -> kernels.Kernel:
-        """The started kernel, replaced when the notebook needs another one or folder."""
+    def _kernel_at(self, name: str, cwd: Path, root: Path) -> kernels.KernelSession:
+        """The started kernel, replaced when the notebook needs another one or folder.
+
+        The bundle's files reach the kernel's folder first (a remote kernel gets a copy).
+        """
         kernel = self.kernel
         try:
             kernel.wait_started()
             if kernel.name == name and (kernel.cwd == cwd or kernel.language == "python"):
-                if kernel.cwd != cwd:  # notebook in a subfolder: Python can just change dir
-                    kernel.client.execute(
-                        f"import os as _o; _o.chdir({str(cwd)!r}); del _o",
-                        silent=True,
-                        store_history=False,
-                    )
-                return kernel
+                return self._in_folder(kernel, cwd, root)
         except NbjobError:
             if kernel.name == name:
                 raise
         kernel.shutdown(grace=0)
         self.kernel = self._new_kernel(name, cwd)
         self.kernel.start()
-        return self.kernel
+        return self._in_folder(self.kernel, cwd, root)
+
+    def _in_folder(
+        self, kernel: kernels.KernelSession, cwd: Path, root: Path
+    ) -> kernels.KernelSession:
+        started = time.monotonic()
+        if sent := kernel.upload_files(root):
+            seconds = round(time.monotonic() - started, 3)
+            self.log.info("files_uploaded", files=sent, seconds=seconds)
+        if kernel.cwd != cwd:  # notebook in a subfolder: Python can just change dir
+            kernel.chdir(cwd)
+        return kernel
 
     def _execute(self) -> None:
         from nbjob.execute import Executor
@@ -327,6 +339,7 @@ class Job:
         code, status = (error.exit_code, error.status) if error else (0, "succeeded")
         reason = error.reason if error else "succeeded"
         cell_index = error.details.get("cell_index") if error else None
+        self._fetch_artifacts(max(1.0, s.stop_grace / 3) if stopping else FINAL_WRITE_S / 5)
         self._snapshot()
         self.record["artifacts"] = self.results.artifact_names()
         self.record.update(
@@ -380,6 +393,14 @@ class Job:
         logs.close()
         self._cleanup()
         return code
+
+    def _fetch_artifacts(self, timeout: float) -> None:
+        """A remote kernel's artifacts come back into the local artifacts folder."""
+        try:
+            if names := self.kernel.fetch_artifacts(self.artifacts, timeout=timeout):
+                self.log.info("artifacts_fetched", files=len(names))
+        except (NbjobError, OSError, ValueError, TimeoutError) as exc:
+            self.log.warning("artifacts_not_fetched", reason=str(exc)[:300])
 
     def _cleanup(self) -> None:
         if self.s.workdir:
