@@ -235,7 +235,8 @@ class Executor:
             if self.stop.requested:
                 self._wind_down(index, msg_id, state, result, "interrupted", self.stop_wait)
                 raise StoppedError(
-                    f"stopped by signal while cell {index} was running", cell_index=index
+                    f"{self.stop.reason or 'stopped'} while cell {index} was running",
+                    cell_index=index,
                 )
             limit = _earliest(deadline, self.run_deadline)
             if limit is not None and now >= limit:

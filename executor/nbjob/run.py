@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +34,18 @@ from nbjob.record import RunRecord
 from nbjob.storage import Storage, is_local, local_path
 
 FINAL_WRITE_S = 300.0  # how long the final write may take when nothing else is pressing
-SHUTDOWN_S = 2.0  # after a stop, how long the kernel's shutdown may hold up the final write
 
 
 class Job:
-    def __init__(self, settings: Settings, token: stop.StopToken) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        token: stop.StopToken,
+        listeners: Sequence[events.Listener] = (),
+    ) -> None:
         self.s = settings
         self.token = token
+        self.listeners = list(listeners)  # more consumers of cell events (MLflow, tests)
         self.t0 = time.monotonic()
         self.deadline = self.t0 + settings.timeout if settings.timeout else None
         self.storage = Storage(settings.s3_endpoint_url)
@@ -84,7 +90,7 @@ class Job:
             self.s.checkpoint_interval,
         )
         checkpointer = Checkpointer(self.results, lambda: self.nb, self.record)
-        self.bus = events.Bus([self.record, LogListener(self.log), checkpointer])
+        self.bus = events.Bus([self.record, LogListener(self.log), checkpointer, *self.listeners])
         try:
             self.log.info(
                 "run_start",
@@ -218,8 +224,8 @@ class Job:
             deadline = time.monotonic() + max(1.0, self.token.remaining(self.s.stop_grace) - 1.0)
         else:
             deadline = time.monotonic() + FINAL_WRITE_S
-        if error is not None:  # results first; a failed run's kernel is not needed
-            _bounded_shutdown(self.kernel, SHUTDOWN_S if stopping else FINAL_WRITE_S)
+        if error is not None and not stopping:  # a failed run's kernel is not needed
+            self.kernel.shutdown(grace=0)
         stored = self._store(deadline)
         r = self.record
         self.log.info(
@@ -236,7 +242,9 @@ class Job:
             self.results.keep_local_copy(self.nb, r.to_json())
         message = r.reason if r.exit_code else f"succeeded: {r.notebook}"
         platforms.write_termination_message(self.s.termination_log, logs.redact(message or ""))
-        if error is None:  # a finished kernel may run its exit handlers (a stop cuts it short)
+        if stopping:  # results first: the kernel (perhaps still starting) gets what is left
+            _bounded_shutdown(self.kernel, self.token.remaining(self.s.stop_grace) - 0.5)
+        elif error is None:  # a finished kernel may run its exit handlers (a stop cuts it short)
             try:
                 stop.wait_for(self.token, lambda: self.kernel.shutdown(3.0), "the shutdown")
             except StoppedError:
@@ -266,13 +274,17 @@ class Job:
 
 
 def _bounded_shutdown(kernel: kernels.Kernel, timeout: float) -> None:
-    """Kill the kernel now; wait at most ``timeout`` seconds (a kernel still starting)."""
+    """Kill the kernel; wait at most ``timeout`` seconds (a kernel still starting takes long)."""
     worker = threading.Thread(target=kernel.shutdown, args=(0,), name="shutdown", daemon=True)
     worker.start()
     worker.join(timeout)
 
 
-def run(settings: Settings, token: stop.StopToken | None = None) -> int:
+def run(
+    settings: Settings,
+    token: stop.StopToken | None = None,
+    listeners: Sequence[events.Listener] = (),
+) -> int:
     """Run one job; the return value is the process exit code.
 
     ``token``: the stop token the process's signal handlers set (``cli.main`` installs them
@@ -281,4 +293,4 @@ def run(settings: Settings, token: stop.StopToken | None = None) -> int:
     if token is None:
         token = stop.StopToken()
         stop.install(token, settings.stop_signals)
-    return Job(settings, token).run()
+    return Job(settings, token, listeners).run()
