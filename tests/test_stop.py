@@ -14,13 +14,13 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import wait_until
+from conftest import FlakyProxy, S3Server, wait_until
 from helpers import read_json, start_nbjob
 from nbjob import config, events, stop
 from nbjob.errors import StoppedError
@@ -285,3 +285,34 @@ def _state(pid: int) -> str:
 
 def _gone(pid: int) -> bool:
     return _state(pid) in ("gone", "Z")  # a zombie has ended; only its parent can reap it
+
+
+def test_sigterm_while_the_results_are_stored(
+    tmp_path: Path, s3_server: S3Server, bucket: str, flaky_proxy: Callable[..., FlakyProxy]
+) -> None:
+    """Storage that keeps failing (and retrying): a stop still ends the run within the grace."""
+    proxy = flaky_proxy(fail_first=10**6)  # every request answered 503: retries with backoff
+    nb = notebook(tmp_path / "nb.ipynb", "print('done')")
+    work = tmp_path / "work"
+    run = start_nbjob(
+        "run", nb, "--output", f"s3://{bucket}/out", "--workdir", work, "--stop-grace", "3",
+        env=s3_server.env_for(proxy.url),
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: '"cell_end"' in run.output()[1], 60), run.output()
+        time.sleep(0.5)  # the final write has begun, and keeps retrying
+        assert run.running(), run.output()
+        sent = time.monotonic()
+        run.proc.send_signal(signal.SIGTERM)
+        result = run.wait(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        run.kill()
+    assert result.returncode == 143, result.stderr
+    assert took < 3 + MARGIN_S
+    assert s3_server.keys(bucket) == []  # nothing got through the proxy
+    record = read_json(work / "results" / "run.json")  # the local copy named in the reason
+    assert (record["status"], record["exit_code"]) == ("stopped", 143)
+    assert record["reason"].startswith("stopped by SIGTERM during the final write")
+    assert str(work / "results") in record["reason"]
+    assert record["cells"][0]["status"] == "completed"

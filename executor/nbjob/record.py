@@ -17,7 +17,7 @@ from importlib import metadata
 from typing import Any
 
 from nbjob import __version__, events, logs
-from nbjob.errors import NbjobError
+from nbjob.errors import NbjobError, StoppedError
 
 
 @dataclass
@@ -155,8 +155,8 @@ class RunRecord:
             self.failed_cell = {"index": index, **((cell.error if cell else None) or {})}
 
     def not_stored(self, error: NbjobError) -> None:
-        """The results could not be stored: a success must not be reported."""
-        if self.exit_code == 0:
+        """The results could not be stored: a success must not be reported, nor a stop hidden."""
+        if self.exit_code == 0 or isinstance(error, StoppedError):
             self.status, self.exit_code, self.reason = error.status, error.exit_code, error.reason
 
     @property

@@ -10,11 +10,12 @@ within ``stop_grace`` seconds of the signal.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -237,12 +238,15 @@ class Job:
             duration_s=r.duration_s,
         )
         if stored:
-            self.results.store_log(timeout=deadline - time.monotonic())
+            with contextlib.suppress(StoppedError):
+                self._within_grace(
+                    lambda: self.results.store_log(deadline - time.monotonic()), "the log upload"
+                )
         else:
             self.results.keep_local_copy(self.nb, r.to_json())
         message = r.reason if r.exit_code else f"succeeded: {r.notebook}"
         platforms.write_termination_message(self.s.termination_log, logs.redact(message or ""))
-        if stopping:  # results first: the kernel (perhaps still starting) gets what is left
+        if self.token.requested:  # results first: the kernel (perhaps starting) gets the rest
             _bounded_shutdown(self.kernel, self.token.remaining(self.s.stop_grace) - 0.5)
         elif error is None:  # a finished kernel may run its exit handlers (a stop cuts it short)
             try:
@@ -254,14 +258,29 @@ class Job:
         return r.exit_code if r.exit_code is not None else 1
 
     def _store(self, deadline: float) -> bool:
+        nb, data = self.nb, self.record.to_json()
         try:
-            self.results.final(self.nb, self.record.to_json(), timeout=deadline - time.monotonic())
+            self._within_grace(
+                lambda: self.results.final(nb, data, timeout=deadline - time.monotonic()),
+                "the final write",
+            )
+        except StoppedError as exc:  # the grace ran out first
+            return self._not_stored(
+                StoppedError(f"{exc.reason}; a local copy is in {self.results.spool}")
+            )
         except StorageError as exc:
-            self.keep_workdir = True
-            self.log.error("results_not_stored", reason=exc.reason)
-            self.record.not_stored(exc)
-            return False
+            return self._not_stored(exc)
         return True
+
+    def _not_stored(self, exc: StorageError | StoppedError) -> bool:
+        self.keep_workdir = True
+        self.log.error("results_not_stored", reason=exc.reason)
+        self.record.not_stored(exc)
+        return False
+
+    def _within_grace(self, work: Callable[[], None], what: str) -> None:
+        """A final write: it may go on after a stop request, until just before the grace ends."""
+        stop.within_grace(self.token, self.s.stop_grace - 0.5, work, what)
 
     def _cleanup(self) -> None:
         if self.s.workdir:

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from types import FrameType
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from nbjob.errors import StoppedError
 
@@ -99,6 +99,28 @@ def install(token: StopToken, names: Iterable[str] = DEFAULT_SIGNALS) -> None:
     _installed[:] = wanted
 
 
+class _Worker(Generic[T]):
+    """``work()`` on a daemon thread; its value or exception, once it has ended."""
+
+    def __init__(self, work: Callable[[], T], name: str) -> None:
+        self.work = work
+        self.value: list[T] = []
+        self.error: list[BaseException] = []
+        self.thread = threading.Thread(target=self._target, name=name, daemon=True)
+        self.thread.start()
+
+    def _target(self) -> None:
+        try:
+            self.value.append(self.work())
+        except BaseException as exc:
+            self.error.append(exc)
+
+    def result(self) -> T:
+        if self.error:
+            raise self.error[0]
+        return self.value[0]
+
+
 def wait_for(token: StopToken, work: Callable[[], T], what: str, poll: float = POLL_S) -> T:
     """``work()`` in a worker thread; the main thread gives up on it when a stop is requested.
 
@@ -107,20 +129,24 @@ def wait_for(token: StopToken, work: Callable[[], T], what: str, poll: float = P
     ends with its own timeouts or with the process.
     """
     token.check(f"before {what}")
-    box: dict[str, T] = {}
-    errors: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            box["value"] = work()
-        except BaseException as exc:
-            errors.append(exc)
-
-    worker = threading.Thread(target=target, name=what, daemon=True)
-    worker.start()
-    while worker.is_alive():  # ends with the work, or with the stop below
-        worker.join(poll)
+    worker = _Worker(work, what)
+    while worker.thread.is_alive():  # ends with the work, or with the stop below
+        worker.thread.join(poll)
         token.check(f"during {what}")
-    if errors:
-        raise errors[0]
-    return box["value"]
+    return worker.result()
+
+
+def within_grace(
+    token: StopToken, grace: float, work: Callable[[], T], what: str, poll: float = POLL_S
+) -> T:
+    """``work()`` in a worker thread, abandoned only when a stop's ``grace`` runs out.
+
+    For the final writes: they go on after a stop request, as long as the grace allows;
+    ``StoppedError`` when it ran out first.
+    """
+    worker = _Worker(work, what)
+    while worker.thread.is_alive():  # ends with the work (bounded by its own timeout) or grace
+        worker.thread.join(poll)
+        if token.requested and token.remaining(grace) <= 0:
+            raise StoppedError(f"{token.reason} during {what}")
+    return worker.result()
