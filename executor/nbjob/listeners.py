@@ -45,7 +45,7 @@ class Checkpointer:
         self.record = record  # a RunRecord (anything with to_json())
 
     def on_event(self, event: events.Event) -> None:
-        if isinstance(event, events.CellOutput | events.CellSkipped):
+        if isinstance(event, (events.CellOutput, events.CellSkipped)):
             return
         if self.results.due():
             self.results.checkpoint(self.notebook(), self.record.to_json())

@@ -19,6 +19,8 @@ from typing import Any
 from nbjob import __version__, events, logs
 from nbjob.errors import NbjobError, StoppedError
 
+_NOT_FOR_THE_RECORD = (events.CellOutput, events.Tick)
+
 
 @dataclass
 class CellRecord:
@@ -118,6 +120,8 @@ class RunRecord:
     # -- cells (from the executor's events) ----------------------------------------------------
 
     def on_event(self, event: events.Event) -> None:
+        if isinstance(event, _NOT_FOR_THE_RECORD):
+            return  # the most frequent events, first
         if isinstance(event, events.CellStarted):
             cell = self._cell(event.index)
             cell.status, cell.started_at = events.RUNNING, event.started_at
