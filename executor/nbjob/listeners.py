@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from nbjob import events
+from nbjob.record import RunRecord
 from nbjob.results import Results
 
 
@@ -39,10 +40,10 @@ class LogListener:
 class Checkpointer:
     """Writes the notebook and run.json when a checkpoint is due (cells start, end, ticks)."""
 
-    def __init__(self, results: Results, notebook: Callable[[], Any], record: Any) -> None:
+    def __init__(self, results: Results, notebook: Callable[[], Any], record: RunRecord) -> None:
         self.results = results
         self.notebook = notebook  # the notebook being run (None before it is read)
-        self.record = record  # a RunRecord (anything with to_json())
+        self.record = record
 
     def on_event(self, event: events.Event) -> None:
         if isinstance(event, (events.CellOutput, events.CellSkipped)):
