@@ -72,26 +72,7 @@ class Job:
     # -- the job -------------------------------------------------------------------------------
 
     def run(self) -> int:
-        error: NbjobError | None = None
-        try:
-            log_files = [self._log_path()]
-        except StorageError as exc:  # the results folder cannot be made: still log, exit 6
-            log_files, error = [self.workdir / results.LOG_NAME], exc
-        if self.s.log_dir:
-            log_files.append(Path(self.s.log_dir) / results.LOG_NAME)
-        logs.configure(self.s.log_format, log_files, truncate=True)
-        self.log = logs.get_logger(run_id=self.s.run_id)
-        self.results = results.Results(
-            self.storage,
-            self.s.output,
-            None,
-            log_files[0],
-            self.workdir / "results",
-            self.artifacts,
-            self.s.checkpoint_interval,
-        )
-        checkpointer = Checkpointer(self.results, lambda: self.nb, self.record)
-        self.bus = events.Bus([self.record, LogListener(self.log), checkpointer, *self.listeners])
+        error: NbjobError | None = self._open_results()
         try:
             self.log.info(
                 "run_start",
@@ -111,6 +92,30 @@ class Job:
             self.log.exception("internal_error")
             error = NbjobError(f"internal error: {type(exc).__name__}: {exc}")
         return self._finish(error)
+
+    def _open_results(self) -> StorageError | None:
+        """The log, the results writer and the event bus; the error if the output is unusable."""
+        error: StorageError | None = None
+        try:
+            log_files = [self._log_path()]
+        except StorageError as exc:  # the results folder cannot be made: still log, exit 6
+            log_files, error = [self.workdir / results.LOG_NAME], exc
+        if self.s.log_dir:
+            log_files.append(Path(self.s.log_dir) / results.LOG_NAME)
+        logs.configure(self.s.log_format, log_files, truncate=True)
+        self.log = logs.get_logger(run_id=self.s.run_id)
+        self.results = results.Results(
+            self.storage,
+            self.s.output,
+            None,
+            log_files[0],
+            self.workdir / "results",
+            self.artifacts,
+            self.s.checkpoint_interval,
+        )
+        checkpointer = Checkpointer(self.results, lambda: self.nb, self.record)
+        self.bus = events.Bus([self.record, LogListener(self.log), checkpointer, *self.listeners])
+        return error
 
     def _log_path(self) -> Path:
         if is_local(self.s.output):
@@ -213,14 +218,7 @@ class Job:
 
     def _finish(self, error: NbjobError | None) -> int:
         stopping = self.token.requested
-        if stopping:
-            self.log.warning("stop_requested", signal=self.token.signal, grace_s=self.s.stop_grace)
-            if not isinstance(error, StoppedError):
-                reason = self.token.reason or "stopped"
-                error = StoppedError(f"{reason} ({error.reason})" if error else reason)
-        self.record.finished(error, self.results.artifact_names())
-        if self.record.failed_index is not None and self.nb is not None:
-            results.add_banners(self.nb, self.record.failed_index, self.record.reason or "")
+        error = self._close_record(error)
         if stopping:
             deadline = time.monotonic() + max(1.0, self.token.remaining(self.s.stop_grace) - 1.0)
         else:
@@ -228,6 +226,26 @@ class Job:
         if error is not None and not stopping:  # a failed run's kernel is not needed
             self.kernel.shutdown(grace=0)
         stored = self._store(deadline)
+        self._report(stored, deadline)
+        self._stop_kernel(error)
+        logs.close()
+        self._cleanup()
+        return self.record.exit_code if self.record.exit_code is not None else 1
+
+    def _close_record(self, error: NbjobError | None) -> NbjobError | None:
+        """The run's ending in the record (a stop wins) and the notebook's banners."""
+        if self.token.requested:
+            self.log.warning("stop_requested", signal=self.token.signal, grace_s=self.s.stop_grace)
+            if not isinstance(error, StoppedError):
+                reason = self.token.reason or "stopped"
+                error = StoppedError(f"{reason} ({error.reason})" if error else reason)
+        self.record.finished(error, self.results.artifact_names())
+        if self.record.failed_index is not None and self.nb is not None:
+            results.add_banners(self.nb, self.record.failed_index, self.record.reason or "")
+        return error
+
+    def _report(self, stored: bool, deadline: float) -> None:
+        """run_end in the log, the log stored once more, the termination message."""
         r = self.record
         self.log.info(
             "run_end",
@@ -246,6 +264,8 @@ class Job:
             self.results.keep_local_copy(self.nb, r.to_json())
         message = r.reason if r.exit_code else f"succeeded: {r.notebook}"
         platforms.write_termination_message(self.s.termination_log, logs.redact(message or ""))
+
+    def _stop_kernel(self, error: NbjobError | None) -> None:
         if self.token.requested:  # results first: the kernel (perhaps starting) gets the rest
             _bounded_shutdown(self.kernel, self.token.remaining(self.s.stop_grace) - 0.5)
         elif error is None:  # a finished kernel may run its exit handlers (a stop cuts it short)
@@ -253,9 +273,6 @@ class Job:
                 stop.wait_for(self.token, lambda: self.kernel.shutdown(3.0), "the shutdown")
             except StoppedError:
                 self.kernel.shutdown(grace=0)
-        logs.close()
-        self._cleanup()
-        return r.exit_code if r.exit_code is not None else 1
 
     def _store(self, deadline: float) -> bool:
         nb, data = self.nb, self.record.to_json()
