@@ -252,11 +252,15 @@ def test_sigterm_while_the_kernel_starts(tmp_path: Path) -> None:
     assert [c["status"] for c in record["cells"]] == ["pending"]  # listed before any ran
 
 
-def test_stop_signals_setting(tmp_path: Path) -> None:
+@pytest.mark.parametrize("given", ["variable", "flag"])
+def test_stop_signals_setting(tmp_path: Path, given: str) -> None:
     """Slurm's --signal=USR1@60: USR1 stops the run like SIGTERM does."""
     nb = notebook(tmp_path / "nb.ipynb", "import time\nprint('long', flush=True)\ntime.sleep(60)")
     out = tmp_path / "out"
-    run = start_nbjob("run", nb, "--output", out, env={"NBJOB_STOP_SIGNALS": "TERM,USR1"})
+    if given == "flag":
+        run = start_nbjob("run", nb, "--output", out, "--stop-signals", "TERM,USR1")
+    else:
+        run = start_nbjob("run", nb, "--output", out, env={"NBJOB_STOP_SIGNALS": "TERM,USR1"})
     try:
         assert wait_until(lambda: "long" in _log(out), 60), run.output()
         run.proc.send_signal(signal.SIGUSR1)

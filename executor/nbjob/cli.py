@@ -166,8 +166,14 @@ def _early_stop_token(argv: Sequence[str]) -> stop.StopToken | None:
     if list(argv[:1]) != ["run"]:
         return None
     token = stop.StopToken()
+    text = os.environ.get("NBJOB_STOP_SIGNALS") or "TERM,INT"
+    for i, arg in enumerate(argv):  # the flag wins, as in the settings
+        if arg == "--stop-signals" and i + 1 < len(argv):
+            text = argv[i + 1]
+        elif arg.startswith("--stop-signals="):
+            text = arg.partition("=")[2]
     try:
-        names = stop.parse_signals(os.environ.get("NBJOB_STOP_SIGNALS") or "TERM,INT")
+        names = stop.parse_signals(text)
     except ValueError:
         names = stop.DEFAULT_SIGNALS  # the settings report the bad value (exit 2)
     stop.install(token, names)
