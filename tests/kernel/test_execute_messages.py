@@ -7,33 +7,24 @@ each with the notebook and cell results the executor must make of them.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import nbformat
 import pytest
-from nbjob import execute
+from nbjob import events, execute
 from nbjob.errors import CellExecutionError, CellTimeoutError, DeadKernelError, StoppedError
-from nbjob.execute import CellResult, Executor
+from nbjob.execute import Executor
 from nbjob.kernel.fake import FakeKernel, Step, cell, clear, display, reply, status, stream
+from nbjob.stop import StopToken
 
 
-class Hooks:
-    def __init__(self) -> None:
-        self.events: list[tuple[str, int]] = []
-        self.streams: list[str] = []
-
-    def on_cell_start(self, index: int, cell: Any) -> None:
-        self.events.append(("start", index))
-
-    def on_cell_end(self, index: int, cell: Any, result: CellResult) -> None:
-        self.events.append(("end", index))
-
-    def on_stream(self, index: int, name: str, text: str) -> None:
-        self.streams.append(text)
-
-    def on_tick(self) -> None:
-        pass
+def Hooks() -> events.Bus:
+    published: list[events.Event] = []
+    bus = events.Bus([published.append])
+    bus.published = published  # type: ignore[attr-defined]
+    return bus
 
 
 def notebook(*sources: str) -> Any:
@@ -105,11 +96,16 @@ def test_a_hung_cell_is_interrupted_at_its_timeout() -> None:
 
 def test_a_stop_request_interrupts_and_raises_stopped() -> None:
     kernel = FakeKernel(lambda code: [status("busy"), Step(hang=True)])
-    stop_at = time.monotonic() + 0.4
-    executor = Executor(kernel, Hooks(), should_stop=lambda: time.monotonic() > stop_at)
+    token = StopToken()
+    timer = threading.Timer(0.4, token.request, args=("stopped by test",))
+    bus = Hooks()
+    executor = Executor(kernel, bus, stop=token)
+    timer.start()
     with pytest.raises(StoppedError):
         executor.run(notebook("hang"))
     assert kernel.interrupts == 1 and executor.results[0].status == "interrupted"
+    ended = [e for e in bus.published if isinstance(e, events.CellEnded)]  # type: ignore[attr-defined]
+    assert [(e.index, e.status) for e in ended] == [(0, "interrupted")]
 
 
 def test_death_mid_cell_keeps_what_came_before() -> None:
