@@ -2,7 +2,7 @@
 
 The third, the run record, is ``record.RunRecord.on_event``. A new consumer of cell events
 (MLflow, a progress bar) is one more small class here or in its own module, added to the bus
-in ``run.py``.
+in ``job.py``.
 """
 
 from __future__ import annotations
