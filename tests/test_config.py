@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from nbjob import config, platforms
+from nbjob import config, params, platforms
 from nbjob.errors import ParameterError, UsageError
 from test_run import events, nbjob, notebook, results
 
@@ -32,18 +32,46 @@ def test_source_and_parameters_from_environment() -> None:
         NBJOB_REQUIRE_GPU="true",
     )
     assert s.source == "s3://b/k.zip" and s.output == "s3://b/out" and s.require_gpu
-    assert s.parameters == {"lr": 0.1, "name": "x"}
+    assert params.merge(s.parameters) == {"lr": 0.1, "name": "x"}
 
 
-def test_cli_parameters_override_environment_parameters() -> None:
-    s = config.resolve({"source": "a.ipynb"}, {"NBJOB_PARAMETERS": '{"a": 1, "b": 2}'}, {"a": 9})
-    assert s.parameters == {"a": 9, "b": 2}
+def test_parameter_precedence_manifest_file_environment_flags(tmp_path: Path) -> None:
+    file = tmp_path / "p.yaml"
+    file.write_text("a: file\nb: file\nc: file\n")
+    s = config.resolve(
+        {"source": "a.ipynb", "parameters_file": str(file)},
+        {"NBJOB_PARAMETERS": '{"b": "env", "c": "env"}'},
+        (("c", "flag"),),
+    )
+    manifest = {"a": "manifest", "z": "manifest"}
+    assert params.merge(s.parameters, manifest) == {
+        "a": "file",
+        "z": "manifest",
+        "b": "env",
+        "c": "flag",
+    }
 
 
-@pytest.mark.parametrize("env", [{"NBJOB_PARAMETERS": "[1, 2]"}, {"NBJOB_PARAMETERS": "a: [1"}])
-def test_bad_parameters_from_environment(env: dict[str, str]) -> None:
-    with pytest.raises(ParameterError):
-        config.resolve({"source": "a.ipynb"}, env)
+@pytest.mark.parametrize(
+    ("sources", "manifest", "needle"),
+    [
+        (params.ParameterSources(env_text="[1, 2]"), {}, "mapping"),
+        (params.ParameterSources(env_text="a: [1"), {}, "not valid YAML"),
+        (params.ParameterSources(env_text="bad-name: 1"), {}, "'bad-name' is not a valid"),
+        (params.ParameterSources(flags=(("bad-name", 1),)), {}, "command line: 'bad-name'"),
+        (params.ParameterSources(flags=(("class", 1),)), {}, "'class' is not a valid"),
+        (params.ParameterSources(), {"1x": 2}, "bundle manifest: '1x'"),
+        (params.ParameterSources(file="/no/such/file.yaml"), {}, "parameters file /no/such"),
+        (params.ParameterSources(env_text="when: 2024-01-01"), {}, "unsupported type date"),
+    ],
+)
+def test_every_bad_parameter_is_a_parameter_error(
+    sources: params.ParameterSources, manifest: dict[str, object], needle: str
+) -> None:
+    config.resolve({"source": "a.ipynb"}, {})  # collecting them never fails
+    with pytest.raises(ParameterError, match=needle) as info:
+        params.merge(sources, manifest)
+    assert info.value.exit_code == 3 and "\n" not in info.value.reason
 
 
 def test_bad_values_are_usage_errors() -> None:
@@ -76,6 +104,34 @@ def test_ffdl_learner_conventions(tmp_path: Path) -> None:
     s = config.resolve({}, {**env, "NUM_LEARNERS": "2", "LEARNER_ID": "2"})
     assert s.source == str(result_dir / "_submitted_code" / "model.zip")
     assert s.output == str(result_dir / "learner-2")
+
+
+def test_platform_detectors_are_an_ordered_table() -> None:
+    names = [d.__name__ for d in platforms.DETECTORS]
+    assert names == ["_ffdl", "_slurm", "_kubeflow", "_kubernetes", "_ray", "_local"]
+    # First match wins: a Slurm job inside Kubernetes is a Slurm job.
+    env = {"SLURM_JOB_ID": "7", "KUBERNETES_SERVICE_HOST": "h", "RAY_JOB_ID": "r"}
+    assert platforms.detect(env).name == "slurm"
+    assert platforms.detect({"RAY_JOB_ID": "r"}).run_id == "r"
+
+
+def test_defaults_are_written_once() -> None:
+    """The option table is the Settings dataclass: same names, same defaults."""
+    fields = {f.name: f.default for f in config.fields(config.Settings)}
+    for opt in config.OPTIONS:
+        assert fields[opt.name] == opt.default, opt.name
+    s = resolve({"source": "a"})
+    assert (s.stop_grace, s.checkpoint_interval, s.stop_signals) == (
+        10.0,
+        2.0,
+        ("SIGTERM", "SIGINT"),
+    )
+    assert resolve({"source": "a"}, NBJOB_STOP_SIGNALS="term,usr1").stop_signals == (
+        "SIGTERM",
+        "SIGUSR1",
+    )
+    with pytest.raises(UsageError, match="NBJOB_STOP_SIGNALS"):
+        resolve({"source": "a"}, NBJOB_STOP_SIGNALS="KILL")
 
 
 @pytest.mark.parametrize(

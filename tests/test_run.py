@@ -41,6 +41,11 @@ def events(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (out / "executor.log").read_text().splitlines()]
 
 
+def cell_ends(out: Path) -> list[tuple[int, str]]:
+    """(cell, status) of every cell_end event in executor.log."""
+    return [(e["cell"], e["status"]) for e in events(out) if e["event"] == "cell_end"]
+
+
 def test_success_magics_shell_helpers_and_displays(tmp_path: Path) -> None:
     (tmp_path / "helper.py").write_text("def twice(x):\n    return 2 * x\n")
     (tmp_path / "data.txt").write_text("relative data\n")
@@ -293,6 +298,44 @@ def test_bad_parameters_file_exit_3(tmp_path: Path) -> None:
     )
 
 
+BAD_PARAMETERS: dict[str, tuple[list[str], dict[str, str], str]] = {
+    # case: (extra args, environment, words of the reason); {tmp} is the test's folder
+    "flag-name": (["-p", "bad-name", "1"], {}, "command line: 'bad-name' is not a valid"),
+    "raw-flag-name": (["-r", "2x", "v"], {}, "command line: '2x' is not a valid"),
+    "keyword-name": (["-p", "class", "1"], {}, "'class' is not a valid parameter name"),
+    "env-yaml": ([], {"NBJOB_PARAMETERS": "a: [1"}, "NBJOB_PARAMETERS: not valid YAML"),
+    "env-name": ([], {"NBJOB_PARAMETERS": "bad-name: 1"}, "NBJOB_PARAMETERS: 'bad-name'"),
+    "env-list": ([], {"NBJOB_PARAMETERS": "[1, 2]"}, "must be a mapping"),
+    "file-missing": (["--parameters-file", "{tmp}/none.yaml"], {}, "none.yaml: No such file"),
+    "file-yaml": (["--parameters-file", "{tmp}/bad.yaml"], {}, "bad.yaml: not valid YAML"),
+    "file-type": (["--parameters-file", "{tmp}/date.yaml"], {}, "unsupported type date"),
+    "manifest-name": (["--notebook", "nb.ipynb"], {}, "bundle manifest: 'bad-name'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PARAMETERS))
+def test_every_bad_parameter_exits_3_with_run_json(tmp_path: Path, case: str) -> None:
+    """Whatever the source of a bad parameter, the same ending: exit 3, run.json, one line."""
+    args, env, needle = BAD_PARAMETERS[case]
+    src = tmp_path / "src"
+    notebook(src / "nb.ipynb", "open('ran', 'w').close()")
+    if case == "manifest-name":
+        (src / "nbjob.json").write_text('{"parameters": {"bad-name": 1}}')
+    (tmp_path / "bad.yaml").write_text("a: [1\n")
+    (tmp_path / "date.yaml").write_text("when: 2024-01-01\n")
+    out = tmp_path / "out"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    proc = nbjob("run", src if case == "manifest-name" else src / "nb.ipynb", "--output", out,
+                 *args, env=env)  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    record = json.loads((out / "run.json").read_text())
+    assert (record["status"], record["exit_code"]) == ("invalid_input", 3)
+    assert needle in record["reason"] and "\n" not in record["reason"]
+    assert proc.last_event["event"] == "run_end" and proc.last_event["reason"] == record["reason"]
+    assert "Traceback" not in proc.stderr
+    assert not (src / "ran").exists()
+
+
 def test_cell_timeout_exit_4(tmp_path: Path) -> None:
     nb = notebook(
         tmp_path / "nb.ipynb",
@@ -307,6 +350,8 @@ def test_cell_timeout_exit_4(tmp_path: Path) -> None:
     assert record["status"] == "timed_out"
     assert record["failed_cell"]["index"] == 1
     assert [c["status"] for c in record["cells"]] == ["completed", "timed_out", "pending"]
+    assert record["cells"][1]["duration_s"] >= 2 and record["cells"][1]["ended_at"]
+    assert cell_ends(out) == [(0, "completed"), (1, "timed_out")]
     assert "slow" in texts(executed.cells[3])  # output before the timeout is kept (after banners)
     assert "--cell-timeout" in record["reason"]
 
@@ -341,6 +386,7 @@ def test_kernel_death_exit_5(tmp_path: Path, code: str, expect: str) -> None:
     assert expect in record["reason"] and "cell 1" in record["reason"]
     assert texts(executed.cells[1]) == "alive\n"  # partial results stored
     assert [c["status"] for c in record["cells"]] == ["completed", "kernel_died", "pending"]
+    assert cell_ends(out) == [(0, "completed"), (1, "kernel_died")]
 
 
 def test_missing_kernel_exit_7(tmp_path: Path) -> None:
@@ -369,7 +415,11 @@ def test_require_gpu_without_gpu_exit_7(tmp_path: Path) -> None:
     assert proc.returncode == 7
     assert "GPU" in proc.stderr.splitlines()[-1]
     assert not (tmp_path / "ran").exists()
-    assert results(out)[1]["gpus"] == []
+    record = results(out)[1]
+    assert record["gpus"] == []
+    # The run ended before the first cell: run.json still lists the cells, as pending.
+    assert [(c["index"], c["status"]) for c in record["cells"]] == [(0, "pending")]
+    assert cell_ends(out) == []
 
 
 def test_huge_output_is_capped_in_notebook_but_complete_in_log(tmp_path: Path) -> None:
@@ -428,6 +478,8 @@ def test_signal_stores_partial_results_exit_143(tmp_path: Path, sig: signal.Sign
     executed, record = results(out)
     assert record["status"] == "stopped" and record["exit_code"] == 143
     assert record["failed_cell"]["index"] == 1
+    assert [c["status"] for c in record["cells"]] == ["completed", "interrupted", "pending"]
+    assert cell_ends(out) == [(0, "completed"), (1, "interrupted")]
     assert texts(executed.cells[1]) == "done before\n"
     assert "started" in texts(executed.cells[3])
     assert "stopped" in term_log.read_text()

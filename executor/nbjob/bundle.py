@@ -276,29 +276,18 @@ def place_notebook(path: Path, folder: Path) -> Path:
     return Path(shutil.move(str(path), folder / path.name))
 
 
-def unmet_requirements(root: Path) -> list[str]:
-    """Lines of the bundle's requirements.txt that this environment does not satisfy.
+def requirement_lines(root: Path) -> list[str]:
+    """The requirement lines of the bundle's requirements.txt (no comments, no ``-`` options).
 
-    Nothing is installed at job start (air-gapped clusters); unmet lines are only reported.
+    Nothing is installed at job start (air-gapped clusters): the kernel checks them and unmet
+    lines are only reported (``KernelSession.check_requirements``).
     """
     path = root / "requirements.txt"
     if not path.is_file():
         return []
-    from importlib.metadata import PackageNotFoundError, version
-
-    from packaging.requirements import InvalidRequirement, Requirement
-
-    unmet = []
+    lines = []
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         line = line.split("#", 1)[0].strip()
-        if not line or line.startswith("-"):
-            continue
-        try:
-            req = Requirement(line)
-            if req.marker is not None and not req.marker.evaluate():
-                continue
-            if not req.specifier.contains(version(req.name), prereleases=True):
-                unmet.append(line)
-        except (InvalidRequirement, PackageNotFoundError):
-            unmet.append(line)
-    return unmet
+        if line and not line.startswith("-"):
+            lines.append(line)
+    return lines

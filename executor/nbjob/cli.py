@@ -13,11 +13,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nbjob import __version__
+from nbjob import __version__, stop
 from nbjob.errors import NbjobError, UsageError
 
 EPILOG = """exit codes: 0 success, 1 a cell raised, 2 usage, 3 invalid input, 4 timeout,
-5 kernel died, 6 storage error, 7 environment unfit, 143 stopped by SIGTERM/SIGINT.
+5 kernel died, 6 storage error, 7 environment unfit, 143 stopped (SIGTERM/SIGINT or
+--stop-signals).
 Every option can also be set as NBJOB_<OPTION> (e.g. NBJOB_OUTPUT, NBJOB_CELL_TIMEOUT);
 NBJOB_SOURCE gives SOURCE and NBJOB_PARAMETERS a YAML/JSON mapping of parameters."""
 
@@ -114,32 +115,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _parameters(args: argparse.Namespace) -> dict[str, Any]:
+def _parameters(args: argparse.Namespace) -> tuple[tuple[str, Any], ...]:
+    """-p (converted like papermill) then -r (raw), as given; ``params.merge`` checks them."""
     from nbjob.params import convert
 
-    values: dict[str, Any] = {}
-    for name, value in args.parameter:
-        values[name] = convert(value)
-    for name, value in args.raw_parameter:
-        values[name] = value
-    for name in values:
-        if not name.isidentifier():
-            raise UsageError(f"parameter name {name!r} is not a valid identifier")
-    return values
+    converted = [(name, convert(value)) for name, value in args.parameter]
+    return (*converted, *((name, value) for name, value in args.raw_parameter))
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, token: stop.StopToken) -> int:
     from nbjob.config import OPTIONS, resolve
-    from nbjob.run import run
+    from nbjob.job import run
 
     flags = {opt.name: getattr(args, opt.name) for opt in OPTIONS}
     flags["source"] = args.source
     settings = resolve(flags, os.environ, _parameters(args))
-    return run(settings)
+    stop.install(token, settings.stop_signals)
+    return run(settings, token)
 
 
 def _pack(args: argparse.Namespace) -> int:
     from nbjob.pack import pack
+    from nbjob.params import ParameterSources, merge
     from nbjob.storage import Storage
 
     notebook = Path(args.notebook)
@@ -149,7 +146,7 @@ def _pack(args: argparse.Namespace) -> int:
         output,
         args.include,
         Path(args.requirements) if args.requirements else None,
-        _parameters(args),
+        merge(ParameterSources(flags=_parameters(args))),
     )
     print(f"packed {len(names)} files into {output}: {', '.join(names)}", file=sys.stderr)
     target = str(output)
@@ -164,12 +161,43 @@ def _pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _early_stop_token(argv: Sequence[str]) -> stop.StopToken | None:
+    """For ``nbjob run``: a stop token its signals set from the very start of the process."""
+    if list(argv[:1]) != ["run"]:
+        return None
+    token = stop.StopToken()
+    text = os.environ.get("NBJOB_STOP_SIGNALS") or "TERM,INT"
+    for i, arg in enumerate(argv):  # the flag wins, as in the settings
+        if arg == "--stop-signals" and i + 1 < len(argv):
+            text = argv[i + 1]
+        elif arg.startswith("--stop-signals="):
+            text = arg.partition("=")[2]
+    try:
+        names = stop.parse_signals(text)
+    except ValueError:
+        names = stop.DEFAULT_SIGNALS  # the settings report the bad value (exit 2)
+    stop.install(token, names)
+    return token
+
+
+def _skip_slow_imports() -> None:
+    """Where jupyter_server is installed, jsonschema (imported by nbformat) also imports
+    ``rfc3987_syntax``, which compiles a grammar at import: 0.5-2 s before the first cell.
+    nbjob validates no IRIs, so that optional import is made to fail fast (jsonschema then
+    skips the 'iri' format check). Kernels are other processes and are not affected."""
+    if "jsonschema" not in sys.modules:
+        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    token = _early_stop_token(argv)  # first: before the heavy imports
+    _skip_slow_imports()
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
         if args.command == "run":
-            return _run(args)
+            return _run(args, token or stop.StopToken())
         if args.command == "pack":
             return _pack(args)
         parser.print_usage(sys.stderr)

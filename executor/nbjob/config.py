@@ -2,7 +2,8 @@
 
 Precedence, highest first: command-line flag, ``NBJOB_*`` variable, platform convention
 (see ``platforms``), built-in default. ``OPTIONS`` is the single table of settings: the CLI
-builds its flags from it and the README documents it.
+builds its flags from it and the README documents it. It is derived from the ``Settings``
+fields' metadata, so each default is written once.
 """
 
 from __future__ import annotations
@@ -10,10 +11,10 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from nbjob import params, platforms
+from nbjob import params, platforms, stop
 from nbjob.errors import UsageError
 from nbjob.storage import join
 
@@ -49,81 +50,176 @@ def _log_format(text: str) -> str:
 
 @dataclass(frozen=True)
 class Option:
-    name: str
+    """One setting's flag, parser and help; its name and default come from ``Settings``."""
+
     flag: str
     parse: Callable[[str], Any]
-    default: Any
     help: str
-    metavar: str | None = None
+    metavar: str | None = None  # None: a switch
+    name: str = ""
+    default: Any = None
 
     @property
     def env(self) -> str:
         return "NBJOB_" + self.name.upper()
 
 
-OPTIONS: tuple[Option, ...] = (
-    Option("output", "--output", str, None,
-           "results folder or s3://bucket/prefix (default ./nbjob-output/RUN_ID)", "DEST"),
-    Option("notebook", "--notebook", str, None, "notebook path inside the bundle", "PATH"),
-    Option("parameters_file", "--parameters-file", str, None,
-           "YAML or JSON file of parameters", "FILE"),
-    Option("kernel", "--kernel", str, None,
-           "kernel name (default: the notebook's kernelspec)", "NAME"),
-    Option("cell_timeout", "--cell-timeout", _positive_float, None,
-           "seconds one cell may run", "SECONDS"),
-    Option("timeout", "--timeout", _positive_float, None, "seconds the whole run may take",
-           "SECONDS"),
-    Option("run_id", "--run-id", str, None, "id of this run (default: platform's or generated)",
-           "ID"),
-    Option("require_gpu", "--require-gpu", _bool, False,
-           "exit 7 before any cell when the kernel sees no GPU"),
-    Option("stop_grace", "--stop-grace", _positive_float, 10.0,
-           "seconds to store results after SIGTERM/SIGINT", "SECONDS"),
-    Option("termination_log", "--termination-log", str, platforms.DEFAULT_TERMINATION_LOG,
-           "file that receives the one-line reason", "PATH"),
-    Option("log_format", "--log-format", _log_format, "auto",
-           "console log: json, console or auto (console on a TTY)", "FORMAT"),
-    Option("s3_endpoint_url", "--s3-endpoint-url", str, None,
-           "S3-compatible endpoint (IBM COS, MinIO, Ceph)", "URL"),
-    Option("max_output_bytes", "--max-output-bytes", _positive_int, 1_000_000,
-           "stream output kept per cell in the notebook (the log keeps all)", "BYTES"),
-    Option("max_bundle_files", "--max-bundle-files", _positive_int, 10_000,
-           "most files a bundle may hold", "N"),
-    Option("max_bundle_bytes", "--max-bundle-bytes", _positive_int, 10 * 2**30,
-           "most bytes a bundle may unpack to", "BYTES"),
-    Option("checkpoint_interval", "--checkpoint-interval", _positive_float, 2.0,
-           "seconds between result writes during the run", "SECONDS"),
-    Option("kernel_start_timeout", "--kernel-start-timeout", _positive_float, 60.0,
-           "seconds the kernel may take to start", "SECONDS"),
-    Option("workdir", "--workdir", str, None, "where bundles are unpacked (default: a temp dir)",
-           "DIR"),
-)  # fmt: skip
+def _opt(
+    flag: str, parse: Callable[[str], Any], help: str, metavar: str | None = None
+) -> dict[str, Option]:
+    return {"option": Option(flag, parse, help, metavar)}
 
 
 @dataclass(frozen=True)
 class Settings:
+    """Everything one run needs. Fields with an ``option`` are settings users give (flag or
+    NBJOB_* variable); their defaults are written here and nowhere else (``OPTIONS``)."""
+
     source: str
-    output: str
-    run_id: str
-    notebook: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    parameters_file: str | None = None
-    kernel: str | None = None
-    cell_timeout: float | None = None
-    timeout: float | None = None
-    require_gpu: bool = False
-    stop_grace: float = 10.0
-    termination_log: str = platforms.DEFAULT_TERMINATION_LOG
-    log_format: str = "auto"
-    s3_endpoint_url: str | None = None
-    max_output_bytes: int = 1_000_000
-    max_bundle_files: int = 10_000
-    max_bundle_bytes: int = 10 * 2**30
-    checkpoint_interval: float = 2.0
-    kernel_start_timeout: float = 60.0
-    workdir: str | None = None
+    output: str = field(
+        default="",
+        metadata=_opt(
+            "--output",
+            str,
+            "results folder or s3://bucket/prefix (default ./nbjob-output/RUN_ID)",
+            "DEST",
+        ),
+    )
+    notebook: str | None = field(
+        default=None, metadata=_opt("--notebook", str, "notebook path inside the bundle", "PATH")
+    )
+    parameters_file: str | None = field(
+        default=None,
+        metadata=_opt("--parameters-file", str, "YAML or JSON file of parameters", "FILE"),
+    )
+    kernel: str | None = field(
+        default=None,
+        metadata=_opt("--kernel", str, "kernel name (default: the notebook's kernelspec)", "NAME"),
+    )
+    cell_timeout: float | None = field(
+        default=None,
+        metadata=_opt("--cell-timeout", _positive_float, "seconds one cell may run", "SECONDS"),
+    )
+    timeout: float | None = field(
+        default=None,
+        metadata=_opt("--timeout", _positive_float, "seconds the whole run may take", "SECONDS"),
+    )
+    run_id: str = field(
+        default="",
+        metadata=_opt("--run-id", str, "id of this run (default: platform's or generated)", "ID"),
+    )
+    require_gpu: bool = field(
+        default=False,
+        metadata=_opt("--require-gpu", _bool, "exit 7 before any cell when the kernel sees no GPU"),
+    )
+    stop_grace: float = field(
+        default=10.0,
+        metadata=_opt(
+            "--stop-grace",
+            _positive_float,
+            "seconds to store results after a stop signal",
+            "SECONDS",
+        ),
+    )
+    stop_signals: tuple[str, ...] = field(
+        default=stop.DEFAULT_SIGNALS,
+        metadata=_opt(
+            "--stop-signals",
+            stop.parse_signals,
+            "signals that stop the run, e.g. TERM,INT,USR1 (default TERM,INT)",
+            "SIGNALS",
+        ),
+    )
+    termination_log: str = field(
+        default=platforms.DEFAULT_TERMINATION_LOG,
+        metadata=_opt("--termination-log", str, "file that receives the one-line reason", "PATH"),
+    )
+    log_format: str = field(
+        default="auto",
+        metadata=_opt(
+            "--log-format",
+            _log_format,
+            "console log: json, console or auto (console on a TTY)",
+            "FORMAT",
+        ),
+    )
+    s3_endpoint_url: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--s3-endpoint-url", str, "S3-compatible endpoint (IBM COS, MinIO, Ceph)", "URL"
+        ),
+    )
+    max_output_bytes: int = field(
+        default=1_000_000,
+        metadata=_opt(
+            "--max-output-bytes",
+            _positive_int,
+            "stream output kept per cell in the notebook (the log keeps all)",
+            "BYTES",
+        ),
+    )
+    max_bundle_files: int = field(
+        default=10_000,
+        metadata=_opt("--max-bundle-files", _positive_int, "most files a bundle may hold", "N"),
+    )
+    max_bundle_bytes: int = field(
+        default=10 * 2**30,
+        metadata=_opt(
+            "--max-bundle-bytes", _positive_int, "most bytes a bundle may unpack to", "BYTES"
+        ),
+    )
+    checkpoint_interval: float = field(
+        default=2.0,
+        metadata=_opt(
+            "--checkpoint-interval",
+            _positive_float,
+            "seconds between result writes during the run",
+            "SECONDS",
+        ),
+    )
+    kernel_start_timeout: float = field(
+        default=60.0,
+        metadata=_opt(
+            "--kernel-start-timeout",
+            _positive_float,
+            "seconds the kernel may take to start",
+            "SECONDS",
+        ),
+    )
+    workdir: str | None = field(
+        default=None,
+        metadata=_opt("--workdir", str, "where bundles are unpacked (default: a temp dir)", "DIR"),
+    )
+    gateway_url: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--gateway-url",
+            str,
+            "run the kernel on this Jupyter Server / Enterprise Gateway (also JUPYTER_GATEWAY_URL;"
+            " token from JUPYTER_GATEWAY_AUTH_TOKEN)",
+            "URL",
+        ),
+    )
+    gateway_request_timeout: float = field(
+        default=60.0,
+        metadata=_opt(
+            "--gateway-request-timeout",
+            _positive_float,
+            "seconds one request to the gateway may take",
+            "SECONDS",
+        ),
+    )
+    # Not options: from the platform, and the parameters as given (merged at run time).
+    parameters: params.ParameterSources = field(default_factory=params.ParameterSources)
     log_dir: str | None = None
     platform: platforms.Platform = field(default_factory=platforms.Platform)
+
+
+OPTIONS: tuple[Option, ...] = tuple(
+    replace(f.metadata["option"], name=f.name, default=f.default)
+    for f in fields(Settings)
+    if "option" in f.metadata
+)  # fmt: skip
 
 
 def new_run_id() -> str:
@@ -133,9 +229,13 @@ def new_run_id() -> str:
 def resolve(
     flags: Mapping[str, Any],
     env: Mapping[str, str],
-    cli_parameters: Mapping[str, Any] | None = None,
+    cli_parameters: tuple[tuple[str, Any], ...] = (),
 ) -> Settings:
-    """Merge flags (None: not given), NBJOB_* variables and platform conventions."""
+    """Merge flags (None: not given), NBJOB_* variables and platform conventions.
+
+    Parameters are only collected here (``params.ParameterSources``); the run merges and checks
+    them (``params.merge``), so a bad one ends with run.json stored.
+    """
     platform = platforms.detect(env)
     values: dict[str, Any] = {}
     for opt in OPTIONS:
@@ -157,15 +257,17 @@ def resolve(
     if platform.rank_dir:
         output = join(output, platform.rank_dir)
 
-    merged: dict[str, Any] = {}
-    if env.get("NBJOB_PARAMETERS"):
-        merged.update(params.parse_mapping(env["NBJOB_PARAMETERS"], "NBJOB_PARAMETERS"))
-    merged.update(cli_parameters or {})
+    sources = params.ParameterSources(
+        file=values.pop("parameters_file"),
+        env_text=env.get("NBJOB_PARAMETERS") or None,
+        flags=tuple(cli_parameters),
+    )
     return Settings(
         source=source,
         output=output,
         run_id=run_id,
-        parameters=merged,
+        parameters_file=sources.file,
+        parameters=sources,
         log_dir=platform.log_dir,
         platform=platform,
         **values,

@@ -1,34 +1,37 @@
 """Send cells to the kernel one at a time and turn its messages into nbformat outputs.
 
-The only module that speaks the Jupyter messaging protocol. One loop polls the shell and IOPub
-sockets together with a short timeout, so a stop request, a time limit or a dead kernel is
-noticed within ``POLL_S`` seconds whatever the cell is doing. A cell is done only when both
+The only module that interprets the Jupyter messaging protocol. One loop takes the session's
+shell and IOPub messages (``KernelSession.next_message``) with a short timeout, so a stop
+request, a time limit or a dead kernel is noticed within ``POLL_S`` seconds whatever the cell
+is doing. A cell is done only when both
 its ``execute_reply`` and its ``status: idle`` have arrived (their order is not guaranteed).
 
-Progress goes to ``Hooks`` (nbclient-style lifecycle hooks): run.py turns it into log events
-and result checkpoints.
+Progress goes out as events (``nbjob.events``) on a bus: every cell that starts publishes
+``CellStarted`` and, however it ends (completed, failed, timed out, stopped, kernel died),
+``CellEnded``. The listeners (log, record, checkpointer) live elsewhere; nothing here calls back
+into the run. A stop is the ``StopToken`` (``nbjob.stop``), checked on every poll.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import nbformat
-import zmq
 
+from nbjob import events
 from nbjob.errors import (
     CellExecutionError,
     CellTimeoutError,
-    NbjobError,
     RunTimeoutError,
     StoppedError,
 )
-from nbjob.kernel import Kernel
+from nbjob.kernel import KernelSession
 from nbjob.logs import now_iso
+from nbjob.stop import StopToken
 
+DRAIN = 200  # messages taken at most between two checks of stop flag and deadlines
 POLL_S = 0.25  # longest wait between checks of stop flag, deadlines and kernel liveness
 ALIVE_CHECK_S = 0.5  # kernel liveness is also checked this often while messages flow
 IDLE_AFTER_REPLY_S = 3.0  # a reply without its 'idle' after this long still ends the cell
@@ -50,17 +53,17 @@ class CellResult:
     output_truncated: bool = False
     _t0: float = field(default=0.0, repr=False)
 
-    def as_record(self) -> dict[str, Any]:
-        record = dict(self.__dict__)
-        del record["_t0"]
-        return record
-
-
-class Hooks(Protocol):
-    def on_cell_start(self, index: int, cell: Any) -> None: ...
-    def on_cell_end(self, index: int, cell: Any, result: CellResult) -> None: ...
-    def on_stream(self, index: int, name: str, text: str) -> None: ...
-    def on_tick(self) -> None: ...
+    def ended(self) -> events.CellEnded:
+        return events.CellEnded(
+            self.index,
+            self.status,
+            self.execution_count,
+            self.started_at,
+            self.ended_at,
+            self.duration_s,
+            self.error,
+            self.output_truncated,
+        )
 
 
 class _Cell:
@@ -114,43 +117,33 @@ class _Cell:
 
 
 class Executor:
-    """Runs a notebook's code cells in order on a started ``Kernel``."""
+    """Runs a notebook's code cells in order on a started ``KernelSession``."""
 
     def __init__(
         self,
-        kernel: Kernel,
-        hooks: Hooks,
+        kernel: KernelSession,
+        bus: events.Bus,
         *,
         cell_timeout: float | None = None,
         run_deadline: float | None = None,
         max_output_bytes: int = 1_000_000,
-        should_stop: Callable[[], bool] = lambda: False,
+        stop: StopToken | None = None,
         stop_wait: float = INTERRUPT_WAIT_S,
     ) -> None:
         self.kernel = kernel
-        self.kc = kernel.client
-        self.hooks = hooks
+        self.bus = bus
         self.cell_timeout = cell_timeout
         self.run_deadline = run_deadline  # time.monotonic() value
         self.max_output_bytes = max_output_bytes
-        self.should_stop = should_stop
+        self.stop = stop or StopToken()
         self.stop_wait = stop_wait  # after a stop request, how long the cell may wind down
         self.results: dict[int, CellResult] = {}
         self._displays: dict[str, list[Any]] = {}
-        self._poller = zmq.Poller()
-        self._shell = self.kc.shell_channel.socket
-        self._iopub = self.kc.iopub_channel.socket
-        self._poller.register(self._shell, zmq.POLLIN)
-        self._poller.register(self._iopub, zmq.POLLIN)
 
     # -- the notebook --------------------------------------------------------------------------
 
     def code_cells(self, nb: Any) -> list[int]:
-        return [
-            i for i, c in enumerate(nb.cells)
-            if c.cell_type == "code" and c.source.strip()
-            and SKIP_TAG not in c.get("metadata", {}).get("tags", [])
-        ]  # fmt: skip
+        return code_cells(nb)
 
     def run(self, nb: Any) -> bool:
         """Run every code cell; True when a cell ended the run early with SystemExit(0)."""
@@ -160,12 +153,15 @@ class Executor:
                 cell.execution_count = None
         indexes = self.code_cells(nb)
         self.results = {i: CellResult(index=i) for i in indexes}
+        self.bus.publish(events.CellsListed(tuple(indexes)))
         for i in indexes:
+            self.stop.check(f"before cell {i}")
             result = self.run_cell(i, nb.cells[i])
             if result.status == "exited":
                 for j in indexes:
                     if self.results[j].status == "pending":
                         self.results[j].status = "skipped"
+                        self.bus.publish(events.CellSkipped(j))
                 return True
         return False
 
@@ -176,15 +172,16 @@ class Executor:
         state = _Cell(cell, self.max_output_bytes)
         result.status, result.started_at, result._t0 = "running", now_iso(), time.monotonic()
         cell.metadata["execution"] = {"iopub.status.busy": result.started_at}
-        self.hooks.on_cell_start(index, cell)
-        msg_id = self.kc.execute(
-            cell.source, store_history=True, allow_stdin=False, stop_on_error=False
-        )
+        self.bus.publish(events.CellStarted(index, result.started_at))
+        msg_id = self.kernel.execute(cell.source, store_history=True)
         cell_deadline = result._t0 + self.cell_timeout if self.cell_timeout else None
         try:
             reply = self._wait(index, msg_id, state, result, cell_deadline)
-        except NbjobError:
+        except BaseException:  # timed out, stopped, kernel died (or a bug): the cell still ends
+            if result.status == "running":
+                result.status = "failed"
             self._finish(index, cell, result, state)
+            self.bus.publish(result.ended())
             raise
         self._finish(index, cell, result, state)
         content = reply["content"]
@@ -201,14 +198,14 @@ class Executor:
                 result.status = "completed"
             else:
                 result.status = "failed"
-                self.hooks.on_cell_end(index, cell, result)
+                self.bus.publish(result.ended())
                 raise CellExecutionError(
                     f"cell {index} raised {ename}: {evalue}".strip(),
                     cell_index=index,
                     ename=ename,
                     evalue=evalue,
                 )
-        self.hooks.on_cell_end(index, cell, result)
+        self.bus.publish(result.ended())
         return result
 
     def _finish(self, index: int, cell: Any, result: CellResult, state: _Cell) -> None:
@@ -228,10 +225,11 @@ class Executor:
             now = time.monotonic()
             if reply is not None and now - replied_at > IDLE_AFTER_REPLY_S:
                 break
-            if self.should_stop():
+            if self.stop.requested:
                 self._wind_down(index, msg_id, state, result, "interrupted", self.stop_wait)
                 raise StoppedError(
-                    f"stopped by signal while cell {index} was running", cell_index=index
+                    f"{self.stop.reason or 'stopped'} while cell {index} was running",
+                    cell_index=index,
                 )
             limit = _earliest(deadline, self.run_deadline)
             if limit is not None and now >= limit:
@@ -247,19 +245,16 @@ class Executor:
                     cell_index=index,
                 )
             wait = POLL_S if limit is None else max(0.0, min(POLL_S, limit - now))
-            ready = dict(self._poller.poll(int(wait * 1000)))
-            if self._iopub in ready:
-                self._drain_iopub(index, msg_id, state)
-            msg = self._recv(self._shell) if self._shell in ready else None
-            if msg is not None and msg["parent_header"].get("msg_id") == msg_id:
+            got, msg = self._recv(index, msg_id, state, wait)
+            if msg is not None:
                 reply, replied_at = msg, time.monotonic()
-            if not ready or time.monotonic() - last_alive >= ALIVE_CHECK_S:
+            if not got or time.monotonic() - last_alive >= ALIVE_CHECK_S:
                 last_alive = time.monotonic()
                 if not self.kernel.alive():
                     self._drain_iopub(index, msg_id, state)
                     result.status = "kernel_died"
                     raise self.kernel.died(f"while running cell {index}", cell_index=index)
-            self.hooks.on_tick()
+            self.bus.publish(events.TICK)
         assert reply is not None  # the loop only ends with a reply
         return reply
 
@@ -278,26 +273,35 @@ class Executor:
         end = time.monotonic() + wait
         replied = False
         while time.monotonic() < end and not (replied and state.idle) and self.kernel.alive():
-            ready = dict(self._poller.poll(int(POLL_S * 1000)))
-            if self._iopub in ready:
-                self._drain_iopub(index, msg_id, state)
-            if self._shell in ready and (msg := self._recv(self._shell)) is not None:
-                replied = replied or msg["parent_header"].get("msg_id") == msg_id
+            _, msg = self._recv(index, msg_id, state, POLL_S)
+            replied = replied or msg is not None
 
-    # -- IOPub ---------------------------------------------------------------------------------
+    # -- messages ------------------------------------------------------------------------------
 
-    def _recv(self, socket: Any) -> dict[str, Any] | None:
-        """The next message on ``socket``, or None when none is waiting."""
-        _, msg = self.kc.session.recv(socket, mode=zmq.NOBLOCK)
-        return msg
+    def _recv(
+        self, index: int, msg_id: str, state: _Cell, wait: float
+    ) -> tuple[int, dict[str, Any] | None]:
+        """Take up to DRAIN messages, the first within ``wait`` s; IOPub ones are handled.
 
-    def _drain_iopub(self, index: int, msg_id: str, state: _Cell, limit: int = 200) -> None:
-        for _ in range(limit):
-            msg = self._recv(self._iopub)
-            if msg is None:
-                return
-            if msg["parent_header"].get("msg_id") == msg_id:
+        Returns how many came and the cell's execute_reply when it was among them.
+        """
+        reply = None
+        for count in range(DRAIN):
+            got = self.kernel.next_message(wait if count == 0 else 0.0)
+            if got is None:
+                return count, reply
+            channel, msg = got
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue  # strays: a silent set-up request's status, an earlier cell's idle
+            if channel == "iopub":
                 self._handle(index, msg, state)
+            elif msg.get("msg_type") == "execute_reply":
+                reply = msg
+        return DRAIN, reply
+
+    def _drain_iopub(self, index: int, msg_id: str, state: _Cell) -> None:
+        """Keep what is already waiting (a dying kernel's last output)."""
+        self._recv(index, msg_id, state, 0.0)
 
     def _handle(self, index: int, msg: dict[str, Any], state: _Cell) -> None:
         kind, content = msg["msg_type"], msg["content"]
@@ -306,7 +310,9 @@ class Executor:
         elif kind == "execute_input":
             state.cell.execution_count = content.get("execution_count")
         elif kind == "stream":
-            self.hooks.on_stream(index, content.get("name", "stdout"), content.get("text", ""))
+            self.bus.publish(
+                events.CellOutput(index, content.get("name", "stdout"), content.get("text", ""))
+            )
             state.stream(content.get("name", "stdout"), content.get("text", ""))
         elif kind in ("display_data", "execute_result", "error"):
             output = nbformat.v4.output_from_msg(msg)
@@ -321,6 +327,15 @@ class Executor:
                 output["metadata"] = nbformat.from_dict(content.get("metadata", {}))
         elif kind == "clear_output":
             state.clear(bool(content.get("wait")))
+
+
+def code_cells(nb: Any) -> list[int]:
+    """Indexes of the cells that run: code, not empty, not tagged skip-execution."""
+    return [
+        i for i, c in enumerate(nb.cells)
+        if c.cell_type == "code" and c.source.strip()
+        and SKIP_TAG not in c.get("metadata", {}).get("tags", [])
+    ]  # fmt: skip
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:

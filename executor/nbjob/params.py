@@ -1,7 +1,10 @@
 """Papermill-compatible parameters: parsing, and injection as a tagged cell.
 
 ``-p NAME VALUE`` converts True/False/None, ints and floats like papermill; ``-r`` keeps the
-raw string; files and NBJOB_PARAMETERS are YAML (JSON is YAML too). The injected cell is tagged
+raw string; files and NBJOB_PARAMETERS are YAML (JSON is YAML too). The CLI and config only
+collect the sources as given (``ParameterSources``); ``merge`` parses, validates and merges them
+in one place when the run starts, so every bad parameter, whatever its source, is a
+``ParameterError``: exit 3 with run.json stored. The injected cell is tagged
 ``injected-parameters`` and goes right after the first cell tagged ``parameters`` (replacing an
 injected cell from an earlier run), or at the top when there is none.
 """
@@ -9,8 +12,10 @@ injected cell from an earlier run), or at the top when there is none.
 from __future__ import annotations
 
 import ast
+import keyword
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +46,8 @@ def parse_mapping(text: str, origin: str) -> dict[str, Any]:
         raise ParameterError(f"{origin}: not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
     if data is None:
         return {}
-    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+    if not isinstance(data, dict):
         raise ParameterError(f"{origin}: parameters must be a mapping of names to values")
-    for name in data:
-        if not name.isidentifier():
-            raise ParameterError(f"{origin}: {name!r} is not a valid parameter name")
     return data
 
 
@@ -55,6 +57,44 @@ def load_file(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ParameterError(f"parameters file {path}: {exc.strerror}") from None
     return parse_mapping(text, f"parameters file {path}")
+
+
+@dataclass(frozen=True)
+class ParameterSources:
+    """Parameters as given, not yet parsed or checked (``merge`` does both)."""
+
+    file: str | None = None  # --parameters-file
+    env_text: str | None = None  # NBJOB_PARAMETERS
+    flags: tuple[tuple[str, Any], ...] = ()  # -p (converted) and -r, in command-line order
+
+
+def merge(sources: ParameterSources, manifest: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Manifest defaults < parameters file < NBJOB_PARAMETERS < -p/-r, each name and value checked.
+
+    Raises ``ParameterError`` (exit 3) for a bad name from any source, bad YAML, an unreadable
+    file or a value of a type the injected cell cannot hold.
+    """
+    layers: list[tuple[str, Mapping[Any, Any]]] = [("bundle manifest", manifest or {})]
+    if sources.file:
+        layers.append((f"parameters file {sources.file}", load_file(sources.file)))
+    if sources.env_text:
+        layers.append(("NBJOB_PARAMETERS", parse_mapping(sources.env_text, "NBJOB_PARAMETERS")))
+    layers.append(("command line", dict(sources.flags)))
+    merged: dict[str, Any] = {}
+    for origin, values in layers:
+        for name, value in values.items():
+            _check(origin, name, value)
+            merged[name] = value
+    return merged
+
+
+def _check(origin: str, name: Any, value: Any) -> None:
+    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
+        raise ParameterError(f"{origin}: {name!r} is not a valid parameter name")
+    try:
+        to_python(value)
+    except ParameterError as exc:
+        raise ParameterError(f"{origin}: parameter {name}: {exc.reason}") from None
 
 
 def to_python(value: Any) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
@@ -81,33 +81,72 @@ def _rank_dir(env: Mapping[str, str]) -> str | None:
     return None
 
 
+# -- detectors: each looks at the environment and returns its Platform, or None --------------
+
+
+def _ffdl(env: Mapping[str, str], rank_dir: str | None, info: dict[str, str]) -> Platform | None:
+    if "RESULT_DIR" not in env or not {"TRAINING_ID", "LEARNER_ID", "MODEL_DIR"} & env.keys():
+        return None
+    result_dir = env["RESULT_DIR"]
+    submitted = os.path.join(result_dir, "_submitted_code", "model.zip")
+    return Platform(
+        name="ffdl",
+        source=submitted if os.path.exists(submitted) else env.get("MODEL_DIR"),
+        output=result_dir,
+        run_id=env.get("TRAINING_ID"),
+        log_dir=env.get("LOG_DIR"),
+        rank_dir=rank_dir,
+        info=info,
+    )
+
+
+def _slurm(env: Mapping[str, str], rank_dir: str | None, info: dict[str, str]) -> Platform | None:
+    if "SLURM_JOB_ID" not in env:
+        return None
+    run_id = env["SLURM_JOB_ID"]
+    if "SLURM_ARRAY_TASK_ID" in env:
+        run_id = f"{env.get('SLURM_ARRAY_JOB_ID', run_id)}_{env['SLURM_ARRAY_TASK_ID']}"
+    return Platform(name="slurm", run_id=run_id, rank_dir=rank_dir, info=info)
+
+
+def _kubeflow(
+    env: Mapping[str, str], rank_dir: str | None, info: dict[str, str]
+) -> Platform | None:
+    if "TF_CONFIG" in env or ("MASTER_ADDR" in env and "WORLD_SIZE" in env):
+        return Platform(name="kubeflow", rank_dir=rank_dir, info=info)
+    return None
+
+
+def _kubernetes(
+    env: Mapping[str, str], rank_dir: str | None, info: dict[str, str]
+) -> Platform | None:
+    if "KUBERNETES_SERVICE_HOST" in env:
+        return Platform(name="kubernetes", rank_dir=rank_dir, info=info)
+    return None
+
+
+def _ray(env: Mapping[str, str], rank_dir: str | None, info: dict[str, str]) -> Platform | None:
+    if "RAY_JOB_ID" in env:
+        return Platform(name="ray", run_id=env["RAY_JOB_ID"], rank_dir=rank_dir, info=info)
+    return None
+
+
+def _local(env: Mapping[str, str], rank_dir: str | None, info: dict[str, str]) -> Platform:
+    return Platform(rank_dir=rank_dir, info=info)
+
+
+Detector = Callable[[Mapping[str, str], str | None, dict[str, str]], Platform | None]
+
+# In order: the first detector that answers wins (FfDL runs on Kubernetes, so it comes first).
+DETECTORS: tuple[Detector, ...] = (_ffdl, _slurm, _kubeflow, _kubernetes, _ray, _local)
+
+
 def detect(env: Mapping[str, str] | None = None) -> Platform:
     """Read the platform conventions from ``env`` (default: this process's environment)."""
     env = os.environ if env is None else env
     info = {k: env[k] for k in _RECORDED if k in env}
     rank_dir = _rank_dir(env)
-    if "RESULT_DIR" in env and ("TRAINING_ID" in env or "LEARNER_ID" in env or "MODEL_DIR" in env):
-        result_dir = env["RESULT_DIR"]
-        submitted = os.path.join(result_dir, "_submitted_code", "model.zip")
-        source = submitted if os.path.exists(submitted) else env.get("MODEL_DIR")
-        return Platform(
-            name="ffdl",
-            source=source,
-            output=result_dir,
-            run_id=env.get("TRAINING_ID"),
-            log_dir=env.get("LOG_DIR"),
-            rank_dir=rank_dir,
-            info=info,
-        )
-    if "SLURM_JOB_ID" in env:
-        run_id = env["SLURM_JOB_ID"]
-        if "SLURM_ARRAY_TASK_ID" in env:
-            run_id = f"{env.get('SLURM_ARRAY_JOB_ID', run_id)}_{env['SLURM_ARRAY_TASK_ID']}"
-        return Platform(name="slurm", run_id=run_id, rank_dir=rank_dir, info=info)
-    if "TF_CONFIG" in env or ("MASTER_ADDR" in env and "WORLD_SIZE" in env):
-        return Platform(name="kubeflow", rank_dir=rank_dir, info=info)
-    if "KUBERNETES_SERVICE_HOST" in env:
-        return Platform(name="kubernetes", rank_dir=rank_dir, info=info)
-    if "RAY_JOB_ID" in env:
-        return Platform(name="ray", run_id=env["RAY_JOB_ID"], rank_dir=rank_dir, info=info)
-    return Platform(rank_dir=rank_dir, info=info)
+    for detector in DETECTORS:
+        if (platform := detector(env, rank_dir, info)) is not None:
+            return platform
+    raise AssertionError("the last detector always answers")  # pragma: no cover

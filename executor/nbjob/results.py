@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import platform
 import shutil
-import socket
 import threading
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from nbjob import __version__, logs
-from nbjob.config import Settings
+from nbjob import logs
 from nbjob.errors import StorageError
 from nbjob.storage import Storage, is_local, join, local_path
 
@@ -71,54 +66,6 @@ def notebook_bytes(nb: Any) -> bytes:
 
 
 # -- run.json ----------------------------------------------------------------------------------
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def environment_record() -> dict[str, Any]:
-    return {
-        "versions": {
-            "nbjob": __version__,
-            "python": platform.python_version(),
-            **{d: _version(d) for d in ("jupyter_client", "ipykernel", "nbformat")},
-        },
-        "host": {
-            "hostname": socket.gethostname(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
-    }
-
-
-def new_record(settings: Settings) -> dict[str, Any]:
-    """run.json at the start of a run; run.py fills it in as the run goes."""
-    return {
-        "run_id": settings.run_id,
-        "status": "running",
-        "exit_code": None,
-        "reason": None,
-        "source": logs.redact(settings.source),
-        "output": logs.redact(settings.output),
-        "notebook": None,
-        "failed_cell": None,
-        "started_at": logs.now_iso(),
-        "ended_at": None,
-        "duration_s": None,
-        "parameters": {},
-        "kernel": None,
-        "gpus": [],
-        "gpu_probe": None,
-        "unmet_requirements": [],
-        "cells": [],
-        "artifacts": [],
-        "platform": {"name": settings.platform.name, **settings.platform.info},
-        **environment_record(),
-    }
 
 
 def record_bytes(record: dict[str, Any]) -> bytes:

@@ -1,54 +1,25 @@
-"""A local Jupyter kernel: choose it, start it, watch it, interrupt it, stop it.
+"""A local Jupyter kernel through jupyter_client: start it, watch it, interrupt it, stop it.
 
 The kernel runs in its own process session (jupyter_client's launcher), so a platform's SIGTERM
 reaches nbjob alone; nbjob then interrupts or kills the kernel's whole process group itself.
-Liveness is the kernel process's exit status, read without blocking.
+Liveness is the kernel process's exit status, read without blocking. Messages come from the
+shell and IOPub ZMQ sockets, polled together in ``next_message``.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import json
 import os
 import signal
-import threading
 import time
-from collections.abc import Mapping
+from collections import deque
 from pathlib import Path
 from typing import Any
 
+import zmq
+
 from nbjob.errors import DeadKernelError, EnvironmentUnfitError, NoSuchKernelError
-
-DEFAULT_KERNEL = "python3"
-
-# Runs silently in a Python kernel before the first cell: what GPUs does the kernel see?
-_GPU_PROBE = r"""
-def _nbjob_probe():
-    import importlib, json, os, shutil, subprocess
-    importlib.invalidate_caches()
-    gpus, error = [], None
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run(
-                [smi, "--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=20,
-            )
-            for line in out.stdout.splitlines():
-                parts = [p.strip() for p in line.split(",")]
-                if len(parts) >= 3:
-                    gpus.append({"index": parts[0], "name": parts[1], "memory": parts[2]})
-            if out.returncode:
-                error = (out.stderr or out.stdout).strip()[:300]
-        except Exception as exc:  # reported, never fatal
-            error = str(exc)[:300]
-    env = {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
-           if k in os.environ}
-    return json.dumps({"gpus": gpus, "nvidia_smi": smi, "error": error, "env": env})
-_nbjob_result = _nbjob_probe()
-del _nbjob_probe
-"""
+from nbjob.kernel.base import Channel, KernelSession, Message
 
 
 def installed_kernels() -> dict[str, dict[str, Any]]:
@@ -57,34 +28,6 @@ def installed_kernels() -> dict[str, dict[str, Any]]:
 
     specs = KernelSpecManager().get_all_specs()
     return {name: s.get("spec", {}) for name, s in specs.items()}
-
-
-def choose(notebook_meta: Mapping[str, Any], override: str | None) -> str:
-    """The kernel to run: override, else the notebook's kernelspec, else one of its language."""
-    installed = installed_kernels()
-    if override:
-        if override not in installed:
-            raise NoSuchKernelError(
-                f"kernel {override!r} is not installed; installed: {', '.join(sorted(installed))}"
-            )
-        return override
-    spec = notebook_meta.get("kernelspec") or {}
-    name = spec.get("name")
-    if name in installed:
-        return str(name)
-    language = spec.get("language") or (notebook_meta.get("language_info") or {}).get("name")
-    if not name and not language:
-        language = "python"
-    if language:
-        if language == "python" and DEFAULT_KERNEL in installed:
-            return DEFAULT_KERNEL
-        for candidate, meta in sorted(installed.items()):
-            if meta.get("language") == language:
-                return candidate
-    raise NoSuchKernelError(
-        f"No such kernel: the notebook asks for {name or language!r}, which is not installed "
-        f"here; installed: {', '.join(sorted(installed))} (choose one with --kernel)"
-    )
 
 
 def describe_exit(code: int | None) -> str:
@@ -100,8 +43,10 @@ def describe_exit(code: int | None) -> str:
     return f"exited with status {code}"
 
 
-class Kernel:
-    """One kernel process and its client; all methods are safe to call once stopped."""
+class LocalKernel(KernelSession):
+    """One kernel process on this machine and its ZMQ client."""
+
+    kind = "local"
 
     def __init__(
         self,
@@ -111,16 +56,16 @@ class Kernel:
         ipc_dir: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> None:
-        self.name = name
+        super().__init__(name, cwd, startup_timeout)
         self.env = env or {}
         self.ipc_dir = ipc_dir
-        self.cwd = cwd
-        self.startup_timeout = startup_timeout
         self.km: Any = None
         self.client: Any = None
-        self.info: dict[str, Any] = {}
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
+        self._poller: zmq.Poller | None = None
+        self._pending: deque[Message] = deque()
+
+    def kernelspecs(self) -> dict[str, dict[str, Any]]:
+        return installed_kernels()
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -145,6 +90,9 @@ class Kernel:
         self.client = self.km.client()
         self.client.start_channels()
         self.info = self._wait_ready()
+        self._poller = zmq.Poller()
+        self._poller.register(self.client.shell_channel.socket, zmq.POLLIN)
+        self._poller.register(self.client.iopub_channel.socket, zmq.POLLIN)
 
     def _wait_ready(self) -> dict[str, Any]:
         """The kernel_info reply, once IOPub is subscribed too.
@@ -185,27 +133,43 @@ class Kernel:
             f"kernel {self.name!r} did not answer within {self.startup_timeout:g} s"
         )
 
-    def start_in_background(self) -> None:
-        def target() -> None:
-            try:
-                self.start()
-            except BaseException as exc:
-                self._error = exc
+    def _spec_language(self) -> str:
+        return str(self.km.kernel_spec.language or "") if self.km is not None else ""
 
-        self._thread = threading.Thread(target=target, name="kernel-start", daemon=True)
-        self._thread.start()
+    # -- messages ------------------------------------------------------------------------------
 
-    def wait_started(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._error is not None:
-            raise self._error
+    def execute(
+        self,
+        code: str,
+        *,
+        silent: bool = False,
+        store_history: bool = True,
+        user_expressions: dict[str, str] | None = None,
+    ) -> str:
+        return str(
+            self.client.execute(
+                code,
+                silent=silent,
+                store_history=store_history,
+                user_expressions=user_expressions or {},
+                allow_stdin=False,
+                stop_on_error=False,
+            )
+        )
 
-    @property
-    def language(self) -> str:
-        info = self.info.get("language_info") or {}
-        return str(info.get("name") or self.km.kernel_spec.language or "")
+    def next_message(self, timeout: float) -> Message | None:
+        if not self._pending and self._poller is not None:
+            ready = dict(self._poller.poll(int(timeout * 1000)))
+            sockets: tuple[tuple[Channel, Any], ...] = (
+                ("iopub", self.client.iopub_channel.socket),
+                ("shell", self.client.shell_channel.socket),
+            )
+            for channel, socket in sockets:
+                if socket in ready:
+                    _, msg = self.client.session.recv(socket, mode=zmq.NOBLOCK)
+                    if msg is not None:
+                        self._pending.append((channel, msg))
+        return self._pending.popleft() if self._pending else None
 
     # -- liveness ------------------------------------------------------------------------------
 
@@ -232,39 +196,12 @@ class Kernel:
             with contextlib.suppress(OSError, RuntimeError):
                 self.km.interrupt_kernel()
 
-    def probe_gpus(self, timeout: float = 30) -> dict[str, Any]:
-        """Ask a Python kernel which GPUs it sees (nvidia-smi and *_VISIBLE_DEVICES)."""
-        if self.language != "python":
-            return {"gpus": [], "error": "GPU probe needs a Python kernel"}
-        msg_id = self.client.execute(
-            _GPU_PROBE,
-            silent=True,
-            store_history=False,
-            user_expressions={"r": "_nbjob_result"},
-            allow_stdin=False,
-        )
-        try:
-            reply = self.client.get_shell_msg(timeout=timeout)
-            while reply["parent_header"].get("msg_id") != msg_id:
-                reply = self.client.get_shell_msg(timeout=timeout)
-        except Exception:
-            if not self.alive():
-                raise self.died("during the GPU check") from None
-            return {"gpus": [], "error": "GPU probe did not answer"}
-        self.client.execute("del _nbjob_result", silent=True, store_history=False)
-        result = reply["content"].get("user_expressions", {}).get("r", {})
-        try:
-            text = ast.literal_eval(result["data"]["text/plain"])
-            return dict(json.loads(text))
-        except (KeyError, ValueError, SyntaxError, TypeError):
-            return {"gpus": [], "error": str(result.get("evalue", "GPU probe failed"))}
-
     def shutdown(self, grace: float = 3.0) -> None:
         """Ask the kernel to exit, kill its process group after ``grace`` seconds."""
-        if self._thread is not None:  # still starting: wait a little, then kill what exists
-            self._thread.join(timeout=min(self.startup_timeout, 5.0))
+        self._join_start(5.0)  # still starting: wait a little, then kill what exists
         if self.client is not None:
             self.client.stop_channels()
+        self._poller = None
         if self.km is None:
             return
         try:

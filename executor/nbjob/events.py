@@ -1,0 +1,96 @@
+"""What happens during a run, as small immutable events, and the bus that hands them out.
+
+The executor publishes; listeners (``nbjob.listeners``: the log, the record, the checkpointer)
+react. A listener is a callable taking the event, or an object with ``on_event(event)``; it
+dispatches on the event's type and ignores the rest. A new consumer (MLflow, a progress bar) is
+one more listener, with no change to the executor or the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias
+
+# Cell statuses, as run.json shows them.
+PENDING, RUNNING, COMPLETED, FAILED, EXITED, SKIPPED = (
+    "pending", "running", "completed", "failed", "exited", "skipped",
+)  # fmt: skip
+TIMED_OUT, INTERRUPTED, KERNEL_DIED = "timed_out", "interrupted", "kernel_died"
+
+
+@dataclass(frozen=True)
+class CellsListed:
+    """The code cells that will run, in order, before the first one starts."""
+
+    indexes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class CellStarted:
+    index: int
+    started_at: str
+
+
+@dataclass(frozen=True)
+class CellOutput:
+    """Stream text (stdout/stderr) of a running cell, as it arrives."""
+
+    index: int
+    name: str
+    text: str
+
+
+@dataclass(frozen=True)
+class CellEnded:
+    """Published for every cell that started, however it ended (timed out, stopped, died)."""
+
+    index: int
+    status: str  # completed failed exited timed_out interrupted kernel_died
+    execution_count: int | None
+    started_at: str | None
+    ended_at: str | None
+    duration_s: float | None
+    error: dict[str, Any] | None = None
+    output_truncated: bool = False
+
+
+@dataclass(frozen=True)
+class CellSkipped:
+    """A cell that will not run because an earlier one ended the run (``sys.exit(0)``)."""
+
+    index: int
+
+
+@dataclass(frozen=True)
+class Tick:
+    """The executor is waiting for the kernel; a chance to checkpoint. Published often."""
+
+
+TICK = Tick()
+
+Event: TypeAlias = CellsListed | CellStarted | CellOutput | CellEnded | CellSkipped | Tick
+
+
+class HasOnEvent(Protocol):
+    def on_event(self, event: Event) -> None: ...
+
+
+Listener: TypeAlias = Callable[[Event], None] | HasOnEvent
+
+
+class Bus:
+    """Hands each published event to every listener, in the order they were added."""
+
+    def __init__(self, listeners: Iterable[Listener] = ()) -> None:
+        self._handlers: list[Callable[[Event], None]] = []
+        for listener in listeners:
+            self.add(listener)
+
+    def add(self, listener: Listener) -> None:
+        on_event = getattr(listener, "on_event", None)
+        self._handlers.append(on_event if callable(on_event) else listener)  # type: ignore[arg-type]
+
+    def publish(self, event: Event) -> None:
+        for handle in self._handlers:
+            handle(event)

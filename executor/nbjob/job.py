@@ -1,0 +1,358 @@
+"""One job, start to end: prepare → execute → finish, driven by a stop token.
+
+``Job.run`` never raises: every ending becomes a run.json status, a one-line reason and one of
+the documented exit codes, and the results already produced are stored before it returns. The
+kernel starts first and boots while ``prepare`` fetches and unpacks. The executor publishes cell
+events to a bus; the record, the log and the checkpointer listen (``nbjob.listeners``). A stop
+signal sets the ``StopToken`` (``nbjob.stop``); every step checks it, and the results are stored
+within ``stop_grace`` seconds of the signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from nbjob import bundle as bundles
+from nbjob import events, logs, platforms, prepare, results, stop
+from nbjob import kernel as kernels
+from nbjob.config import Settings
+from nbjob.errors import (
+    GPUNotVisibleError,
+    NbjobError,
+    RunTimeoutError,
+    StoppedError,
+    StorageError,
+)
+from nbjob.listeners import Checkpointer, LogListener
+from nbjob.record import RunRecord
+from nbjob.storage import Storage, is_local, local_path
+
+FINAL_WRITE_S = 300.0  # how long the final write may take when nothing else is pressing
+
+
+class Job:
+    def __init__(
+        self,
+        settings: Settings,
+        token: stop.StopToken,
+        listeners: Sequence[events.Listener] = (),
+    ) -> None:
+        self.s = settings
+        self.token = token
+        self.listeners = list(listeners)  # more consumers of cell events (MLflow, tests)
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + settings.timeout if settings.timeout else None
+        self.storage = Storage(settings.s3_endpoint_url)
+        self.workdir = Path(settings.workdir or tempfile.mkdtemp(prefix="nbjob-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.record = RunRecord.start(
+            settings.run_id,
+            settings.source,
+            settings.output,
+            settings.platform.name,
+            settings.platform.info,
+        )
+        # Start the kernel first: it boots on another core while nbjob fetches and unpacks.
+        # It starts in the notebook's folder when that is known now, else in the (empty)
+        # bundle folder; the notebook may still ask for another kernel or folder (_kernel_at).
+        self.artifacts = results.artifacts_dir(settings.output, self.workdir)
+        cwd = prepare.kernel_cwd(settings.source, self.workdir)
+        self.kernel = self._new_kernel(settings.kernel or kernels.DEFAULT_KERNEL, cwd)
+        self.kernel.start_in_background()
+        self.nb: Any = None
+        self.keep_workdir = False
+
+    # -- the job -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        error: NbjobError | None = self._open_results()
+        try:
+            self.log.info(
+                "run_start",
+                source=self.s.source,
+                output=self.s.output,
+                platform=self.s.platform.name,
+                nbjob=self.record.versions["nbjob"],
+            )
+            self.token.check("before the run started")
+            if error is not None:
+                raise error
+            self._prepare()
+            self._execute()
+        except NbjobError as exc:
+            error = exc
+        except Exception as exc:  # a bug in nbjob itself must still leave results behind
+            self.log.exception("internal_error")
+            error = NbjobError(f"internal error: {type(exc).__name__}: {exc}")
+        return self._finish(error)
+
+    def _open_results(self) -> StorageError | None:
+        """The log, the results writer and the event bus; the error if the output is unusable."""
+        error: StorageError | None = None
+        try:
+            log_files = [self._log_path()]
+        except StorageError as exc:  # the results folder cannot be made: still log, exit 6
+            log_files, error = [self.workdir / results.LOG_NAME], exc
+        if self.s.log_dir:
+            log_files.append(Path(self.s.log_dir) / results.LOG_NAME)
+        logs.configure(self.s.log_format, log_files, truncate=True)
+        self.log = logs.get_logger(run_id=self.s.run_id)
+        self.results = results.Results(
+            self.storage,
+            self.s.output,
+            None,
+            log_files[0],
+            self.workdir / "results",
+            self.artifacts,
+            self.s.checkpoint_interval,
+        )
+        checkpointer = Checkpointer(self.results, lambda: self.nb, self.record)
+        self.bus = events.Bus([self.record, LogListener(self.log), checkpointer, *self.listeners])
+        return error
+
+    def _log_path(self) -> Path:
+        if is_local(self.s.output):
+            self.storage.check_writable(self.s.output)
+            return local_path(self.s.output) / results.LOG_NAME
+        return self.workdir / results.LOG_NAME
+
+    def _new_kernel(self, name: str, cwd: Path) -> kernels.KernelSession:
+        # A local kernel inherits NBJOB_ARTIFACTS_DIR: notebooks save models and metrics there
+        # (a remote kernel gets a folder of its own, brought back at the end).
+        return kernels.open_session(
+            self.s,
+            name,
+            cwd,
+            workdir=self.workdir,
+            env={"NBJOB_ARTIFACTS_DIR": str(self.artifacts)},
+        )
+
+    def _prepare(self) -> None:
+        from nbjob.execute import code_cells
+
+        s = self.s
+        bundle = prepare.open_source(s, self.storage, self.workdir, self.token, self.log)
+        self.results.notebook_name = bundle.notebook.name
+        self.record.bundle_opened(bundle.relative_notebook)
+        self.nb = prepare.read_notebook(bundle.notebook, self.log)
+        installed = stop.wait_for(self.token, self.kernel.kernelspecs, "the kernel list")
+        name = kernels.choose(self.nb.metadata, s.kernel or bundle.kernel, installed)
+        self.record.parameters_merged(prepare.inject_parameters(self.nb, bundle, s, self.log))
+        self.bus.publish(events.CellsListed(tuple(code_cells(self.nb))))
+
+        cwd = bundle.notebook.parent.resolve()
+        kernel = stop.wait_for(
+            self.token, lambda: self._kernel_at(name, cwd, bundle.root), "the kernel start"
+        )
+        self.record.kernel_ready(name, kernel.language, kernel.info, kernel.describe())
+        self.log.info(
+            "kernel_ready",
+            kernel=name,
+            language=kernel.language,
+            seconds=round(time.monotonic() - self.t0, 3),
+            **kernel.describe(),
+        )
+        lines = bundles.requirement_lines(bundle.root)
+        unmet = stop.wait_for(
+            self.token, lambda: kernel.check_requirements(lines), "the requirements check"
+        )
+        self.record.requirements_checked(unmet)
+        if unmet:
+            self.log.warning(
+                "requirements_unmet",
+                requirements=unmet,
+                hint="nbjob installs nothing at job start; use an image with them",
+            )
+        probe = stop.wait_for(self.token, kernel.probe_gpus, "the GPU check")
+        self.record.gpus_probed(probe)
+        self.log.info(
+            "gpus",
+            gpus=probe.get("gpus", []),
+            visible=probe.get("env", {}),
+            error=probe.get("error"),
+        )
+        if s.require_gpu and not probe.get("gpus"):
+            raise GPUNotVisibleError(
+                "a GPU is required (--require-gpu) but the kernel sees none"
+                + (f": {probe['error']}" if probe.get("error") else "")
+            )
+
+    def _kernel_at(self, name: str, cwd: Path, root: Path) -> kernels.KernelSession:
+        """The started kernel, replaced when the notebook needs another one or folder.
+
+        The bundle's files reach the kernel's folder first (a remote kernel gets a copy).
+        """
+        kernel = self.kernel
+        try:
+            kernel.wait_started()
+            if kernel.name == name and (kernel.cwd == cwd or kernel.language == "python"):
+                return self._in_folder(kernel, cwd, root)
+        except NbjobError:
+            if kernel.name == name:
+                raise
+        kernel.shutdown(grace=0)
+        self.kernel = self._new_kernel(name, cwd)
+        self.kernel.start()
+        return self._in_folder(self.kernel, cwd, root)
+
+    def _in_folder(
+        self, kernel: kernels.KernelSession, cwd: Path, root: Path
+    ) -> kernels.KernelSession:
+        started = time.monotonic()
+        if sent := kernel.upload_files(root):
+            seconds = round(time.monotonic() - started, 3)
+            self.log.info("files_uploaded", files=sent, seconds=seconds)
+        if kernel.cwd != cwd:  # notebook in a subfolder: Python can just change dir
+            kernel.chdir(cwd)
+        return kernel
+
+    def _execute(self) -> None:
+        from nbjob.execute import Executor
+
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise RunTimeoutError("the run took longer than its time limit before cells ran")
+        executor = Executor(
+            self.kernel,
+            self.bus,
+            cell_timeout=self.s.cell_timeout,
+            run_deadline=self.deadline,
+            max_output_bytes=self.s.max_output_bytes,
+            stop=self.token,
+            stop_wait=min(5.0, self.s.stop_grace / 3),
+        )
+        self.log.info("execute_start", cells=len(executor.code_cells(self.nb)))
+        if executor.run(self.nb):
+            self.log.info("run_exited_early", reason="a cell called sys.exit(0)")
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def _finish(self, error: NbjobError | None) -> int:
+        stopping = self.token.requested
+        self._fetch_artifacts(max(1.0, self.s.stop_grace / 3) if stopping else FINAL_WRITE_S / 5)
+        error = self._close_record(error)
+        if stopping:
+            deadline = time.monotonic() + max(1.0, self.token.remaining(self.s.stop_grace) - 1.0)
+        else:
+            deadline = time.monotonic() + FINAL_WRITE_S
+        if error is not None and not stopping:  # a failed run's kernel is not needed
+            self.kernel.shutdown(grace=0)
+        stored = self._store(deadline)
+        self._report(stored, deadline)
+        self._stop_kernel(error)
+        logs.close()
+        self._cleanup()
+        return self.record.exit_code if self.record.exit_code is not None else 1
+
+    def _close_record(self, error: NbjobError | None) -> NbjobError | None:
+        """The run's ending in the record (a stop wins) and the notebook's banners."""
+        if self.token.requested:
+            self.log.warning("stop_requested", signal=self.token.signal, grace_s=self.s.stop_grace)
+            if not isinstance(error, StoppedError):
+                reason = self.token.reason or "stopped"
+                error = StoppedError(f"{reason} ({error.reason})" if error else reason)
+        self.record.finished(error, self.results.artifact_names())
+        if self.record.failed_index is not None and self.nb is not None:
+            results.add_banners(self.nb, self.record.failed_index, self.record.reason or "")
+        return error
+
+    def _report(self, stored: bool, deadline: float) -> None:
+        """run_end in the log, the log stored once more, the termination message."""
+        r = self.record
+        self.log.info(
+            "run_end",
+            status=r.status,
+            exit_code=r.exit_code,
+            reason=r.reason,
+            cell=r.failed_index,
+            duration_s=r.duration_s,
+        )
+        if stored:
+            with contextlib.suppress(StoppedError):
+                self._within_grace(
+                    lambda: self.results.store_log(deadline - time.monotonic()), "the log upload"
+                )
+        else:
+            self.results.keep_local_copy(self.nb, r.to_json())
+        message = r.reason if r.exit_code else f"succeeded: {r.notebook}"
+        platforms.write_termination_message(self.s.termination_log, logs.redact(message or ""))
+
+    def _stop_kernel(self, error: NbjobError | None) -> None:
+        if self.token.requested:  # results first: the kernel (perhaps starting) gets the rest
+            _bounded_shutdown(self.kernel, self.token.remaining(self.s.stop_grace) - 0.5)
+        elif error is None:  # a finished kernel may run its exit handlers (a stop cuts it short)
+            try:
+                stop.wait_for(self.token, lambda: self.kernel.shutdown(3.0), "the shutdown")
+            except StoppedError:
+                self.kernel.shutdown(grace=0)
+
+    def _store(self, deadline: float) -> bool:
+        nb, data = self.nb, self.record.to_json()
+        try:
+            self._within_grace(
+                lambda: self.results.final(nb, data, timeout=deadline - time.monotonic()),
+                "the final write",
+            )
+        except StoppedError as exc:  # the grace ran out first
+            return self._not_stored(
+                StoppedError(f"{exc.reason}; a local copy is in {self.results.spool}")
+            )
+        except StorageError as exc:
+            return self._not_stored(exc)
+        return True
+
+    def _not_stored(self, exc: StorageError | StoppedError) -> bool:
+        self.keep_workdir = True
+        self.log.error("results_not_stored", reason=exc.reason)
+        self.record.not_stored(exc)
+        return False
+
+    def _within_grace(self, work: Callable[[], None], what: str) -> None:
+        """A final write: it may go on after a stop request, until just before the grace ends."""
+        stop.within_grace(self.token, self.s.stop_grace - 0.5, work, what)
+
+    def _fetch_artifacts(self, timeout: float) -> None:
+        """A remote kernel's artifacts come back into the local artifacts folder."""
+        try:
+            if names := self.kernel.fetch_artifacts(self.artifacts, timeout=timeout):
+                self.log.info("artifacts_fetched", files=len(names))
+        except (NbjobError, OSError, ValueError, TimeoutError) as exc:
+            self.log.warning("artifacts_not_fetched", reason=str(exc)[:300])
+
+    def _cleanup(self) -> None:
+        if self.s.workdir:
+            return  # the user's folder: leave it
+        if self.keep_workdir:
+            shutil.rmtree(self.workdir / "bundle", ignore_errors=True)
+            shutil.rmtree(self.workdir / "download", ignore_errors=True)
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _bounded_shutdown(kernel: kernels.KernelSession, timeout: float) -> None:
+    """Kill the kernel; wait at most ``timeout`` seconds (a kernel still starting takes long)."""
+    worker = threading.Thread(target=kernel.shutdown, args=(0,), name="shutdown", daemon=True)
+    worker.start()
+    worker.join(timeout)
+
+
+def run(
+    settings: Settings,
+    token: stop.StopToken | None = None,
+    listeners: Sequence[events.Listener] = (),
+) -> int:
+    """Run one job; the return value is the process exit code.
+
+    ``token``: the stop token the process's signal handlers set (``cli.main`` installs them
+    first thing); without one, this installs handlers for ``settings.stop_signals``.
+    """
+    if token is None:
+        token = stop.StopToken()
+        stop.install(token, settings.stop_signals)
+    return Job(settings, token, listeners).run()

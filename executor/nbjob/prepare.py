@@ -1,0 +1,103 @@
+"""Before the first cell: fetch and unpack the source, read the notebook, merge the parameters.
+
+Runs while the kernel starts (job.py starts it first). Blocking steps run through
+``stop.wait_for``, so a stop request ends them within a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from nbjob import bundle as bundles
+from nbjob import params, results, stop
+from nbjob.config import Settings
+from nbjob.errors import NotebookError
+from nbjob.storage import Storage, is_local, local_path
+
+
+def source_is_local(source: str) -> bool:
+    return is_local(source) and local_path(source).exists()
+
+
+def read_only_folder(source: str) -> bool:
+    """A folder source on a read-only mount runs on a copy, so cells can write beside it."""
+    if not source_is_local(source):
+        return False
+    path = local_path(source)
+    return path.is_dir() and not os.access(path, os.W_OK)
+
+
+def kernel_cwd(source: str, workdir: Path) -> Path:
+    """Where the kernel starts before the notebook is known: its folder, else the bundle's."""
+    if source_is_local(source) and not read_only_folder(source):
+        path = local_path(source)
+        return (path if path.is_dir() else path.parent).resolve()
+    cwd = workdir / "bundle"
+    cwd.mkdir(exist_ok=True)
+    return cwd.resolve()
+
+
+def open_source(
+    s: Settings, storage: Storage, workdir: Path, token: stop.StopToken, log: Any
+) -> bundles.Bundle:
+    """Fetch ``s.source`` and open it as a bundle (unpacked under ``workdir/bundle``)."""
+    started = time.monotonic()
+    download = workdir / "download"
+    download.mkdir(exist_ok=True)
+    fetched = stop.wait_for(token, lambda: storage.fetch(s.source, download), "the fetch")
+    if not source_is_local(s.source):
+        log.info(
+            "fetched", bytes=fetched.stat().st_size, seconds=round(time.monotonic() - started, 3)
+        )
+        if fetched.suffix == ".ipynb" and bundles.archive_kind(fetched) is None:
+            fetched = bundles.place_notebook(fetched, workdir / "bundle")
+    elif read_only_folder(s.source):
+        log.info("read_only_source", copied_to=str(workdir / "bundle"))
+        source = fetched
+
+        def copy() -> Path:
+            return Path(shutil.copytree(source, workdir / "bundle", dirs_exist_ok=True))
+
+        fetched = stop.wait_for(token, copy, "the copy of the source")
+
+    def unpack() -> bundles.Bundle:
+        return bundles.open_bundle(
+            fetched, workdir / "bundle", s.notebook, s.max_bundle_files, s.max_bundle_bytes
+        )
+
+    bundle = stop.wait_for(token, unpack, "the unpack")
+    log.info("bundle", root=str(bundle.root), notebook=bundle.relative_notebook)
+    return bundle
+
+
+def read_notebook(path: Path, log: Any) -> Any:
+    """The notebook at ``path`` without stale error banners; NotebookError when unreadable."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise NotebookError(
+            f"{path.name} is not a readable notebook: {str(exc).splitlines()[0][:300]}"
+        ) from None
+    if not isinstance(nb.get("cells"), list):
+        raise NotebookError(f"{path.name} is not a notebook (no cells)")
+    try:
+        nbformat.validate(nb)
+    except nbformat.ValidationError as exc:
+        log.warning("notebook_invalid", reason=str(exc).splitlines()[0][:300])
+    results.remove_banners(nb)
+    return nb
+
+
+def inject_parameters(nb: Any, bundle: bundles.Bundle, s: Settings, log: Any) -> dict[str, Any]:
+    """Merge and check every parameter source (``params.merge``), inject them; the merged dict."""
+    merged = params.merge(s.parameters, bundle.parameters)
+    language = (nb.metadata.get("kernelspec") or {}).get("language") or "python"
+    if unknown := params.inject(nb, merged, language):
+        log.warning("unknown_parameters", names=unknown)
+    return merged

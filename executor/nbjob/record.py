@@ -1,0 +1,211 @@
+"""The run record: what becomes run.json, as typed data changed only through named steps.
+
+``RunRecord.start`` opens it when the run starts; the run calls ``bundle_opened``,
+``parameters_merged``, ``kernel_ready``, ``requirements_checked``, ``gpus_probed`` as
+preparation goes; the cells follow the executor's events (``on_event``: CellsListed,
+CellStarted, CellEnded, CellSkipped), and ``finished`` closes it. ``to_json`` gives run.json's
+mapping (keys as users and tests read them).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from typing import Any
+
+from nbjob import __version__, events, logs
+from nbjob.errors import NbjobError, StoppedError
+
+_NOT_FOR_THE_RECORD = (events.CellOutput, events.Tick)
+
+
+@dataclass
+class CellRecord:
+    index: int
+    status: str = events.PENDING
+    execution_count: int | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    duration_s: float | None = None
+    error: dict[str, Any] | None = None
+    output_truncated: bool = False
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    name: str
+    language: str
+    implementation: str | None = None
+    implementation_version: str | None = None
+    # The session's own facts (kind; a gateway's URL without credentials, kernel id, ...).
+    session: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        session = data.pop("session")
+        return {**data, **session}
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict[str, str | None]:
+    return {
+        "nbjob": __version__,
+        "python": platform.python_version(),
+        **{d: _version(d) for d in ("jupyter_client", "ipykernel", "nbformat")},
+    }
+
+
+def host() -> dict[str, Any]:
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    source: str
+    output: str
+    platform: dict[str, str]
+    started_at: str = field(default_factory=logs.now_iso)
+    status: str = "running"
+    exit_code: int | None = None
+    reason: str | None = None
+    notebook: str | None = None
+    failed_cell: dict[str, Any] | None = None
+    ended_at: str | None = None
+    duration_s: float | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    kernel: KernelInfo | None = None
+    gpus: list[Any] = field(default_factory=list)
+    gpu_probe: dict[str, Any] | None = None
+    unmet_requirements: list[str] = field(default_factory=list)
+    cells: dict[int, CellRecord] = field(default_factory=dict)  # by notebook index, in order
+    artifacts: list[str] = field(default_factory=list)
+    versions: dict[str, str | None] = field(default_factory=versions)
+    host: dict[str, Any] = field(default_factory=host)
+    t0: float = field(default_factory=time.monotonic, repr=False)
+
+    @classmethod
+    def start(
+        cls, run_id: str, source: str, output: str, platform_name: str, info: dict[str, str]
+    ) -> RunRecord:
+        return cls(
+            run_id=run_id,
+            source=logs.redact(source),
+            output=logs.redact(output),
+            platform={"name": platform_name, **info},
+        )
+
+    # -- preparation ---------------------------------------------------------------------------
+
+    def bundle_opened(self, notebook: str) -> None:
+        self.notebook = notebook
+
+    def requirements_checked(self, unmet: list[str]) -> None:
+        self.unmet_requirements = list(unmet)
+
+    def parameters_merged(self, parameters: dict[str, Any]) -> None:
+        self.parameters = dict(parameters)
+
+    def kernel_ready(
+        self, name: str, language: str, info: dict[str, Any], session: dict[str, Any]
+    ) -> None:
+        self.kernel = KernelInfo(
+            name,
+            language,
+            info.get("implementation"),
+            info.get("implementation_version"),
+            dict(session),
+        )
+
+    def gpus_probed(self, probe: dict[str, Any]) -> None:
+        self.gpus, self.gpu_probe = list(probe.get("gpus", [])), probe
+
+    # -- cells (from the executor's events) ----------------------------------------------------
+
+    def on_event(self, event: events.Event) -> None:
+        if isinstance(event, _NOT_FOR_THE_RECORD):
+            return  # the most frequent events, first
+        if isinstance(event, events.CellStarted):
+            cell = self._cell(event.index)
+            cell.status, cell.started_at = events.RUNNING, event.started_at
+        elif isinstance(event, events.CellEnded):
+            cell = self._cell(event.index)
+            cell.status, cell.execution_count = event.status, event.execution_count
+            cell.started_at, cell.ended_at = event.started_at, event.ended_at
+            cell.duration_s, cell.error = event.duration_s, event.error
+            cell.output_truncated = event.output_truncated
+        elif isinstance(event, events.CellSkipped):
+            self._cell(event.index).status = events.SKIPPED
+        elif isinstance(event, events.CellsListed):
+            self.cells = {i: CellRecord(index=i) for i in event.indexes}
+
+    def _cell(self, index: int) -> CellRecord:
+        if index not in self.cells:
+            self.cells[index] = CellRecord(index=index)
+        return self.cells[index]
+
+    # -- the end -------------------------------------------------------------------------------
+
+    def finished(self, error: NbjobError | None, artifacts: list[str]) -> None:
+        """Close the record: status, exit code, reason, failed cell, duration, artifacts."""
+        self.artifacts = list(artifacts)
+        self.ended_at = logs.now_iso()
+        self.duration_s = round(time.monotonic() - self.t0, 3)
+        self.failed_cell = None
+        if error is None:
+            self.status, self.exit_code, self.reason = "succeeded", 0, "succeeded"
+            return
+        self.status, self.exit_code, self.reason = error.status, error.exit_code, error.reason
+        index = error.details.get("cell_index")
+        if index is not None:
+            cell = self.cells.get(index)
+            self.failed_cell = {"index": index, **((cell.error if cell else None) or {})}
+
+    def not_stored(self, error: NbjobError) -> None:
+        """The results could not be stored: a success must not be reported, nor a stop hidden."""
+        if self.exit_code == 0 or isinstance(error, StoppedError):
+            self.status, self.exit_code, self.reason = error.status, error.exit_code, error.reason
+
+    @property
+    def failed_index(self) -> int | None:
+        return None if self.failed_cell is None else int(self.failed_cell["index"])
+
+    def to_json(self) -> dict[str, Any]:
+        """run.json's mapping; key order as before the record was typed."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "reason": self.reason,
+            "source": self.source,
+            "output": self.output,
+            "notebook": self.notebook,
+            "failed_cell": self.failed_cell,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "duration_s": self.duration_s,
+            "parameters": self.parameters,
+            "kernel": self.kernel.to_json() if self.kernel else None,
+            "gpus": self.gpus,
+            "gpu_probe": self.gpu_probe,
+            "unmet_requirements": self.unmet_requirements,
+            "cells": [dict(vars(c)) for c in self.cells.values()],
+            "artifacts": self.artifacts,
+            "platform": self.platform,
+            "versions": self.versions,
+            "host": self.host,
+        }

@@ -1,0 +1,152 @@
+"""The stop token: a platform's stop signal, recorded once and checked by every step.
+
+The signal handler only sets the token; it never raises. Each step checks the token where it
+can: the cell loop on every poll, blocking steps (fetch, unpack, kernel start) before and after
+and, while they run, from the main thread that waits for them (``wait_for``). So nbjob notices a
+stop within a fraction of a second whatever it is doing, and stores results within the grace.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from types import FrameType
+from typing import Generic, TypeVar
+
+from nbjob.errors import StoppedError
+
+DEFAULT_SIGNALS = ("SIGTERM", "SIGINT")
+POLL_S = 0.05  # how often a waiting main thread looks at the token
+_UNCATCHABLE = {"SIGKILL", "SIGSTOP"}
+
+T = TypeVar("T")
+
+
+class StopToken:
+    """Set once, by a signal handler or by code; read by everything that can stop early."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason: str | None = None
+        self.signal: str | None = None
+        self.requested_at: float | None = None  # time.monotonic() of the first request
+
+    def request(self, reason: str, signal_name: str | None = None) -> None:
+        if self._event.is_set():
+            return  # the first request counts; its grace period bounds the rest
+        self.reason, self.signal = reason, signal_name
+        self.requested_at = time.monotonic()
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def remaining(self, grace: float) -> float:
+        """Seconds left of ``grace`` since the request (all of it when none was made)."""
+        if self.requested_at is None:
+            return grace
+        return grace - (time.monotonic() - self.requested_at)
+
+    def check(self, when: str) -> None:
+        """Raise ``StoppedError`` when a stop was requested; ``when``: 'during the fetch'."""
+        if self.requested:
+            raise StoppedError(f"stopped by {self.signal or 'request'} {when}")
+
+
+def parse_signals(text: str) -> tuple[str, ...]:
+    """'TERM,INT,USR1' (or SIGTERM, 15) -> ('SIGTERM', 'SIGINT', 'SIGUSR1')."""
+    names: list[str] = []
+    for part in (p.strip().upper() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            sig = signal.Signals(int(part)) if part.isdigit() else signal.Signals[_sig(part)]
+        except (KeyError, ValueError):
+            raise ValueError(f"unknown signal {part!r}") from None
+        if sig.name in _UNCATCHABLE:
+            raise ValueError(f"{sig.name} cannot be caught")
+        if sig.name not in names:
+            names.append(sig.name)
+    if not names:
+        raise ValueError("name at least one signal")
+    return tuple(names)
+
+
+def _sig(name: str) -> str:
+    return name if name.startswith("SIG") else "SIG" + name
+
+
+_installed: list[str] = []
+
+
+def install(token: StopToken, names: Iterable[str] = DEFAULT_SIGNALS) -> None:
+    """Make ``names`` set ``token`` (and nothing else); signals installed before are reset."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        token.request(f"stopped by {name}", name)
+
+    wanted = list(names)
+    for name in _installed:
+        if name not in wanted:
+            default = signal.default_int_handler if name == "SIGINT" else signal.SIG_DFL
+            signal.signal(signal.Signals[name], default)
+    for name in wanted:
+        signal.signal(signal.Signals[name], handler)
+    _installed[:] = wanted
+
+
+class _Worker(Generic[T]):
+    """``work()`` on a daemon thread; its value or exception, once it has ended."""
+
+    def __init__(self, work: Callable[[], T], name: str) -> None:
+        self.work = work
+        self.value: list[T] = []
+        self.error: list[BaseException] = []
+        self.thread = threading.Thread(target=self._target, name=name, daemon=True)
+        self.thread.start()
+
+    def _target(self) -> None:
+        try:
+            self.value.append(self.work())
+        except BaseException as exc:
+            self.error.append(exc)
+
+    def result(self) -> T:
+        if self.error:
+            raise self.error[0]
+        return self.value[0]
+
+
+def wait_for(token: StopToken, work: Callable[[], T], what: str, poll: float = POLL_S) -> T:
+    """``work()`` in a worker thread; the main thread gives up on it when a stop is requested.
+
+    For blocking steps (a download, an unpack, a kernel start) that cannot check the token
+    themselves: a stop ends the wait at once (``StoppedError``); the abandoned daemon thread
+    ends with its own timeouts or with the process.
+    """
+    token.check(f"before {what}")
+    worker = _Worker(work, what)
+    while worker.thread.is_alive():  # ends with the work, or with the stop below
+        worker.thread.join(poll)
+        token.check(f"during {what}")
+    return worker.result()
+
+
+def within_grace(
+    token: StopToken, grace: float, work: Callable[[], T], what: str, poll: float = POLL_S
+) -> T:
+    """``work()`` in a worker thread, abandoned only when a stop's ``grace`` runs out.
+
+    For the final writes: they go on after a stop request, as long as the grace allows;
+    ``StoppedError`` when it ran out first.
+    """
+    worker = _Worker(work, what)
+    while worker.thread.is_alive():  # ends with the work (bounded by its own timeout) or grace
+        worker.thread.join(poll)
+        if token.requested and token.remaining(grace) <= 0:
+            raise StoppedError(f"{token.reason} during {what}")
+    return worker.result()

@@ -1,0 +1,163 @@
+"""The run record and the event bus, without a kernel: fast checks of run.json's shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import wait_until
+from nbjob import events, results
+from nbjob.errors import CellTimeoutError, StoppedError
+from nbjob.listeners import Checkpointer, LogListener
+from nbjob.record import RunRecord
+
+RUN_JSON_KEYS = [
+    "run_id", "status", "exit_code", "reason", "source", "output", "notebook", "failed_cell",
+    "started_at", "ended_at", "duration_s", "parameters", "kernel", "gpus", "gpu_probe",
+    "unmet_requirements", "cells", "artifacts", "platform", "versions", "host",
+]  # fmt: skip
+
+
+def new_record() -> RunRecord:
+    return RunRecord.start(
+        "run-1",
+        "https://h/b.zip?X-Amz-Signature=secret",
+        "out",
+        "slurm",
+        {"SLURM_JOB_ID": "7"},
+    )
+
+
+def ended(index: int, status: str, error: dict[str, str] | None = None) -> events.CellEnded:
+    return events.CellEnded(index, status, index + 1, "t0", "t1", 0.5, error)
+
+
+def test_a_new_record_has_run_json_shape() -> None:
+    data = new_record().to_json()
+    assert list(data) == RUN_JSON_KEYS
+    assert (data["status"], data["exit_code"], data["cells"]) == ("running", None, [])
+    assert data["source"] == "https://h/b.zip?X-Amz-Signature=REDACTED"
+    assert data["platform"] == {"name": "slurm", "SLURM_JOB_ID": "7"}
+    assert data["versions"]["nbjob"] and data["host"]["hostname"]
+    json.dumps(data)  # serializable as it is
+
+
+def test_cells_follow_events_through_the_bus() -> None:
+    record, seen = new_record(), []
+    bus = events.Bus([record, seen.append])  # an object with on_event, and a plain callable
+    bus.publish(events.CellsListed((1, 3, 4)))
+    assert [(c["index"], c["status"]) for c in record.to_json()["cells"]] == [
+        (1, "pending"),
+        (3, "pending"),
+        (4, "pending"),
+    ]
+    bus.publish(events.CellStarted(1, "t0"))
+    assert record.to_json()["cells"][0]["status"] == "running"
+    bus.publish(events.CellOutput(1, "stdout", "hi\n"))
+    bus.publish(ended(1, "completed"))
+    bus.publish(events.CellStarted(3, "t0"))
+    bus.publish(ended(3, "timed_out"))
+    bus.publish(events.TICK)
+    cells = record.to_json()["cells"]
+    assert [c["status"] for c in cells] == ["completed", "timed_out", "pending"]
+    assert cells[1] == {
+        "index": 3,
+        "status": "timed_out",
+        "execution_count": 4,
+        "started_at": "t0",
+        "ended_at": "t1",
+        "duration_s": 0.5,
+        "error": None,
+        "output_truncated": False,
+    }
+    assert len(seen) == 7 and seen[-1] is events.TICK  # every event, in order
+
+
+def test_finished_fills_status_reason_and_failed_cell() -> None:
+    record = new_record()
+    record.on_event(events.CellsListed((0, 1)))
+    record.on_event(ended(0, "failed", {"ename": "ValueError", "evalue": "x"}))
+    record.finished(CellTimeoutError("cell 0 ran too long", cell_index=0), ["model.bin"])
+    data = record.to_json()
+    assert (data["status"], data["exit_code"]) == ("timed_out", 4)
+    assert data["failed_cell"] == {"index": 0, "ename": "ValueError", "evalue": "x"}
+    assert data["artifacts"] == ["model.bin"] and data["duration_s"] is not None
+    record.finished(StoppedError("stopped by SIGTERM"), [])
+    assert (record.status, record.exit_code, record.failed_cell) == ("stopped", 143, None)
+
+
+def test_a_success_that_cannot_be_stored_is_not_a_success() -> None:
+    from nbjob.errors import StorageError
+
+    record = new_record()
+    record.finished(None, [])
+    assert (record.status, record.exit_code, record.reason) == ("succeeded", 0, "succeeded")
+    record.not_stored(StorageError("no space"))
+    assert (record.status, record.exit_code, record.reason) == ("storage_error", 6, "no space")
+
+
+def test_preparation_steps() -> None:
+    record = new_record()
+    record.bundle_opened("sub/nb.ipynb")
+    record.requirements_checked(["torch==9"])
+    record.parameters_merged({"lr": 0.1})
+    record.kernel_ready("python3", "python", {"implementation": "ipython"}, {"kind": "local"})
+    record.gpus_probed({"gpus": [{"index": "0"}], "error": None})
+    data = record.to_json()
+    assert data["notebook"] == "sub/nb.ipynb" and data["unmet_requirements"] == ["torch==9"]
+    assert data["parameters"] == {"lr": 0.1}
+    assert data["kernel"] == {
+        "name": "python3",
+        "language": "python",
+        "implementation": "ipython",
+        "implementation_version": None,
+        "kind": "local",
+    }
+    assert data["gpus"] == [{"index": "0"}] and data["gpu_probe"]["error"] is None
+
+
+class FakeLog:
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, dict[str, object]]] = []
+
+    def info(self, event: str, **fields: object) -> None:
+        self.lines.append((event, fields))
+
+
+def test_log_listener_event_names_and_fields() -> None:
+    log = FakeLog()
+    listener = LogListener(log)
+    for event in (
+        events.CellStarted(2, "t0"),
+        events.CellOutput(2, "stderr", "warn\n"),
+        ended(2, "kernel_died"),
+        events.TICK,
+        events.CellSkipped(3),
+    ):
+        listener.on_event(event)
+    assert log.lines == [
+        ("cell_start", {"cell": 2}),
+        ("stream", {"cell": 2, "name": "stderr", "text": "warn\n"}),
+        (
+            "cell_end",
+            {"cell": 2, "status": "kernel_died", "execution_count": 3, "duration_s": 0.5},
+        ),
+    ]
+
+
+def test_checkpointer_writes_the_record_when_due(tmp_path: Path) -> None:
+    from nbjob.storage import Storage
+
+    out, log = tmp_path / "out", tmp_path / "executor.log"
+    log.write_text("")
+    res = results.Results(Storage(), str(out), None, log, tmp_path / "spool", tmp_path, 3600)
+    record = new_record()
+    checkpointer = Checkpointer(res, lambda: None, record)
+    bus = events.Bus([record, checkpointer])
+    bus.publish(events.CellsListed((0,)))  # due at once: the first checkpoint
+    assert wait_until((out / "run.json").is_file, 10)  # written by the background thread
+    stored = json.loads((out / "run.json").read_text())
+    assert stored["status"] == "running"
+    assert [c["status"] for c in stored["cells"]] == ["pending"]
+    assert not res.due()  # the next checkpoint waits for the interval
+    res.final(None, record.to_json(), timeout=10)
