@@ -359,7 +359,7 @@ def test_cell_timeout_exit_4(tmp_path: Path) -> None:
 def test_run_timeout_exit_4(tmp_path: Path) -> None:
     nb = notebook(tmp_path / "nb.ipynb", "import time", "time.sleep(1)", "time.sleep(60)")
     out = tmp_path / "out"
-    proc = nbjob("run", nb, "--output", out, "--timeout", "4")
+    proc = nbjob("run", nb, "--output", out, "--timeout", "8")
     assert proc.returncode == 4
     _, record = results(out)
     assert "--timeout" in record["reason"]
