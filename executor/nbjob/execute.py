@@ -29,6 +29,7 @@ from nbjob.errors import (
 )
 from nbjob.kernel import KernelSession
 from nbjob.logs import now_iso
+from nbjob.outputs import CellOutputs, Displays
 from nbjob.stop import StopToken
 
 DRAIN = 200  # messages taken at most between two checks of stop flag and deadlines
@@ -67,53 +68,16 @@ class CellResult:
 
 
 class _Cell:
-    """Collects one cell's outputs from IOPub messages."""
+    """One running cell: its outputs (``nbjob.outputs``) and whether its idle came."""
 
-    def __init__(self, cell: Any, max_bytes: int) -> None:
+    def __init__(self, cell: Any, max_bytes: int, displays: Displays) -> None:
         self.cell = cell
-        self.outputs: list[Any] = cell.outputs
-        self.max_bytes = max_bytes
-        self.kept = 0
-        self.truncated = False
-        self.clear_pending = False
+        self.out = CellOutputs(cell.outputs, max_bytes, displays)
         self.idle = False
 
-    def _before_output(self) -> None:
-        if self.clear_pending:
-            self.outputs.clear()
-            self.kept = 0
-            self.clear_pending = False
-
-    def stream(self, name: str, text: str) -> None:
-        self._before_output()
-        if self.truncated:
-            return
-        size = len(text.encode("utf-8", "surrogatepass"))
-        if self.kept + size > self.max_bytes:
-            room = max(self.max_bytes - self.kept, 0)
-            text = text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
-            text += (
-                f"\n[nbjob: output truncated after {self.max_bytes} bytes; "
-                "the full output is in executor.log]\n"
-            )
-            self.truncated = True
-        self.kept += size
-        last = self.outputs[-1] if self.outputs else None
-        if last is not None and last.output_type == "stream" and last.name == name:
-            last.text += text
-        else:
-            self.outputs.append(nbformat.v4.new_output("stream", name=name, text=text))
-
-    def add(self, output: Any) -> None:
-        self._before_output()
-        self.outputs.append(output)
-
-    def clear(self, wait: bool) -> None:
-        if wait:
-            self.clear_pending = True
-        else:
-            self.outputs.clear()
-            self.kept = 0
+    @property
+    def truncated(self) -> bool:
+        return self.out.truncated
 
 
 class Executor:
@@ -138,7 +102,7 @@ class Executor:
         self.stop = stop or StopToken()
         self.stop_wait = stop_wait  # after a stop request, how long the cell may wind down
         self.results: dict[int, CellResult] = {}
-        self._displays: dict[str, list[Any]] = {}
+        self.displays = Displays()
 
     # -- the notebook --------------------------------------------------------------------------
 
@@ -169,7 +133,7 @@ class Executor:
 
     def run_cell(self, index: int, cell: Any) -> CellResult:
         result = self.results.setdefault(index, CellResult(index=index))
-        state = _Cell(cell, self.max_output_bytes)
+        state = _Cell(cell, self.max_output_bytes, self.displays)
         result.status, result.started_at, result._t0 = "running", now_iso(), time.monotonic()
         cell.metadata["execution"] = {"iopub.status.busy": result.started_at}
         self.bus.publish(events.CellStarted(index, result.started_at))
@@ -209,6 +173,7 @@ class Executor:
         return result
 
     def _finish(self, index: int, cell: Any, result: CellResult, state: _Cell) -> None:
+        state.out.finish()
         result.ended_at = now_iso()
         result.duration_s = round(time.monotonic() - result._t0, 4)
         result.output_truncated = state.truncated
@@ -254,6 +219,7 @@ class Executor:
                     self._drain_iopub(index, msg_id, state)
                     result.status = "kernel_died"
                     raise self.kernel.died(f"while running cell {index}", cell_index=index)
+            state.out.sync()  # a checkpoint may follow
             self.bus.publish(events.TICK)
         assert reply is not None  # the loop only ends with a reply
         return reply
@@ -313,20 +279,14 @@ class Executor:
             self.bus.publish(
                 events.CellOutput(index, content.get("name", "stdout"), content.get("text", ""))
             )
-            state.stream(content.get("name", "stdout"), content.get("text", ""))
+            state.out.stream(content.get("name", "stdout"), content.get("text", ""))
         elif kind in ("display_data", "execute_result", "error"):
-            output = nbformat.v4.output_from_msg(msg)
-            state.add(output)
             display_id = (content.get("transient") or {}).get("display_id")
-            if display_id:
-                self._displays.setdefault(display_id, []).append(output)
+            state.out.add(nbformat.v4.output_from_msg(msg), display_id)
         elif kind == "update_display_data":
-            display_id = (content.get("transient") or {}).get("display_id")
-            for output in self._displays.get(display_id or "", []):
-                output["data"] = nbformat.from_dict(content.get("data", {}))
-                output["metadata"] = nbformat.from_dict(content.get("metadata", {}))
+            self.displays.update(content)
         elif kind == "clear_output":
-            state.clear(bool(content.get("wait")))
+            state.out.clear(bool(content.get("wait")))
 
 
 def code_cells(nb: Any) -> list[int]:
