@@ -161,3 +161,26 @@ def test_checkpointer_writes_the_record_when_due(tmp_path: Path) -> None:
     assert [c["status"] for c in stored["cells"]] == ["pending"]
     assert not res.due()  # the next checkpoint waits for the interval
     res.final(None, record.to_json(), timeout=10)
+
+
+def test_log_listener_folds_progress_lines() -> None:
+    log = FakeLog()
+    listener = LogListener(log, progress_every=3600)
+    for i in range(1000):
+        listener.on_event(events.CellOutput(1, "stderr", f"\r{i:4d}/999"))
+    listener.on_event(events.CellOutput(1, "stdout", "a\nb\nunfinished"))
+    listener.on_event(events.CellOutput(1, "stderr", "\n"))
+    listener.on_event(events.CellOutput(1, "stderr", "\rspin\b\b\b\bdone"))
+    listener.on_event(ended(1, "completed"))
+    streams = [(f["name"], f["text"]) for e, f in log.lines if e == "stream"]
+    assert streams[:3] == [("stdout", "a\n"), ("stdout", "b\n"), ("stderr", " 999/999\n")]
+    assert sorted(streams[3:]) == [("stderr", "done"), ("stdout", "unfinished")]  # at the end
+
+
+def test_log_listener_logs_a_rewritten_line_now_and_then() -> None:
+    log = FakeLog()
+    listener = LogListener(log, progress_every=0.0)
+    for i in range(3):
+        listener.on_event(events.CellOutput(0, "stdout", f"\r{i}"))
+    partial = [f["text"] for e, f in log.lines if e == "stream" and f.get("partial")]
+    assert partial == ["0", "1", "2"]
