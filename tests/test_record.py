@@ -69,6 +69,7 @@ def test_cells_follow_events_through_the_bus() -> None:
         "duration_s": 0.5,
         "error": None,
         "output_truncated": False,
+        "warning": None,
     }
     assert len(seen) == 7 and seen[-1] is events.TICK  # every event, in order
 

@@ -53,6 +53,7 @@ class CellEnded:
     duration_s: float | None
     error: dict[str, Any] | None = None
     output_truncated: bool = False
+    warning: str | None = None  # e.g. the cell's 'idle' never came
 
 
 @dataclass(frozen=True)

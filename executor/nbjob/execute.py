@@ -35,7 +35,10 @@ from nbjob.stop import StopToken
 DRAIN = 200  # messages taken at most between two checks of stop flag and deadlines
 POLL_S = 0.25  # longest wait between checks of stop flag, deadlines and kernel liveness
 ALIVE_CHECK_S = 0.5  # kernel liveness is also checked this often while messages flow
-IDLE_AFTER_REPLY_S = 3.0  # a reply without its 'idle' after this long still ends the cell
+IDLE_AFTER_REPLY_S = 3.0  # a reply, then this long without any message: the cell ends
+NO_IDLE_WARNING = (
+    "the kernel's 'idle' status for this cell never arrived; its output may be incomplete"
+)
 INTERRUPT_WAIT_S = 5.0  # after an interrupt, how long the cell may take to wind down
 EXIT_VALUES = ("", "0", "None", "False")  # SystemExit codes that mean success
 SKIP_TAG = "skip-execution"
@@ -52,6 +55,7 @@ class CellResult:
     duration_s: float | None = None
     error: dict[str, Any] | None = None
     output_truncated: bool = False
+    warning: str | None = None
     _t0: float = field(default=0.0, repr=False)
 
     def ended(self) -> events.CellEnded:
@@ -64,6 +68,7 @@ class CellResult:
             self.duration_s,
             self.error,
             self.output_truncated,
+            self.warning,
         )
 
 
@@ -185,10 +190,11 @@ class Executor:
     ) -> dict[str, Any]:
         """Collect messages until reply and idle; enforce stop, deadlines and liveness."""
         reply: dict[str, Any] | None = None
-        last_alive = replied_at = time.monotonic()
+        last_alive = quiet_since = time.monotonic()
         while reply is None or not state.idle:
             now = time.monotonic()
-            if reply is not None and now - replied_at > IDLE_AFTER_REPLY_S:
+            if reply is not None and now - quiet_since > IDLE_AFTER_REPLY_S:
+                result.warning = NO_IDLE_WARNING  # never a silent success
                 break
             if self.stop.requested:
                 self._wind_down(index, msg_id, state, result, "interrupted", self.stop_wait)
@@ -212,7 +218,9 @@ class Executor:
             wait = POLL_S if limit is None else max(0.0, min(POLL_S, limit - now))
             got, msg = self._recv(index, msg_id, state, wait)
             if msg is not None:
-                reply, replied_at = msg, time.monotonic()
+                reply = msg
+            if got:  # a backlog of output still arriving is not a lost 'idle'
+                quiet_since = time.monotonic()
             if not got or time.monotonic() - last_alive >= ALIVE_CHECK_S:
                 last_alive = time.monotonic()
                 if not self.kernel.alive():

@@ -67,6 +67,8 @@ class LogListener:
             self.log.info("cell_start", cell=event.index)
         elif isinstance(event, events.CellEnded):
             self._flush(event.index)
+            if event.warning:
+                self.log.warning("cell_warning", cell=event.index, warning=event.warning)
             self.log.info(
                 "cell_end",
                 cell=event.index,

@@ -33,6 +33,7 @@ class CellRecord:
     duration_s: float | None = None
     error: dict[str, Any] | None = None
     output_truncated: bool = False
+    warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,7 @@ class RunRecord:
             cell.started_at, cell.ended_at = event.started_at, event.ended_at
             cell.duration_s, cell.error = event.duration_s, event.error
             cell.output_truncated = event.output_truncated
+            cell.warning = event.warning
         elif isinstance(event, events.CellSkipped):
             self._cell(event.index).status = events.SKIPPED
         elif isinstance(event, events.CellsListed):
