@@ -56,7 +56,8 @@ def test_keras_style_bar_keeps_the_last_bar_and_final_line(tmp_path: Path) -> No
     assert size < 100_000, size
     ((_, text),) = streams(cell)
     assert "200000/200000" in text and text.endswith("FINAL accuracy=0.9731\n")
-    assert record["cells"][0]["output_truncated"] is False
+    assert record["cells"][0]["output_truncated"] is False and record["cells"][0]["warning"] is None
+    assert record["progress"]["cells_done"] == record["progress"]["cells_total"] == 1
     log = tmp_path / "out" / "executor.log"
     assert log.stat().st_size < 1_000_000, log.stat().st_size
     logged = [e for e in log_events(tmp_path / "out") if e.get("cell") == 0]

@@ -14,7 +14,7 @@ from nbjob.record import RunRecord
 RUN_JSON_KEYS = [
     "run_id", "status", "exit_code", "reason", "source", "output", "notebook", "failed_cell",
     "started_at", "ended_at", "duration_s", "parameters", "kernel", "gpus", "gpu_probe",
-    "unmet_requirements", "cells", "artifacts", "platform", "versions", "host",
+    "unmet_requirements", "cells", "artifacts", "platform", "versions", "host", "progress",
 ]  # fmt: skip
 
 
@@ -53,6 +53,9 @@ def test_cells_follow_events_through_the_bus() -> None:
     ]
     bus.publish(events.CellStarted(1, "t0"))
     assert record.to_json()["cells"][0]["status"] == "running"
+    progress = record.to_json()["progress"]
+    assert (progress["cells_done"], progress["cells_total"], progress["running_cell"]) == (0, 3, 1)
+    assert progress["running_s"] >= 0
     bus.publish(events.CellOutput(1, "stdout", "hi\n"))
     bus.publish(ended(1, "completed"))
     bus.publish(events.CellStarted(3, "t0"))
@@ -60,6 +63,12 @@ def test_cells_follow_events_through_the_bus() -> None:
     bus.publish(events.TICK)
     cells = record.to_json()["cells"]
     assert [c["status"] for c in cells] == ["completed", "timed_out", "pending"]
+    progress = record.to_json()["progress"]
+    assert (progress["cells_done"], progress["running_cell"], progress["running_s"]) == (
+        2,
+        None,
+        None,
+    )
     assert cells[1] == {
         "index": 3,
         "status": "timed_out",

@@ -98,6 +98,7 @@ class RunRecord:
     versions: dict[str, str | None] = field(default_factory=versions)
     host: dict[str, Any] = field(default_factory=host)
     t0: float = field(default_factory=time.monotonic, repr=False)
+    running_since: float | None = field(default=None, repr=False)  # monotonic, running cell
 
     @classmethod
     def start(
@@ -143,6 +144,7 @@ class RunRecord:
         if isinstance(event, events.CellStarted):
             cell = self._cell(event.index)
             cell.status, cell.started_at = events.RUNNING, event.started_at
+            self.running_since = time.monotonic()
         elif isinstance(event, events.CellEnded):
             cell = self._cell(event.index)
             cell.status, cell.execution_count = event.status, event.execution_count
@@ -154,6 +156,21 @@ class RunRecord:
             self._cell(event.index).status = events.SKIPPED
         elif isinstance(event, events.CellsListed):
             self.cells = {i: CellRecord(index=i) for i in event.indexes}
+
+    def progress(self) -> dict[str, Any]:
+        """For dashboards: cells done / total, the running cell and how long it has run."""
+        done = sum(c.status not in (events.PENDING, events.RUNNING) for c in self.cells.values())
+        running = next((c.index for c in self.cells.values() if c.status == events.RUNNING), None)
+        seconds = None
+        if running is not None and self.running_since is not None:
+            seconds = round(time.monotonic() - self.running_since, 1)
+        return {
+            "cells_done": done,
+            "cells_total": len(self.cells),
+            "running_cell": running,
+            "running_s": seconds,
+            "updated_at": logs.now_iso(),
+        }
 
     def _cell(self, index: int) -> CellRecord:
         if index not in self.cells:
@@ -210,4 +227,5 @@ class RunRecord:
             "platform": self.platform,
             "versions": self.versions,
             "host": self.host,
+            "progress": self.progress(),
         }
