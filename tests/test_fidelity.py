@@ -94,3 +94,23 @@ def test_head_and_tail_cap_across_two_streams_then_clear(tmp_path: Path) -> None
     assert got["stderr"].count("bytes left out; executor.log has them") == 1
     assert record["cells"][0]["output_truncated"] is True
     assert streams(executed.cells[1]) == [("stdout", "fresh\n")]
+
+
+def test_tqdm_auto_and_a_slider_store_widget_state(tmp_path: Path) -> None:
+    code = (
+        "from tqdm.auto import tqdm\nimport ipywidgets as w\n"
+        "for _ in tqdm(range(2000)):\n    pass\n"
+        "s = w.IntSlider(value=3)\ndisplay(s)\ns.value = 42"
+    )
+    executed, _ = run(tmp_path, code)
+    state = executed.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]
+    assert state["version_major"] == 2
+    models = state["state"]
+    names = [m["model_name"] for m in models.values()]
+    assert "FloatProgressModel" in names and "IntSliderModel" in names and len(models) >= 8
+    slider = next(m for m in models.values() if m["model_name"] == "IntSliderModel")
+    assert slider["state"]["value"] == 42
+    bar = next(m for m in models.values() if m["model_name"] == "FloatProgressModel")
+    assert bar["state"]["value"] == 2000
+    views = [o for o in executed.cells[0].outputs if o.output_type == "display_data"]
+    assert all("application/vnd.jupyter.widget-view+json" in o.data for o in views)

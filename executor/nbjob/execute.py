@@ -31,6 +31,7 @@ from nbjob.kernel import KernelSession
 from nbjob.logs import now_iso
 from nbjob.outputs import CellOutputs, Displays
 from nbjob.stop import StopToken
+from nbjob.widgets import WidgetState
 
 DRAIN = 200  # messages taken at most between two checks of stop flag and deadlines
 POLL_S = 0.25  # longest wait between checks of stop flag, deadlines and kernel liveness
@@ -42,6 +43,7 @@ NO_IDLE_WARNING = (
 INTERRUPT_WAIT_S = 5.0  # after an interrupt, how long the cell may take to wind down
 EXIT_VALUES = ("", "0", "None", "False")  # SystemExit codes that mean success
 SKIP_TAG = "skip-execution"
+_CAPTURED = ("stream", "display_data", "execute_result", "error", "clear_output")
 RAISES_TAG = "raises-exception"
 
 
@@ -108,6 +110,8 @@ class Executor:
         self.stop_wait = stop_wait  # after a stop request, how long the cell may wind down
         self.results: dict[int, CellResult] = {}
         self.displays = Displays()
+        self.widgets = WidgetState()
+        self.nb: Any = None
 
     # -- the notebook --------------------------------------------------------------------------
 
@@ -116,6 +120,7 @@ class Executor:
 
     def run(self, nb: Any) -> bool:
         """Run every code cell; True when a cell ended the run early with SystemExit(0)."""
+        self.nb = nb
         for cell in nb.cells:
             if cell.cell_type == "code":
                 cell.outputs = []
@@ -179,6 +184,7 @@ class Executor:
 
     def _finish(self, index: int, cell: Any, result: CellResult, state: _Cell) -> None:
         state.out.finish()
+        self.widgets.write(self.nb)
         result.ended_at = now_iso()
         result.duration_s = round(time.monotonic() - result._t0, 4)
         result.output_truncated = state.truncated
@@ -228,6 +234,7 @@ class Executor:
                     result.status = "kernel_died"
                     raise self.kernel.died(f"while running cell {index}", cell_index=index)
             state.out.sync()  # a checkpoint may follow
+            self.widgets.write(self.nb)
             self.bus.publish(events.TICK)
         assert reply is not None  # the loop only ends with a reply
         return reply
@@ -265,6 +272,9 @@ class Executor:
             if got is None:
                 return count, reply
             channel, msg = got
+            if channel == "iopub" and msg["msg_type"].startswith("comm_"):
+                self.widgets.handle(msg)  # widgets change from any request (threads, callbacks)
+                continue
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue  # strays: a silent set-up request's status, an earlier cell's idle
             if channel == "iopub":
@@ -279,6 +289,8 @@ class Executor:
 
     def _handle(self, index: int, msg: dict[str, Any], state: _Cell) -> None:
         kind, content = msg["msg_type"], msg["content"]
+        if kind in _CAPTURED and self._captured(index, msg):
+            return
         if kind == "status":
             state.idle = state.idle or content.get("execution_state") == "idle"
         elif kind == "execute_input":
@@ -295,6 +307,24 @@ class Executor:
             self.displays.update(content)
         elif kind == "clear_output":
             state.out.clear(bool(content.get("wait")))
+
+    def _captured(self, index: int, msg: dict[str, Any]) -> bool:
+        """An ``ipywidgets.Output`` is capturing this request: the output goes to the widget."""
+        target = self.widgets.capturing(msg["parent_header"].get("msg_id", ""))
+        if target is None:
+            return False
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "clear_output":
+            self.widgets.capture(target, None)
+            return True
+        if kind == "stream":
+            name, text = content.get("name", "stdout"), content.get("text", "")
+            self.bus.publish(events.CellOutput(index, name, text))  # the log keeps it all
+            output = nbformat.v4.new_output("stream", name=name, text=text)
+        else:
+            output = nbformat.v4.output_from_msg(msg)
+        self.widgets.capture(target, dict(output))
+        return True
 
 
 def code_cells(nb: Any) -> list[int]:
