@@ -30,6 +30,31 @@ import zmq
 from nbjob.errors import DeadKernelError, EnvironmentUnfitError, NoSuchKernelError
 from nbjob.kernel.base import Channel, KernelSession, Message
 
+# Evaluated in an IPython kernel before nbjob subscribes to its IOPub (_unbounded_kernel_iopub):
+# in the IOPub thread, lift the send limit and bind one more endpoint, whose listener copies
+# the new limit (libzmq copies a socket's options into each listener when it binds).
+KERNEL_IOPUB_UNBOUNDED = """
+def _nbjob_unbounded(endpoint):
+    import threading, zmq
+    from ipykernel.kernelapp import IPKernelApp
+    thread = IPKernelApp.instance().iopub_thread
+    done, box = threading.Event(), []
+    def bind():
+        try:
+            thread.socket.setsockopt(zmq.SNDHWM, 0)
+            if endpoint.startswith("tcp://"):
+                box.append(thread.socket.bind_to_random_port(endpoint))
+            else:
+                thread.socket.bind(endpoint)
+                box.append(0)
+        finally:
+            done.set()
+    thread.schedule(bind)
+    done.wait(5)
+    return box[0] if box else -1
+"""
+IPC_IOPUB_PORT = 4242  # the extra endpoint's number when the kernel talks over Unix sockets
+
 
 def installed_kernels() -> dict[str, dict[str, Any]]:
     """name -> {'language': ..., 'display_name': ...} for every installed kernelspec."""
@@ -101,7 +126,9 @@ class LocalKernel(KernelSession):
             raise EnvironmentUnfitError(f"kernel {self.name!r} cannot start: {exc}") from None
         self.client = self.km.client()
         self.client.context.setsockopt(zmq.RCVHWM, 0)  # this client's own context, pre-connect
-        self.client.start_channels()
+        self.client.start_channels(iopub=False)
+        self._unbounded_kernel_iopub()
+        self.client.iopub_channel.start()
         self.info = self._wait_ready()
         self._iopub = self._start_relay()
         self._poller = zmq.Poller()
@@ -127,6 +154,52 @@ class LocalKernel(KernelSession):
         )
         self._relay.start()
         return inbox
+
+    def _shell_reply(self, msg_id: str, end: float) -> dict[str, Any] | None:
+        from queue import Empty
+
+        while time.monotonic() < end and self.alive():
+            try:
+                msg = self.client.shell_channel.get_msg(timeout=0.2)
+            except Empty:
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return dict(msg["content"])
+        return None
+
+    def _unbounded_kernel_iopub(self) -> None:
+        """Subscribe to an IPython kernel's IOPub on an endpoint without a send limit.
+
+        ipykernel's IOPub socket drops messages for a subscriber 1,000 behind and has no
+        option for it; the limit is copied into each endpoint when it is bound. So, before
+        nbjob subscribes, the kernel's IOPub thread lifts the limit and binds one more
+        endpoint (same transport, loopback or this run's private socket folder), and the
+        client subscribes there. Other kernels, or any failure: the usual endpoint.
+        """
+        end = time.monotonic() + self.startup_timeout
+        info = self._shell_reply(self.client.kernel_info(), end)
+        if info is None or info.get("implementation") != "ipython":
+            return
+        if self.client.transport == "ipc":
+            endpoint = f"ipc://{self.client.ip}-{IPC_IOPUB_PORT}"
+        else:
+            endpoint = f"tcp://{self.client.ip}"
+        call = f"(_nbjob_unbounded({endpoint!r}), globals().pop('_nbjob_unbounded'))[0]"
+        msg_id = self.client.execute(
+            KERNEL_IOPUB_UNBOUNDED,
+            silent=True,
+            store_history=False,
+            allow_stdin=False,
+            user_expressions={"port": call},
+        )
+        reply = self._shell_reply(msg_id, min(end, time.monotonic() + 10)) or {}
+        result = reply.get("user_expressions", {}).get("port", {})
+        try:
+            port = int(result.get("data", {}).get("text/plain", "-1"))
+        except ValueError:
+            return
+        if port >= 0:
+            self.client.iopub_port = port or IPC_IOPUB_PORT
 
     def _wait_ready(self) -> dict[str, Any]:
         """The kernel_info reply, once IOPub is subscribed too.
