@@ -114,3 +114,18 @@ def test_tqdm_auto_and_a_slider_store_widget_state(tmp_path: Path) -> None:
     assert bar["state"]["value"] == 2000
     views = [o for o in executed.cells[0].outputs if o.output_type == "display_data"]
     assert all("application/vnd.jupyter.widget-view+json" in o.data for o in views)
+
+
+def test_metrics_recorded_with_the_glue_mimetype(tmp_path: Path) -> None:
+    code = (
+        "from IPython.display import display\n"
+        "def record(name, value):\n"
+        "    display({'application/scrapbook.scrap.json+json':\n"
+        "             {'name': name, 'data': value, 'encoder': 'json', 'version': 1}},\n"
+        "            raw=True, metadata={'scrapbook': {'name': name}})\n"
+        "record('accuracy', 0.9731)\nrecord('epochs', 3)"
+    )
+    _, record = run(tmp_path, code, "record('accuracy', 0.99)")
+    assert record["metrics"] == {"accuracy": 0.99, "epochs": 3}
+    logged = [e for e in log_events(tmp_path / "out") if e["event"] == "metric"]
+    assert [(e["name"], e["value"]) for e in logged][:2] == [("accuracy", 0.9731), ("epochs", 3)]

@@ -43,6 +43,7 @@ NO_IDLE_WARNING = (
 INTERRUPT_WAIT_S = 5.0  # after an interrupt, how long the cell may take to wind down
 EXIT_VALUES = ("", "0", "None", "False")  # SystemExit codes that mean success
 SKIP_TAG = "skip-execution"
+SCRAP_MIME = "application/scrapbook.scrap."  # json+json, text+json, ...
 _CAPTURED = ("stream", "display_data", "execute_result", "error", "clear_output")
 RAISES_TAG = "raises-exception"
 
@@ -301,12 +302,23 @@ class Executor:
             )
             state.out.stream(content.get("name", "stdout"), content.get("text", ""))
         elif kind in ("display_data", "execute_result", "error"):
+            self._metrics(index, content.get("data") or {})
             display_id = (content.get("transient") or {}).get("display_id")
             state.out.add(nbformat.v4.output_from_msg(msg), display_id)
         elif kind == "update_display_data":
             self.displays.update(content)
         elif kind == "clear_output":
             state.out.clear(bool(content.get("wait")))
+
+    def _metrics(self, index: int, data: dict[str, Any]) -> None:
+        """scrapbook ``glue`` outputs: ``{"name", "data", "encoder"}`` under a scrap mimetype."""
+        for mime, scrap in data.items():
+            if mime.startswith(SCRAP_MIME) and isinstance(scrap, dict) and "name" in scrap:
+                self.bus.publish(
+                    events.CellMetric(
+                        index, str(scrap["name"]), scrap.get("data"), scrap.get("encoder", "")
+                    )
+                )
 
     def _captured(self, index: int, msg: dict[str, Any]) -> bool:
         """An ``ipywidgets.Output`` is capturing this request: the output goes to the widget."""

@@ -65,6 +65,8 @@ class LogListener:
             self._stream(event)
         elif isinstance(event, events.CellStarted):
             self.log.info("cell_start", cell=event.index)
+        elif isinstance(event, events.CellMetric):
+            self.log.info("metric", cell=event.index, name=event.name, value=event.value)
         elif isinstance(event, events.CellEnded):
             self._flush(event.index)
             if event.warning:

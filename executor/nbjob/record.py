@@ -98,6 +98,7 @@ class RunRecord:
     versions: dict[str, str | None] = field(default_factory=versions)
     host: dict[str, Any] = field(default_factory=host)
     t0: float = field(default_factory=time.monotonic, repr=False)
+    metrics: dict[str, Any] = field(default_factory=dict)  # scrapbook glue, by name
     running_since: float | None = field(default=None, repr=False)  # monotonic, running cell
 
     @classmethod
@@ -152,6 +153,8 @@ class RunRecord:
             cell.duration_s, cell.error = event.duration_s, event.error
             cell.output_truncated = event.output_truncated
             cell.warning = event.warning
+        elif isinstance(event, events.CellMetric):
+            self.metrics[event.name] = event.value
         elif isinstance(event, events.CellSkipped):
             self._cell(event.index).status = events.SKIPPED
         elif isinstance(event, events.CellsListed):
@@ -228,4 +231,5 @@ class RunRecord:
             "versions": self.versions,
             "host": self.host,
             "progress": self.progress(),
+            "metrics": self.metrics,
         }

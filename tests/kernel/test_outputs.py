@@ -120,3 +120,19 @@ def test_memory_stays_bounded_however_much_is_printed() -> None:
 
 def test_a_lone_carriage_return_leaves_no_empty_output() -> None:
     assert texts(run_cell(stream("\r"), display({"text/plain": "x"}))) == [("display_data", "")]
+
+
+def test_scrapbook_glue_outputs_become_metrics() -> None:
+    from nbjob.record import RunRecord
+
+    record = RunRecord.start("r", "s", "o", "local", {})
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x")]
+    scrap = {"name": "accuracy", "data": 0.97, "encoder": "json", "version": 1}
+    steps = cell(
+        display({"application/scrapbook.scrap.json+json": scrap}),
+        display({"application/scrapbook.scrap.json+json": {**scrap, "data": 0.98}}),
+        display({"application/scrapbook.scrap.text+json": {"name": "note", "data": "ok"}}),
+    )
+    Executor(FakeKernel(lambda code: steps), events.Bus([record])).run(nb)
+    assert record.to_json()["metrics"] == {"accuracy": 0.98, "note": "ok"}
