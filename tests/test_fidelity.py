@@ -129,3 +129,34 @@ def test_metrics_recorded_with_the_glue_mimetype(tmp_path: Path) -> None:
     assert record["metrics"] == {"accuracy": 0.99, "epochs": 3}
     logged = [e for e in log_events(tmp_path / "out") if e["event"] == "metric"]
     assert [(e["name"], e["value"]) for e in logged][:2] == [("accuracy", 0.9731), ("epochs", 3)]
+
+
+def test_iopub_keeps_pace_with_a_flood_of_flushed_updates(tmp_path: Path) -> None:
+    import time
+
+    from nbjob.kernel.local import LocalKernel
+
+    kernel = LocalKernel("python3", tmp_path, 60, ipc_dir=tmp_path / "ipc")
+    kernel.start()
+    try:
+        # subscribed on the kernel's extra, unbounded endpoint
+        assert kernel.client.iopub_port != kernel.km.iopub_port
+        n = 20_000
+        code = (
+            f"import sys\nfor i in range({n}):\n"
+            "    sys.stdout.write(f'\\r{i}'); sys.stdout.flush()"
+        )
+        msg_id = kernel.execute(code)
+        parts, idle, end = [], False, time.monotonic() + 120
+        while not idle and time.monotonic() < end:
+            got = kernel.next_message(1.0)
+            if got is None or got[1]["parent_header"].get("msg_id") != msg_id:
+                continue
+            msg = got[1]
+            if msg["msg_type"] == "stream":
+                parts.append(msg["content"]["text"])
+            idle = msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
+        seen = {int(x) for x in "".join(parts).split("\r") if x}
+        assert idle and seen == set(range(n))  # every update arrived
+    finally:
+        kernel.shutdown(0)
