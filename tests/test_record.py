@@ -184,8 +184,8 @@ def test_log_listener_folds_progress_lines() -> None:
     listener.on_event(events.CellOutput(1, "stderr", "\rspin\b\b\b\bdone"))
     listener.on_event(ended(1, "completed"))
     streams = [(f["name"], f["text"]) for e, f in log.lines if e == "stream"]
-    assert streams[:3] == [("stdout", "a\n"), ("stdout", "b\n"), ("stderr", " 999/999\n")]
-    assert sorted(streams[3:]) == [("stderr", "done"), ("stdout", "unfinished")]  # at the end
+    assert streams[:2] == [("stdout", "a\nb\n"), ("stderr", " 999/999\n")]
+    assert sorted(streams[2:]) == [("stderr", "done"), ("stdout", "unfinished")]  # at the end
 
 
 def test_log_listener_logs_a_rewritten_line_now_and_then() -> None:

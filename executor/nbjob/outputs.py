@@ -27,7 +27,7 @@ from typing import Any
 
 import nbformat
 
-_CONTROL = re.compile(r"([\r\b\n])")
+_CONTROL = re.compile(r"(\r|\n|\x08+)")  # a run of backspaces is one part
 LINE_LIMIT = 64 * 1024  # a line longer than this (no newline, cursor at its end) is committed
 
 
@@ -60,10 +60,10 @@ class LineFolder:
                 self.line, self.cursor = "", 0
             elif part == "\r":
                 self.cursor = 0
-            elif part == "\b":
-                if self.cursor > 0:
-                    self.line = self.line[: self.cursor - 1] + self.line[self.cursor :]
-                    self.cursor -= 1
+            elif part[0] == "\b":
+                start = max(0, self.cursor - len(part))
+                self.line = self.line[:start] + self.line[self.cursor :]
+                self.cursor = start
             else:
                 end = self.cursor + len(part)
                 self.line = self.line[: self.cursor] + part + self.line[end:]
