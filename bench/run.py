@@ -273,6 +273,10 @@ def run_once(
     marker = uuid.uuid4().hex
     env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    # Same start for every runner: jsonschema's optional rfc3987_syntax import (0.5-2 s, pulled
+    # into the dev venv by jupyter_server) fails at once, as nbjob makes it do itself.
+    shim = str(Path(__file__).resolve().parent / "shim")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (shim, env.get("PYTHONPATH")) if p)
     env[MARKER_VAR] = marker
     if stamp_file is not None:
         stamp_file.unlink(missing_ok=True)
@@ -703,6 +707,11 @@ def render_markdown(
         "- Runs are interleaved round-robin across runners; one untimed warm-up run per runner"
         " precedes them. Wall time is from just before `Popen` to the runner's exit, kernel"
         " start and shutdown included. Each run gets a fresh working directory (its cwd).",
+        "- Every runner starts with `bench/shim` first on PYTHONPATH: jsonschema's optional"
+        " `rfc3987_syntax` import (which jupyter_server, in the dev venv for the remote-kernel"
+        " tests, pulls in) fails at once instead of costing 0.5-2 s per process; nbjob skips it"
+        " itself, so without the shim papermill and nbclient would start slower than in a plain"
+        " venv.",
         "- (d): the first cell writes `time.time()` to a file; the figure is that minus"
         " `time.time()` taken just before `Popen`.",
         "- (c): executor peak RSS is the high-water mark (`VmHWM`) of the runner's own process"

@@ -51,5 +51,5 @@ def test_gateway_url_is_written_without_credentials() -> None:
 def test_gateway_tokens_are_scrubbed_from_logs(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     token = "gatewayTokenValue-0042"
     monkeypatch.setenv(name, token)
-    monkeypatch.setattr(logs, "_secrets", [])  # read from the environment, as configure() does
+    monkeypatch.setattr(logs, "_secrets", None)  # read from the environment
     assert logs.redact(f"Authorization: token {token}") == "Authorization: token REDACTED"

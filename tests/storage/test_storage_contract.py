@@ -206,7 +206,7 @@ def test_each_backend_redacts_its_own_credentials(
 ) -> None:
     """Every credential variable and secret URL parameter a backend declares is scrubbed."""
     cls = backend_class(kind)
-    monkeypatch.setattr(logs, "_secrets", [])
+    monkeypatch.setattr(logs, "_secrets", None)
     values = {name: f"nbjobFake{name.title().replace('_', '')}" for name in cls.credential_env}
     if kind == "az":
         values["AZURE_STORAGE_CONNECTION_STRING"] = "AccountName=a;AccountKey=nbjobFakeAzKey==;"
