@@ -351,3 +351,25 @@ def test_abfs_urls_name_the_account(
     monkeypatch.delenv("AZURE_STORAGE_ACCOUNT", raising=False)
     with pytest.raises(StorageError, match="no Azure account: set AZURE_STORAGE_CONNECTION_STRING"):
         Storage().put_bytes(f"az://{container}/y.json", b"{}")
+
+
+# -- 4: reads and listings (earlier attempts, resume) ------------------------------------------
+
+
+def test_get_bytes_and_list(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in store.env.items():
+        monkeypatch.setenv(name, value)
+    root = store.new_root()
+    for name in ("run/run.json", "run/artifacts/a.bin", "run/artifacts/sub/b.bin", "other/x"):
+        store.put(join(root, name), name.encode())
+    storage = Storage(store.endpoint_url)
+    assert storage.get_bytes(join(root, "run/run.json")) == b"run/run.json"
+    assert storage.get_bytes(join(root, "run/missing.json")) is None
+    assert storage.list_names(join(root, "run/artifacts")) == ["a.bin", "sub/b.bin"]
+    assert storage.list_names(join(root, "run/artifacts/")) == ["a.bin", "sub/b.bin"]
+    assert storage.list_names(join(root, "run/none")) == []
+    assert storage.list_names(join(root, "run")) == [
+        "artifacts/a.bin",
+        "artifacts/sub/b.bin",
+        "run.json",
+    ]

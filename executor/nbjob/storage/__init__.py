@@ -125,6 +125,14 @@ class Storage:
     def put_file(self, url: str, path: Path) -> None:
         self._writer(url).put_file(url, path)
 
+    def get_bytes(self, url: str) -> bytes | None:
+        """The object at ``url``; None when there is none."""
+        return self.backend(url).get_bytes(url)
+
+    def list_names(self, url: str) -> list[str]:
+        """Relative names of the objects under the folder ``url`` (none: empty)."""
+        return self.backend(url).list_names(url)
+
     def check_writable(self, url: str) -> None:
         """Fail early (before any cell runs) when the destination cannot be written."""
         self._writer(url).check_writable(url)

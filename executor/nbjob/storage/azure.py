@@ -153,6 +153,27 @@ class AzureBackend(Backend):
 
         with_retries(self, "upload", url, upload)
 
+    def get_bytes(self, url: str) -> bytes | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        def get() -> bytes | None:
+            try:
+                return bytes(self._blob(url).download_blob().readall())
+            except ResourceNotFoundError:
+                return None
+
+        return with_retries(self, "read", url, get)
+
+    def list_names(self, url: str) -> list[str]:
+        account, container, key = split_az(url)
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+
+        def names() -> list[str]:
+            client = self.service(account).get_container_client(container)
+            return sorted(b.name[len(prefix) :] for b in client.list_blobs(name_starts_with=prefix))
+
+        return with_retries(self, "list", url, names)
+
     def classify(self, exc: Exception) -> tuple[bool, str]:
         from azure.core.exceptions import (
             ClientAuthenticationError,

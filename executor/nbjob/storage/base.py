@@ -50,6 +50,14 @@ class Backend:
     def put_file(self, url: str, path: Path) -> None:
         raise NotImplementedError
 
+    def get_bytes(self, url: str) -> bytes | None:
+        """The object at ``url``, or None when there is none (earlier attempts, resume)."""
+        raise NotImplementedError
+
+    def list_names(self, url: str) -> list[str]:
+        """Names (relative, ``/``-separated, sorted) of every object under the folder ``url``."""
+        raise NotImplementedError
+
     def check_writable(self, url: str) -> None:
         """Fail early (before any cell runs) when ``url`` can never be written."""
 

@@ -104,6 +104,27 @@ class GCSBackend(Backend):
 
         with_retries(self, "upload", url, upload)
 
+    def get_bytes(self, url: str) -> bytes | None:
+        from google.api_core.exceptions import NotFound
+
+        def get() -> bytes | None:
+            try:
+                return bytes(self._blob(url).download_as_bytes(retry=None, timeout=TIMEOUT))
+            except NotFound:
+                return None
+
+        return with_retries(self, "read", url, get)
+
+    def list_names(self, url: str) -> list[str]:
+        bucket, key = split_url(url, "a GCS", EXAMPLE)
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+
+        def names() -> list[str]:
+            blobs = self.client().list_blobs(bucket, prefix=prefix, retry=None, timeout=TIMEOUT)
+            return sorted(b.name[len(prefix) :] for b in blobs)
+
+        return with_retries(self, "list", url, names)
+
     def classify(self, exc: Exception) -> tuple[bool, str]:
         from google.api_core.exceptions import GoogleAPICallError
         from google.auth.exceptions import GoogleAuthError, TransportError
