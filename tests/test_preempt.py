@@ -8,14 +8,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import S3Server, wait_until
-from helpers import make_zip, notebook_json, start_nbjob
+from helpers import make_zip, notebook_json, read_json, run_nbjob, start_nbjob
 from nbjob.artifacts import ArtifactStream, is_temporary, wait_idle
 from nbjob.storage import Storage
 
@@ -105,3 +107,117 @@ def test_stream_sends_settled_files_and_never_temporary_ones(
     finally:
         stream.close()
     assert is_temporary("x/.y") and is_temporary("a.part") and not is_temporary("a.pt")
+
+
+# -- attempts and resume ----------------------------------------------------------------------
+
+EPOCHS = (
+    "import json, os, pathlib, time\n"
+    "art = pathlib.Path(os.environ['NBJOB_ARTIFACTS_DIR'])\n"
+    "pathlib.Path({pidfile!r}).write_text(str(os.getpid()))\n"
+    "ckpt = art / 'state.json'\n"
+    "start = json.loads(ckpt.read_text())['epoch'] if ckpt.exists() else 0\n"
+    "print(f'attempt {{os.environ[\"NBJOB_ATTEMPT\"]}} starts at epoch {{start}}')\n"
+    "for epoch in range(start + 1, {epochs} + 1):\n"
+    "    time.sleep({every})\n"
+    "    (art / 'state.json.tmp').write_text(json.dumps({{'epoch': epoch}}))\n"
+    "    os.replace(art / 'state.json.tmp', ckpt)\n"
+    "print('done at epoch', epoch)"
+)
+
+
+def _epochs_bundle(tmp_path: Path, epochs: int = 6, every: float = 1.0) -> tuple[Path, Path]:
+    pidfile = tmp_path / "kernel.pid"
+    cell = EPOCHS.format(pidfile=str(pidfile), epochs=epochs, every=every)
+    return make_zip(tmp_path / "b.zip", {"nb.ipynb": notebook_json([cell])}), pidfile
+
+
+def _s3_json(s3: S3Server, bucket: str, key: str) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(s3.get(bucket, key)))
+    except Exception:
+        return None
+
+
+def test_sigkill_then_retry_resumes_from_the_checkpoint_in_s3(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    source, pidfile = _epochs_bundle(tmp_path)
+    dest = f"s3://{bucket}/runs/r1"
+    args = ("run", source, "--output", dest, "--run-id", "r1")
+    first = start_nbjob(*args, env=s3_server.env)
+    try:
+        state = wait_until(
+            lambda: (
+                (_s3_json(s3_server, bucket, "runs/r1/artifacts/state.json") or {}).get("epoch", 0)
+                >= 3
+            ),
+            60,
+        )
+        assert state, first.output()
+    finally:
+        _kill_group(first.proc.pid)  # node lost: nbjob and its kernel
+        if pidfile.exists():
+            _kill_group(int(pidfile.read_text()))
+    first.proc.wait(timeout=10)
+    saved = _s3_json(s3_server, bucket, "runs/r1/artifacts/state.json")
+    assert saved and saved["epoch"] >= 3
+
+    second = start_nbjob(*args, env=s3_server.env).wait(90)
+    assert second.returncode == 0, second.stderr
+    record = _s3_json(s3_server, bucket, "runs/r1/run.json")
+    assert record and (record["attempt"], record["resumed_from"]) == (2, 1)
+    assert [e["attempt"] for e in record["earlier_attempts"]] == [1]
+    assert record["earlier_attempts"][0]["status"] == "running"  # it never finished
+    nb = s3_server.get(bucket, "runs/r1/nb.ipynb").decode()
+    assert f"attempt 2 starts at epoch {saved['epoch']}" in nb and "done at epoch 6" in nb
+    keys = s3_server.keys(bucket, "runs/r1/attempts/")
+    assert keys == [f"runs/r1/attempts/1/{n}" for n in ("executor.log", "nb.ipynb", "run.json")]
+    old = _s3_json(s3_server, bucket, "runs/r1/attempts/1/run.json")
+    assert old and old["attempt"] == 1 and old["run_id"] == "r1"
+    assert (
+        "attempt 1 starts at epoch 0"
+        in s3_server.get(bucket, "runs/r1/attempts/1/nb.ipynb").decode()
+    )
+
+
+def test_sigterm_then_retry_resumes_locally_and_no_resume_starts_over(tmp_path: Path) -> None:
+    source, _ = _epochs_bundle(tmp_path, epochs=4, every=0.5)
+    dest = tmp_path / "out"
+    args = ("run", source, "--output", dest, "--run-id", "r2")
+    first = start_nbjob(*args)
+    state = dest / "artifacts" / "state.json"
+    assert wait_until(lambda: state.exists() and json.loads(state.read_text())["epoch"] >= 2, 60)
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.wait(30).returncode == 143
+    epoch = json.loads(state.read_text())["epoch"]
+
+    second = run_nbjob(*args)
+    assert second.returncode == 0, second.stderr
+    record = read_json(dest / "run.json")
+    assert (record["attempt"], record["resumed_from"]) == (2, 1)
+    assert record["earlier_attempts"][0]["status"] == "stopped"
+    assert f"attempt 2 starts at epoch {epoch}" in (dest / "nb.ipynb").read_text()
+    assert read_json(dest / "attempts/1/run.json")["exit_code"] == 143
+    assert (dest / "attempts/1/executor.log").read_text().count('"run_start"') == 1
+
+    third = run_nbjob(*args, "--no-resume")
+    assert third.returncode == 0, third.stderr
+    record = read_json(dest / "run.json")
+    assert (record["attempt"], record["resumed_from"]) == (3, None)
+    assert [e["attempt"] for e in record["earlier_attempts"]] == [1, 2]
+    assert "attempt 3 starts at epoch 0" in (dest / "nb.ipynb").read_text()
+    assert json.loads((dest / "attempts/2/artifacts/state.json").read_text())["epoch"] == 4
+
+
+def test_the_platform_s_attempt_number(tmp_path: Path) -> None:
+    source, _ = _epochs_bundle(tmp_path, epochs=1, every=0)
+    dest = tmp_path / "out"
+    result = run_nbjob("run", source, "--output", dest, env={"SLURM_RESTART_COUNT": "3"})
+    assert result.returncode == 0, result.stderr
+    assert read_json(dest / "run.json")["attempt"] == 4
+    assert "attempt 4 starts" in (dest / "nb.ipynb").read_text()
+    again = run_nbjob("run", source, "--output", dest, "--attempt", "2")
+    assert again.returncode == 0, again.stderr  # a lower number is never reused
+    assert read_json(dest / "run.json")["attempt"] == 5
+    assert read_json(dest / "attempts/4/run.json")["attempt"] == 4

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -67,7 +68,11 @@ class ArtifactStream:
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="artifact")
         self._thread = threading.Thread(target=self._loop, name="artifacts", daemon=True)
 
-    def start(self) -> ArtifactStream:
+    def start(self, already_there: Iterable[str] = ()) -> ArtifactStream:
+        """Scan from now on; ``already_there``: files the destination holds as they are."""
+        for name in already_there:
+            if (sig := scan_one(self.folder, name)) is not None:
+                self.sent[name] = sig
         self._thread.start()
         return self
 

@@ -96,6 +96,9 @@ class RunRecord:
     artifacts: list[str] = field(default_factory=list)
     versions: dict[str, str | None] = field(default_factory=versions)
     host: dict[str, Any] = field(default_factory=host)
+    attempt: int = 1
+    earlier_attempts: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
     t0: float = field(default_factory=time.monotonic, repr=False)
 
     @classmethod
@@ -133,6 +136,13 @@ class RunRecord:
 
     def gpus_probed(self, probe: dict[str, Any]) -> None:
         self.gpus, self.gpu_probe = list(probe.get("gpus", [])), probe
+
+    def attempt_began(
+        self, number: int, earlier: list[dict[str, Any]], resumed_from: int | None
+    ) -> None:
+        """This attempt's number, earlier attempts' summaries, the attempt it resumes."""
+        self.attempt, self.earlier_attempts = number, list(earlier)
+        self.resumed_from = resumed_from
 
     # -- cells (from the executor's events) ----------------------------------------------------
 
@@ -208,4 +218,7 @@ class RunRecord:
             "platform": self.platform,
             "versions": self.versions,
             "host": self.host,
+            "attempt": self.attempt,
+            "earlier_attempts": self.earlier_attempts,
+            "resumed_from": self.resumed_from,
         }

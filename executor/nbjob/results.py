@@ -115,7 +115,12 @@ class Results:
         # A local destination holds the artifacts folder itself; a remote one gets them streamed.
         self.stream: ArtifactStream | None = None
         if not is_local(dest):
-            self.stream = ArtifactStream(storage, join(dest, ARTIFACTS), artifacts).start()
+            self.stream = ArtifactStream(storage, join(dest, ARTIFACTS), artifacts)
+
+    def stream_artifacts(self, already_there: list[str]) -> None:
+        """Start sending artifacts (after an earlier attempt's were restored, if any)."""
+        if self.stream is not None:
+            self.stream.start(already_there)
 
     def url(self, name: str) -> str:
         return join(self.dest, name)

@@ -258,7 +258,9 @@ def test_unreachable_destination_fails_fast_with_a_local_copy(store: Store, tmp_
     assert copy.is_relative_to(tmp_path)
     record = read_json(copy / "run.json")
     assert (record["status"], record["exit_code"]) == ("storage_error", 6)
-    assert "ran" in stream_text(nbformat.read(copy / "nb.ipynb", as_version=4))
+    # The destination is read first (earlier attempts): no cell runs while it cannot be reached.
+    assert reason.startswith("cannot read earlier attempts: "), reason
+    assert not (copy / "nb.ipynb").exists()
     for secret in store.secrets:
         assert secret not in result.stderr
 
