@@ -221,3 +221,25 @@ def test_the_platform_s_attempt_number(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr  # a lower number is never reused
     assert read_json(dest / "run.json")["attempt"] == 5
     assert read_json(dest / "attempts/4/run.json")["attempt"] == 4
+
+
+def test_a_file_replaced_often_by_rename_still_goes_up_during_the_run(
+    s3_server: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    folder = tmp_path / "art"
+    folder.mkdir()
+    stream = ArtifactStream(Storage(s3_server.endpoint_url), f"s3://{bucket}/a", folder).start()
+    seen: set[bytes] = set()
+    try:
+        for step in range(60):  # a checkpoint every 50 ms for 3 s, never still for a scan
+            (folder / "ckpt.json.tmp").write_text(str(step))
+            os.replace(folder / "ckpt.json.tmp", folder / "ckpt.json")
+            time.sleep(0.05)
+            if s3_server.keys(bucket):
+                seen.add(s3_server.get(bucket, "a/ckpt.json"))
+    finally:
+        stream.close()
+    assert len(seen) >= 2, seen  # several whole snapshots went up while it kept changing
+    assert all(int(v) in range(60) for v in seen)

@@ -2,9 +2,12 @@
 
 A background thread scans ``$NBJOB_ARTIFACTS_DIR`` every ``SCAN_S`` seconds. A file is sent
 once it has stopped changing: its size and modification time are the same in two scans in a
-row (so within about a second of its last write). Names that look temporary (``.*``, ``*.tmp``,
-``*.part``, ``*.partial``, ``*.crdownload``) are never sent: write to ``model.pt.tmp`` and
-``os.replace`` it to ``model.pt``, and ``model.pt`` is never seen half-written. Uploads never
+row (so within about a second of its last write), or at once when it was renamed into place
+(a new inode under the name, or a status change after its last write). Names that look
+temporary (``.*``, ``*.tmp``, ``*.part``, ``*.partial``, ``*.crdownload``) are never sent: write
+to ``model.pt.tmp`` and ``os.replace`` it to ``model.pt``, and ``model.pt`` is sent at the next
+scan and never half-written, however often it is replaced. A file rewritten in place more often
+than every half second waits for a pause (or the end). Uploads never
 pile up: each scan sends what is ready (newest first, a few files at once, big files in parts)
 and the next scan starts when those are done; a file changed again meanwhile is sent again.
 
@@ -27,7 +30,7 @@ SCAN_S = 0.5
 WORKERS = 8  # files sent at once (small files are latency-bound)
 _TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
 
-Signature = tuple[int, int]  # (size, mtime_ns)
+Signature = tuple[int, int, int]  # (size, mtime_ns, inode)
 
 
 def is_temporary(name: str) -> bool:
@@ -35,8 +38,12 @@ def is_temporary(name: str) -> bool:
     return last.startswith(".") or last.endswith(_TEMP_SUFFIXES)
 
 
-def scan(folder: Path) -> dict[str, Signature]:
-    """Every file under ``folder`` (relative POSIX names) with its size and mtime."""
+def scan(folder: Path, renamed: set[str] | None = None) -> dict[str, Signature]:
+    """Every file under ``folder`` (relative POSIX names): size, mtime, inode.
+
+    ``renamed`` receives the names whose status changed after their last write (ctime > mtime:
+    renamed into place, so complete now).
+    """
     found: dict[str, Signature] = {}
     if not folder.is_dir():
         return found
@@ -48,7 +55,9 @@ def scan(folder: Path) -> dict[str, Signature]:
         if path.is_file():
             name = path.relative_to(folder).as_posix()
             if not is_temporary(name):
-                found[name] = (st.st_size, st.st_mtime_ns)
+                found[name] = (st.st_size, st.st_mtime_ns, st.st_ino)
+                if renamed is not None and st.st_ctime_ns > st.st_mtime_ns:
+                    renamed.add(name)
     return found
 
 
@@ -78,12 +87,18 @@ class ArtifactStream:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            now = scan(self.folder)
-            ready = {n: s for n, s in now.items() if self._last.get(n) == s}
+            renamed: set[str] = set()
+            now = scan(self.folder, renamed)
+            ready = {n: s for n, s in now.items() if self._ready(n, s, n in renamed)}
             self._last = now
             with self._lock:
                 if not self._stop.is_set():
                     self._send(ready)
+
+    def _ready(self, name: str, sig: Signature, renamed: bool) -> bool:
+        """Settled (same in two scans), or complete because it was renamed into place."""
+        before = self._last.get(name)
+        return before == sig or renamed or (before is not None and before[2] != sig[2])
 
     def pending(self, files: dict[str, Signature]) -> list[str]:
         """Names whose current state the destination lacks, newest first."""
@@ -129,7 +144,7 @@ def scan_one(folder: Path, name: str) -> Signature | None:
         st = (folder / name).stat()
     except OSError:
         return None
-    return (st.st_size, st.st_mtime_ns)
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def wait_idle(stream: ArtifactStream, timeout: float) -> None:
