@@ -11,7 +11,10 @@ import contextlib
 import json
 import os
 import signal
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +246,48 @@ def test_a_file_replaced_often_by_rename_still_goes_up_during_the_run(
         stream.close()
     assert len(seen) >= 2, seen  # several whole snapshots went up while it kept changing
     assert all(int(v) in range(60) for v in seen)
+
+
+# -- bounded storage waits --------------------------------------------------------------------
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A loopback endpoint that accepts connections and never answers; its URL."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():  # ends with the fixture
+            with contextlib.suppress(TimeoutError, OSError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        done.set()
+        thread.join(5)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_a_black_holed_store_is_exit_6_within_the_storage_timeout(
+    s3_server: S3Server, black_hole: str, tmp_path: Path
+) -> None:
+    env = s3_server.env_for(black_hole)
+    started = time.monotonic()
+    result = run_nbjob(
+        "run", "s3://b/in/b.zip", "--output", "s3://b/out", "--storage-timeout", "6",
+        env={**env, "TMPDIR": str(tmp_path)}, cwd=tmp_path, timeout=60,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    print(f"black hole: exit {result.returncode} after {took:.1f} s (--storage-timeout 6)")
+    assert result.returncode == 6, result.stderr
+    assert took < 6 + 6, took  # the budget, plus nbjob's start and end
+    reason = result.last_event["reason"]
+    assert "\n" not in reason and "has not answered" in reason, reason

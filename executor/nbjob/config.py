@@ -209,6 +209,15 @@ class Settings:
             "SECONDS",
         ),
     )
+    storage_timeout: float = field(
+        default=60.0,
+        metadata=_opt(
+            "--storage-timeout",
+            _positive_float,
+            "seconds the store may fail to answer before the run gives up (exit 6)",
+            "SECONDS",
+        ),
+    )
     attempt: int | None = field(
         default=None,
         metadata=_opt(

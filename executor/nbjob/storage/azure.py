@@ -21,8 +21,7 @@ from nbjob.errors import InvalidInputError, StorageError
 from .base import (
     CHUNK_SIZE,
     CHUNK_THRESHOLD,
-    CONNECT_TIMEOUT_S,
-    READ_TIMEOUT_S,
+    CLIENT_TRIES,
     Backend,
     first_line,
     need_key,
@@ -71,10 +70,10 @@ class AzureBackend(Backend):
                 "retry_policy": LinearRetry(
                     backoff=BACKOFF_S,  # type: ignore[arg-type]  # seconds; a float works
                     random_jitter_range=0,
-                    retry_total=attempts() - 1,
+                    retry_total=min(attempts(), CLIENT_TRIES) - 1,
                 ),
-                "connection_timeout": CONNECT_TIMEOUT_S,
-                "read_timeout": READ_TIMEOUT_S,
+                "connection_timeout": self.connect_timeout,
+                "read_timeout": self.read_timeout,
                 "max_single_put_size": CHUNK_THRESHOLD,
                 "max_block_size": CHUNK_SIZE,
                 "max_single_get_size": CHUNK_THRESHOLD,

@@ -14,8 +14,7 @@ from typing import Any, ClassVar
 
 from .base import (
     CHUNK_THRESHOLD,
-    CONNECT_TIMEOUT_S,
-    READ_TIMEOUT_S,
+    CLIENT_TRIES,
     Backend,
     first_line,
     need_key,
@@ -56,9 +55,9 @@ class S3Backend(Backend):
             from botocore.config import Config
 
             config = Config(
-                retries={"max_attempts": attempts(), "mode": "standard"},
-                connect_timeout=CONNECT_TIMEOUT_S,
-                read_timeout=READ_TIMEOUT_S,
+                retries={"max_attempts": min(attempts(), CLIENT_TRIES), "mode": "standard"},
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout,
                 s3={"addressing_style": os.environ.get("NBJOB_S3_ADDRESSING_STYLE", "auto")},
             )
             self._s3 = boto3.session.Session().client(
