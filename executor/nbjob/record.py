@@ -99,6 +99,7 @@ class RunRecord:
     attempt: int = 1
     earlier_attempts: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None
+    traceback: str | None = None  # an internal error's (never in the notebook)
     t0: float = field(default_factory=time.monotonic, repr=False)
 
     @classmethod
@@ -185,6 +186,9 @@ class RunRecord:
             cell = self.cells.get(index)
             self.failed_cell = {"index": index, **((cell.error if cell else None) or {})}
 
+    def internal_error(self, trace: str) -> None:
+        self.traceback = trace
+
     def not_stored(self, error: NbjobError) -> None:
         """The results could not be stored: a success must not be reported, nor a stop hidden."""
         if self.exit_code == 0 or isinstance(error, StoppedError):
@@ -221,4 +225,5 @@ class RunRecord:
             "attempt": self.attempt,
             "earlier_attempts": self.earlier_attempts,
             "resumed_from": self.resumed_from,
+            **({"traceback": self.traceback} if self.traceback else {}),
         }

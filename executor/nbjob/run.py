@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from nbjob import kernel as kernels
 from nbjob.config import Settings
 from nbjob.errors import (
     GPUNotVisibleError,
+    InternalError,
     NbjobError,
     RunTimeoutError,
     StoppedError,
@@ -90,8 +92,10 @@ class Job:
         except NbjobError as exc:
             error = exc
         except Exception as exc:  # a bug in nbjob itself must still leave results behind
-            self.log.exception("internal_error")
-            error = NbjobError(f"internal error: {type(exc).__name__}: {exc}")
+            trace = logs.redact("".join(traceback.format_exception(exc)))
+            self.log.error("internal_error", traceback=trace)
+            self.record.internal_error(trace)
+            error = InternalError(f"internal error: {type(exc).__name__}: {exc}")
         return self._finish(error)
 
     def _open_results(self) -> StorageError | None:
