@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
 from helpers import notebook_json, read_json, run_nbjob
 from nbjob import bundle, config, prepare, stop
 from nbjob.errors import BundleError
@@ -148,3 +149,37 @@ def test_unpacking_stops_when_the_disk_is_nearly_full(
     monkeypatch.setattr(bundle, "free_bytes", lambda _p: 0)
     with pytest.raises(BundleError, match="nearly full"):
         bundle.unpack(archive, tmp_path / "y", 100, 1 << 30)
+
+
+# -- credentials in URLs ----------------------------------------------------------------------
+
+PASSWORD = "nbjobCanaryPassw0rd"
+
+
+@pytest.mark.parametrize("where", ["source", "endpoint"])
+def test_a_password_in_a_url_is_written_nowhere(tmp_path: Path, where: str) -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    termination = tmp_path / "termination-log"
+    termination.write_text("")
+    out = tmp_path / "out"
+    if where == "source":
+        args: tuple[str, ...] = (f"http://alice:{PASSWORD}@{dead}/b.zip",)
+    else:
+        args = ("s3://b/in/b.zip", "--s3-endpoint-url", f"http://alice:{PASSWORD}@{dead}")
+    result = run_nbjob(
+        "run", *args, "--output", out, "--termination-log", termination,
+        "--storage-timeout", "3", env={"AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"},
+    )  # fmt: skip
+    assert result.returncode == 6, result.stderr
+    written = {
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "termination log": termination.read_text(),
+        **{p.name: p.read_text() for p in out.rglob("*") if p.is_file()},
+    }
+    assert {"run.json", "executor.log"} <= written.keys()
+    assert termination.read_text().strip()
+    leaks = [name for name, text in written.items() if PASSWORD in text]
+    assert not leaks, leaks
+    if where == "source":
+        assert "alice:REDACTED@" in written["run.json"]
