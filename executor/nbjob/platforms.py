@@ -31,7 +31,7 @@ _RECORDED = (
     "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TF_CONFIG",
     "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID", "SLURM_NTASKS",
     "SLURM_JOB_NODELIST", "SLURM_RESTART_COUNT", "NBJOB_RESTART_COUNT",
-    "KUBERNETES_SERVICE_HOST", "HOSTNAME", "RAY_JOB_ID",
+    "KUBERNETES_SERVICE_HOST", "HOSTNAME", "RAY_JOB_ID", "RAY_JOB_SUBMISSION_ID",
     "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
 )  # fmt: skip
 
@@ -140,8 +140,10 @@ def _kubernetes(
 
 
 def _ray(env: Mapping[str, str], rank_dir: str | None, info: dict[str, str]) -> Platform | None:
-    if "RAY_JOB_ID" in env:
-        return Platform(name="ray", run_id=env["RAY_JOB_ID"], rank_dir=rank_dir, info=info)
+    # The submission id is the one a submitter chooses and keeps across resubmissions.
+    run_id = env.get("RAY_JOB_SUBMISSION_ID") or env.get("RAY_JOB_ID")
+    if run_id:
+        return Platform(name="ray", run_id=run_id, rank_dir=rank_dir, info=info)
     return None
 
 
