@@ -236,7 +236,7 @@ def test_a_file_replaced_often_by_rename_still_goes_up_during_the_run(
     stream = ArtifactStream(Storage(s3_server.endpoint_url), f"s3://{bucket}/a", folder).start()
     seen: set[bytes] = set()
     try:
-        for step in range(60):  # a checkpoint every 50 ms for 3 s, never still for a scan
+        for step in range(120):  # a checkpoint every 50 ms for 6 s, never still for a scan
             (folder / "ckpt.json.tmp").write_text(str(step))
             os.replace(folder / "ckpt.json.tmp", folder / "ckpt.json")
             time.sleep(0.05)
@@ -245,7 +245,7 @@ def test_a_file_replaced_often_by_rename_still_goes_up_during_the_run(
     finally:
         stream.close()
     assert len(seen) >= 2, seen  # several whole snapshots went up while it kept changing
-    assert all(int(v) in range(60) for v in seen)
+    assert all(int(v) in range(120) for v in seen)
 
 
 # -- bounded storage waits --------------------------------------------------------------------
@@ -291,3 +291,23 @@ def test_a_black_holed_store_is_exit_6_within_the_storage_timeout(
     assert took < 6 + 6, took  # the budget, plus nbjob's start and end
     reason = result.last_event["reason"]
     assert "\n" not in reason and "has not answered" in reason, reason
+
+
+def test_an_unread_destination_is_never_overwritten(
+    s3_server: S3Server, bucket: str, tmp_path: Path, flaky_proxy: Any
+) -> None:
+    earlier = {"run_id": "r3", "attempt": 1, "status": "stopped", "exit_code": 143}
+    s3_server.client.put_object(Bucket=bucket, Key="r/run.json", Body=json.dumps(earlier))
+    proxy = flaky_proxy(fail_first=2)  # the read of run.json (2 client tries) gets 503s
+    source = make_zip(tmp_path / "b.zip", {"nb.ipynb": notebook_json(["print(1)"])})
+    result = run_nbjob(
+        "run", source, "--output", f"s3://{bucket}/r", "--run-id", "r3",
+        env={**s3_server.env_for(proxy.url), "NBJOB_STORAGE_ATTEMPTS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 6, result.stderr
+    assert result.last_event["reason"].startswith("cannot read earlier attempts: ")
+    assert json.loads(s3_server.get(bucket, "r/run.json")) == earlier  # untouched
+    keys = s3_server.keys(bucket, "r/attempts/")
+    assert len(keys) == 2 and keys[0].startswith("r/attempts/unread-"), keys
+    record = json.loads(s3_server.get(bucket, keys[1]))
+    assert keys[1].endswith("/run.json") and record["status"] == "storage_error"

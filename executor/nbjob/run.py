@@ -34,7 +34,7 @@ from nbjob.errors import (
 )
 from nbjob.listeners import Checkpointer, LogListener
 from nbjob.record import RunRecord
-from nbjob.storage import Storage, is_local, local_path
+from nbjob.storage import Storage, is_local, join, local_path
 
 FINAL_WRITE_S = 300.0  # how long the final write may take when nothing else is pressing
 
@@ -289,6 +289,8 @@ class Job:
         stopping = self.token.requested
         self._fetch_artifacts(max(1.0, self.s.stop_grace / 3) if stopping else FINAL_WRITE_S / 5)
         error = self._close_record(error)
+        if self.attempt is None and not is_local(self.s.output):
+            self._beside_earlier_attempts()
         if stopping:
             deadline = time.monotonic() + max(1.0, self.token.remaining(self.s.stop_grace) - 1.0)
         else:
@@ -301,6 +303,13 @@ class Job:
         logs.close()
         self._cleanup()
         return self.record.exit_code if self.record.exit_code is not None else 1
+
+    def _beside_earlier_attempts(self) -> None:
+        """The destination was never read: results go beside what it holds, never over it."""
+        stamp = self.record.started_at.replace(":", "").replace("-", "")[:15]
+        self.results.dest = join(self.s.output, f"{attempts.ATTEMPTS_DIR}/unread-{stamp}")
+        self.results.stream = None
+        self.log.warning("results_beside_earlier_attempts", output=self.results.dest)
 
     def _close_record(self, error: NbjobError | None) -> NbjobError | None:
         """The run's ending in the record (a stop wins) and the notebook's banners."""
