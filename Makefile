@@ -14,7 +14,7 @@ help:
 	@echo "make demo   - pack and run the example bundle; results in ./demo-output"
 	@echo "make test   - install everything the tests need, lint, type-check, run all tests"
 	@echo "make bench  - nbjob vs papermill vs nbclient, artifact upload vs aws s3 sync; writes BENCHMARKS.md"
-	@echo "make images - build the torch and TF framework images (docker, else podman)"
+	@echo "make images - build nbjob-base, then the torch and TF images on it (docker, else podman)"
 	@echo "              (CPU variant without a registry: make images IMAGES_FLAGS=--cpu)"
 
 $(STAMP): pyproject.toml

@@ -8,6 +8,10 @@ Scenarios:
   output and the executor's memory;
 * ``d`` the first cell writes ``time.time()`` to a file: time from process launch to the
   first cell running;
+* ``e`` a Keras-style progress bar: 200,000 updates (backspaces over the last bar, a carriage
+  return, ANSI bold), flushed every ``E_FLUSH_EVERY`` updates, then ``FINAL accuracy=0.9731``:
+  output fidelity, log size;
+* ``f`` ``tqdm.auto`` (a notebook widget bar) and an ``ipywidgets.IntSlider``: widget state saved;
 * ``check`` (not a scenario) records the kernel's interpreter, to verify that every runner uses
   the same kernel; it doubles as the warm-up run.
 """
@@ -19,13 +23,15 @@ from pathlib import Path
 import nbformat
 from nbformat.notebooknode import NotebookNode
 
-SCENARIOS: tuple[str, ...] = ("a", "b", "c", "d")
+SCENARIOS: tuple[str, ...] = ("a", "b", "c", "d", "e", "f")
 
 SCENARIO_TITLES: dict[str, str] = {
     "a": "(a) 3-cell notebook, end to end",
     "b": "(b) 1000 trivial cells",
     "c": "(c) one cell printing 100 MB",
     "d": "(d) launch to first cell running",
+    "e": "(e) 200,000-update progress bar",
+    "f": "(f) tqdm.auto + ipywidgets",
 }
 
 B_CELLS = 1000
@@ -74,6 +80,41 @@ def notebook_d(stamp_file: Path) -> NotebookNode:
     )
 
 
+E_UPDATES = 200_000
+E_FLUSH_EVERY = 10  # one IOPub message per 10 updates: 20,000 messages (each flush ~1 ms)
+E_FINAL = "FINAL accuracy=0.9731"
+
+
+E_BAR = r"""
+import sys
+w = 0
+for i in range({updates}):
+    done = "=" * ((i + 1) * 30 // {updates})
+    bar = f"\x1b[1m{{i + 1}}/{updates}\x1b[0m [{{done:<30}}] - loss: {{1 / (i + 1):.6f}}"
+    sys.stdout.write("\b" * w + "\r" + bar)
+    if i % {flush_every} == 0:
+        sys.stdout.flush()
+    w = len(bar)
+print()
+print({final!r})
+"""
+
+
+def notebook_e(updates: int = E_UPDATES, flush_every: int = E_FLUSH_EVERY) -> NotebookNode:
+    code = E_BAR.format(updates=updates, flush_every=flush_every, final=E_FINAL)
+    return _notebook([code.strip()])
+
+
+def notebook_f() -> NotebookNode:
+    return _notebook(
+        [
+            "from tqdm.auto import tqdm\nimport ipywidgets as w\n"
+            "for _ in tqdm(range(2000)):\n    pass\n"
+            "s = w.IntSlider(value=3)\ndisplay(s)\ns.value = 42"
+        ]
+    )
+
+
 def notebook_check(info_file: Path) -> NotebookNode:
     return _notebook(
         [
@@ -95,6 +136,8 @@ def write_notebooks(directory: Path, stamp_file: Path, info_file: Path) -> dict[
         "b": notebook_b(),
         "c": notebook_c(),
         "d": notebook_d(stamp_file),
+        "e": notebook_e(),
+        "f": notebook_f(),
         "check": notebook_check(info_file),
     }
     paths: dict[str, Path] = {}

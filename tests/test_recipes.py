@@ -52,7 +52,8 @@ def assert_no_literal_credentials(env: list[dict[str, Any]]) -> None:
 
 def assert_image(image: str) -> None:
     assert image.split(":")[0] in IMAGES, image
-    assert (ROOT / f"Dockerfile.{image.split(':')[0].removeprefix('nbjob-')}").is_file()
+    framework = image.split(":")[0].removeprefix("nbjob-")
+    assert "\nFROM ${BASE_IMAGE}\n" in (ROOT / f"Dockerfile.{framework}").read_text()
 
 
 # -- Kubernetes Job ------------------------------------------------------------------------------
@@ -246,7 +247,7 @@ def test_ffdl_manifest_uses_the_image_as_custom_learner():
     assert_image(framework["version"])  # custom learner: `version` is the image
     # The command is the image's entrypoint, which reads the FfDL variables itself.
     assert framework["command"] == "/usr/local/bin/entrypoint.sh"
-    for dockerfile in ("Dockerfile.torch", "Dockerfile.tf"):
-        assert "COPY entrypoint.sh /usr/local/bin/entrypoint.sh" in (ROOT / dockerfile).read_text()
+    base = (ROOT / "Dockerfile.base").read_text()  # the framework images inherit it
+    assert "COPY entrypoint.sh /usr/local/bin/entrypoint.sh" in base
     (store,) = manifest["data_stores"]
     assert {"id", "type", "training_data", "training_results", "connection"} <= set(store)

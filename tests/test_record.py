@@ -14,8 +14,8 @@ from nbjob.record import RunRecord
 RUN_JSON_KEYS = [
     "run_id", "status", "exit_code", "reason", "source", "output", "notebook", "failed_cell",
     "started_at", "ended_at", "duration_s", "parameters", "kernel", "gpus", "gpu_probe",
-    "unmet_requirements", "cells", "artifacts", "platform", "versions", "host",
-    "attempt", "earlier_attempts", "resumed_from",
+    "unmet_requirements", "cells", "artifacts", "platform", "versions", "host", "progress",
+    "metrics", "attempt", "earlier_attempts", "resumed_from",
 ]  # fmt: skip
 
 
@@ -54,6 +54,9 @@ def test_cells_follow_events_through_the_bus() -> None:
     ]
     bus.publish(events.CellStarted(1, "t0"))
     assert record.to_json()["cells"][0]["status"] == "running"
+    progress = record.to_json()["progress"]
+    assert (progress["cells_done"], progress["cells_total"], progress["running_cell"]) == (0, 3, 1)
+    assert progress["running_s"] >= 0
     bus.publish(events.CellOutput(1, "stdout", "hi\n"))
     bus.publish(ended(1, "completed"))
     bus.publish(events.CellStarted(3, "t0"))
@@ -61,6 +64,12 @@ def test_cells_follow_events_through_the_bus() -> None:
     bus.publish(events.TICK)
     cells = record.to_json()["cells"]
     assert [c["status"] for c in cells] == ["completed", "timed_out", "pending"]
+    progress = record.to_json()["progress"]
+    assert (progress["cells_done"], progress["running_cell"], progress["running_s"]) == (
+        2,
+        None,
+        None,
+    )
     assert cells[1] == {
         "index": 3,
         "status": "timed_out",
@@ -70,6 +79,7 @@ def test_cells_follow_events_through_the_bus() -> None:
         "duration_s": 0.5,
         "error": None,
         "output_truncated": False,
+        "warning": None,
     }
     assert len(seen) == 7 and seen[-1] is events.TICK  # every event, in order
 
@@ -162,3 +172,26 @@ def test_checkpointer_writes_the_record_when_due(tmp_path: Path) -> None:
     assert [c["status"] for c in stored["cells"]] == ["pending"]
     assert not res.due()  # the next checkpoint waits for the interval
     res.final(None, record.to_json(), timeout=10)
+
+
+def test_log_listener_folds_progress_lines() -> None:
+    log = FakeLog()
+    listener = LogListener(log, progress_every=3600)
+    for i in range(1000):
+        listener.on_event(events.CellOutput(1, "stderr", f"\r{i:4d}/999"))
+    listener.on_event(events.CellOutput(1, "stdout", "a\nb\nunfinished"))
+    listener.on_event(events.CellOutput(1, "stderr", "\n"))
+    listener.on_event(events.CellOutput(1, "stderr", "\rspin\b\b\b\bdone"))
+    listener.on_event(ended(1, "completed"))
+    streams = [(f["name"], f["text"]) for e, f in log.lines if e == "stream"]
+    assert streams[:2] == [("stdout", "a\nb\n"), ("stderr", " 999/999\n")]
+    assert sorted(streams[2:]) == [("stderr", "done"), ("stdout", "unfinished")]  # at the end
+
+
+def test_log_listener_logs_a_rewritten_line_now_and_then() -> None:
+    log = FakeLog()
+    listener = LogListener(log, progress_every=0.0)
+    for i in range(3):
+        listener.on_event(events.CellOutput(0, "stdout", f"\r{i}"))
+    partial = [f["text"] for e, f in log.lines if e == "stream" and f.get("partial")]
+    assert partial == ["0", "1", "2"]

@@ -24,7 +24,7 @@ from conftest import FlakyProxy, S3Server, wait_until
 from helpers import read_json, start_nbjob
 from nbjob import config, events, stop
 from nbjob.errors import StoppedError
-from nbjob.run import Job
+from nbjob.job import Job
 from test_run import events as log_events
 from test_run import notebook
 

@@ -125,7 +125,7 @@ def _parameters(args: argparse.Namespace) -> tuple[tuple[str, Any], ...]:
 
 def _run(args: argparse.Namespace, token: stop.StopToken) -> int:
     from nbjob.config import OPTIONS, resolve
-    from nbjob.run import run
+    from nbjob.job import run
 
     flags = {opt.name: getattr(args, opt.name) for opt in OPTIONS}
     flags["source"] = args.source

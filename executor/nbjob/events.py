@@ -42,6 +42,16 @@ class CellOutput:
 
 
 @dataclass(frozen=True)
+class CellMetric:
+    """A value the notebook recorded by name (a scrapbook ``glue`` display output)."""
+
+    index: int
+    name: str
+    value: Any
+    encoder: str = "json"
+
+
+@dataclass(frozen=True)
 class CellEnded:
     """Published for every cell that started, however it ended (timed out, stopped, died)."""
 
@@ -53,6 +63,7 @@ class CellEnded:
     duration_s: float | None
     error: dict[str, Any] | None = None
     output_truncated: bool = False
+    warning: str | None = None  # e.g. the cell's 'idle' never came
 
 
 @dataclass(frozen=True)
@@ -69,7 +80,9 @@ class Tick:
 
 TICK = Tick()
 
-Event: TypeAlias = CellsListed | CellStarted | CellOutput | CellEnded | CellSkipped | Tick
+Event: TypeAlias = (
+    CellsListed | CellStarted | CellOutput | CellMetric | CellEnded | CellSkipped | Tick
+)
 
 
 class HasOnEvent(Protocol):

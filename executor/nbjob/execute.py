@@ -29,15 +29,22 @@ from nbjob.errors import (
 )
 from nbjob.kernel import KernelSession
 from nbjob.logs import now_iso
+from nbjob.outputs import CellOutputs, Displays
 from nbjob.stop import StopToken
+from nbjob.widgets import WidgetState
 
 DRAIN = 200  # messages taken at most between two checks of stop flag and deadlines
 POLL_S = 0.25  # longest wait between checks of stop flag, deadlines and kernel liveness
 ALIVE_CHECK_S = 0.5  # kernel liveness is also checked this often while messages flow
-IDLE_AFTER_REPLY_S = 3.0  # a reply without its 'idle' after this long still ends the cell
+IDLE_AFTER_REPLY_S = 3.0  # a reply, then this long without any message: the cell ends
+NO_IDLE_WARNING = (
+    "the kernel's 'idle' status for this cell never arrived; its output may be incomplete"
+)
 INTERRUPT_WAIT_S = 5.0  # after an interrupt, how long the cell may take to wind down
 EXIT_VALUES = ("", "0", "None", "False")  # SystemExit codes that mean success
 SKIP_TAG = "skip-execution"
+SCRAP_MIME = "application/scrapbook.scrap."  # json+json, text+json, ...
+_CAPTURED = ("stream", "display_data", "execute_result", "error", "clear_output")
 RAISES_TAG = "raises-exception"
 
 
@@ -51,6 +58,7 @@ class CellResult:
     duration_s: float | None = None
     error: dict[str, Any] | None = None
     output_truncated: bool = False
+    warning: str | None = None
     _t0: float = field(default=0.0, repr=False)
 
     def ended(self) -> events.CellEnded:
@@ -63,57 +71,21 @@ class CellResult:
             self.duration_s,
             self.error,
             self.output_truncated,
+            self.warning,
         )
 
 
 class _Cell:
-    """Collects one cell's outputs from IOPub messages."""
+    """One running cell: its outputs (``nbjob.outputs``) and whether its idle came."""
 
-    def __init__(self, cell: Any, max_bytes: int) -> None:
+    def __init__(self, cell: Any, max_bytes: int, displays: Displays) -> None:
         self.cell = cell
-        self.outputs: list[Any] = cell.outputs
-        self.max_bytes = max_bytes
-        self.kept = 0
-        self.truncated = False
-        self.clear_pending = False
+        self.out = CellOutputs(cell.outputs, max_bytes, displays)
         self.idle = False
 
-    def _before_output(self) -> None:
-        if self.clear_pending:
-            self.outputs.clear()
-            self.kept = 0
-            self.clear_pending = False
-
-    def stream(self, name: str, text: str) -> None:
-        self._before_output()
-        if self.truncated:
-            return
-        size = len(text.encode("utf-8", "surrogatepass"))
-        if self.kept + size > self.max_bytes:
-            room = max(self.max_bytes - self.kept, 0)
-            text = text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
-            text += (
-                f"\n[nbjob: output truncated after {self.max_bytes} bytes; "
-                "the full output is in executor.log]\n"
-            )
-            self.truncated = True
-        self.kept += size
-        last = self.outputs[-1] if self.outputs else None
-        if last is not None and last.output_type == "stream" and last.name == name:
-            last.text += text
-        else:
-            self.outputs.append(nbformat.v4.new_output("stream", name=name, text=text))
-
-    def add(self, output: Any) -> None:
-        self._before_output()
-        self.outputs.append(output)
-
-    def clear(self, wait: bool) -> None:
-        if wait:
-            self.clear_pending = True
-        else:
-            self.outputs.clear()
-            self.kept = 0
+    @property
+    def truncated(self) -> bool:
+        return self.out.truncated
 
 
 class Executor:
@@ -138,7 +110,9 @@ class Executor:
         self.stop = stop or StopToken()
         self.stop_wait = stop_wait  # after a stop request, how long the cell may wind down
         self.results: dict[int, CellResult] = {}
-        self._displays: dict[str, list[Any]] = {}
+        self.displays = Displays()
+        self.widgets = WidgetState()
+        self.nb: Any = None
 
     # -- the notebook --------------------------------------------------------------------------
 
@@ -147,6 +121,7 @@ class Executor:
 
     def run(self, nb: Any) -> bool:
         """Run every code cell; True when a cell ended the run early with SystemExit(0)."""
+        self.nb = nb
         for cell in nb.cells:
             if cell.cell_type == "code":
                 cell.outputs = []
@@ -169,7 +144,7 @@ class Executor:
 
     def run_cell(self, index: int, cell: Any) -> CellResult:
         result = self.results.setdefault(index, CellResult(index=index))
-        state = _Cell(cell, self.max_output_bytes)
+        state = _Cell(cell, self.max_output_bytes, self.displays)
         result.status, result.started_at, result._t0 = "running", now_iso(), time.monotonic()
         cell.metadata["execution"] = {"iopub.status.busy": result.started_at}
         self.bus.publish(events.CellStarted(index, result.started_at))
@@ -209,6 +184,8 @@ class Executor:
         return result
 
     def _finish(self, index: int, cell: Any, result: CellResult, state: _Cell) -> None:
+        state.out.finish()
+        self.widgets.write(self.nb)
         result.ended_at = now_iso()
         result.duration_s = round(time.monotonic() - result._t0, 4)
         result.output_truncated = state.truncated
@@ -220,10 +197,11 @@ class Executor:
     ) -> dict[str, Any]:
         """Collect messages until reply and idle; enforce stop, deadlines and liveness."""
         reply: dict[str, Any] | None = None
-        last_alive = replied_at = time.monotonic()
+        last_alive = quiet_since = time.monotonic()
         while reply is None or not state.idle:
             now = time.monotonic()
-            if reply is not None and now - replied_at > IDLE_AFTER_REPLY_S:
+            if reply is not None and now - quiet_since > IDLE_AFTER_REPLY_S:
+                result.warning = NO_IDLE_WARNING  # never a silent success
                 break
             if self.stop.requested:
                 self._wind_down(index, msg_id, state, result, "interrupted", self.stop_wait)
@@ -247,13 +225,17 @@ class Executor:
             wait = POLL_S if limit is None else max(0.0, min(POLL_S, limit - now))
             got, msg = self._recv(index, msg_id, state, wait)
             if msg is not None:
-                reply, replied_at = msg, time.monotonic()
+                reply = msg
+            if got:  # a backlog of output still arriving is not a lost 'idle'
+                quiet_since = time.monotonic()
             if not got or time.monotonic() - last_alive >= ALIVE_CHECK_S:
                 last_alive = time.monotonic()
                 if not self.kernel.alive():
                     self._drain_iopub(index, msg_id, state)
                     result.status = "kernel_died"
                     raise self.kernel.died(f"while running cell {index}", cell_index=index)
+            state.out.sync()  # a checkpoint may follow
+            self.widgets.write(self.nb)
             self.bus.publish(events.TICK)
         assert reply is not None  # the loop only ends with a reply
         return reply
@@ -291,6 +273,9 @@ class Executor:
             if got is None:
                 return count, reply
             channel, msg = got
+            if channel == "iopub" and msg["msg_type"].startswith("comm_"):
+                self.widgets.handle(msg)  # widgets change from any request (threads, callbacks)
+                continue
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue  # strays: a silent set-up request's status, an earlier cell's idle
             if channel == "iopub":
@@ -305,6 +290,8 @@ class Executor:
 
     def _handle(self, index: int, msg: dict[str, Any], state: _Cell) -> None:
         kind, content = msg["msg_type"], msg["content"]
+        if kind in _CAPTURED and self._captured(index, msg):
+            return
         if kind == "status":
             state.idle = state.idle or content.get("execution_state") == "idle"
         elif kind == "execute_input":
@@ -313,20 +300,43 @@ class Executor:
             self.bus.publish(
                 events.CellOutput(index, content.get("name", "stdout"), content.get("text", ""))
             )
-            state.stream(content.get("name", "stdout"), content.get("text", ""))
+            state.out.stream(content.get("name", "stdout"), content.get("text", ""))
         elif kind in ("display_data", "execute_result", "error"):
-            output = nbformat.v4.output_from_msg(msg)
-            state.add(output)
+            self._metrics(index, content.get("data") or {})
             display_id = (content.get("transient") or {}).get("display_id")
-            if display_id:
-                self._displays.setdefault(display_id, []).append(output)
+            state.out.add(nbformat.v4.output_from_msg(msg), display_id)
         elif kind == "update_display_data":
-            display_id = (content.get("transient") or {}).get("display_id")
-            for output in self._displays.get(display_id or "", []):
-                output["data"] = nbformat.from_dict(content.get("data", {}))
-                output["metadata"] = nbformat.from_dict(content.get("metadata", {}))
+            self.displays.update(content)
         elif kind == "clear_output":
-            state.clear(bool(content.get("wait")))
+            state.out.clear(bool(content.get("wait")))
+
+    def _metrics(self, index: int, data: dict[str, Any]) -> None:
+        """scrapbook ``glue`` outputs: ``{"name", "data", "encoder"}`` under a scrap mimetype."""
+        for mime, scrap in data.items():
+            if mime.startswith(SCRAP_MIME) and isinstance(scrap, dict) and "name" in scrap:
+                self.bus.publish(
+                    events.CellMetric(
+                        index, str(scrap["name"]), scrap.get("data"), scrap.get("encoder", "")
+                    )
+                )
+
+    def _captured(self, index: int, msg: dict[str, Any]) -> bool:
+        """An ``ipywidgets.Output`` is capturing this request: the output goes to the widget."""
+        target = self.widgets.capturing(msg["parent_header"].get("msg_id", ""))
+        if target is None:
+            return False
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "clear_output":
+            self.widgets.capture(target, None)
+            return True
+        if kind == "stream":
+            name, text = content.get("name", "stdout"), content.get("text", "")
+            self.bus.publish(events.CellOutput(index, name, text))  # the log keeps it all
+            output = nbformat.v4.new_output("stream", name=name, text=text)
+        else:
+            output = nbformat.v4.output_from_msg(msg)
+        self.widgets.capture(target, dict(output))
+        return True
 
 
 def code_cells(nb: Any) -> list[int]:

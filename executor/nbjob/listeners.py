@@ -2,31 +2,78 @@
 
 The third, the run record, is ``record.RunRecord.on_event``. A new consumer of cell events
 (MLflow, a progress bar) is one more small class here or in its own module, added to the bus
-in ``run.py``.
+in ``job.py``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from nbjob import events
+from nbjob.outputs import LineFolder
 from nbjob.record import RunRecord
 from nbjob.results import Results
 
+PROGRESS_EVERY_S = 5.0  # a line only being rewritten (\r, \b) is logged at most this often
+
 
 class LogListener:
-    """cell_start / stream / cell_end events in executor.log (and on stderr)."""
+    """cell_start / stream / cell_end events in executor.log (and on stderr).
 
-    def __init__(self, log: Any) -> None:
+    Stream text is folded as the notebook folds it (``outputs.LineFolder``): a ``stream`` event
+    holds only completed lines (those one message completed: one event per line would cost
+    minutes for a cell printing a million lines); a line that is only being rewritten (a
+    progress bar) is logged as ``stream`` with ``partial: true`` at most every
+    ``PROGRESS_EVERY_S`` seconds (its latest state), and its final state always (when it
+    completes, or when the cell ends).
+    """
+
+    def __init__(self, log: Any, progress_every: float = PROGRESS_EVERY_S) -> None:
         self.log = log
+        self.progress_every = progress_every
+        self._lines: dict[tuple[int, str], LineFolder] = {}
+        self._logged: dict[tuple[int, str], tuple[float, str]] = {}  # last partial: when, what
+
+    def _stream(self, event: events.CellOutput) -> None:
+        key = (event.index, event.name)
+        folder = self._lines.get(key)
+        if folder is None:
+            folder = self._lines[key] = LineFolder()
+        lines = folder.feed(event.text)
+        if lines:  # the completed lines of one message: one event (an event costs ~0.4 ms)
+            self._logged.pop(key, None)
+            self.log.info("stream", cell=event.index, name=event.name, text="".join(lines))
+        if folder.line:
+            now = time.monotonic()
+            when, _ = self._logged.setdefault(key, (now, ""))
+            if now - when >= self.progress_every:
+                self._partial(key, folder.line, now)
+
+    def _partial(self, key: tuple[int, str], line: str, now: float) -> None:
+        self._logged[key] = (now, line)
+        self.log.info("stream", cell=key[0], name=key[1], text=line, partial=True)
+
+    def _flush(self, index: int) -> None:
+        """The cell ended: the final state of each line still being written."""
+        for key in [k for k in self._lines if k[0] == index]:
+            folder = self._lines.pop(key)
+            self._logged.pop(key, None)
+            if folder.line:
+                self.log.info("stream", cell=index, name=key[1], text=folder.line)
 
     def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.CellOutput):
-            self.log.info("stream", cell=event.index, name=event.name, text=event.text)
+            self._stream(event)
         elif isinstance(event, events.CellStarted):
             self.log.info("cell_start", cell=event.index)
+        elif isinstance(event, events.CellMetric):
+            self.log.info("metric", cell=event.index, name=event.name, value=event.value)
         elif isinstance(event, events.CellEnded):
+            self._flush(event.index)
+            if event.warning:
+                self.log.warning("cell_warning", cell=event.index, warning=event.warning)
             self.log.info(
                 "cell_end",
                 cell=event.index,

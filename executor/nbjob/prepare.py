@@ -1,6 +1,6 @@
 """Before the first cell: fetch and unpack the source, read the notebook, merge the parameters.
 
-Runs while the kernel starts (run.py starts it first). Blocking steps run through
+Runs while the kernel starts (job.py starts it first). Blocking steps run through
 ``stop.wait_for``, so a stop request ends them within a fraction of a second.
 """
 

@@ -33,6 +33,7 @@ class CellRecord:
     duration_s: float | None = None
     error: dict[str, Any] | None = None
     output_truncated: bool = False
+    warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,8 @@ class RunRecord:
     resumed_from: int | None = None
     traceback: str | None = None  # an internal error's (never in the notebook)
     t0: float = field(default_factory=time.monotonic, repr=False)
+    metrics: dict[str, Any] = field(default_factory=dict)  # scrapbook glue, by name
+    running_since: float | None = field(default=None, repr=False)  # monotonic, running cell
 
     @classmethod
     def start(
@@ -153,16 +156,35 @@ class RunRecord:
         if isinstance(event, events.CellStarted):
             cell = self._cell(event.index)
             cell.status, cell.started_at = events.RUNNING, event.started_at
+            self.running_since = time.monotonic()
         elif isinstance(event, events.CellEnded):
             cell = self._cell(event.index)
             cell.status, cell.execution_count = event.status, event.execution_count
             cell.started_at, cell.ended_at = event.started_at, event.ended_at
             cell.duration_s, cell.error = event.duration_s, event.error
             cell.output_truncated = event.output_truncated
+            cell.warning = event.warning
+        elif isinstance(event, events.CellMetric):
+            self.metrics[event.name] = event.value
         elif isinstance(event, events.CellSkipped):
             self._cell(event.index).status = events.SKIPPED
         elif isinstance(event, events.CellsListed):
             self.cells = {i: CellRecord(index=i) for i in event.indexes}
+
+    def progress(self) -> dict[str, Any]:
+        """For dashboards: cells done / total, the running cell and how long it has run."""
+        done = sum(c.status not in (events.PENDING, events.RUNNING) for c in self.cells.values())
+        running = next((c.index for c in self.cells.values() if c.status == events.RUNNING), None)
+        seconds = None
+        if running is not None and self.running_since is not None:
+            seconds = round(time.monotonic() - self.running_since, 1)
+        return {
+            "cells_done": done,
+            "cells_total": len(self.cells),
+            "running_cell": running,
+            "running_s": seconds,
+            "updated_at": logs.now_iso(),
+        }
 
     def _cell(self, index: int) -> CellRecord:
         if index not in self.cells:
@@ -222,6 +244,8 @@ class RunRecord:
             "platform": self.platform,
             "versions": self.versions,
             "host": self.host,
+            "progress": self.progress(),
+            "metrics": self.metrics,
             "attempt": self.attempt,
             "earlier_attempts": self.earlier_attempts,
             "resumed_from": self.resumed_from,

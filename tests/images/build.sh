@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# Build the framework images from the real Dockerfiles (used by `make images` and the tests).
+# Build the image family from the real Dockerfiles (used by `make images` and the tests).
 #
 #   tests/images/build.sh [--cpu] [torch] [tf]        (no names: both)
 #
-# Default: production build (CUDA frameworks, public base image), tagged nbjob-<fw>:<version>
-# and nbjob-<fw>:latest. --cpu: CPU build for machines without a GPU or registry: the base is
-# NBJOB_BASE (default: the debootstrap stand-in localhost/base-py:test, made here if missing),
-# torch's CPU wheel comes from a wheelhouse in .build/wheels, TensorFlow is tensorflow-cpu;
-# tagged localhost/nbjob-<fw>:cpu.
-# Engine: docker when present (CLI and a reachable engine), else podman with the private store (tests/images/podman.sh);
-# NBJOB_ENGINE=docker|podman forces one.
+# Parent images, as in jupyter/docker-stacks: Dockerfile.base -> nbjob-base first (tini, user,
+# venv, ipykernel, scikit-learn, nbjob[gcs,azure], entrypoint), then each named framework image,
+# Dockerfile.<fw> FROM that base (--build-arg BASE_IMAGE), which adds only the framework.
+# Default: production build (CUDA frameworks, public Python base), tagged nbjob-<name>:<version>
+# and nbjob-<name>:latest. --cpu: CPU build for machines without a GPU or registry: the Python
+# base is NBJOB_PYTHON_IMAGE (default: the debootstrap stand-in localhost/base-py:test, made here
+# if missing), torch's CPU wheel comes from a wheelhouse in .build/wheels, TensorFlow is
+# tensorflow-cpu; tagged localhost/nbjob-<name>:cpu.
+# Engine: docker when present (CLI and a reachable engine), else podman with the private store
+# (tests/images/podman.sh); NBJOB_ENGINE=docker|podman forces one.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -49,18 +52,42 @@ else
     BUILD=(build)
 fi
 
-args=(--build-arg "NBJOB_VERSION=$VERSION")
 if [ "$cpu" = 1 ]; then
-    base=${NBJOB_BASE:-localhost/base-py:test}
-    if [ "$base" = localhost/base-py:test ]; then
-        [ "$engine" = podman ] || { echo "build.sh: --cpu with docker needs NBJOB_BASE" >&2; exit 2; }
+    python_image=${NBJOB_PYTHON_IMAGE:-localhost/base-py:test}
+    if [ "$python_image" = localhost/base-py:test ]; then
+        [ "$engine" = podman ] || { echo "build.sh: --cpu with docker needs NBJOB_PYTHON_IMAGE" >&2; exit 2; }
         "$HERE/podman.sh" --ensure-base
     fi
-    args+=(--build-arg "BASE=$base")
 fi
 
+tags_of() {  # tags_of NAME: the tags of image nbjob-NAME, the first one canonical
+    if [ "$cpu" = 1 ]; then
+        echo "localhost/nbjob-$1:cpu"
+    else
+        echo "nbjob-$1:$VERSION nbjob-$1:latest"
+    fi
+}
+
+build() {  # build NAME BUILD-ARGS...: Dockerfile.NAME -> nbjob-NAME
+    local name=$1 start size tags=()
+    shift
+    for tag in $(tags_of "$name"); do tags+=(-t "$tag"); done
+    echo "build.sh: $engine: nbjob-$name (${tags[*]})" >&2
+    start=$(date +%s)
+    "${ENGINE[@]}" "${BUILD[@]}" "$@" -f "Dockerfile.$name" "${tags[@]}" .
+    size=$("${ENGINE[@]}" image inspect --format '{{.Size}}' "${tags[1]}" 2>/dev/null || echo 0)
+    echo "build.sh: nbjob-$name built in $(($(date +%s) - start)) s, $((size / 1000000)) MB" >&2
+}
+
+# 1. The shared base.
+baseargs=(--build-arg "NBJOB_VERSION=$VERSION")
+[ "$cpu" = 0 ] || baseargs+=(--build-arg "PYTHON_IMAGE=$python_image")
+build base "${baseargs[@]}"
+read -r base_image _ <<<"$(tags_of base)"
+
+# 2. The framework layers on it.
 for fw in "${frameworks[@]}"; do
-    fwargs=()
+    fwargs=(--build-arg "BASE_IMAGE=$base_image")
     if [ "$cpu" = 1 ] && [ "$fw" = torch ]; then
         # The CPU wheel, fetched on the host (whose pip may be set up for it; elsewhere set
         # TORCH_CPU_INDEX=https://download.pytorch.org/whl/cpu) into the build context.
@@ -69,23 +96,15 @@ for fw in "${frameworks[@]}"; do
                 --only-binary=:all: --python-version 3.11 --platform manylinux_2_28_x86_64 \
                 ${TORCH_CPU_INDEX:+--index-url "$TORCH_CPU_INDEX"} "torch==${TORCH_VERSION}+cpu"
         fi
-        fwargs=(--build-arg "TORCH_PACKAGE=torch==${TORCH_VERSION}+cpu" --build-arg WHEELHOUSE=.build/wheels)
+        fwargs+=(--build-arg "TORCH_PACKAGE=torch==${TORCH_VERSION}+cpu" --build-arg WHEELHOUSE=.build/wheels)
     elif [ "$cpu" = 1 ]; then
-        fwargs=(--build-arg "TF_PACKAGE=tensorflow-cpu==${TF_VERSION}")
+        fwargs+=(--build-arg "TF_PACKAGE=tensorflow-cpu==${TF_VERSION}")
     elif [ "$fw" = torch ]; then
-        fwargs=(--build-arg "TORCH_PACKAGE=torch==${TORCH_VERSION}")
+        fwargs+=(--build-arg "TORCH_PACKAGE=torch==${TORCH_VERSION}")
     else
-        fwargs=(--build-arg "TF_PACKAGE=tensorflow[and-cuda]==${TF_VERSION}")
+        fwargs+=(--build-arg "TF_PACKAGE=tensorflow[and-cuda]==${TF_VERSION}")
     fi
-    if [ "$cpu" = 1 ]; then
-        tags=(-t "localhost/nbjob-$fw:cpu")
-    else
-        tags=(-t "nbjob-$fw:$VERSION" -t "nbjob-$fw:latest")
-    fi
-    echo "build.sh: $engine: nbjob-$fw (${tags[*]})" >&2
-    start=$(date +%s)
-    "${ENGINE[@]}" "${BUILD[@]}" "${args[@]}" "${fwargs[@]}" -f "Dockerfile.$fw" "${tags[@]}" .
-    echo "build.sh: nbjob-$fw built in $(($(date +%s) - start)) s" >&2
+    build "$fw" "${fwargs[@]}"
 done
 
 # Drop the untagged images that rebuilds leave behind (the layer cache of tagged ones stays).

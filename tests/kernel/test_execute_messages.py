@@ -59,6 +59,21 @@ def test_lost_idle_ends_the_cell_after_the_reply(monkeypatch: pytest.MonkeyPatch
     executor = run(kernel, nb)
     assert 0.3 <= time.monotonic() - started < 3
     assert [r.status for r in executor.results.values()] == ["completed", "completed"]
+    assert all("idle" in (r.warning or "") for r in executor.results.values())  # both lost it
+    ended = [e for e in executor.bus.published if isinstance(e, events.CellEnded)]  # type: ignore[attr-defined]
+    assert ended[0].warning == executor.results[0].warning
+
+
+def test_output_still_arriving_after_the_reply_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(execute, "IDLE_AFTER_REPLY_S", 0.3)
+    late = [
+        Step("iopub", "stream", {"name": "stdout", "text": f"{i}\n"}, pause=0.1) for i in range(8)
+    ]
+    kernel = FakeKernel(lambda code: [status("busy"), reply(count=1), *late, status("idle")])
+    nb = notebook("backlog")
+    executor = run(kernel, nb)
+    assert nb.cells[0].outputs[0]["text"] == "".join(f"{i}\n" for i in range(8))
+    assert executor.results[0].warning is None
 
 
 def test_strays_are_ignored_and_display_updates_reach_earlier_cells() -> None:

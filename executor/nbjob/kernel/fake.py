@@ -31,6 +31,7 @@ class Step:
     pause: float = 0.0  # seconds before this step
     hang: bool = False  # send nothing more until interrupted
     die: bool = False  # the kernel dies here
+    buffers: list[bytes] = field(default_factory=list)  # binary buffers (widgets)
 
 
 def status(state: str) -> Step:
@@ -129,6 +130,7 @@ class FakeKernel(KernelSession):
             "msg_type": step.msg_type,
             "metadata": {},
             "content": dict(step.content),
+            "buffers": list(step.buffers),
         }
 
     def interrupt(self) -> None:

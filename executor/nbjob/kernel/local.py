@@ -4,6 +4,14 @@ The kernel runs in its own process session (jupyter_client's launcher), so a pla
 reaches nbjob alone; nbjob then interrupts or kills the kernel's whole process group itself.
 Liveness is the kernel process's exit status, read without blocking. Messages come from the
 shell and IOPub ZMQ sockets, polled together in ``next_message``.
+
+IOPub keeps pace however fast the kernel publishes: a PUB socket silently drops what a slow
+subscriber has not taken once its high-water mark (1,000 messages on both ends by default) is
+reached, and the kernel's PUB end cannot be configured from outside (ipykernel sets no HWM and
+offers no option for it). So the client's SUB socket has an unbounded receive queue (RCVHWM 0,
+set on the client's own ZMQ context before it connects) and a relay thread takes every message
+off it as soon as it arrives (pyzmq releases the GIL while receiving), handing it to the main
+loop over an unbounded in-process socket. The kernel's queue stays short; nothing is dropped.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -20,6 +29,31 @@ import zmq
 
 from nbjob.errors import DeadKernelError, EnvironmentUnfitError, NoSuchKernelError
 from nbjob.kernel.base import Channel, KernelSession, Message
+
+# Evaluated in an IPython kernel before nbjob subscribes to its IOPub (_unbounded_kernel_iopub):
+# in the IOPub thread, lift the send limit and bind one more endpoint, whose listener copies
+# the new limit (libzmq copies a socket's options into each listener when it binds).
+KERNEL_IOPUB_UNBOUNDED = """
+def _nbjob_unbounded(endpoint):
+    import threading, zmq
+    from ipykernel.kernelapp import IPKernelApp
+    thread = IPKernelApp.instance().iopub_thread
+    done, box = threading.Event(), []
+    def bind():
+        try:
+            thread.socket.setsockopt(zmq.SNDHWM, 0)
+            if endpoint.startswith("tcp://"):
+                box.append(thread.socket.bind_to_random_port(endpoint))
+            else:
+                thread.socket.bind(endpoint)
+                box.append(0)
+        finally:
+            done.set()
+    thread.schedule(bind)
+    done.wait(5)
+    return box[0] if box else -1
+"""
+IPC_IOPUB_PORT = 4242  # the extra endpoint's number when the kernel talks over Unix sockets
 
 
 def installed_kernels() -> dict[str, dict[str, Any]]:
@@ -63,6 +97,9 @@ class LocalKernel(KernelSession):
         self.client: Any = None
         self._poller: zmq.Poller | None = None
         self._pending: deque[Message] = deque()
+        self._iopub: Any = None
+        self._relay: threading.Thread | None = None
+        self._relay_stop = threading.Event()
 
     def kernelspecs(self) -> dict[str, dict[str, Any]]:
         return installed_kernels()
@@ -88,11 +125,81 @@ class LocalKernel(KernelSession):
         except OSError as exc:
             raise EnvironmentUnfitError(f"kernel {self.name!r} cannot start: {exc}") from None
         self.client = self.km.client()
-        self.client.start_channels()
+        self.client.context.setsockopt(zmq.RCVHWM, 0)  # this client's own context, pre-connect
+        self.client.start_channels(iopub=False)
+        self._unbounded_kernel_iopub()
+        self.client.iopub_channel.start()
         self.info = self._wait_ready()
+        self._iopub = self._start_relay()
         self._poller = zmq.Poller()
         self._poller.register(self.client.shell_channel.socket, zmq.POLLIN)
-        self._poller.register(self.client.iopub_channel.socket, zmq.POLLIN)
+        self._poller.register(self._iopub, zmq.POLLIN)
+
+    def _start_relay(self) -> zmq.Socket[Any]:
+        """IOPub from here on: the relay thread owns the SUB socket; this end is read here."""
+        ctx = self.client.context
+        address = f"inproc://nbjob-iopub-{id(self)}"
+        inbox = ctx.socket(zmq.PAIR)
+        inbox.setsockopt(zmq.RCVHWM, 0)
+        inbox.bind(address)
+        outbox = ctx.socket(zmq.PAIR)
+        outbox.setsockopt(zmq.SNDHWM, 0)
+        outbox.connect(address)
+        self._relay_stop = threading.Event()
+        self._relay = threading.Thread(
+            target=_relay,
+            args=(self.client.iopub_channel.socket, outbox, self._relay_stop),
+            name="nbjob-iopub",
+            daemon=True,
+        )
+        self._relay.start()
+        return inbox
+
+    def _shell_reply(self, msg_id: str, end: float) -> dict[str, Any] | None:
+        from queue import Empty
+
+        while time.monotonic() < end and self.alive():
+            try:
+                msg = self.client.shell_channel.get_msg(timeout=0.2)
+            except Empty:
+                continue
+            if msg["parent_header"].get("msg_id") == msg_id:
+                return dict(msg["content"])
+        return None
+
+    def _unbounded_kernel_iopub(self) -> None:
+        """Subscribe to an IPython kernel's IOPub on an endpoint without a send limit.
+
+        ipykernel's IOPub socket drops messages for a subscriber 1,000 behind and has no
+        option for it; the limit is copied into each endpoint when it is bound. So, before
+        nbjob subscribes, the kernel's IOPub thread lifts the limit and binds one more
+        endpoint (same transport, loopback or this run's private socket folder), and the
+        client subscribes there. Other kernels, or any failure: the usual endpoint.
+        """
+        end = time.monotonic() + self.startup_timeout
+        info = self._shell_reply(self.client.kernel_info(), end)
+        if info is None or info.get("implementation") != "ipython":
+            return
+        if self.client.transport == "ipc":
+            endpoint = f"ipc://{self.client.ip}-{IPC_IOPUB_PORT}"
+        else:
+            endpoint = f"tcp://{self.client.ip}"
+        call = f"(_nbjob_unbounded({endpoint!r}), globals().pop('_nbjob_unbounded'))[0]"
+        msg_id = self.client.execute(
+            KERNEL_IOPUB_UNBOUNDED,
+            silent=True,
+            store_history=False,
+            allow_stdin=False,
+            user_expressions={"port": call},
+        )
+        reply = self._shell_reply(msg_id, min(end, time.monotonic() + 10)) or {}
+        result = reply.get("user_expressions", {}).get("port", {})
+        try:
+            port = int(result.get("data", {}).get("text/plain", "-1"))
+        except ValueError:
+            return
+        if port >= 0:
+            self.client.iopub_port = port or IPC_IOPUB_PORT
 
     def _wait_ready(self) -> dict[str, Any]:
         """The kernel_info reply, once IOPub is subscribed too.
@@ -161,7 +268,7 @@ class LocalKernel(KernelSession):
         if not self._pending and self._poller is not None:
             ready = dict(self._poller.poll(int(timeout * 1000)))
             sockets: tuple[tuple[Channel, Any], ...] = (
-                ("iopub", self.client.iopub_channel.socket),
+                ("iopub", self._iopub),
                 ("shell", self.client.shell_channel.socket),
             )
             for channel, socket in sockets:
@@ -199,6 +306,12 @@ class LocalKernel(KernelSession):
     def shutdown(self, grace: float = 3.0) -> None:
         """Ask the kernel to exit, kill its process group after ``grace`` seconds."""
         self._join_start(5.0)  # still starting: wait a little, then kill what exists
+        self._relay_stop.set()
+        if self._relay is not None:
+            self._relay.join(2.0)
+        if self._iopub is not None:
+            self._iopub.close(linger=0)
+            self._iopub = None
         if self.client is not None:
             self.client.stop_channels()
         self._poller = None
@@ -213,3 +326,23 @@ class LocalKernel(KernelSession):
         except Exception:
             with contextlib.suppress(Exception):
                 self.km.shutdown_kernel(now=True)
+
+
+def _relay(sub: zmq.Socket[Any], outbox: zmq.Socket[Any], stop: threading.Event) -> None:
+    """Move IOPub messages from the kernel to the main loop as fast as they come."""
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    try:
+        while not stop.is_set():
+            if not poller.poll(100):
+                continue
+            for _ in range(1000):
+                try:
+                    frames = sub.recv_multipart(zmq.NOBLOCK, copy=False)
+                except zmq.Again:
+                    break
+                outbox.send_multipart(frames, copy=False)
+    except zmq.ZMQError:
+        pass  # the context was closed under us: the session is shutting down
+    finally:
+        outbox.close(linger=0)
