@@ -13,7 +13,7 @@ NPM_STAMP := $(NPM_DIR)/.installed-s3rver-3.7.1-azurite-3.37.0
 help:
 	@echo "make demo   - pack and run the example bundle; results in ./demo-output"
 	@echo "make test   - install everything the tests need, lint, type-check, run all tests"
-	@echo "make bench  - nbjob vs papermill vs nbclient; writes BENCHMARKS.md"
+	@echo "make bench  - nbjob vs papermill vs nbclient, artifact upload vs aws s3 sync; writes BENCHMARKS.md"
 	@echo "make images - build nbjob-base, then the torch and TF images on it (docker, else podman)"
 	@echo "              (CPU variant without a registry: make images IMAGES_FLAGS=--cpu)"
 
@@ -65,6 +65,7 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/artifacts.py $(ARTIFACTS_BENCH_ARGS)
 
 images: venv
 	bash tests/images/build.sh $(IMAGES_FLAGS)

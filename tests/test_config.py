@@ -113,6 +113,20 @@ def test_platform_detectors_are_an_ordered_table() -> None:
     env = {"SLURM_JOB_ID": "7", "KUBERNETES_SERVICE_HOST": "h", "RAY_JOB_ID": "r"}
     assert platforms.detect(env).name == "slurm"
     assert platforms.detect({"RAY_JOB_ID": "r"}).run_id == "r"
+    assert platforms.detect({"RAY_JOB_ID": "r", "RAY_JOB_SUBMISSION_ID": "s"}).run_id == "s"
+
+
+def test_attempt_numbers_from_platform_restart_counts() -> None:
+    assert platforms.detect({}).attempt is None
+    assert platforms.detect({"SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "2"}).attempt == 3
+    assert platforms.detect({"NBJOB_RESTART_COUNT": "0"}).attempt == 1
+    assert platforms.detect({"NBJOB_RESTART_COUNT": "x"}).attempt is None
+    settings = config.resolve(
+        {"source": "nb.ipynb"}, {"SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "1"}
+    )
+    assert (settings.attempt, settings.run_id) == (2, "7")
+    given = {"SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "1", "NBJOB_ATTEMPT": "5"}
+    assert config.resolve({"source": "nb.ipynb"}, given).attempt == 5
 
 
 def test_defaults_are_written_once() -> None:

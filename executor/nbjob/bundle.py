@@ -57,10 +57,54 @@ class Bundle:
 # -- unpacking ---------------------------------------------------------------------------------
 
 
+MAX_RATIO = 100  # unpacked bytes per compressed byte, beyond which an archive is a bomb
+RATIO_FLOOR = 64 << 20  # ratios are judged once this much is unpacked (or declared)
+DISK_RESERVE = 256 << 20  # free disk left untouched by unpacking
+_DISK_CHECK_EVERY = 32 << 20
+
+
+def free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
 class _Budget:
-    def __init__(self, max_files: int, max_bytes: int) -> None:
+    def __init__(self, max_files: int, max_bytes: int, dest: Path) -> None:
         self.max_files, self.max_bytes = max_files, max_bytes
         self.files = self.bytes = 0
+        self.dest = dest
+        self.names: set[Path] = set()
+        self.consumed: Callable[[], int] | None = None  # compressed bytes read so far
+        self._next_disk_check = 0
+
+    def new_file(self, target: Path, name: str) -> None:
+        if target in self.names:
+            raise BundleError(f"bundle holds {name!r} twice; entry names must be unique")
+        self.names.add(target)
+
+    def declared(self, total: int) -> None:
+        """Before unpacking: what the archive says it holds must fit the limit and the disk."""
+        if total > self.max_bytes:
+            raise BundleError(
+                f"bundle unpacks to more than {self.max_bytes} bytes (limit: --max-bundle-bytes)"
+            )
+        if total > free_bytes(self.dest) - DISK_RESERVE:
+            raise BundleError(f"bundle unpacks to {total} bytes; the disk has not enough free")
+
+    def _consumed(self) -> int:
+        """Compressed bytes read so far (huge when unknown: no ratio check)."""
+        return max(1, self.consumed()) if self.consumed is not None else 1 << 62
+
+    def _check(self) -> None:
+        if self.bytes > self.max_bytes:
+            raise BundleError(
+                f"bundle unpacks to more than {self.max_bytes} bytes (limit: --max-bundle-bytes)"
+            )
+        if self.bytes > RATIO_FLOOR and self.bytes > MAX_RATIO * self._consumed():
+            raise BundleError(f"bundle expands more than {MAX_RATIO} times: a compression bomb")
+        if self.bytes >= self._next_disk_check:
+            self._next_disk_check = self.bytes + _DISK_CHECK_EVERY
+            if free_bytes(self.dest) < DISK_RESERVE:
+                raise BundleError("the disk is nearly full while unpacking the bundle")
 
     def entry(self) -> None:
         self.files += 1
@@ -73,11 +117,7 @@ class _Budget:
         with target.open("wb") as out:
             while chunk := src.read(_CHUNK):
                 self.bytes += len(chunk)
-                if self.bytes > self.max_bytes:
-                    raise BundleError(
-                        f"bundle unpacks to more than {self.max_bytes} bytes "
-                        "(limit: --max-bundle-bytes)"
-                    )
+                self._check()
                 out.write(chunk)
 
 
@@ -116,6 +156,7 @@ def _place(
     if is_dir:
         target.mkdir(parents=True, exist_ok=True)
         return
+    budget.new_file(target, name)
     src = source()
     if src is None:
         raise BundleError(f"bundle entry {name!r} is not a regular file")
@@ -127,7 +168,15 @@ def _place(
 
 def _unpack_zip(archive: Path, dest: Path, budget: _Budget) -> None:
     with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
+        infos = zf.infolist()
+        for info in infos:  # zipfile never reads past an entry's declared size
+            ratio = info.file_size / max(1, info.compress_size)
+            if info.file_size > RATIO_FLOOR // 64 and ratio > MAX_RATIO:
+                raise BundleError(
+                    f"bundle entry {info.filename!r} expands {ratio:.0f} times: a compression bomb"
+                )
+        budget.declared(sum(i.file_size for i in infos))
+        for info in infos:
             budget.entry()
             mode = info.external_attr >> 16
             _check_kind(info.filename, mode)
@@ -145,6 +194,9 @@ def _unpack_zip(archive: Path, dest: Path, budget: _Budget) -> None:
 
 def _unpack_tar(archive: Path, dest: Path, budget: _Budget) -> None:
     with tarfile.open(archive, mode="r:*") as tf:
+        raw = getattr(tf.fileobj, "fileobj", None) or getattr(tf.fileobj, "_fp", None)
+        if raw is not None and hasattr(raw, "tell"):  # gzip / xz: the compressed position
+            budget.consumed = raw.tell
         for member in tf:
             budget.entry()
             if member.issym() or member.islnk():
@@ -177,8 +229,10 @@ def archive_kind(path: Path) -> str | None:
 def unpack(archive: Path, dest: Path, max_files: int, max_bytes: int) -> None:
     """Unpack ``archive`` into the empty folder ``dest`` under the given limits."""
     kind = archive_kind(archive)
-    budget = _Budget(max_files, max_bytes)
     dest.mkdir(parents=True, exist_ok=True)
+    budget = _Budget(max_files, max_bytes, dest)
+    if free_bytes(dest) < DISK_RESERVE:
+        raise BundleError("the disk is nearly full: no room to unpack the bundle")
     try:
         if kind == "zip":
             _unpack_zip(archive, dest, budget)

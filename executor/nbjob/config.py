@@ -209,6 +209,28 @@ class Settings:
             "SECONDS",
         ),
     )
+    storage_timeout: float = field(
+        default=60.0,
+        metadata=_opt(
+            "--storage-timeout",
+            _positive_float,
+            "seconds the store may fail to answer before the run gives up (exit 6)",
+            "SECONDS",
+        ),
+    )
+    attempt: int | None = field(
+        default=None,
+        metadata=_opt(
+            "--attempt",
+            _positive_int,
+            "number of this attempt (default: the platform's, else the destination's + 1)",
+            "N",
+        ),
+    )
+    no_resume: bool = field(
+        default=False,
+        metadata=_opt("--no-resume", _bool, "do not restore an earlier attempt's artifacts"),
+    )
     # Not options: from the platform, and the parameters as given (merged at run time).
     parameters: params.ParameterSources = field(default_factory=params.ParameterSources)
     log_dir: str | None = None
@@ -253,6 +275,7 @@ def resolve(
     if not source:
         raise UsageError("no notebook source given: pass SOURCE or set NBJOB_SOURCE")
     run_id = values.pop("run_id") or platform.run_id or new_run_id()
+    values["attempt"] = values["attempt"] or platform.attempt
     output = values.pop("output") or platform.output or join("nbjob-output", run_id)
     if platform.rank_dir:
         output = join(output, platform.rank_dir)

@@ -18,6 +18,7 @@ The hierarchy maps 1:1 onto the exit-code table that platform retry policies use
     ├── EnvironmentUnfitError   7   this machine cannot run the job
     │   ├── NoSuchKernelError
     │   └── GPUNotVisibleError
+    ├── InternalError           1   a bug in nbjob (status internal_error, with a traceback)
     └── StoppedError          143   SIGTERM / SIGINT from the platform
 
 Success is exit 0 and has no class. Each error carries a one-line ``reason`` that goes
@@ -116,6 +117,13 @@ class NoSuchKernelError(EnvironmentUnfitError):
 
 class GPUNotVisibleError(EnvironmentUnfitError):
     """A GPU was required, and the kernel sees none."""
+
+
+class InternalError(NbjobError):
+    """A bug in nbjob itself (not the notebook): its traceback is in executor.log and run.json."""
+
+    exit_code = 1
+    status = "internal_error"
 
 
 class StoppedError(NbjobError):

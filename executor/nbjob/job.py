@@ -15,16 +15,18 @@ import shutil
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from nbjob import attempts, events, logs, platforms, prepare, results, stop
 from nbjob import bundle as bundles
-from nbjob import events, logs, platforms, prepare, results, stop
 from nbjob import kernel as kernels
 from nbjob.config import Settings
 from nbjob.errors import (
     GPUNotVisibleError,
+    InternalError,
     NbjobError,
     RunTimeoutError,
     StoppedError,
@@ -32,7 +34,7 @@ from nbjob.errors import (
 )
 from nbjob.listeners import Checkpointer, LogListener
 from nbjob.record import RunRecord
-from nbjob.storage import Storage, is_local, local_path
+from nbjob.storage import Storage, is_local, join, local_path
 
 FINAL_WRITE_S = 300.0  # how long the final write may take when nothing else is pressing
 
@@ -49,7 +51,7 @@ class Job:
         self.listeners = list(listeners)  # more consumers of cell events (MLflow, tests)
         self.t0 = time.monotonic()
         self.deadline = self.t0 + settings.timeout if settings.timeout else None
-        self.storage = Storage(settings.s3_endpoint_url)
+        self.storage = Storage(settings.s3_endpoint_url, settings.storage_timeout)
         self.workdir = Path(settings.workdir or tempfile.mkdtemp(prefix="nbjob-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.record = RunRecord.start(
@@ -68,6 +70,7 @@ class Job:
         self.kernel.start_in_background()
         self.nb: Any = None
         self.keep_workdir = False
+        self.attempt: attempts.Attempt | None = None
 
     # -- the job -------------------------------------------------------------------------------
 
@@ -89,8 +92,10 @@ class Job:
         except NbjobError as exc:
             error = exc
         except Exception as exc:  # a bug in nbjob itself must still leave results behind
-            self.log.exception("internal_error")
-            error = NbjobError(f"internal error: {type(exc).__name__}: {exc}")
+            trace = logs.redact("".join(traceback.format_exception(exc)))
+            self.log.error("internal_error", traceback=trace)
+            self.record.internal_error(trace)
+            error = InternalError(f"internal error: {type(exc).__name__}: {exc}")
         return self._finish(error)
 
     def _open_results(self) -> StorageError | None:
@@ -100,6 +105,8 @@ class Job:
             log_files = [self._log_path()]
         except StorageError as exc:  # the results folder cannot be made: still log, exit 6
             log_files, error = [self.workdir / results.LOG_NAME], exc
+        if error is None and is_local(self.s.output):  # before the log file is truncated
+            error = self._begin_attempt()
         if self.s.log_dir:
             log_files.append(Path(self.s.log_dir) / results.LOG_NAME)
         logs.configure(self.s.log_format, log_files, truncate=True)
@@ -117,6 +124,31 @@ class Job:
         self.bus = events.Bus([self.record, LogListener(self.log), checkpointer, *self.listeners])
         return error
 
+    def _begin_attempt(self) -> StorageError | None:
+        """Keep an earlier attempt's results under attempts/<n>/ and learn this one's number."""
+        s = self.s
+        try:
+            a = attempts.begin(self.storage, s.output, s.run_id, s.attempt, not s.no_resume)
+            if a.earlier and a.resume_from is None and is_local(s.output):
+                attempts.set_aside_local_artifacts(
+                    self.artifacts, s.output, a.earlier[-1]["attempt"]
+                )
+        except OSError as exc:
+            return StorageError(f"cannot read earlier attempts at {s.output}: {exc}")
+        except StorageError as exc:
+            return StorageError(f"cannot read earlier attempts: {exc.reason}")
+        self.attempt = a
+        return None
+
+    def _resume(self) -> list[str]:
+        """Attempt n > 1: the earlier attempt's artifacts, restored before the first cell."""
+        a = self.attempt or attempts.Attempt()
+        self.record.attempt_began(a.number, a.earlier, a.resume_from)
+        restored: list[str] = []
+        if a.resume_from is not None:
+            restored = attempts.restore(self.storage, self.s.output, self.artifacts)
+        return restored
+
     def _log_path(self) -> Path:
         if is_local(self.s.output):
             self.storage.check_writable(self.s.output)
@@ -131,13 +163,30 @@ class Job:
             name,
             cwd,
             workdir=self.workdir,
-            env={"NBJOB_ARTIFACTS_DIR": str(self.artifacts)},
+            env={
+                "NBJOB_ARTIFACTS_DIR": str(self.artifacts),
+                **({"NBJOB_ATTEMPT": str(self.s.attempt)} if self.s.attempt else {}),
+            },
         )
 
     def _prepare(self) -> None:
         from nbjob.execute import code_cells
 
         s = self.s
+        if self.attempt is None:  # a remote destination
+            error = stop.wait_for(self.token, self._begin_attempt, "reading earlier attempts")
+            if error is not None:
+                raise error
+        assert self.attempt is not None
+        restored = stop.wait_for(self.token, self._resume, "restoring artifacts")
+        self.results.stream_artifacts(restored)
+        self.log.info(
+            "attempt",
+            attempt=self.attempt.number,
+            earlier=len(self.attempt.earlier),
+            resumed_from=self.attempt.resume_from,
+            restored=len(restored),
+        )
         bundle = prepare.open_source(s, self.storage, self.workdir, self.token, self.log)
         self.results.notebook_name = bundle.notebook.name
         self.record.bundle_opened(bundle.relative_notebook)
@@ -152,6 +201,9 @@ class Job:
             self.token, lambda: self._kernel_at(name, cwd, bundle.root), "the kernel start"
         )
         self.record.kernel_ready(name, kernel.language, kernel.info, kernel.describe())
+        if kernel.language == "python":  # the number may be known only now (the destination's)
+            code = f"import os as _o; _o.environ['NBJOB_ATTEMPT'] = '{self.record.attempt}'; del _o"
+            stop.wait_for(self.token, lambda: kernel.run_silent(code, {}), "the attempt number")
         self.log.info(
             "kernel_ready",
             kernel=name,
@@ -237,6 +289,8 @@ class Job:
         stopping = self.token.requested
         self._fetch_artifacts(max(1.0, self.s.stop_grace / 3) if stopping else FINAL_WRITE_S / 5)
         error = self._close_record(error)
+        if self.attempt is None and not is_local(self.s.output):
+            self._beside_earlier_attempts()
         if stopping:
             deadline = time.monotonic() + max(1.0, self.token.remaining(self.s.stop_grace) - 1.0)
         else:
@@ -249,6 +303,13 @@ class Job:
         logs.close()
         self._cleanup()
         return self.record.exit_code if self.record.exit_code is not None else 1
+
+    def _beside_earlier_attempts(self) -> None:
+        """The destination was never read: results go beside what it holds, never over it."""
+        stamp = self.record.started_at.replace(":", "").replace("-", "")[:15]
+        self.results.dest = join(self.s.output, f"{attempts.ATTEMPTS_DIR}/unread-{stamp}")
+        self.results.stream = None
+        self.log.warning("results_beside_earlier_attempts", output=self.results.dest)
 
     def _close_record(self, error: NbjobError | None) -> NbjobError | None:
         """The run's ending in the record (a stop wins) and the notebook's banners."""
@@ -311,6 +372,8 @@ class Job:
         self.keep_workdir = True
         self.log.error("results_not_stored", reason=exc.reason)
         self.record.not_stored(exc)
+        if self.record.status == "storage_error" and "local copy" not in str(self.record.reason):
+            self.record.reason = f"{self.record.reason}; a local copy is in {self.results.spool}"
         return False
 
     def _within_grace(self, work: Callable[[], None], what: str) -> None:

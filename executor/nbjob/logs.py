@@ -73,10 +73,15 @@ def _secret_values() -> list[str]:
     return sorted((v for v in found if len(v) >= 4), key=len, reverse=True)
 
 
+_USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)([^/\s:@]*):([^/\s@]+)@")
+
+
 def redact(text: str) -> str:
     """Remove signed-URL query secrets and known credential values from ``text``."""
     if "=" in text:
         text = _SECRET_QUERY.sub(r"\1=REDACTED", text)
+    if "@" in text:  # user:password@ in any URL
+        text = _USERINFO.sub(r"\1\2:REDACTED@", text)
     for secret in _secret_values() if _secrets is None else _secrets:
         if secret in text:
             text = text.replace(secret, "REDACTED")

@@ -10,6 +10,9 @@ where do logs go, and which rank this process is. Nothing else in nbjob looks at
 - Kubeflow TFJob: ``TF_CONFIG`` (cluster and task type/index).
 - Slurm: ``SLURM_JOB_ID``, ``SLURM_ARRAY_TASK_ID``, ``SLURM_PROCID``, ``SLURM_NTASKS``.
 - Kubernetes: ``KUBERNETES_SERVICE_HOST``; the termination message goes to /dev/termination-log.
+- Attempts: ``SLURM_RESTART_COUNT`` (Slurm requeues), ``NBJOB_RESTART_COUNT`` (any platform; a
+  Kubernetes Indexed Job passes its pod annotation ``batch.kubernetes.io/job-index-failure-count``
+  through the downward API): restarts so far, so the attempt is that + 1.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import contextlib
 import json
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
@@ -27,7 +30,8 @@ _RECORDED = (
     "TRAINING_ID", "LEARNER_ID", "NUM_LEARNERS", "GPU_COUNT",
     "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TF_CONFIG",
     "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID", "SLURM_NTASKS",
-    "SLURM_JOB_NODELIST", "KUBERNETES_SERVICE_HOST", "HOSTNAME", "RAY_JOB_ID",
+    "SLURM_JOB_NODELIST", "SLURM_RESTART_COUNT", "NBJOB_RESTART_COUNT",
+    "KUBERNETES_SERVICE_HOST", "HOSTNAME", "RAY_JOB_ID", "RAY_JOB_SUBMISSION_ID",
     "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
 )  # fmt: skip
 
@@ -43,6 +47,8 @@ class Platform:
     log_dir: str | None = None
     # Results of one rank of a multi-process job go into this subfolder of the output.
     rank_dir: str | None = None
+    # This attempt's number (1-based) when the platform counts restarts.
+    attempt: int | None = None
     info: dict[str, str] = field(default_factory=dict)
 
 
@@ -78,6 +84,14 @@ def _rank_dir(env: Mapping[str, str]) -> str | None:
     for size, rank in (("WORLD_SIZE", "RANK"), ("SLURM_NTASKS", "SLURM_PROCID")):
         if (n := _int(env, size)) and n > 1:
             return f"rank-{env.get(rank, '0')}"
+    return None
+
+
+def attempt(env: Mapping[str, str]) -> int | None:
+    """The attempt number a platform's restart count gives (None: it keeps no count)."""
+    for name in ("SLURM_RESTART_COUNT", "NBJOB_RESTART_COUNT"):
+        if (count := _int(env, name)) is not None and count >= 0:
+            return count + 1
     return None
 
 
@@ -126,8 +140,10 @@ def _kubernetes(
 
 
 def _ray(env: Mapping[str, str], rank_dir: str | None, info: dict[str, str]) -> Platform | None:
-    if "RAY_JOB_ID" in env:
-        return Platform(name="ray", run_id=env["RAY_JOB_ID"], rank_dir=rank_dir, info=info)
+    # The submission id is the one a submitter chooses and keeps across resubmissions.
+    run_id = env.get("RAY_JOB_SUBMISSION_ID") or env.get("RAY_JOB_ID")
+    if run_id:
+        return Platform(name="ray", run_id=run_id, rank_dir=rank_dir, info=info)
     return None
 
 
@@ -148,5 +164,5 @@ def detect(env: Mapping[str, str] | None = None) -> Platform:
     rank_dir = _rank_dir(env)
     for detector in DETECTORS:
         if (platform := detector(env, rank_dir, info)) is not None:
-            return platform
+            return replace(platform, attempt=attempt(env))
     raise AssertionError("the last detector always answers")  # pragma: no cover

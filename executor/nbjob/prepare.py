@@ -6,6 +6,7 @@ Runs while the kernel starts (job.py starts it first). Blocking steps run throug
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -79,19 +80,40 @@ def read_notebook(path: Path, log: Any) -> Any:
     import nbformat
 
     try:
-        nb = nbformat.read(path, as_version=4)
+        with path.open("rb") as f:
+            raw = json.load(f)
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         raise NotebookError(
             f"{path.name} is not a readable notebook: {str(exc).splitlines()[0][:300]}"
         ) from None
-    if not isinstance(nb.get("cells"), list):
-        raise NotebookError(f"{path.name} is not a notebook (no cells)")
+    _check_shape(raw, path.name)
+    try:
+        nb = nbformat.reads(json.dumps(raw), as_version=4)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise NotebookError(f"{path.name} is not a valid notebook: {type(exc).__name__}") from None
     try:
         nbformat.validate(nb)
     except nbformat.ValidationError as exc:
         log.warning("notebook_invalid", reason=str(exc).splitlines()[0][:300])
     results.remove_banners(nb)
     return nb
+
+
+def _check_shape(raw: Any, name: str) -> None:
+    """What nbjob relies on: a mapping with a list of cells, each with a type and text source."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
+        raise NotebookError(f"{name} is not a notebook (no list of cells)")
+    for index, cell in enumerate(raw["cells"]):
+        if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw"):
+            raise NotebookError(f"{name}: cell {index} is not a code, markdown or raw cell")
+        source = cell.get("source", "")
+        text = isinstance(source, str) or (
+            isinstance(source, list) and all(isinstance(line, str) for line in source)
+        )
+        if not text:
+            raise NotebookError(f"{name}: cell {index}'s source is not text")
+        if not isinstance(cell.get("metadata", {}), dict):
+            raise NotebookError(f"{name}: cell {index}'s metadata is not a mapping")
 
 
 def inject_parameters(nb: Any, bundle: bundles.Bundle, s: Settings, log: Any) -> dict[str, Any]:

@@ -97,6 +97,10 @@ class RunRecord:
     artifacts: list[str] = field(default_factory=list)
     versions: dict[str, str | None] = field(default_factory=versions)
     host: dict[str, Any] = field(default_factory=host)
+    attempt: int = 1
+    earlier_attempts: list[dict[str, Any]] = field(default_factory=list)
+    resumed_from: int | None = None
+    traceback: str | None = None  # an internal error's (never in the notebook)
     t0: float = field(default_factory=time.monotonic, repr=False)
     metrics: dict[str, Any] = field(default_factory=dict)  # scrapbook glue, by name
     running_since: float | None = field(default=None, repr=False)  # monotonic, running cell
@@ -136,6 +140,13 @@ class RunRecord:
 
     def gpus_probed(self, probe: dict[str, Any]) -> None:
         self.gpus, self.gpu_probe = list(probe.get("gpus", [])), probe
+
+    def attempt_began(
+        self, number: int, earlier: list[dict[str, Any]], resumed_from: int | None
+    ) -> None:
+        """This attempt's number, earlier attempts' summaries, the attempt it resumes."""
+        self.attempt, self.earlier_attempts = number, list(earlier)
+        self.resumed_from = resumed_from
 
     # -- cells (from the executor's events) ----------------------------------------------------
 
@@ -197,6 +208,9 @@ class RunRecord:
             cell = self.cells.get(index)
             self.failed_cell = {"index": index, **((cell.error if cell else None) or {})}
 
+    def internal_error(self, trace: str) -> None:
+        self.traceback = trace
+
     def not_stored(self, error: NbjobError) -> None:
         """The results could not be stored: a success must not be reported, nor a stop hidden."""
         if self.exit_code == 0 or isinstance(error, StoppedError):
@@ -232,4 +246,8 @@ class RunRecord:
             "host": self.host,
             "progress": self.progress(),
             "metrics": self.metrics,
+            "attempt": self.attempt,
+            "earlier_attempts": self.earlier_attempts,
+            "resumed_from": self.resumed_from,
+            **({"traceback": self.traceback} if self.traceback else {}),
         }

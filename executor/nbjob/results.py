@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nbjob import logs
+from nbjob.artifacts import ArtifactStream, is_temporary
 from nbjob.errors import StorageError
 from nbjob.storage import Storage, is_local, join, local_path
 
@@ -76,7 +77,7 @@ def record_bytes(record: dict[str, Any]) -> bytes:
 
 
 def artifacts_dir(dest: str, workdir: Path) -> Path:
-    """Where the kernel writes artifacts: inside a local destination, else uploaded at the end."""
+    """Where the kernel writes artifacts: inside a local destination, else streamed from here."""
     folder = workdir / ARTIFACTS
     if is_local(dest):
         with contextlib.suppress(OSError):
@@ -111,6 +112,15 @@ class Results:
         self._warned = False
         self._thread = threading.Thread(target=self._upload_loop, name="results", daemon=True)
         self._thread.start()
+        # A local destination holds the artifacts folder itself; a remote one gets them streamed.
+        self.stream: ArtifactStream | None = None
+        if not is_local(dest):
+            self.stream = ArtifactStream(storage, join(dest, ARTIFACTS), artifacts)
+
+    def stream_artifacts(self, already_there: list[str]) -> None:
+        """Start sending artifacts (after an earlier attempt's were restored, if any)."""
+        if self.stream is not None:
+            self.stream.start(already_there)
 
     def url(self, name: str) -> str:
         return join(self.dest, name)
@@ -173,13 +183,15 @@ class Results:
 
         def write() -> None:
             self._write(nb_data, record_data)
-            if not is_local(self.dest):
-                for name in self.artifact_names():
-                    self.storage.put_file(self.url(f"{ARTIFACTS}/{name}"), self.artifacts / name)
+            if self.stream is not None:  # what the stream has not sent yet, newest first
+                self.stream.flush()
 
-        if not any(self.artifacts.iterdir()):
+        if self.artifacts.is_dir() and not any(self.artifacts.iterdir()):
             self.artifacts.rmdir()  # no empty folder among the results
-        if why := _bounded(write, deadline - time.monotonic()):
+        why = _bounded(write, deadline - time.monotonic())
+        if self.stream is not None:
+            self.stream.close()
+        if why:
             self.keep_local_copy(nb, record)
             raise StorageError(
                 f"results not stored at {logs.redact(self.dest)} ({why}); "
@@ -196,7 +208,7 @@ class Results:
         return sorted(
             p.relative_to(self.artifacts).as_posix()
             for p in self.artifacts.rglob("*")
-            if p.is_file()
+            if p.is_file() and not is_temporary(p.relative_to(self.artifacts).as_posix())
         )
 
     def keep_local_copy(self, nb: Any, record: dict[str, Any]) -> None:

@@ -258,7 +258,9 @@ def test_unreachable_destination_fails_fast_with_a_local_copy(store: Store, tmp_
     assert copy.is_relative_to(tmp_path)
     record = read_json(copy / "run.json")
     assert (record["status"], record["exit_code"]) == ("storage_error", 6)
-    assert "ran" in stream_text(nbformat.read(copy / "nb.ipynb", as_version=4))
+    # The destination is read first (earlier attempts): no cell runs while it cannot be reached.
+    assert reason.startswith("cannot read earlier attempts: "), reason
+    assert not (copy / "nb.ipynb").exists()
     for secret in store.secrets:
         assert secret not in result.stderr
 
@@ -351,3 +353,25 @@ def test_abfs_urls_name_the_account(
     monkeypatch.delenv("AZURE_STORAGE_ACCOUNT", raising=False)
     with pytest.raises(StorageError, match="no Azure account: set AZURE_STORAGE_CONNECTION_STRING"):
         Storage().put_bytes(f"az://{container}/y.json", b"{}")
+
+
+# -- 4: reads and listings (earlier attempts, resume) ------------------------------------------
+
+
+def test_get_bytes_and_list(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in store.env.items():
+        monkeypatch.setenv(name, value)
+    root = store.new_root()
+    for name in ("run/run.json", "run/artifacts/a.bin", "run/artifacts/sub/b.bin", "other/x"):
+        store.put(join(root, name), name.encode())
+    storage = Storage(store.endpoint_url)
+    assert storage.get_bytes(join(root, "run/run.json")) == b"run/run.json"
+    assert storage.get_bytes(join(root, "run/missing.json")) is None
+    assert storage.list_names(join(root, "run/artifacts")) == ["a.bin", "sub/b.bin"]
+    assert storage.list_names(join(root, "run/artifacts/")) == ["a.bin", "sub/b.bin"]
+    assert storage.list_names(join(root, "run/none")) == []
+    assert storage.list_names(join(root, "run")) == [
+        "artifacts/a.bin",
+        "artifacts/sub/b.bin",
+        "run.json",
+    ]

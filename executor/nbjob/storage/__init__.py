@@ -85,8 +85,9 @@ def _register_secrets() -> None:
 class Storage:
     """One object per run: picks the backend for each URL and keeps it (and its client)."""
 
-    def __init__(self, endpoint_url: str | None = None) -> None:
+    def __init__(self, endpoint_url: str | None = None, timeout: float | None = None) -> None:
         self.endpoint_url = endpoint_url
+        self.timeout = timeout  # --storage-timeout (None: the backends' default, 60 s)
         self._backends: dict[type[Backend], Backend] = {}
 
     def backend(self, url: str) -> Backend:
@@ -98,7 +99,10 @@ class Storage:
             )
         cls = backend_class(kind)
         if cls not in self._backends:
-            self._backends[cls] = cls(self.endpoint_url)
+            backend = cls(self.endpoint_url)
+            if self.timeout:
+                backend.timeout = self.timeout
+            self._backends[cls] = backend
         return self._backends[cls]
 
     def _writer(self, url: str) -> Backend:
@@ -124,6 +128,14 @@ class Storage:
 
     def put_file(self, url: str, path: Path) -> None:
         self._writer(url).put_file(url, path)
+
+    def get_bytes(self, url: str) -> bytes | None:
+        """The object at ``url``; None when there is none."""
+        return self.backend(url).get_bytes(url)
+
+    def list_names(self, url: str) -> list[str]:
+        """Relative names of the objects under the folder ``url`` (none: empty)."""
+        return self.backend(url).list_names(url)
 
     def check_writable(self, url: str) -> None:
         """Fail early (before any cell runs) when the destination cannot be written."""

@@ -21,8 +21,7 @@ from nbjob.errors import InvalidInputError, StorageError
 from .base import (
     CHUNK_SIZE,
     CHUNK_THRESHOLD,
-    CONNECT_TIMEOUT_S,
-    READ_TIMEOUT_S,
+    CLIENT_TRIES,
     Backend,
     first_line,
     need_key,
@@ -71,10 +70,10 @@ class AzureBackend(Backend):
                 "retry_policy": LinearRetry(
                     backoff=BACKOFF_S,  # type: ignore[arg-type]  # seconds; a float works
                     random_jitter_range=0,
-                    retry_total=attempts() - 1,
+                    retry_total=min(attempts(), CLIENT_TRIES) - 1,
                 ),
-                "connection_timeout": CONNECT_TIMEOUT_S,
-                "read_timeout": READ_TIMEOUT_S,
+                "connection_timeout": self.connect_timeout,
+                "read_timeout": self.read_timeout,
                 "max_single_put_size": CHUNK_THRESHOLD,
                 "max_block_size": CHUNK_SIZE,
                 "max_single_get_size": CHUNK_THRESHOLD,
@@ -152,6 +151,27 @@ class AzureBackend(Backend):
                 )
 
         with_retries(self, "upload", url, upload)
+
+    def get_bytes(self, url: str) -> bytes | None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        def get() -> bytes | None:
+            try:
+                return bytes(self._blob(url).download_blob().readall())
+            except ResourceNotFoundError:
+                return None
+
+        return with_retries(self, "read", url, get)
+
+    def list_names(self, url: str) -> list[str]:
+        account, container, key = split_az(url)
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+
+        def names() -> list[str]:
+            client = self.service(account).get_container_client(container)
+            return sorted(b.name[len(prefix) :] for b in client.list_blobs(name_starts_with=prefix))
+
+        return with_retries(self, "list", url, names)
 
     def classify(self, exc: Exception) -> tuple[bool, str]:
         from azure.core.exceptions import (

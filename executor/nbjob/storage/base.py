@@ -23,8 +23,9 @@ from nbjob.errors import InvalidInputError
 # failed part is retried alone and memory stays flat.
 CHUNK_THRESHOLD = 8 * 1024 * 1024
 CHUNK_SIZE = 8 * 1024 * 1024
-CONNECT_TIMEOUT_S = 5.0
-READ_TIMEOUT_S = 60.0
+CONNECT_TIMEOUT_S = 5.0  # at most; less with a short --storage-timeout
+TIMEOUT_S = 60.0  # --storage-timeout: how long the store may fail to answer before exit 6
+CLIENT_TRIES = 2  # tries of one request inside a client (the retry loop adds its own)
 
 
 class Backend:
@@ -37,6 +38,22 @@ class Backend:
 
     def __init__(self, endpoint_url: str | None = None) -> None:
         self.endpoint_url = endpoint_url
+        self.timeout = TIMEOUT_S  # set by Storage before the first client is made
+        self.outage_since: float | None = None  # monotonic start of the current failing streak
+
+    @property
+    def read_timeout(self) -> float:
+        """One request's wait for an answer: a sixth of the budget (10 s by default)."""
+        return max(0.5, self.timeout / 6)
+
+    @property
+    def connect_timeout(self) -> float:
+        return min(CONNECT_TIMEOUT_S, self.read_timeout)
+
+    @property
+    def try_bound(self) -> float:
+        """The longest one try of the retry loop takes against a store that never answers."""
+        return CLIENT_TRIES * (self.read_timeout + self.connect_timeout)
 
     # -- the interface -----------------------------------------------------------------------
 
@@ -48,6 +65,14 @@ class Backend:
         raise NotImplementedError
 
     def put_file(self, url: str, path: Path) -> None:
+        raise NotImplementedError
+
+    def get_bytes(self, url: str) -> bytes | None:
+        """The object at ``url``, or None when there is none (earlier attempts, resume)."""
+        raise NotImplementedError
+
+    def list_names(self, url: str) -> list[str]:
+        """Names (relative, ``/``-separated, sorted) of every object under the folder ``url``."""
         raise NotImplementedError
 
     def check_writable(self, url: str) -> None:

@@ -20,8 +20,6 @@ from typing import Any, ClassVar
 from .base import (
     CHUNK_SIZE,
     CHUNK_THRESHOLD,
-    CONNECT_TIMEOUT_S,
-    READ_TIMEOUT_S,
     Backend,
     first_line,
     need_key,
@@ -31,7 +29,6 @@ from .base import (
 from .retry import RETRY_STATUS, with_retries
 
 EXAMPLE = "gs://bucket/key"
-TIMEOUT = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S)
 _PHRASES = {s.value for s in HTTPStatus}
 _KEY_FILE_SECRETS = ("private_key", "private_key_id", "client_secret", "refresh_token")
 
@@ -69,6 +66,10 @@ class GCSBackend(Backend):
                 self._client = storage.Client(project=project)
         return self._client
 
+    @property
+    def timeouts(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.read_timeout)
+
     def _blob(self, url: str) -> Any:
         bucket, key = split_url(url, "a GCS", EXAMPLE)
         return self.client().bucket(bucket).blob(key)
@@ -81,7 +82,9 @@ class GCSBackend(Backend):
             self,
             "download",
             url,
-            lambda: self._blob(url).download_to_filename(str(target), retry=None, timeout=TIMEOUT),
+            lambda: self._blob(url).download_to_filename(
+                str(target), retry=None, timeout=self.timeouts
+            ),
         )
         return target
 
@@ -91,7 +94,7 @@ class GCSBackend(Backend):
             "upload",
             url,
             lambda: self._blob(url).upload_from_string(
-                data, content_type=content_type, retry=None, timeout=TIMEOUT
+                data, content_type=content_type, retry=None, timeout=self.timeouts
             ),
         )
 
@@ -100,9 +103,31 @@ class GCSBackend(Backend):
             blob = self._blob(url)
             if path.stat().st_size > CHUNK_THRESHOLD:
                 blob.chunk_size = CHUNK_SIZE  # resumable upload, one request per chunk
-            blob.upload_from_filename(str(path), retry=None, timeout=TIMEOUT)
+            blob.upload_from_filename(str(path), retry=None, timeout=self.timeouts)
 
         with_retries(self, "upload", url, upload)
+
+    def get_bytes(self, url: str) -> bytes | None:
+        from google.api_core.exceptions import NotFound
+
+        def get() -> bytes | None:
+            try:
+                return bytes(self._blob(url).download_as_bytes(retry=None, timeout=self.timeouts))
+            except NotFound:
+                return None
+
+        return with_retries(self, "read", url, get)
+
+    def list_names(self, url: str) -> list[str]:
+        bucket, key = split_url(url, "a GCS", EXAMPLE)
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+
+        def names() -> list[str]:
+            client = self.client()
+            blobs = client.list_blobs(bucket, prefix=prefix, retry=None, timeout=self.timeouts)
+            return sorted(b.name[len(prefix) :] for b in blobs)
+
+        return with_retries(self, "list", url, names)
 
     def classify(self, exc: Exception) -> tuple[bool, str]:
         from google.api_core.exceptions import GoogleAPICallError

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from nbjob.errors import StorageError
 from nbjob.logs import redact
 
-from .base import CONNECT_TIMEOUT_S, READ_TIMEOUT_S, Backend, first_line, target_in
+from .base import CLIENT_TRIES, Backend, first_line, target_in
 from .retry import BACKOFF_S, RETRY_STATUS, attempts
 
 
@@ -29,14 +29,15 @@ class HttpBackend(Backend):
             import urllib3
 
             retries = urllib3.Retry(
-                total=attempts() - 1,
+                total=min(attempts(), CLIENT_TRIES + 1) - 1,
                 backoff_factor=BACKOFF_S,
                 status_forcelist=RETRY_STATUS,
                 allowed_methods=None,
                 raise_on_status=True,
             )
             self._http = urllib3.PoolManager(
-                retries=retries, timeout=urllib3.Timeout(CONNECT_TIMEOUT_S * 2, READ_TIMEOUT_S)
+                retries=retries,
+                timeout=urllib3.Timeout(self.connect_timeout * 2, self.read_timeout),
             )
         return self._http
 

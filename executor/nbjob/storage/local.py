@@ -40,6 +40,16 @@ class LocalBackend(Backend):
             shutil.copyfile(path, tmp)
             os.replace(tmp, target)
 
+    def get_bytes(self, url: str) -> bytes | None:
+        path = local_path(url)
+        return path.read_bytes() if path.is_file() else None
+
+    def list_names(self, url: str) -> list[str]:
+        root = local_path(url)
+        if not root.is_dir():
+            return []
+        return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
     def check_writable(self, url: str) -> None:
         try:
             local_path(url).mkdir(parents=True, exist_ok=True)

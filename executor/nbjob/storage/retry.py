@@ -5,8 +5,10 @@ such bucket, access denied, bad credentials) fail at once; transient ones (conne
 resets, 5xx, 429) are tried again with exponential backoff, ``attempts()`` tries in all. What
 still fails raises ``StorageError`` with a one-line, credential-free reason.
 
-``NBJOB_STORAGE_ATTEMPTS`` (default 5) sets the tries per operation, here and in the clients'
-own retry settings: lower it where a dead endpoint must fail fast.
+``NBJOB_STORAGE_ATTEMPTS`` (default 5) sets the tries per operation (the clients make at most
+``CLIENT_TRIES`` of each request inside one). Time is bounded as well: a request waits at most
+a sixth of ``--storage-timeout`` (default 60 s) for an answer, and once the store has not
+answered for that long nothing new is tried: a black-holed endpoint is exit 6 within it.
 """
 
 from __future__ import annotations
@@ -35,18 +37,36 @@ def attempts() -> int:
 
 
 def with_retries(backend: Backend, what: str, url: str, call: Callable[[], T]) -> T:
-    """``call()``, retried while ``backend.classify`` calls its errors transient."""
+    """``call()``, retried while ``backend.classify`` calls its errors transient.
+
+    Bounded in time too: once the store has failed to answer for ``backend.timeout`` seconds
+    (counted across operations: a failing checkpoint counts for the final write), no new try
+    starts that could end after that.
+    """
     delay = BACKOFF_S
     tries = attempts()
+    reason = "no answer"
     for attempt in range(1, tries + 1):
+        ongoing = attempt > 1 or backend.outage_since is not None
+        if ongoing and _outage(backend) + backend.try_bound > backend.timeout:
+            raise StorageError(
+                f"{what} {redact(url)} failed: the store has not answered for "
+                f"{_outage(backend):.0f} s ({redact(reason)})"
+            ) from None
+        started = time.monotonic()
         try:
-            return call()
+            value = call()
+            backend.outage_since = None
+            return value
         except NbjobError:
             raise
         except Exception as exc:
             transient, reason = backend.classify(exc)
             if not transient:
+                backend.outage_since = None  # an answer, if a bad one
                 raise StorageError(f"{what} {redact(url)} failed: {redact(reason)}") from None
+            if backend.outage_since is None or started < backend.outage_since:
+                backend.outage_since = started
             if attempt == tries:
                 raise StorageError(
                     f"{what} {redact(url)} failed after {tries} tries: {redact(reason)}"
@@ -54,3 +74,8 @@ def with_retries(backend: Backend, what: str, url: str, call: Callable[[], T]) -
         time.sleep(delay)
         delay *= 2
     raise AssertionError("unreachable")
+
+
+def _outage(backend: Backend) -> float:
+    since = backend.outage_since
+    return 0.0 if since is None else time.monotonic() - since

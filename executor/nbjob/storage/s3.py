@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .base import (
-    CONNECT_TIMEOUT_S,
-    READ_TIMEOUT_S,
+    CHUNK_THRESHOLD,
+    CLIENT_TRIES,
     Backend,
     first_line,
     need_key,
@@ -55,9 +55,9 @@ class S3Backend(Backend):
             from botocore.config import Config
 
             config = Config(
-                retries={"max_attempts": attempts(), "mode": "standard"},
-                connect_timeout=CONNECT_TIMEOUT_S,
-                read_timeout=READ_TIMEOUT_S,
+                retries={"max_attempts": min(attempts(), CLIENT_TRIES), "mode": "standard"},
+                connect_timeout=self.connect_timeout,
+                read_timeout=self.read_timeout,
                 s3={"addressing_style": os.environ.get("NBJOB_S3_ADDRESSING_STYLE", "auto")},
             )
             self._s3 = boto3.session.Session().client(
@@ -87,7 +87,42 @@ class S3Backend(Backend):
 
     def put_file(self, url: str, path: Path) -> None:
         bucket, key = split_url(url, "an S3", EXAMPLE)
-        with_retries(self, "upload", url, lambda: self.s3().upload_file(str(path), bucket, key))
+
+        def upload() -> None:
+            if path.stat().st_size <= CHUNK_THRESHOLD:  # one request, no transfer threads
+                with path.open("rb") as f:
+                    self.s3().put_object(Bucket=bucket, Key=key, Body=f)
+            else:
+                self.s3().upload_file(str(path), bucket, key)
+
+        with_retries(self, "upload", url, upload)
+
+    def get_bytes(self, url: str) -> bytes | None:
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_url(url, "an S3", EXAMPLE)
+
+        def get() -> bytes | None:
+            try:
+                return bytes(self.s3().get_object(Bucket=bucket, Key=key)["Body"].read())
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                raise
+
+        return with_retries(self, "read", url, get)
+
+    def list_names(self, url: str) -> list[str]:
+        bucket, key = split_url(url, "an S3", EXAMPLE)
+        prefix = key.rstrip("/") + "/" if key.strip("/") else ""
+
+        def names() -> list[str]:
+            pages = (
+                self.s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            )
+            return sorted(o["Key"][len(prefix) :] for p in pages for o in p.get("Contents", []))
+
+        return with_retries(self, "list", url, names)
 
     def classify(self, exc: Exception) -> tuple[bool, str]:
         """(worth retrying?, one-line reason) for an S3 error; anything else is re-raised."""

@@ -1,0 +1,154 @@
+"""Artifacts stream to the destination while the run goes on.
+
+A background thread scans ``$NBJOB_ARTIFACTS_DIR`` every ``SCAN_S`` seconds. A file is sent
+once it has stopped changing: its size and modification time are the same in two scans in a
+row (so within about a second of its last write), or at once when it was renamed into place
+(a new inode under the name, or a status change after its last write). Names that look
+temporary (``.*``, ``*.tmp``, ``*.part``, ``*.partial``, ``*.crdownload``) are never sent: write
+to ``model.pt.tmp`` and ``os.replace`` it to ``model.pt``, and ``model.pt`` is sent at the next
+scan and never half-written, however often it is replaced. A file rewritten in place more often
+than every half second waits for a pause (or the end). Uploads never
+pile up: each scan sends what is ready (newest first, a few files at once, big files in parts)
+and the next scan starts when those are done; a file changed again meanwhile is sent again.
+
+``flush`` sends what is left at the end (or within a stop's grace, newest first). A node lost
+without warning loses at most the files of the last scan or two.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from nbjob import logs
+from nbjob.storage import Storage, join
+
+SCAN_S = 0.5
+WORKERS = 8  # files sent at once (small files are latency-bound)
+_TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
+
+Signature = tuple[int, int, int]  # (size, mtime_ns, inode)
+
+
+def is_temporary(name: str) -> bool:
+    last = name.rsplit("/", 1)[-1]
+    return last.startswith(".") or last.endswith(_TEMP_SUFFIXES)
+
+
+def scan(folder: Path, renamed: set[str] | None = None) -> dict[str, Signature]:
+    """Every file under ``folder`` (relative POSIX names): size, mtime, inode.
+
+    ``renamed`` receives the names whose status changed after their last write (ctime > mtime:
+    renamed into place, so complete now).
+    """
+    found: dict[str, Signature] = {}
+    if not folder.is_dir():
+        return found
+    for path in folder.rglob("*"):
+        try:
+            st = path.stat()
+        except OSError:
+            continue  # removed or renamed since the listing
+        if path.is_file():
+            name = path.relative_to(folder).as_posix()
+            if not is_temporary(name):
+                found[name] = (st.st_size, st.st_mtime_ns, st.st_ino)
+                if renamed is not None and st.st_ctime_ns > st.st_mtime_ns:
+                    renamed.add(name)
+    return found
+
+
+class ArtifactStream:
+    """Sends new and changed files of ``folder`` to ``dest/artifacts/`` in the background."""
+
+    def __init__(self, storage: Storage, base_url: str, folder: Path, interval: float = SCAN_S):
+        self.storage = storage
+        self.base_url = base_url  # e.g. s3://bucket/run/artifacts
+        self.folder = folder
+        self.interval = interval
+        self.sent: dict[str, Signature] = {}  # what the destination holds
+        self._last: dict[str, Signature] = {}  # the previous scan
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # one batch at a time (the loop or flush)
+        self._warned = False
+        self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="artifact")
+        self._thread = threading.Thread(target=self._loop, name="artifacts", daemon=True)
+
+    def start(self, already_there: Iterable[str] = ()) -> ArtifactStream:
+        """Scan from now on; ``already_there``: files the destination holds as they are."""
+        for name in already_there:
+            if (sig := scan_one(self.folder, name)) is not None:
+                self.sent[name] = sig
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            renamed: set[str] = set()
+            now = scan(self.folder, renamed)
+            ready = {n: s for n, s in now.items() if self._ready(n, s, n in renamed)}
+            self._last = now
+            with self._lock:
+                if not self._stop.is_set():
+                    self._send(ready)
+
+    def _ready(self, name: str, sig: Signature, renamed: bool) -> bool:
+        """Settled (same in two scans), or complete because it was renamed into place."""
+        before = self._last.get(name)
+        return before == sig or renamed or (before is not None and before[2] != sig[2])
+
+    def pending(self, files: dict[str, Signature]) -> list[str]:
+        """Names whose current state the destination lacks, newest first."""
+        todo = [n for n, s in files.items() if self.sent.get(n) != s]
+        return sorted(todo, key=lambda n: files[n][1], reverse=True)
+
+    def _send(self, files: dict[str, Signature], raise_errors: bool = False) -> int:
+        """Upload the pending ones of ``files`` (a few at once); how many were sent."""
+        names = self.pending(files)
+        futures = {n: self._pool.submit(self._put, n) for n in names}
+        count = 0
+        for name, future in futures.items():
+            try:
+                future.result()
+            except Exception as exc:
+                if raise_errors:
+                    raise
+                if not self._warned:
+                    logs.get_logger().warning("artifact_upload_failed", reason=str(exc)[:300])
+                    self._warned = True
+                continue
+            if scan_one(self.folder, name) == files[name]:  # unchanged while it was sent
+                self.sent[name] = files[name]
+            count += 1
+        return count
+
+    def _put(self, name: str) -> None:
+        self.storage.put_file(join(self.base_url, name), self.folder / name)
+
+    def flush(self) -> int:
+        """Stop scanning; send every file the destination lacks (newest first). Errors raise."""
+        self._stop.set()
+        with self._lock:
+            return self._send(scan(self.folder), raise_errors=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def scan_one(folder: Path, name: str) -> Signature | None:
+    try:
+        st = (folder / name).stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def wait_idle(stream: ArtifactStream, timeout: float) -> None:
+    """For tests and benchmarks: wait until the stream has sent everything it sees."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and stream.pending(scan(stream.folder)):
+        time.sleep(0.05)
