@@ -30,6 +30,7 @@ from nbjob.errors import (
 from nbjob.kernel import KernelSession
 from nbjob.logs import now_iso
 from nbjob.outputs import CellOutputs, Displays
+from nbjob.record import CellRecord
 from nbjob.stop import StopToken
 from nbjob.widgets import WidgetState
 
@@ -49,16 +50,10 @@ RAISES_TAG = "raises-exception"
 
 
 @dataclass
-class CellResult:
-    index: int
-    status: str = "pending"  # running completed failed exited timed_out interrupted kernel_died
-    execution_count: int | None = None
-    started_at: str | None = None
-    ended_at: str | None = None
-    duration_s: float | None = None
-    error: dict[str, Any] | None = None
-    output_truncated: bool = False
-    warning: str | None = None
+class CellResult(CellRecord):
+    """The executor's working copy of a cell's record (status: running completed failed
+    exited timed_out interrupted kernel_died), plus when it started."""
+
     _t0: float = field(default=0.0, repr=False)
 
     def ended(self) -> events.CellEnded:
