@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from nbjob import config, params, platforms
 from nbjob.errors import ParameterError, UsageError
+from nbjob.identity import Identity
 from test_run import events, nbjob, notebook, results
 
 
@@ -103,7 +104,9 @@ def test_ffdl_learner_conventions(tmp_path: Path) -> None:
     (result_dir / "_submitted_code" / "model.zip").write_bytes(b"PK\x05\x06" + b"\0" * 18)
     s = config.resolve({}, {**env, "NUM_LEARNERS": "2", "LEARNER_ID": "2"})
     assert s.source == str(result_dir / "_submitted_code" / "model.zip")
-    assert s.output == str(result_dir / "learner-2")
+    # Learner 2 is rank 1: beside learner 1's canonical results, under ranks/1/.
+    assert s.output == str(result_dir / "ranks" / "1") and s.dest == str(result_dir)
+    assert s.identity == Identity(rank=1, world_size=2, source="LEARNER_ID")
 
 
 def test_platform_detectors_are_an_ordered_table() -> None:
@@ -151,7 +154,7 @@ def test_defaults_are_written_once() -> None:
 @pytest.mark.parametrize(
     ("env", "name", "rank_dir"),
     [
-        ({"MASTER_ADDR": "m", "WORLD_SIZE": "4", "RANK": "3"}, "kubeflow", "rank-3"),
+        ({"MASTER_ADDR": "m", "WORLD_SIZE": "4", "RANK": "3"}, "kubeflow", "ranks/3"),
         ({"MASTER_ADDR": "m", "WORLD_SIZE": "1", "RANK": "0"}, "kubeflow", None),
         (
             {
@@ -160,18 +163,19 @@ def test_defaults_are_written_once() -> None:
                 )
             },
             "kubeflow",
-            "worker-1",
+            "ranks/1",
         ),
-        ({"SLURM_JOB_ID": "42", "SLURM_NTASKS": "2", "SLURM_PROCID": "1"}, "slurm", "rank-1"),
+        ({"SLURM_JOB_ID": "42", "SLURM_NTASKS": "2", "SLURM_PROCID": "1"}, "slurm", "ranks/1"),
+        ({"SLURM_JOB_ID": "42", "SLURM_NTASKS": "2", "SLURM_PROCID": "0"}, "slurm", None),
         ({"KUBERNETES_SERVICE_HOST": "10.0.0.1"}, "kubernetes", None),
         ({}, "local", None),
     ],
 )
 def test_platform_detection(env: dict[str, str], name: str, rank_dir: str | None) -> None:
-    platform = platforms.detect(env)
-    assert (platform.name, platform.rank_dir) == (name, rank_dir)
+    assert platforms.detect(env).name == name
     s = config.resolve({"source": "a.ipynb", "output": "s3://b/p"}, env)
     assert s.output == ("s3://b/p/" + rank_dir if rank_dir else "s3://b/p")
+    assert s.dest == "s3://b/p"  # the canonical rank's folder, whatever this rank is
 
 
 def test_slurm_array_run_id() -> None:

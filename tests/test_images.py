@@ -652,7 +652,8 @@ def probe_of(nb_path: Path) -> dict[str, Any]:
 @images
 @slow
 def test_kernel_runs_as_uid_1000_and_sees_the_kubeflow_env(torch_image, tmp_path):
-    """What a PyTorchJob replica gets (rank 1 of 2): the kernel sees it, results per rank."""
+    """What a PyTorchJob replica gets (rank 1 of 2): the kernel sees it; a rank other than 0
+    writes its results under ranks/<rank>/ of the shared destination."""
     bundle = tmp_path / "bundle"
     notebook(bundle / "probe.ipynb", PROBE)
     out = writable_dir(tmp_path / "out")
@@ -665,13 +666,15 @@ def test_kernel_runs_as_uid_1000_and_sees_the_kubeflow_env(torch_image, tmp_path
         env=env,
         volumes={bundle: "/bundle:ro", out: "/out"},
     ).run()
-    assert proc.returncode == 0, explain(proc, out / "rank-1")
-    probe = probe_of(out / "rank-1" / "probe.ipynb")
+    assert proc.returncode == 0, explain(proc, out / "ranks" / "1")
+    probe = probe_of(out / "ranks" / "1" / "probe.ipynb")
     assert probe["uid"] == UID and probe["gid"] == GID
     assert {k: probe[k] for k in env} == env
-    run = read_json(out / "rank-1" / "run.json")
+    run = read_json(out / "ranks" / "1" / "run.json")
     assert {k: run["platform"][k] for k in env} == env
-    assert (out / "rank-1" / "run.json").stat().st_uid == UID  # written by the image's user
+    assert run["identity"] == {"rank": 1, "world_size": 2, "source": "RANK", "canonical": False}
+    assert sorted(p.name for p in out.iterdir()) == ["ranks"]  # the top is rank 0's
+    assert (out / "ranks" / "1" / "run.json").stat().st_uid == UID  # written by the image's user
 
 
 @images

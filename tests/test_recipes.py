@@ -121,9 +121,11 @@ def test_pod_failure_policy_maps_the_exit_code_table():
         "action": "Ignore",
         "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
     } in rules
-    # Timeout, dead kernel (OOM) and storage errors are retried within backoffLimit.
+    # Timeout, dead kernel (OOM), storage errors and a lost peer rank (a collective failed
+    # because another rank died) are retried within backoffLimit, said so by a Count rule.
     retried = set(EXIT_CODES) - fail - ignore
-    assert retried == {4, 5, 6}
+    assert retried == by_action["Count"] == {4, 5, 6, 200}
+    assert set(by_action) == {"FailJob", "Ignore", "Count"}
     # Every code the executor can return is routed on purpose (none forgotten, none invented).
     assert fail | ignore | retried == set(EXIT_CODES)
     for code in fail | ignore:
@@ -200,7 +202,8 @@ def test_kubeflow_pytorchjob_manifest():
     for role, spec in replicas.items():
         assert set(spec) <= REPLICA_SPEC, role
         assert isinstance(spec["replicas"], int)
-        # ExitCode: the operator restarts on 143 (preemption) and stops on nbjob's other codes.
+        # ExitCode: the operator restarts on 128-255 (nbjob's 143 preemption, 200 peer lost)
+        # and stops on nbjob's other codes.
         assert spec["restartPolicy"] == "ExitCode"
         # The pod template is a real Kubernetes PodTemplateSpec: validate it as one.
         validate(
@@ -223,6 +226,14 @@ def test_kubeflow_pytorchjob_manifest():
             "RANK",
             "WORLD_SIZE",
         }
+    # One canonical result: every replica writes to the same destination (rank r > 0 under
+    # ranks/<r>/ in it), so the replicas' arguments are the same.
+    args = {
+        role: spec["template"]["spec"]["containers"][0]["args"] for role, spec in replicas.items()
+    }
+    assert args["Master"] == args["Worker"] and "--output" in args["Master"]
+    # What ExitCode retries (128-255) among nbjob's codes: a stop and a lost peer, nothing else.
+    assert {code for code in EXIT_CODES if 128 <= code <= 255} == {143, 200}
 
 
 # -- FfDL ----------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from nbjob import params, platforms, stop
+from nbjob import identity, params, platforms, stop
 from nbjob.errors import UsageError
+from nbjob.identity import Identity
 from nbjob.storage import join
 
 
@@ -30,6 +31,20 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError("must be > 0")
+    return value
+
+
+def _index(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be >= 0")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError("must be >= 0")
     return value
 
 
@@ -231,10 +246,42 @@ class Settings:
         default=False,
         metadata=_opt("--no-resume", _bool, "do not restore an earlier attempt's artifacts"),
     )
+    rank: int | None = field(
+        default=None,
+        metadata=_opt(
+            "--rank", _index, "this process's rank (with --world-size; default: platform's)", "N"
+        ),
+    )
+    world_size: int | None = field(
+        default=None,
+        metadata=_opt("--world-size", _positive_int, "number of ranks (with --rank)", "N"),
+    )
+    ranks_wait: float = field(
+        default=60.0,
+        metadata=_opt(
+            "--ranks-wait",
+            _seconds,
+            "seconds rank 0 waits at its end for the other ranks' final run.json",
+            "SECONDS",
+        ),
+    )
+    shard: int | None = field(
+        default=None,
+        metadata=_opt(
+            "--shard",
+            _index,
+            "entry of a --parameters-file list to run (default: SLURM_ARRAY_TASK_ID,"
+            " JOB_COMPLETION_INDEX)",
+            "N",
+        ),
+    )
     # Not options: from the platform, and the parameters as given (merged at run time).
     parameters: params.ParameterSources = field(default_factory=params.ParameterSources)
     log_dir: str | None = None
     platform: platforms.Platform = field(default_factory=platforms.Platform)
+    identity: Identity = field(default_factory=Identity)
+    shard_source: str | None = None  # where ``shard`` came from
+    dest: str = ""  # the run's top folder (``output`` is under ranks/<r>/ for rank r > 0)
 
 
 OPTIONS: tuple[Option, ...] = tuple(
@@ -276,14 +323,18 @@ def resolve(
         raise UsageError("no notebook source given: pass SOURCE or set NBJOB_SOURCE")
     run_id = values.pop("run_id") or platform.run_id or new_run_id()
     values["attempt"] = values["attempt"] or platform.attempt
-    output = values.pop("output") or platform.output or join("nbjob-output", run_id)
-    if platform.rank_dir:
-        output = join(output, platform.rank_dir)
+    dest = values.pop("output") or platform.output or join("nbjob-output", run_id)
+    me = identity.resolve(values, env)
+    values["shard"], shard_source = identity.shard(values["shard"], env)
+    if values["shard"] is not None:
+        dest = join(dest, f"shards/{values['shard']}")
+    output = dest if me.canonical else join(dest, f"ranks/{me.rank}")
 
     sources = params.ParameterSources(
         file=values.pop("parameters_file"),
         env_text=env.get("NBJOB_PARAMETERS") or None,
         flags=tuple(cli_parameters),
+        shard=values["shard"],
     )
     return Settings(
         source=source,
@@ -293,6 +344,9 @@ def resolve(
         parameters=sources,
         log_dir=platform.log_dir,
         platform=platform,
+        identity=me,
+        shard_source=shard_source,
+        dest=dest,
         **values,
     )
 

@@ -19,7 +19,8 @@ The hierarchy maps 1:1 onto the exit-code table that platform retry policies use
     │   ├── NoSuchKernelError
     │   └── GPUNotVisibleError
     ├── InternalError           1   a bug in nbjob (status internal_error, with a traceback)
-    └── StoppedError          143   SIGTERM / SIGINT from the platform
+    ├── StoppedError          143   SIGTERM / SIGINT from the platform
+    └── PeerLostError         200   a collective failed because another rank died or went away
 
 Success is exit 0 and has no class. Each error carries a one-line ``reason`` that goes
 to the log, to run.json and to the termination-message file.
@@ -133,6 +134,16 @@ class StoppedError(NbjobError):
     status = "stopped"
 
 
+class PeerLostError(NbjobError):
+    """A cell's collective failed because a peer rank died or went away (torch.distributed,
+    gloo, NCCL): not this notebook's bug. 200 is in the range PyTorchJob's ``ExitCode`` policy
+    retries (128-255) and above 128 + any signal number, so it never reads as "killed by a
+    signal" (130, 137, 143)."""
+
+    exit_code = 200
+    status = "peer_lost"
+
+
 EXIT_CODES: dict[int, type[NbjobError]] = {
     cls.exit_code: cls
     for cls in (
@@ -144,5 +155,6 @@ EXIT_CODES: dict[int, type[NbjobError]] = {
         StorageError,
         EnvironmentUnfitError,
         StoppedError,
+        PeerLostError,
     )
 }

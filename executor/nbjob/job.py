@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nbjob import attempts, events, logs, platforms, prepare, results, stop
+from nbjob import attempts, events, logs, platforms, prepare, ranks, results, stop
 from nbjob import bundle as bundles
 from nbjob import kernel as kernels
 from nbjob.config import Settings
@@ -61,6 +61,7 @@ class Job:
             settings.platform.name,
             settings.platform.info,
         )
+        self.record.placed(settings.identity.to_json(), settings.shard)
         # Start the kernel first: it boots on another core while nbjob fetches and unpacks.
         # It starts in the notebook's folder when that is known now, else in the (empty)
         # bundle folder; the notebook may still ask for another kernel or folder (_kernel_at).
@@ -90,7 +91,7 @@ class Job:
             self._prepare()
             self._execute()
         except NbjobError as exc:
-            error = exc
+            error = ranks.classify(exc, self.s.identity)  # a lost peer is not a bug
         except Exception as exc:  # a bug in nbjob itself must still leave results behind
             trace = logs.redact("".join(traceback.format_exception(exc)))
             self.log.error("internal_error", traceback=trace)
@@ -289,14 +290,15 @@ class Job:
         stopping = self.token.requested
         self._fetch_artifacts(max(1.0, self.s.stop_grace / 3) if stopping else FINAL_WRITE_S / 5)
         error = self._close_record(error)
+        if error is not None and not stopping:  # a failed run's kernel is not needed
+            self.kernel.shutdown(grace=0)
+        ranks.record_ranks(self.record, self.storage, self.s, lambda: self.token.requested)
         if self.attempt is None and not is_local(self.s.output):
             self._beside_earlier_attempts()
         if stopping:
             deadline = time.monotonic() + max(1.0, self.token.remaining(self.s.stop_grace) - 1.0)
         else:
             deadline = time.monotonic() + FINAL_WRITE_S
-        if error is not None and not stopping:  # a failed run's kernel is not needed
-            self.kernel.shutdown(grace=0)
         stored = self._store(deadline)
         self._report(stored, deadline)
         self._stop_kernel(error)

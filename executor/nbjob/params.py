@@ -1,10 +1,11 @@
 """Papermill-compatible parameters: parsing, and injection as a tagged cell.
 
 ``-p NAME VALUE`` converts True/False/None, ints and floats like papermill; ``-r`` keeps the
-raw string; files and NBJOB_PARAMETERS are YAML (JSON is YAML too). The CLI and config only
-collect the sources as given (``ParameterSources``); ``merge`` parses, validates and merges them
-in one place when the run starts, so every bad parameter, whatever its source, is a
-``ParameterError``: exit 3 with run.json stored. The injected cell is tagged
+raw string; files and NBJOB_PARAMETERS are YAML (JSON is YAML too). A parameters file may
+hold a list of parameter sets (a sweep): the shard index picks one (``load_file``). The CLI and
+config only collect the sources as given (``ParameterSources``); ``merge`` parses, validates
+and merges them in one place when the run starts, so every bad parameter, whatever its source,
+is a ``ParameterError``: exit 3 with run.json stored. The injected cell is tagged
 ``injected-parameters`` and goes right after the first cell tagged ``parameters`` (replacing an
 injected cell from an earlier run), or at the top when there is none.
 """
@@ -51,12 +52,29 @@ def parse_mapping(text: str, origin: str) -> dict[str, Any]:
     return data
 
 
-def load_file(path: str | Path) -> dict[str, Any]:
+def load_file(path: str | Path, shard: int | None = None) -> dict[str, Any]:
+    """A file's parameters; a file holding a list of sets (a sweep) gives entry ``shard``."""
+    origin = f"parameters file {path}"
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ParameterError(f"parameters file {path}: {exc.strerror}") from None
-    return parse_mapping(text, f"parameters file {path}")
+        raise ParameterError(f"{origin}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        data = None  # parse_mapping reports it
+    if not isinstance(data, list):
+        return parse_mapping(text, origin)
+    if shard is None:
+        raise ParameterError(
+            f"{origin} holds a list of {len(data)} parameter sets (a sweep): pick one with"
+            " --shard N, SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX"
+        )
+    if not 0 <= shard < len(data):
+        raise ParameterError(f"{origin}: shard {shard} is out of range (0..{len(data) - 1})")
+    if not isinstance(data[shard], dict):
+        raise ParameterError(f"{origin}: entry {shard} is not a mapping of names to values")
+    return data[shard]
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,7 @@ class ParameterSources:
     file: str | None = None  # --parameters-file
     env_text: str | None = None  # NBJOB_PARAMETERS
     flags: tuple[tuple[str, Any], ...] = ()  # -p (converted) and -r, in command-line order
+    shard: int | None = None  # the entry of a parameters file that holds a list (a sweep)
 
 
 def merge(sources: ParameterSources, manifest: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -76,7 +95,7 @@ def merge(sources: ParameterSources, manifest: Mapping[str, Any] | None = None) 
     """
     layers: list[tuple[str, Mapping[Any, Any]]] = [("bundle manifest", manifest or {})]
     if sources.file:
-        layers.append((f"parameters file {sources.file}", load_file(sources.file)))
+        layers.append((f"parameters file {sources.file}", load_file(sources.file, sources.shard)))
     if sources.env_text:
         layers.append(("NBJOB_PARAMETERS", parse_mapping(sources.env_text, "NBJOB_PARAMETERS")))
     layers.append(("command line", dict(sources.flags)))

@@ -2,7 +2,8 @@
 
 Each platform tells a job where things are through its own environment variables. This module
 reads them once and answers: where is the bundle, where do results go, what is the run id,
-where do logs go, and which rank this process is. Nothing else in nbjob looks at them.
+where do logs go. Nothing else in nbjob looks at them, except ``identity``, which reads the rank
+and shard variables.
 
 - FfDL learner: ``RESULT_DIR``, ``MODEL_DIR``, ``LOG_DIR``, ``TRAINING_ID``, ``LEARNER_ID``
   (1-based), ``NUM_LEARNERS``; the submitted zip lies at ``$RESULT_DIR/_submitted_code/model.zip``.
@@ -18,7 +19,6 @@ where do logs go, and which rank this process is. Nothing else in nbjob looks at
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -28,9 +28,10 @@ DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 # Variables recorded in run.json["platform"] when present (never credentials).
 _RECORDED = (
     "TRAINING_ID", "LEARNER_ID", "NUM_LEARNERS", "GPU_COUNT",
-    "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "TF_CONFIG",
+    "RANK", "WORLD_SIZE", "LOCAL_RANK", "PET_NNODES", "MASTER_ADDR", "MASTER_PORT", "TF_CONFIG",
     "SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID", "SLURM_PROCID", "SLURM_NTASKS",
-    "SLURM_JOB_NODELIST", "SLURM_RESTART_COUNT", "NBJOB_RESTART_COUNT",
+    "SLURM_JOB_NODELIST", "SLURM_RESTART_COUNT", "NBJOB_RESTART_COUNT", "JOB_COMPLETION_INDEX",
+    "VC_TASK_INDEX", "VK_TASK_INDEX",
     "KUBERNETES_SERVICE_HOST", "HOSTNAME", "RAY_JOB_ID", "RAY_JOB_SUBMISSION_ID",
     "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
 )  # fmt: skip
@@ -45,8 +46,6 @@ class Platform:
     output: str | None = None
     run_id: str | None = None
     log_dir: str | None = None
-    # Results of one rank of a multi-process job go into this subfolder of the output.
-    rank_dir: str | None = None
     # This attempt's number (1-based) when the platform counts restarts.
     attempt: int | None = None
     info: dict[str, str] = field(default_factory=dict)
@@ -69,24 +68,6 @@ def _int(env: Mapping[str, str], name: str) -> int | None:
         return None
 
 
-def _rank_dir(env: Mapping[str, str]) -> str | None:
-    """Subfolder for this process's results when several processes run the same notebook."""
-    if (learners := _int(env, "NUM_LEARNERS")) and learners > 1:
-        return f"learner-{env.get('LEARNER_ID', '1')}"
-    if "TF_CONFIG" in env:
-        try:
-            config = json.loads(env["TF_CONFIG"])
-            task = config.get("task", {})
-            if sum(len(v) for v in config.get("cluster", {}).values()) > 1:
-                return f"{task.get('type', 'worker')}-{task.get('index', 0)}"
-        except (ValueError, AttributeError, TypeError):
-            return None
-    for size, rank in (("WORLD_SIZE", "RANK"), ("SLURM_NTASKS", "SLURM_PROCID")):
-        if (n := _int(env, size)) and n > 1:
-            return f"rank-{env.get(rank, '0')}"
-    return None
-
-
 def attempt(env: Mapping[str, str]) -> int | None:
     """The attempt number a platform's restart count gives (None: it keeps no count)."""
     for name in ("SLURM_RESTART_COUNT", "NBJOB_RESTART_COUNT"):
@@ -98,7 +79,7 @@ def attempt(env: Mapping[str, str]) -> int | None:
 # -- detectors: each looks at the environment and returns its Platform, or None --------------
 
 
-def _ffdl(env: Mapping[str, str], rank_dir: str | None, info: dict[str, str]) -> Platform | None:
+def _ffdl(env: Mapping[str, str], info: dict[str, str]) -> Platform | None:
     if "RESULT_DIR" not in env or not {"TRAINING_ID", "LEARNER_ID", "MODEL_DIR"} & env.keys():
         return None
     result_dir = env["RESULT_DIR"]
@@ -109,49 +90,44 @@ def _ffdl(env: Mapping[str, str], rank_dir: str | None, info: dict[str, str]) ->
         output=result_dir,
         run_id=env.get("TRAINING_ID"),
         log_dir=env.get("LOG_DIR"),
-        rank_dir=rank_dir,
         info=info,
     )
 
 
-def _slurm(env: Mapping[str, str], rank_dir: str | None, info: dict[str, str]) -> Platform | None:
+def _slurm(env: Mapping[str, str], info: dict[str, str]) -> Platform | None:
     if "SLURM_JOB_ID" not in env:
         return None
     run_id = env["SLURM_JOB_ID"]
     if "SLURM_ARRAY_TASK_ID" in env:
         run_id = f"{env.get('SLURM_ARRAY_JOB_ID', run_id)}_{env['SLURM_ARRAY_TASK_ID']}"
-    return Platform(name="slurm", run_id=run_id, rank_dir=rank_dir, info=info)
+    return Platform(name="slurm", run_id=run_id, info=info)
 
 
-def _kubeflow(
-    env: Mapping[str, str], rank_dir: str | None, info: dict[str, str]
-) -> Platform | None:
+def _kubeflow(env: Mapping[str, str], info: dict[str, str]) -> Platform | None:
     if "TF_CONFIG" in env or ("MASTER_ADDR" in env and "WORLD_SIZE" in env):
-        return Platform(name="kubeflow", rank_dir=rank_dir, info=info)
+        return Platform(name="kubeflow", info=info)
     return None
 
 
-def _kubernetes(
-    env: Mapping[str, str], rank_dir: str | None, info: dict[str, str]
-) -> Platform | None:
+def _kubernetes(env: Mapping[str, str], info: dict[str, str]) -> Platform | None:
     if "KUBERNETES_SERVICE_HOST" in env:
-        return Platform(name="kubernetes", rank_dir=rank_dir, info=info)
+        return Platform(name="kubernetes", info=info)
     return None
 
 
-def _ray(env: Mapping[str, str], rank_dir: str | None, info: dict[str, str]) -> Platform | None:
+def _ray(env: Mapping[str, str], info: dict[str, str]) -> Platform | None:
     # The submission id is the one a submitter chooses and keeps across resubmissions.
     run_id = env.get("RAY_JOB_SUBMISSION_ID") or env.get("RAY_JOB_ID")
     if run_id:
-        return Platform(name="ray", run_id=run_id, rank_dir=rank_dir, info=info)
+        return Platform(name="ray", run_id=run_id, info=info)
     return None
 
 
-def _local(env: Mapping[str, str], rank_dir: str | None, info: dict[str, str]) -> Platform:
-    return Platform(rank_dir=rank_dir, info=info)
+def _local(env: Mapping[str, str], info: dict[str, str]) -> Platform:
+    return Platform(info=info)
 
 
-Detector = Callable[[Mapping[str, str], str | None, dict[str, str]], Platform | None]
+Detector = Callable[[Mapping[str, str], dict[str, str]], Platform | None]
 
 # In order: the first detector that answers wins (FfDL runs on Kubernetes, so it comes first).
 DETECTORS: tuple[Detector, ...] = (_ffdl, _slurm, _kubeflow, _kubernetes, _ray, _local)
@@ -161,8 +137,7 @@ def detect(env: Mapping[str, str] | None = None) -> Platform:
     """Read the platform conventions from ``env`` (default: this process's environment)."""
     env = os.environ if env is None else env
     info = {k: env[k] for k in _RECORDED if k in env}
-    rank_dir = _rank_dir(env)
     for detector in DETECTORS:
-        if (platform := detector(env, rank_dir, info)) is not None:
+        if (platform := detector(env, info)) is not None:
             return replace(platform, attempt=attempt(env))
     raise AssertionError("the last detector always answers")  # pragma: no cover

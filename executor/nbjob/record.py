@@ -101,6 +101,11 @@ class RunRecord:
     earlier_attempts: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None
     traceback: str | None = None  # an internal error's (never in the notebook)
+    identity: dict[str, Any] = field(default_factory=dict)  # rank, world size, source
+    shard: int | None = None
+    ranks: list[dict[str, Any]] | None = None  # rank 0 of a multi-rank run: every rank's end
+    first_failed_rank: int | None = None
+    ranks_waited_s: float | None = None
     t0: float = field(default_factory=time.monotonic, repr=False)
     metrics: dict[str, Any] = field(default_factory=dict)  # scrapbook glue, by name
     running_since: float | None = field(default=None, repr=False)  # monotonic, running cell
@@ -140,6 +145,15 @@ class RunRecord:
 
     def gpus_probed(self, probe: dict[str, Any]) -> None:
         self.gpus, self.gpu_probe = list(probe.get("gpus", [])), probe
+
+    def placed(self, identity: dict[str, Any], shard: int | None) -> None:
+        """Which rank of which shard this run is."""
+        self.identity, self.shard = dict(identity), shard
+
+    def ranks_gathered(
+        self, entries: list[dict[str, Any]], first: int | None, waited: float
+    ) -> None:
+        self.ranks, self.first_failed_rank, self.ranks_waited_s = list(entries), first, waited
 
     def attempt_began(
         self, number: int, earlier: list[dict[str, Any]], resumed_from: int | None
@@ -220,6 +234,15 @@ class RunRecord:
     def failed_index(self) -> int | None:
         return None if self.failed_cell is None else int(self.failed_cell["index"])
 
+    def _ranks_json(self) -> dict[str, Any]:
+        if self.ranks is None:
+            return {}
+        return {
+            "ranks": self.ranks,
+            "first_failed_rank": self.first_failed_rank,
+            "ranks_waited_s": self.ranks_waited_s,
+        }
+
     def to_json(self) -> dict[str, Any]:
         """run.json's mapping; key order as before the record was typed."""
         return {
@@ -249,5 +272,8 @@ class RunRecord:
             "attempt": self.attempt,
             "earlier_attempts": self.earlier_attempts,
             "resumed_from": self.resumed_from,
+            "identity": self.identity,
+            "shard": self.shard,
+            **self._ranks_json(),
             **({"traceback": self.traceback} if self.traceback else {}),
         }

@@ -1,0 +1,182 @@
+"""The ranks of one multi-process run: one canonical result, the others beside it, lost peers.
+
+Rank 0 (see ``nbjob.identity``) writes its results at the top of the destination, exactly as a
+single-process run; rank r > 0 writes the same set under ``ranks/<r>/`` (``config.resolve``
+places them). At its end rank 0 waits at most ``--ranks-wait`` seconds for the other ranks'
+final run.json and records every rank's status and exit code in its own run.json (``ranks``):
+``missing`` when a rank left no run.json, ``unknown`` when it still said ``running`` (or was
+unreadable, or from another run) when the wait ended. ``first_failed_rank`` names the rank that
+went first: the earliest failure that is not a lost peer, else a rank that never reported,
+else the earliest lost peer.
+
+A cell that fails because a peer rank died (torch.distributed, gloo, NCCL: connection closed or
+reset by peer, aborted communicator, gloo timeouts, ``DistBackendError``) is not the notebook's
+bug: ``classify`` turns it into ``PeerLostError`` (status ``peer_lost``, exit 200), which the
+retry recipes retry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from nbjob.errors import CellExecutionError, NbjobError, PeerLostError, StorageError
+from nbjob.identity import Identity
+from nbjob.storage import Storage, join
+
+RANKS_DIR = "ranks"
+RUN_JSON = "run.json"
+POLL_S = 0.5
+STALE_S = 300.0  # a final record that ended this long before rank 0 started is an old one
+
+# torch.distributed's own error classes (torch >= 2.1) and the messages gloo / NCCL give when
+# the other side of a collective is gone.
+PEER_ERRORS = frozenset({"DistBackendError", "DistNetworkError", "DistStoreError"})
+PEER_MESSAGES = re.compile(
+    r"connection (?:closed|reset) by peer"
+    r"|communicator was aborted"
+    r"|remote process exited or there was a network error"
+    r"|watchdog caught collective operation timeout"
+    r"|gloo\b.*(?:timed out|broken pipe)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def classify(error: NbjobError, me: Identity) -> NbjobError:
+    """A cell error of a multi-rank run that says a peer went away becomes ``PeerLostError``."""
+    if not me.multi or type(error) is not CellExecutionError:
+        return error
+    ename, evalue = str(error.details.get("ename", "")), str(error.details.get("evalue", ""))
+    if ename in PEER_ERRORS or PEER_MESSAGES.search(evalue):
+        return PeerLostError(
+            f"rank {me.rank} lost a peer: {error.reason} (another rank died or went away)",
+            **error.details,
+        )
+    return error
+
+
+# -- rank 0's end: the other ranks' records ------------------------------------------------------
+
+
+def _time(text: Any) -> dt.datetime | None:
+    try:
+        return dt.datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+
+
+def failed_at(record: dict[str, Any]) -> str | None:
+    """When a record's run failed: its failed cell's end, else the run's end."""
+    index = (record.get("failed_cell") or {}).get("index")
+    for cell in record.get("cells") or []:
+        if isinstance(cell, dict) and cell.get("index") == index and cell.get("ended_at"):
+            return str(cell["ended_at"])
+    return record.get("ended_at")
+
+
+def _read(storage: Storage, url: str) -> dict[str, Any] | None:
+    try:
+        data = storage.get_bytes(url)
+        record = json.loads(data) if data is not None else None
+    except (StorageError, OSError, ValueError):
+        return {"status": "unreadable"}
+    return record if isinstance(record, dict) else ({"status": "unreadable"} if data else None)
+
+
+def _current(record: dict[str, Any] | None, own: dict[str, Any]) -> bool:
+    """A final record of this run (same run id, not one that ended before this run began)."""
+    if not record or record.get("status") in (None, "running", "unreadable"):
+        return False
+    if record.get("run_id") != own.get("run_id"):
+        return False
+    ended, began = _time(record.get("ended_at")), _time(own.get("started_at"))
+    return not (ended and began and (began - ended).total_seconds() > STALE_S)
+
+
+def _entry(rank: int, record: dict[str, Any] | None, own: dict[str, Any]) -> dict[str, Any]:
+    if record is None:
+        return {"rank": rank, "status": "missing", "exit_code": None, "reason": "no run.json"}
+    if not _current(record, own):
+        seen = record.get("status") if record.get("run_id") in (None, own.get("run_id")) else None
+        why = f"no final run.json of this run (last seen: {seen or 'another run'})"
+        return {"rank": rank, "status": "unknown", "exit_code": None, "reason": why}
+    return {
+        "rank": rank,
+        "status": record.get("status"),
+        "exit_code": record.get("exit_code"),
+        "reason": record.get("reason"),
+        "started_at": record.get("started_at"),
+        "ended_at": record.get("ended_at"),
+        "failed_at": failed_at(record) if record.get("exit_code") else None,
+    }
+
+
+def _others(storage: Storage, dest: str, me: Identity) -> list[int]:
+    if me.world_size is not None:
+        return list(range(1, me.world_size))
+    try:  # the platform did not say how many: the ranks that wrote something
+        names = storage.list_names(join(dest, RANKS_DIR))
+    except (StorageError, OSError):
+        return []
+    return sorted({int(n.split("/")[0]) for n in names if n.split("/")[0].isdigit()} - {0})
+
+
+def gather(
+    storage: Storage,
+    dest: str,
+    me: Identity,
+    own: dict[str, Any],
+    wait_s: float,
+    stopped: Callable[[], bool] = lambda: False,
+) -> tuple[list[dict[str, Any]], float]:
+    """Every rank's entry (rank 0's from ``own``) after waiting at most ``wait_s`` seconds."""
+    started = time.monotonic()
+    others = _others(storage, dest, me)
+    seen: dict[int, dict[str, Any] | None] = {}
+    while True:
+        for rank in others:
+            if not _current(seen.get(rank), own):
+                seen[rank] = _read(storage, join(dest, f"{RANKS_DIR}/{rank}/{RUN_JSON}"))
+        left = wait_s - (time.monotonic() - started)
+        if left <= 0 or stopped() or all(_current(seen.get(r), own) for r in others):
+            break
+        time.sleep(min(POLL_S, left))
+    entries = [_entry(0, own, own)] + [_entry(r, seen.get(r), own) for r in others]
+    return entries, round(time.monotonic() - started, 2)
+
+
+def first_failed(entries: list[dict[str, Any]]) -> int | None:
+    """The rank that went first (see the module's doc); None when no rank failed."""
+
+    def earliest(group: list[dict[str, Any]]) -> int:
+        def when(e: dict[str, Any]) -> tuple[float, int]:
+            t = _time(e.get("failed_at") or e.get("ended_at"))
+            return (t.timestamp() if t else float("inf"), e["rank"])
+
+        return int(min(group, key=when)["rank"])
+
+    failed = [e for e in entries if e.get("exit_code")]
+    lost = [e for e in failed if e["status"] == PeerLostError.status]
+    if hard := [e for e in failed if e not in lost]:
+        return earliest(hard)
+    gone = [e["rank"] for e in entries if e["status"] in ("missing", "unknown")]
+    if lost and gone:
+        return int(min(gone))
+    return earliest(lost) if lost else None
+
+
+def record_ranks(record: Any, storage: Storage, settings: Any, stopped: Callable[[], bool]) -> None:
+    """Rank 0 of a multi-rank run: every rank's end in its record (no wait once stopping)."""
+    me = settings.identity
+    if not (me.canonical and me.multi):
+        return
+    wait = 0.0 if stopped() else settings.ranks_wait
+    entries, waited = gather(storage, settings.dest, me, record.to_json(), wait, stopped)
+    first = first_failed(entries)
+    record.ranks_gathered(entries, first, waited)
+    if first not in (None, 0) and record.status == PeerLostError.status:
+        record.reason = f"{record.reason}; rank {first} went first"
