@@ -274,6 +274,16 @@ def test_first_failed_without_a_hard_failure() -> None:
     assert ranks.first_failed([{"rank": 0, **ok}, {"rank": 1, "status": "missing"}]) is None
 
 
+def test_gather_reads_nothing_once_stopping(tmp_path: Path) -> None:
+    write_record(tmp_path / "ranks/1", status="succeeded", exit_code=0)
+    own = own_record(status="stopped", exit_code=143)
+    entries, waited = ranks.gather(
+        Storage(), str(tmp_path), Identity(0, 2), own, 30.0, lambda: True
+    )
+    assert waited == 0.0 and entries[1]["status"] == "unknown"
+    assert entries[1]["reason"] == "not read: stopping"
+
+
 def test_gather_stops_waiting_once_every_rank_reported(tmp_path: Path) -> None:
     write_record(tmp_path / "ranks/1", status="succeeded", exit_code=0, ended_at=None)
     started = time.monotonic()
@@ -435,3 +445,10 @@ def test_sweep_without_or_outside_a_shard_is_invalid_input(tmp_path: Path) -> No
     assert proc.returncode == 3
     run = read_json(out / "shards" / "3" / "run.json")
     assert run["shard"] == 3 and "shard 3 is out of range (0..2)" in run["reason"]
+
+
+def test_identity_that_does_not_fit_is_a_one_line_usage_error(tmp_path: Path) -> None:
+    nb = make_notebook(tmp_path / "nb.ipynb", ["print(1)"])
+    proc = run_nbjob("run", nb, "--output", tmp_path / "out", env={"RANK": "2", "WORLD_SIZE": "2"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "nbjob: error: rank 2 does not fit world size 2 (from RANK)"

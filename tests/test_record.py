@@ -15,7 +15,7 @@ RUN_JSON_KEYS = [
     "run_id", "status", "exit_code", "reason", "source", "output", "notebook", "failed_cell",
     "started_at", "ended_at", "duration_s", "parameters", "kernel", "gpus", "gpu_probe",
     "unmet_requirements", "cells", "artifacts", "platform", "versions", "host", "progress",
-    "metrics", "attempt", "earlier_attempts", "resumed_from",
+    "metrics", "attempt", "earlier_attempts", "resumed_from", "identity", "shard",
 ]  # fmt: skip
 
 
@@ -41,6 +41,16 @@ def test_a_new_record_has_run_json_shape() -> None:
     assert data["platform"] == {"name": "slurm", "SLURM_JOB_ID": "7"}
     assert data["versions"]["nbjob"] and data["host"]["hostname"]
     json.dumps(data)  # serializable as it is
+
+
+def test_rank_zero_record_lists_the_ranks() -> None:
+    record = new_record()
+    record.placed({"rank": 0, "world_size": 2, "source": "RANK", "canonical": True}, None)
+    record.ranks_gathered([{"rank": 0, "status": "peer_lost"}, {"rank": 1, "status": "missing"}],
+                          1, 0.5)  # fmt: skip
+    data = record.to_json()
+    assert list(data) == [*RUN_JSON_KEYS, "ranks", "first_failed_rank", "ranks_waited_s"]
+    assert data["identity"]["source"] == "RANK" and data["first_failed_rank"] == 1
 
 
 def test_cells_follow_events_through_the_bus() -> None:

@@ -18,7 +18,7 @@ from nbjob.errors import NbjobError, UsageError
 
 EPILOG = """exit codes: 0 success, 1 a cell raised, 2 usage, 3 invalid input, 4 timeout,
 5 kernel died, 6 storage error, 7 environment unfit, 143 stopped (SIGTERM/SIGINT or
---stop-signals).
+--stop-signals), 200 peer lost (another rank died).
 Every option can also be set as NBJOB_<OPTION> (e.g. NBJOB_OUTPUT, NBJOB_CELL_TIMEOUT);
 NBJOB_SOURCE gives SOURCE and NBJOB_PARAMETERS a YAML/JSON mapping of parameters."""
 

@@ -22,11 +22,15 @@ import json
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbjob.errors import CellExecutionError, NbjobError, PeerLostError, StorageError
 from nbjob.identity import Identity
 from nbjob.storage import Storage, join
+
+if TYPE_CHECKING:
+    from nbjob.config import Settings
+    from nbjob.record import RunRecord
 
 RANKS_DIR = "ranks"
 RUN_JSON = "run.json"
@@ -115,6 +119,10 @@ def _entry(rank: int, record: dict[str, Any] | None, own: dict[str, Any]) -> dic
     }
 
 
+def _not_read(rank: int) -> dict[str, Any]:
+    return {"rank": rank, "status": "unknown", "exit_code": None, "reason": "not read: stopping"}
+
+
 def _others(storage: Storage, dest: str, me: Identity) -> list[int]:
     if me.world_size is not None:
         return list(range(1, me.world_size))
@@ -135,6 +143,8 @@ def gather(
 ) -> tuple[list[dict[str, Any]], float]:
     """Every rank's entry (rank 0's from ``own``) after waiting at most ``wait_s`` seconds."""
     started = time.monotonic()
+    if stopped():  # the stop grace is for this rank's own results: nothing is read
+        return [_entry(0, own, own)] + [_not_read(r) for r in range(1, me.world_size or 1)], 0.0
     others = _others(storage, dest, me)
     seen: dict[int, dict[str, Any] | None] = {}
     while True:
@@ -169,13 +179,15 @@ def first_failed(entries: list[dict[str, Any]]) -> int | None:
     return earliest(lost) if lost else None
 
 
-def record_ranks(record: Any, storage: Storage, settings: Any, stopped: Callable[[], bool]) -> None:
-    """Rank 0 of a multi-rank run: every rank's end in its record (no wait once stopping)."""
+def record_ranks(
+    record: RunRecord, storage: Storage, settings: Settings, stopped: Callable[[], bool]
+) -> None:
+    """Rank 0 of a multi-rank run: every rank's end in its record (none read once stopping)."""
     me = settings.identity
     if not (me.canonical and me.multi):
         return
-    wait = 0.0 if stopped() else settings.ranks_wait
-    entries, waited = gather(storage, settings.dest, me, record.to_json(), wait, stopped)
+    own = record.to_json()
+    entries, waited = gather(storage, settings.dest, me, own, settings.ranks_wait, stopped)
     first = first_failed(entries)
     record.ranks_gathered(entries, first, waited)
     if first not in (None, 0) and record.status == PeerLostError.status:
