@@ -24,9 +24,11 @@ from nbjob.errors import (
     CellExecutionError,
     DeadKernelError,
     PeerLostError,
+    StoppedError,
     UsageError,
 )
 from nbjob.identity import Identity
+from nbjob.stop import StopToken
 from nbjob.storage import Storage
 
 TF_CHIEF = {"chief": ["c:1"], "worker": ["w0:1", "w1:1"], "ps": ["p:1"]}
@@ -372,7 +374,9 @@ def test_killed_kernel_gives_the_survivor_the_lost_peer_code(tmp_path: Path) -> 
     assert took < 15, took  # promptly: gloo notices at once; rank 1's record arrives soon
     run = read_json(out / "run.json")
     assert run["status"] == "peer_lost" and run["exit_code"] == 200
-    assert run["failed_cell"]["index"] == 1 and "Connection" in run["failed_cell"]["evalue"]
+    # gloo's "Connection reset by peer" (at once), or rank 1's run.json (PeerWatch) if first.
+    gloo = "Connection" in (run["failed_cell"].get("evalue") or "")
+    assert run["failed_cell"]["index"] == 1 and (gloo or "rank 1 ended" in run["reason"])
     assert run["first_failed_rank"] == 1 and "rank 1 went first" in run["reason"]
     entries = {e["rank"]: e for e in run["ranks"]}
     assert (entries[1]["status"], entries[1]["exit_code"]) == ("kernel_died", 5)
@@ -398,6 +402,85 @@ def test_lost_rank_process_group_is_named_from_its_last_checkpoint(tmp_path: Pat
     entries = {e["rank"]: e for e in run["ranks"]}
     assert entries[1]["status"] in ("unknown", "missing"), entries[1]
     assert run["first_failed_rank"] == 1 and 1.5 <= run["ranks_waited_s"] < 5
+
+
+HUNG = """import os, pathlib, signal, time
+pathlib.Path(os.environ["PID_DIR"], f"kernel-{os.environ['TEST_RANK']}.pid").write_text(
+    str(os.getpid()))
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # like a collective stuck in C++: no interrupt
+time.sleep(120)"""
+
+
+def test_peer_record_ends_a_hung_rank(tmp_path: Path) -> None:
+    """No collective error ever comes (a hang): rank 1's failed run.json ends rank 0's run."""
+    nb = make_notebook(tmp_path / "src" / "hang.ipynb", [HUNG])
+    out = tmp_path / "out"
+    procs = [
+        start_nbjob(
+            "run",
+            nb,
+            "--output",
+            out,
+            "--rank",
+            str(rank),
+            "--world-size",
+            "2",
+            "--stop-grace",
+            "3",
+            "--run-id",
+            "hang-1",
+            env={"PID_DIR": str(tmp_path), "TEST_RANK": str(rank)},
+        )
+        for rank in (0, 1)
+    ]
+    try:
+        pid_of(tmp_path / "kernel-0.pid")
+        os.kill(pid_of(tmp_path / "kernel-1.pid"), signal.SIGKILL)
+        killed = time.monotonic()
+        rank0 = procs[0].wait(60)
+        took = time.monotonic() - killed
+        assert procs[1].wait(30).returncode == 5
+    finally:
+        for p in procs:
+            p.kill()
+    assert rank0.returncode == 200, rank0.stderr[-3000:]
+    assert took < 10, took  # rank 1's record (< 1 s), one watch tick (1 s), the wind-down (1 s)
+    run = read_json(out / "run.json")
+    assert run["status"] == "peer_lost" and run["cells"][0]["status"] == "interrupted"
+    assert run["reason"].startswith("rank 0 lost a peer: rank 1 ended kernel_died (exit 5)")
+    assert run["first_failed_rank"] == 1
+    assert [(e["rank"], e["exit_code"]) for e in run["ranks"]] == [(0, 200), (1, 5)]
+
+
+def test_a_peer_that_failed_before_this_run_began_is_not_a_lost_peer(tmp_path: Path) -> None:
+    """An earlier attempt's failed record (same run id) must not end the new attempt."""
+    write_record(tmp_path / "ranks/1", status="kernel_died", exit_code=5,
+                 ended_at="2026-01-01T09:59:00.000+00:00")  # fmt: skip
+    own = own_record()
+    with ranks.PeerWatch(Storage(), settings_for(tmp_path), StopToken(), own) as watch:
+        time.sleep(ranks.WATCH_S * 1.5)
+        assert watch.lost is None and not watch.token.requested
+        write_record(tmp_path / "ranks/1", status="kernel_died", exit_code=5,
+                     ended_at="2026-01-01T10:00:01.000+00:00")  # fmt: skip
+        assert wait_until(lambda: watch.token.requested, timeout=5)
+    assert watch.lost == "rank 1 ended kernel_died (exit 5)"
+
+
+def test_watch_passes_a_real_stop_on_at_once(tmp_path: Path) -> None:
+    outer = StopToken()
+    with ranks.PeerWatch(Storage(), settings_for(tmp_path), outer, own_record()) as watch:
+        assert not watch.token.requested
+        outer.request("stopped by SIGTERM", "SIGTERM")
+        assert watch.token.requested  # at once, not at the watch's next read
+    assert (watch.token.reason, watch.token.signal) == ("stopped by SIGTERM", "SIGTERM")
+    assert watch.lost is None
+    stopped = ranks.classify(StoppedError("stopped by SIGTERM"), Identity(0, 2), watch)
+    assert isinstance(stopped, StoppedError)  # a real stop stays a stop
+
+
+def settings_for(dest: Path) -> config.Settings:
+    return config.resolve({"source": "a.ipynb", "output": str(dest), "rank": "0",
+                           "world_size": "2"}, {})  # fmt: skip
 
 
 # -- sweeps ----------------------------------------------------------------------------------------

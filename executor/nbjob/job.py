@@ -72,6 +72,7 @@ class Job:
         self.nb: Any = None
         self.keep_workdir = False
         self.attempt: attempts.Attempt | None = None
+        self.watch: ranks.PeerWatch | None = None  # the peers' records, while cells run
 
     # -- the job -------------------------------------------------------------------------------
 
@@ -91,7 +92,7 @@ class Job:
             self._prepare()
             self._execute()
         except NbjobError as exc:
-            error = ranks.classify(exc, self.s.identity)  # a lost peer is not a bug
+            error = ranks.classify(exc, self.s.identity, self.watch)  # a lost peer: not a bug
         except Exception as exc:  # a bug in nbjob itself must still leave results behind
             trace = logs.redact("".join(traceback.format_exception(exc)))
             self.log.error("internal_error", traceback=trace)
@@ -271,18 +272,20 @@ class Job:
 
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise RunTimeoutError("the run took longer than its time limit before cells ran")
+        self.watch = ranks.PeerWatch(self.storage, self.s, self.token, self.record.to_json())
         executor = Executor(
             self.kernel,
             self.bus,
             cell_timeout=self.s.cell_timeout,
             run_deadline=self.deadline,
             max_output_bytes=self.s.max_output_bytes,
-            stop=self.token,
+            stop=self.watch.token,
             stop_wait=min(5.0, self.s.stop_grace / 3),
         )
         self.log.info("execute_start", cells=len(executor.code_cells(self.nb)))
-        if executor.run(self.nb):
-            self.log.info("run_exited_early", reason="a cell called sys.exit(0)")
+        with self.watch:
+            if executor.run(self.nb):
+                self.log.info("run_exited_early", reason="a cell called sys.exit(0)")
 
     # -- the end -------------------------------------------------------------------------------
 

@@ -20,12 +20,20 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from nbjob.errors import CellExecutionError, NbjobError, PeerLostError, StorageError
+from nbjob.errors import (
+    CellExecutionError,
+    NbjobError,
+    PeerLostError,
+    StoppedError,
+    StorageError,
+)
 from nbjob.identity import Identity
+from nbjob.stop import StopToken
 from nbjob.storage import Storage, join
 
 if TYPE_CHECKING:
@@ -35,6 +43,8 @@ if TYPE_CHECKING:
 RANKS_DIR = "ranks"
 RUN_JSON = "run.json"
 POLL_S = 0.5
+WATCH_S = 1.0  # how often a running rank reads its peers' run.json ...
+WATCH_PEERS = 4  # ... and how many of them at a time (round-robin)
 STALE_S = 300.0  # a final record that ended this long before rank 0 started is an old one
 
 # torch.distributed's own error classes (torch >= 2.1) and the messages gloo / NCCL give when
@@ -50,8 +60,14 @@ PEER_MESSAGES = re.compile(
 )
 
 
-def classify(error: NbjobError, me: Identity) -> NbjobError:
-    """A cell error of a multi-rank run that says a peer went away becomes ``PeerLostError``."""
+def classify(error: NbjobError, me: Identity, watch: PeerWatch | None = None) -> NbjobError:
+    """A cell error of a multi-rank run that says a peer went away becomes ``PeerLostError``;
+    so does the end of a cell the ``PeerWatch`` cut short because a peer's run.json failed."""
+    lost = watch.lost if watch is not None and not watch.outer.requested else None
+    if lost and isinstance(error, StoppedError):
+        index = error.details.get("cell_index")
+        where = f" while cell {index} was running" if index is not None else ""
+        return PeerLostError(f"rank {me.rank} lost a peer: {lost}{where}", **error.details)
     if not me.multi or type(error) is not CellExecutionError:
         return error
     ename, evalue = str(error.details.get("ename", "")), str(error.details.get("evalue", ""))
@@ -192,3 +208,80 @@ def record_ranks(
     record.ranks_gathered(entries, first, waited)
     if first not in (None, 0) and record.status == PeerLostError.status:
         record.reason = f"{record.reason}; rank {first} went first"
+
+
+# -- while cells run: the peers' records -----------------------------------------------------------
+
+
+def peer_url(dest: str, rank: int) -> str:
+    return join(dest, RUN_JSON if rank == 0 else f"{RANKS_DIR}/{rank}/{RUN_JSON}")
+
+
+class PeerWatch:
+    """Reads the other ranks' run.json while cells run (``WATCH_PEERS`` every ``WATCH_S``).
+
+    ``token`` is the stop token the executor watches: requested when the process's own
+    (``outer``) is, at once, and also when a peer's run.json of this run says it failed after
+    this run began (``lost`` says which): a collective that hangs on a dead peer instead of
+    failing is then interrupted like a stop, and ``classify`` makes that ending ``peer_lost``.
+    """
+
+    def __init__(
+        self, storage: Storage, settings: Settings, outer: StopToken, own: dict[str, Any]
+    ) -> None:
+        self.storage, self.dest, self.own = storage, settings.dest, own
+        me = settings.identity
+        self.peers = [r for r in range(me.world_size or 1) if r != me.rank]
+        self.outer = outer
+        self._token = _Either(outer)
+        self.lost: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="peers", daemon=True)
+
+    @property
+    def token(self) -> StopToken:
+        """The token for the executor: the process's own when there is no peer to watch."""
+        return self._token if self.peers else self.outer
+
+    def __enter__(self) -> PeerWatch:
+        if self.peers:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join(WATCH_S * 2)
+
+    def _loop(self) -> None:
+        turn = 0
+        while not self._done.wait(WATCH_S) and not self._token.requested:
+            for _ in range(min(WATCH_PEERS, len(self.peers))):
+                rank, turn = self.peers[turn % len(self.peers)], turn + 1
+                if self._failed(rank):
+                    return
+
+    def _failed(self, rank: int) -> bool:
+        record = _read(self.storage, peer_url(self.dest, rank))
+        if record is None or not _current(record, self.own) or not record.get("exit_code"):
+            return False
+        ended, began = _time(record.get("ended_at")), _time(self.own.get("started_at"))
+        if ended is None or began is None or ended < began:
+            return False  # an earlier attempt's end, not this run's
+        self.lost = f"rank {rank} ended {record.get('status')} (exit {record.get('exit_code')})"
+        self._token.request(self.lost)
+        return True
+
+
+class _Either(StopToken):
+    """Requested when this token is, or when ``outer`` is (its reason and signal, then)."""
+
+    def __init__(self, outer: StopToken) -> None:
+        super().__init__()
+        self.outer = outer
+
+    @property
+    def requested(self) -> bool:
+        if self.outer.requested:  # the first request wins: a no-op once this one was made
+            self.request(self.outer.reason or "stopped", self.outer.signal)
+        return super().requested
