@@ -19,6 +19,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from nbjob import config, params
 from nbjob.errors import EXIT_CODES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,6 +131,64 @@ def test_pod_failure_policy_maps_the_exit_code_table():
     assert fail | ignore | retried == set(EXIT_CODES)
     for code in fail | ignore:
         assert code in EXIT_CODES
+
+
+# -- Kubernetes Indexed Job: a sweep ------------------------------------------------------------
+
+
+def test_indexed_job_sweep_manifest(tmp_path: Path) -> None:
+    configmap, job = yaml.safe_load_all((PLATFORMS / "k8s-indexed-sweep.yaml").read_text())
+    validate(configmap)
+    validate(job)
+    spec = job["spec"]
+    assert (
+        spec["completionMode"] == "Indexed" and spec["template"]["spec"]["restartPolicy"] == "Never"
+    )
+    # Retries per index: a failed shard is retried alone (no job-wide backoffLimit).
+    assert spec["backoffLimitPerIndex"] >= 1 and "backoffLimit" not in spec
+    container = job_container(job)
+    assert_image(container["image"])
+    assert_no_literal_credentials(container["env"])
+    env = {v["name"]: v for v in container["env"]}
+    assert "JOB_COMPLETION_INDEX" not in env  # Kubernetes sets it in each pod
+    failures = env["NBJOB_RESTART_COUNT"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert failures == "metadata.annotations['batch.kubernetes.io/job-index-failure-count']"
+    # The sweep file: mounted from the ConfigMap, one entry per completion, each a parameter set
+    # of the example notebook's parameters cell.
+    (mount,) = container["volumeMounts"]
+    (volume,) = job["spec"]["template"]["spec"]["volumes"]
+    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+    assert env["NBJOB_PARAMETERS_FILE"]["value"] == f"{mount['mountPath']}/sweep.yaml"
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(configmap["data"]["sweep.yaml"])
+    sweep = yaml.safe_load(sweep_file.read_text())
+    assert isinstance(sweep, list) and spec["completions"] == len(sweep) == spec["parallelism"]
+    declared = {"epochs", "hidden", "learning_rate", "seed"}  # examples/torch-digits
+    for index, entry in enumerate(sweep):
+        assert params.load_file(sweep_file, index) == entry and set(entry) <= declared
+    # What nbjob makes of one pod's environment: shard 2 of the run, under shards/2/.
+    pod = {"JOB_COMPLETION_INDEX": "2", "NBJOB_PARAMETERS_FILE": str(sweep_file),
+           "NBJOB_SOURCE": env["NBJOB_SOURCE"]["value"],
+           "NBJOB_OUTPUT": "s3://my-bucket/runs/nbjob-digits-sweep"}  # fmt: skip
+    settings = config.resolve({}, pod)
+    assert (settings.shard, settings.output) == (
+        2,
+        "s3://my-bucket/runs/nbjob-digits-sweep/shards/2",
+    )
+    assert params.merge(settings.parameters) == sweep[2]
+    # Exit codes: a shard that cannot succeed fails its index only; the rest as in k8s-job.yaml.
+    routes = exit_code_routes(job)
+    assert routes == {"FailIndex": {1, 2, 3, 7}, "Ignore": {143}, "Count": {4, 5, 6, 200}}
+    assert set().union(*routes.values()) == set(EXIT_CODES)
+
+
+def exit_code_routes(job: dict[str, Any]) -> dict[str, set[int]]:
+    routes: dict[str, set[int]] = {}
+    for rule in job["spec"]["podFailurePolicy"]["rules"]:
+        if "onExitCodes" in rule:
+            assert rule["onExitCodes"]["containerName"] == job_container(job)["name"]
+            routes.setdefault(rule["action"], set()).update(rule["onExitCodes"]["values"])
+    return routes
 
 
 # -- kubectl run ---------------------------------------------------------------------------------
