@@ -19,7 +19,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from nbjob import config, params
+from nbjob import config, identity, params
 from nbjob.errors import EXIT_CODES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -293,6 +293,44 @@ def test_kubeflow_pytorchjob_manifest():
     assert args["Master"] == args["Worker"] and "--output" in args["Master"]
     # What ExitCode retries (128-255) among nbjob's codes: a stop and a lost peer, nothing else.
     assert {code for code in EXIT_CODES if 128 <= code <= 255} == {143, 200}
+
+
+# -- Kubeflow TFJob ------------------------------------------------------------------------------
+
+
+def test_kubeflow_tfjob_manifest():
+    job = load("kubeflow-tfjob.yaml")
+    assert job["apiVersion"] == "kubeflow.org/v1" and job["kind"] == "TFJob"
+    assert set(job["spec"]) <= {"runPolicy", "tfReplicaSpecs", "successPolicy"}
+    assert set(job["spec"]["runPolicy"]) <= RUN_POLICY
+    replicas = job["spec"]["tfReplicaSpecs"]
+    assert set(replicas) == {"Chief", "Worker"} and replicas["Chief"]["replicas"] == 1
+    args = []
+    for role, spec in replicas.items():
+        assert set(spec) <= REPLICA_SPEC and spec["restartPolicy"] == "ExitCode", role
+        validate({"apiVersion": "v1", "kind": "PodTemplate",
+                  "metadata": {"name": role.lower()}, "template": spec["template"]})  # fmt: skip
+        (container,) = spec["template"]["spec"]["containers"]
+        assert container["name"] == "tensorflow"  # the operator injects TF_CONFIG into this name
+        assert container["image"].startswith("nbjob-tf:")
+        assert_image(container["image"])
+        assert_no_literal_credentials(container.get("env", []))
+        assert "TF_CONFIG" not in {v["name"] for v in container.get("env", [])}
+        args.append(container["args"])
+    assert args[0] == args[1] and "--output" in args[0]  # one destination for every replica
+    # The TF_CONFIG the operator gives each replica, and the rank nbjob takes from it: the chief
+    # is rank 0 (the canonical result), worker i is rank i + 1.
+    cluster = {role.lower(): [f"{role.lower()}-{i}:2222" for i in range(spec["replicas"])]
+               for role, spec in replicas.items()}  # fmt: skip
+    seen = {}
+    for kind, hosts in cluster.items():
+        for index in range(len(hosts)):
+            env = {"TF_CONFIG": json.dumps({"cluster": cluster,
+                                            "task": {"type": kind, "index": index}})}  # fmt: skip
+            me = identity.resolve({}, env)
+            assert me.world_size == 3 and me.source == "TF_CONFIG"
+            seen[(kind, index)] = me.rank
+    assert seen == {("chief", 0): 0, ("worker", 0): 1, ("worker", 1): 2}
 
 
 # -- FfDL ----------------------------------------------------------------------------------------
