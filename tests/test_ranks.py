@@ -503,10 +503,12 @@ def test_sweep_runs_each_shard_with_its_parameters(tmp_path: Path) -> None:
         start_nbjob(*args, env={"JOB_COMPLETION_INDEX": "2"}),
     ]
     assert [p.wait(90).returncode for p in procs] == [0, 0, 0]
+    sources = ["flags", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"]
     assert sorted(p.name for p in out.iterdir()) == ["shards"]
     for index, expected in enumerate(SWEEP):
         run = read_json(out / "shards" / str(index) / "run.json")
         assert run["shard"] == index and run["parameters"] == expected
+        assert run["identity"]["shard_source"] == sources[index]
         executed = json.loads((out / "shards" / str(index) / "nb.ipynb").read_text())
         assert (
             executed["cells"][-1]["outputs"][0]["text"] == f"{expected['tag']} {expected['lr']}\n"

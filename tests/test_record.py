@@ -45,12 +45,13 @@ def test_a_new_record_has_run_json_shape() -> None:
 
 def test_rank_zero_record_lists_the_ranks() -> None:
     record = new_record()
-    record.placed({"rank": 0, "world_size": 2, "source": "RANK", "canonical": True}, None)
+    record.placed({"rank": 0, "world_size": 2, "source": "RANK", "canonical": True}, 1, "flags")
     record.ranks_gathered([{"rank": 0, "status": "peer_lost"}, {"rank": 1, "status": "missing"}],
                           1, 0.5)  # fmt: skip
     data = record.to_json()
     assert list(data) == [*RUN_JSON_KEYS, "ranks", "first_failed_rank", "ranks_waited_s"]
     assert data["identity"]["source"] == "RANK" and data["first_failed_rank"] == 1
+    assert (data["shard"], data["identity"]["shard_source"]) == (1, "flags")
 
 
 def test_cells_follow_events_through_the_bus() -> None:

@@ -61,7 +61,7 @@ class Job:
             settings.platform.name,
             settings.platform.info,
         )
-        self.record.placed(settings.identity.to_json(), settings.shard)
+        self.record.placed(settings.identity.to_json(), settings.shard, settings.shard_source)
         # Start the kernel first: it boots on another core while nbjob fetches and unpacks.
         # It starts in the notebook's folder when that is known now, else in the (empty)
         # bundle folder; the notebook may still ask for another kernel or folder (_kernel_at).

@@ -12,7 +12,9 @@ else the earliest lost peer.
 A cell that fails because a peer rank died (torch.distributed, gloo, NCCL: connection closed or
 reset by peer, aborted communicator, gloo timeouts, ``DistBackendError``) is not the notebook's
 bug: ``classify`` turns it into ``PeerLostError`` (status ``peer_lost``, exit 200), which the
-retry recipes retry.
+retry recipes retry. A collective that hangs instead of failing is ended by ``PeerWatch``: while
+cells run it reads the other ranks' run.json, and one of them failed interrupts the cell like a
+stop, which ``classify`` also makes ``peer_lost``.
 """
 
 from __future__ import annotations

@@ -146,9 +146,11 @@ class RunRecord:
     def gpus_probed(self, probe: dict[str, Any]) -> None:
         self.gpus, self.gpu_probe = list(probe.get("gpus", [])), probe
 
-    def placed(self, identity: dict[str, Any], shard: int | None) -> None:
-        """Which rank of which shard this run is."""
+    def placed(self, identity: dict[str, Any], shard: int | None, source: str | None) -> None:
+        """Which rank of which shard this run is (the shard's source goes with the identity)."""
         self.identity, self.shard = dict(identity), shard
+        if source is not None:
+            self.identity["shard_source"] = source
 
     def ranks_gathered(
         self, entries: list[dict[str, Any]], first: int | None, waited: float
