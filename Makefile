@@ -34,13 +34,15 @@ $(NPM_STAMP):
 
 npm-deps: $(NPM_STAMP)
 
-# Debian packages the image tests need (podman builds and runs the images); root only.
+# Debian packages the image tests need (podman builds and runs the images) and the cluster
+# tests need (slurm-wlm: munged, slurmctld, slurmd and the clients); root only.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  ! (command -v podman && command -v runc && command -v debootstrap) >/dev/null; then \
-	  echo "installing podman runc debootstrap"; \
+	  ! (command -v podman && command -v runc && command -v debootstrap && \
+	     command -v slurmctld && command -v slurmd && command -v munged) >/dev/null; then \
+	  echo "installing podman runc debootstrap slurm-wlm"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends podman runc debootstrap >/dev/null; \
+	    --no-install-recommends podman runc debootstrap slurm-wlm >/dev/null; \
 	fi
 
 lint: venv

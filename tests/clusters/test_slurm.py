@@ -1,0 +1,245 @@
+"""The Slurm recipes in examples/platforms, submitted with sbatch to a real one-node cluster.
+
+The cluster (``slurm.py``) is started once per session on loopback with a fake GPU gres. Each
+test packs a bundle with ``nbjob pack``, submits a recipe with ``sbatch`` and reads the job's
+end from ``scontrol show job`` (no slurmdbd, so no sacct) and the results from a local
+destination folder: success on a GPU, ``scancel`` mid-cell (143, partial results stored),
+``scontrol requeue`` (attempt 2, attempt 1 kept under attempts/1/), ``--signal=B:USR1@N``
+before the time limit, ``srun -n 2`` and an array job.
+
+Jobs get their environment from sbatch (``--export``): the tests pass this checkout's nbjob
+(``NBJOB``, beside ``sys.executable``) and ``PYTHONPATH`` explicitly, so any checkout works.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from conftest import wait_until
+from helpers import make_notebook, read_json, stream_text
+from slurm import SlurmCluster, slurm_cluster
+
+__all__ = ["slurm_cluster"]  # the fixture, imported for pytest
+
+pytestmark = [pytest.mark.clusters, pytest.mark.timeout(240)]
+
+ROOT = Path(__file__).resolve().parents[2]
+PLATFORMS = ROOT / "examples" / "platforms"
+# This checkout's nbjob as a command the recipes' NBJOB takes (words split by the shell): the
+# module, not the venv's console script, which belongs to whichever checkout installed it.
+NBJOB = [sys.executable, "-m", "nbjob"]
+DONE = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}
+
+
+def job_env(cluster: SlurmCluster, **extra: str) -> dict[str, str]:
+    """What sbatch exports to the job: this checkout's nbjob, JSON logs, nothing of NBJOB_*."""
+    env = {k: v for k, v in cluster.env.items() if not k.startswith(("NBJOB_", "AWS_"))}
+    env.update(NBJOB=" ".join(NBJOB), PYTHONPATH=str(ROOT / "executor"), NBJOB_LOG_FORMAT="json")
+    env.update(extra)
+    return env
+
+
+def sbatch(cluster: SlurmCluster, tmp: Path, *args: str, **env: str) -> str:
+    """``sbatch ARGS`` with the job's output in ``tmp``; the job id."""
+    proc = subprocess.run(
+        ["sbatch", "--parsable", f"--output={tmp}/slurm-%j.out", f"--chdir={tmp}", *args],
+        env=job_env(cluster, **env),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    job = proc.stdout.strip().split(";")[0]
+    cluster.jobs.append(job)
+    return job
+
+
+def pack(tmp: Path, cells: list[Any]) -> Path:
+    """A bundle made by ``nbjob pack`` from a notebook of ``cells``."""
+    nb = make_notebook(tmp / "src" / "train.ipynb", cells)
+    bundle = tmp / "train.zip"
+    proc = subprocess.run(
+        [*NBJOB, "pack", str(nb), "-o", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "executor")},
+    )
+    assert proc.returncode == 0, proc.stderr
+    return bundle
+
+
+def job_log(tmp: Path, job: str) -> str:
+    path = tmp / f"slurm-{job}.out"
+    return path.read_text(errors="replace")[-4000:] if path.exists() else "(no job output)"
+
+
+def running_cell(dest: Path, marker: Path, timeout: float = 90) -> dict[str, Any]:
+    """Wait (bounded) until the cell wrote ``marker`` and run.json shows the run going."""
+
+    def seen() -> dict[str, Any] | None:
+        if not marker.exists() or not (dest / "run.json").exists():
+            return None
+        try:
+            record = read_json(dest / "run.json")
+        except ValueError:
+            return None  # being rewritten
+        return record if record.get("status") == "running" else None
+
+    record = wait_until(seen, timeout, 0.2)
+    assert record, f"the cell did not start within {timeout} s"
+    return dict(record)
+
+
+PARAMS = ("code", "marker = ''\nattempt_sleep = 0", ["parameters"])
+SLOW_CELL = (
+    "import os, pathlib, time\n"
+    "print('attempt', os.environ.get('NBJOB_ATTEMPT'), flush=True)\n"
+    "pathlib.Path(marker).write_text(os.environ.get('NBJOB_ATTEMPT', ''))\n"
+    "time.sleep(attempt_sleep if os.environ.get('NBJOB_ATTEMPT') == '1' else 0)\n"
+    "print('cell done', flush=True)"
+)
+
+
+# -- one GPU job ------------------------------------------------------------------------------
+
+
+def test_sbatch_recipe_runs_a_bundle_on_a_gpu(slurm_cluster: SlurmCluster, tmp_path: Path):
+    bundle = pack(
+        tmp_path,
+        [
+            "import os\nprint('CUDA_VISIBLE_DEVICES=' + os.environ['CUDA_VISIBLE_DEVICES'])",
+            "print('job', os.environ['SLURM_JOB_ID'])",
+        ],
+    )
+    out = tmp_path / "runs"
+    job = sbatch(slurm_cluster, tmp_path, str(PLATFORMS / "slurm.sbatch"), str(bundle), str(out))
+    info = slurm_cluster.wait_state(job, DONE, 120)
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), job_log(tmp_path, job)
+    assert info["TresPerNode"] == "gres:gpu:1"  # the recipe's --gres=gpu:1
+    dest = out / job
+    record = read_json(dest / "run.json")
+    assert (record["status"], record["exit_code"], record["run_id"]) == ("succeeded", 0, job)
+    assert record["platform"]["CUDA_VISIBLE_DEVICES"] == "0"
+    assert record["platform"]["SLURM_JOB_ID"] == job
+    assert record["attempt"] == 1
+    text = stream_text(nbformat.read(dest / "train.ipynb", as_version=4))
+    assert "CUDA_VISIBLE_DEVICES=0" in text and f"job {job}" in text
+    assert (dest / "executor.log").stat().st_size > 0
+
+
+# -- stops --------------------------------------------------------------------------------------
+
+
+def test_scancel_mid_cell_exits_143_with_results_stored(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+):
+    bundle = pack(tmp_path, [PARAMS, SLOW_CELL, "print('never runs')"])
+    out, marker = tmp_path / "runs", tmp_path / "started"
+    job = sbatch(
+        slurm_cluster,
+        tmp_path,
+        str(PLATFORMS / "slurm.sbatch"),
+        str(bundle),
+        str(out),
+        "-p", "marker", str(marker), "-p", "attempt_sleep", "300",
+    )  # fmt: skip
+    dest = out / job
+    running_cell(dest, marker)
+    stopped_at = time.monotonic()
+    slurm_cluster.run("scancel", job)
+    info = slurm_cluster.wait_state(job, DONE, 60)
+    took = time.monotonic() - stopped_at
+    assert info["JobState"] == "CANCELLED", info
+    assert info["ExitCode"] == "143:0", (info, job_log(tmp_path, job))
+    assert took < 20, f"the job took {took:.1f} s to end after scancel"
+    record = read_json(dest / "run.json")
+    assert (record["status"], record["exit_code"]) == ("stopped", 143), record["reason"]
+    assert "SIGTERM" in record["reason"]
+    # Slurm signals every process of the job step, so the kernel gets SIGTERM too (unlike a
+    # container's PID 1 only): the cell ends as interrupted or with its kernel killed; the run
+    # is a stop either way.
+    stopped_cell, after = record["cells"][-2:]
+    assert stopped_cell["status"] in {"interrupted", "kernel_died"}, stopped_cell
+    assert after["status"] == "pending"
+    nb = nbformat.read(dest / "train.ipynb", as_version=4)
+    assert "attempt 1" in stream_text(nb)  # the partial output of the stopped cell
+    assert "never runs" not in stream_text(nb)
+
+
+def test_signal_before_the_time_limit_is_a_stop(slurm_cluster: SlurmCluster, tmp_path: Path):
+    """``--signal=B:USR1@50`` with a 1-minute limit: USR1 reaches nbjob (the recipe's stop
+    signals are TERM,INT,USR1) well before the limit's SIGTERM, and the results are stored."""
+    bundle = pack(tmp_path, [PARAMS, SLOW_CELL, "print('never runs')"])
+    out, marker = tmp_path / "runs", tmp_path / "started"
+    job = sbatch(
+        slurm_cluster,
+        tmp_path,
+        "--time=1",
+        "--signal=B:USR1@50",
+        str(PLATFORMS / "slurm.sbatch"),
+        str(bundle),
+        str(out),
+        "-p", "marker", str(marker), "-p", "attempt_sleep", "300",
+    )  # fmt: skip
+    dest = out / job
+    running_cell(dest, marker)
+    info = slurm_cluster.wait_state(job, DONE, 100)
+    assert info["ExitCode"] == "143:0", (info, job_log(tmp_path, job))
+    assert info["JobState"] == "FAILED", info  # ended by itself (143), before the time limit
+    record = read_json(dest / "run.json")
+    assert (record["status"], record["exit_code"]) == ("stopped", 143)
+    assert "SIGUSR1" in record["reason"], record["reason"]
+    assert record["duration_s"] < 58
+
+
+# -- retries ------------------------------------------------------------------------------------
+
+
+def test_requeue_comes_back_as_attempt_2(slurm_cluster: SlurmCluster, tmp_path: Path):
+    bundle = pack(tmp_path, [PARAMS, SLOW_CELL, "print('after the cell')"])
+    out, marker = tmp_path / "runs", tmp_path / "started"
+    job = sbatch(
+        slurm_cluster,
+        tmp_path,
+        str(PLATFORMS / "slurm.sbatch"),
+        str(bundle),
+        str(out),
+        "-p", "marker", str(marker), "-p", "attempt_sleep", "300",
+    )  # fmt: skip
+    dest = out / job
+    running_cell(dest, marker)
+    marker.unlink()
+    slurm_cluster.run("scontrol", "requeue", job)
+    # A requeued job waits before it is eligible again; make it eligible now.
+    wait_until(lambda: slurm_cluster.job(job).get("JobState") == "PENDING", 60, 0.25)
+    slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now", check=False)
+    info = slurm_cluster.wait_state(job, DONE, 120)
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), job_log(tmp_path, job)
+    assert info["Restarts"] == "1"
+    record = read_json(dest / "run.json")
+    assert (record["status"], record["run_id"], record["attempt"]) == ("succeeded", job, 2)
+    assert record["platform"]["SLURM_RESTART_COUNT"] == "1"
+    (earlier,) = record["earlier_attempts"]
+    assert (earlier["attempt"], earlier["status"], earlier["exit_code"]) == (1, "stopped", 143)
+    first = read_json(dest / "attempts" / "1" / "run.json")
+    assert (first["attempt"], first["status"], first["run_id"]) == (1, "stopped", job)
+    assert "attempt 1" in stream_text(nbformat.read(dest / "attempts/1/train.ipynb", 4))
+    assert "attempt 2" in stream_text(nbformat.read(dest / "train.ipynb", as_version=4))
+    assert marker.read_text() == "2"
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1)[:3000]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-x", "-q"]))
