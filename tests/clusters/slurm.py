@@ -3,8 +3,9 @@
 Test modules import the fixture (``from slurm import slurm_cluster``). Started once per test
 session: a private ``munged`` (its own key, socket and seed file), ``slurmctld`` and ``slurmd``
 with their own ports, every state, spool, pid and log file in one scratch folder, and a fake
-GPU (``gres.conf``: ``Name=gpu File=/dev/null``, so ``--gres=gpu:1`` sets
-``CUDA_VISIBLE_DEVICES=0``). Ready when ``sinfo`` reports the node idle (bounded wait).
+GPUs (``gres.conf``: two ``Name=gpu`` lines on ``/dev/null`` and ``/dev/zero``, so
+``--gres=gpu:1`` sets ``CUDA_VISIBLE_DEVICES=0`` and a two-rank job gets two). Ready when
+``sinfo`` reports the node idle (bounded wait).
 Stopped at the end by PID — the three daemons this fixture started, nothing else (never
 ``killall``, ``pkill`` or ``scancel`` of jobs it did not submit).
 
@@ -146,7 +147,7 @@ MailProg=/bin/true
 SchedulerParameters=sched_interval=1
 KillWait=15
 MinJobAge=600
-NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=2000 Gres=gpu:1 State=UNKNOWN
+NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory=2000 Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """
 
@@ -217,7 +218,10 @@ def slurm(root: Path) -> Iterator[SlurmCluster]:
             cpus=CPUS,
         )
     )
-    (root / "gres.conf").write_text("NodeName=localhost Name=gpu File=/dev/null\n")
+    # Two fake GPUs (a device file each; without File the node goes INVAL).
+    (root / "gres.conf").write_text(
+        "NodeName=localhost Name=gpu File=/dev/null\nNodeName=localhost Name=gpu File=/dev/zero\n"
+    )
     env = {**os.environ, "SLURM_CONF": str(conf)}
     for name in list(env):
         if name.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_")) and name != "SLURM_CONF":
