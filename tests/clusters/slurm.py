@@ -277,8 +277,15 @@ def slurm(root: Path) -> Iterator[SlurmCluster]:
             _stop(proc)
 
 
+def report(config: pytest.Config, line: str) -> None:
+    """A line in pytest's output, captured or not (cluster start times for the record)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
-def slurm_cluster() -> Iterator[SlurmCluster]:
+def slurm_cluster(pytestconfig: pytest.Config) -> Iterator[SlurmCluster]:
     missing = missing_binaries()
     if missing:
         unavailable(
@@ -291,6 +298,7 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
     root.chmod(0o755)
     try:
         with slurm(root) as cluster:
+            report(pytestconfig, f"Slurm: node idle {cluster.started_s:.1f} s after munged started")
             yield cluster
     finally:
         if not os.environ.get("NBJOB_KEEP_CLUSTER_LOGS"):
