@@ -218,7 +218,7 @@ def test_requeue_comes_back_as_attempt_2(slurm_cluster: SlurmCluster, tmp_path: 
     running_cell(dest, marker)
     marker.unlink()
     slurm_cluster.run("scontrol", "requeue", job)
-    # A requeued job waits before it is eligible again; make it eligible now.
+    # Slurm holds a requeued job for 120 s (its BeginTime); make it eligible now.
     wait_until(lambda: slurm_cluster.job(job).get("JobState") == "PENDING", 60, 0.25)
     slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now", check=False)
     info = slurm_cluster.wait_state(job, DONE, 120)
