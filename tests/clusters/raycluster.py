@@ -1,12 +1,12 @@
 """A real one-node Ray cluster on loopback for the cluster tests (``ray[default]``).
 
 Test modules import the fixture (``from raycluster import ray_cluster``). Started once per test
-session: ``ray start --head --block`` as a subprocess of this process in its own session, with
-``--node-ip-address=127.0.0.2`` (Ray rewrites 127.0.0.1 to the machine's external address;
-other loopback addresses are kept), every port chosen free, ``--temp-dir`` in a scratch folder,
-one CPU, one GPU (``--num-gpus=1``: Ray hands it to a job that asks with
-``entrypoint_num_gpus``), no usage stats. Ready when a trivial job has run through the Jobs
-API (bounded wait: the API answers before its agent takes jobs).
+module (one module uses it): ``ray start --head --block`` as a subprocess of this process in
+its own session, with ``--node-ip-address=127.0.0.2`` (Ray rewrites 127.0.0.1 to the
+machine's external address; other loopback addresses are kept), every port chosen free,
+``--temp-dir`` in a scratch folder, one CPU, one GPU (``--num-gpus=1``: Ray hands it to a job
+that asks with ``entrypoint_num_gpus``), no usage stats. Ready when a trivial job has run
+through the Jobs API (bounded wait: the API answers before its agent takes jobs).
 
 Stopped by PID, never with ``ray stop`` (which ends every Ray process on the machine): every
 process ``ray start`` created is its descendant (GCS, raylet, dashboard and its agent, workers,
@@ -172,7 +172,9 @@ def _tail(log: Path) -> str:
     return log.read_text(errors="replace")[-3000:] if log.exists() else ""
 
 
-@pytest.fixture(scope="session")
+# Module scope: one module uses it, and the daemons (Ray: ~500 MB, a few idle processes)
+# should not stay up for the rest of the test session.
+@pytest.fixture(scope="module")
 def ray_cluster(pytestconfig: pytest.Config) -> Iterator[RayCluster]:
     try:
         import ray.job_submission  # noqa: F401

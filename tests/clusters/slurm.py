@@ -1,11 +1,11 @@
 """A real one-node Slurm cluster on loopback for the cluster tests (Debian ``slurm-wlm``).
 
 Test modules import the fixture (``from slurm import slurm_cluster``). Started once per test
-session: a private ``munged`` (its own key, socket and seed file), ``slurmctld`` and ``slurmd``
-with their own ports, every state, spool, pid and log file in one scratch folder, and a fake
-GPUs (``gres.conf``: two ``Name=gpu`` lines on ``/dev/null`` and ``/dev/zero``, so
-``--gres=gpu:1`` sets ``CUDA_VISIBLE_DEVICES=0`` and a two-rank job gets two). Ready when
-``sinfo`` reports the node idle (bounded wait).
+module (one module uses it): a private ``munged`` (its own key, socket and seed file),
+``slurmctld`` and ``slurmd`` with their own ports, every state, spool, pid and log file in one
+scratch folder, and two fake GPUs (``gres.conf``: two ``Name=gpu`` lines, on ``/dev/null`` and
+``/dev/zero``), so ``--gres=gpu:1`` sets ``CUDA_VISIBLE_DEVICES=0`` and a two-rank job gets
+both. Ready when ``sinfo`` reports the node idle (bounded wait).
 Stopped at the end by PID — the three daemons this fixture started, nothing else (never
 ``killall``, ``pkill`` or ``scancel`` of jobs it did not submit).
 
@@ -80,12 +80,6 @@ class SlurmCluster:
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} -> {proc.returncode}: {proc.stderr}")
         return proc.stdout
-
-    def sbatch(self, *args: str) -> str:
-        """Submit (``sbatch --parsable ARGS``); the job id."""
-        job = self.run("sbatch", "--parsable", *args).strip().split(";")[0]
-        self.jobs.append(job)
-        return job
 
     def job(self, job_id: str) -> dict[str, str]:
         """``scontrol show job -o`` as a mapping (JobState, ExitCode, Restarts, ...)."""
@@ -259,9 +253,16 @@ def slurm(root: Path) -> Iterator[SlurmCluster]:
         cluster.pids = {"munged": munged.pid, "slurmctld": ctld_proc.pid, "slurmd": slurmd_proc.pid}
 
         def idle() -> bool:
-            out = subprocess.run(
-                ["sinfo", "-h", "-N", "-o", "%T"], env=env, capture_output=True, text=True
-            ).stdout
+            try:
+                out = subprocess.run(
+                    ["sinfo", "-h", "-N", "-o", "%T"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                ).stdout
+            except subprocess.TimeoutExpired:
+                return False
             return out.strip() == "idle"
 
         try:
@@ -284,7 +285,9 @@ def report(config: pytest.Config, line: str) -> None:
         reporter.write_line(line)
 
 
-@pytest.fixture(scope="session")
+# Module scope: one module uses it, and the daemons (Ray: ~500 MB, a few idle processes)
+# should not stay up for the rest of the test session.
+@pytest.fixture(scope="module")
 def slurm_cluster(pytestconfig: pytest.Config) -> Iterator[SlurmCluster]:
     missing = missing_binaries()
     if missing:
