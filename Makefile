@@ -53,8 +53,9 @@ lint: venv
 test: venv system-deps lint
 	$(BIN)/pytest -ra
 
+# Without the image builds and the Slurm / Ray cluster tests.
 test-fast: venv
-	$(BIN)/pytest -ra -m "not images"
+	$(BIN)/pytest -ra -m "not images and not clusters"
 
 demo: venv
 	rm -rf demo-output demo-output.zip

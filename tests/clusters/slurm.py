@@ -24,7 +24,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,12 +172,14 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def _wait(check, timeout: float, what: str, procs: list[subprocess.Popen[bytes]]) -> None:  # type: ignore[no-untyped-def]
+def _wait(
+    check: Callable[[], bool], timeout: float, what: str, procs: list[subprocess.Popen[bytes]]
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for proc in procs:
             if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode} before {what}")
+                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before {what}")
         if check():
             return
         time.sleep(0.1)
@@ -281,7 +283,10 @@ def slurm(root: Path) -> Iterator[SlurmCluster]:
 def report(config: pytest.Config, line: str) -> None:
     """A line in pytest's output, captured or not (cluster start times for the record)."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
         reporter.write_line(line)
 
 
