@@ -22,8 +22,12 @@ Retries are the submitter's: submit again with the same DEST and ``--run-id NAME
 nbjob options (a submission id cannot be reused) to make it attempt 2 of the same run, which
 resumes from the artifacts of attempt 1.
 
-Credentials: Ray passes the environment of its nodes, not yours; use the nodes' own (instance
-role, IRSA) or a Ray ``runtime_env`` of your own, never this file.
+Credentials: the entrypoint gets the environment of Ray's nodes, not yours. Best are the
+nodes' own (instance role, IRSA); else ``--env NAME`` (repeatable) copies the variable NAME
+from your environment into the job's ``runtime_env`` (like ``docker run -e NAME``; e.g.
+``--env AWS_ACCESS_KEY_ID --env AWS_SECRET_ACCESS_KEY``). Ray keeps a job's runtime_env in its
+job table and dashboard, so such values are visible there (nbjob keeps them out of its logs and
+run.json). Never write them into this file.
 ``NBJOB`` (environment): the command that runs nbjob on the cluster (default ``nbjob``; e.g.
 ``/opt/venv/bin/nbjob`` or ``python3 -m nbjob``).
 """
@@ -49,10 +53,12 @@ def submit(
     nbjob_args: list[str],
     submission_id: str | None = None,
     gpus: float = 1,
+    env_names: list[str] | None = None,
 ) -> str:
     """Submit the job; its submission id (= nbjob's run id)."""
     submission_id = submission_id or f"nbjob-{uuid.uuid4().hex[:12]}"
-    runtime_env: dict[str, object] = {"env_vars": dict(STOP_ENV)}
+    env_vars = {name: os.environ[name] for name in env_names or [] if name in os.environ}
+    runtime_env: dict[str, object] = {"env_vars": {**STOP_ENV, **env_vars}}
     source = bundle
     if os.path.isdir(bundle):
         runtime_env["working_dir"] = bundle
@@ -90,12 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus", type=float, default=1, help="GPUs for the entrypoint")
     parser.add_argument("--no-wait", action="store_true", help="print the id and return")
     parser.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME", help="pass $NAME to the job"
+    )
     parser.add_argument("bundle")
     parser.add_argument("dest")
     args, nbjob_args = parser.parse_known_args(argv)
     client = JobSubmissionClient(args.address)
     submission_id = submit(
-        client, args.bundle, args.dest, nbjob_args, args.submission_id, args.gpus
+        client, args.bundle, args.dest, nbjob_args, args.submission_id, args.gpus, args.env
     )
     print(submission_id, flush=True)
     return 0 if args.no_wait else wait(client, submission_id, args.timeout)

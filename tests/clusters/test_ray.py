@@ -12,6 +12,7 @@ nbjob in ``NBJOB`` (``env PYTHONPATH=<checkout>/executor <python> -m nbjob``).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import wait_until
+from conftest import SECRET_KEY, S3Server, wait_until
 from helpers import make_notebook, read_json, stream_text
 from raycluster import RayCluster, ray_cluster
 
@@ -55,11 +56,13 @@ def bundle_dir(tmp: Path, cells: list[Any]) -> Path:
     return folder
 
 
-def ray_job_py(cluster: RayCluster, *args: str | Path, timeout: float = 150) -> tuple[int, str]:
+def ray_job_py(
+    cluster: RayCluster, *args: str | Path, env: dict[str, str] | None = None, timeout: float = 150
+) -> tuple[int, str]:
     proc = subprocess.run(
         [sys.executable, str(PLATFORMS / "ray-job.py"), "--address", cluster.dashboard_url]
         + [str(a) for a in args],
-        env=recipe_env(cluster),
+        env=recipe_env(cluster, **(env or {})),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -94,6 +97,38 @@ def test_jobs_api_recipe_runs_a_bundle(ray_cluster: RayCluster, tmp_path: Path):
     assert record["platform"]["CUDA_VISIBLE_DEVICES"] == "0"  # Ray's GPU for the entrypoint
     text = stream_text(nbformat.read(dest / "train.ipynb", as_version=4))
     assert "answer 42 0" in text
+
+
+def test_a_bundle_from_s3_with_results_to_s3(
+    ray_cluster: RayCluster, s3_server: S3Server, bucket: str, tmp_path: Path
+):
+    """The other way to ship a bundle: an s3:// URL nbjob fetches, credentials passed with
+    ``--env NAME``; Ray's job config holds them, nbjob's results must not."""
+    src = make_notebook(tmp_path / "src" / "train.ipynb", ["print('from s3')"])
+    subprocess.run(
+        [sys.executable, "-m", "nbjob", "pack", str(src), "-o", str(tmp_path / "train.zip")],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "executor")},
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    s3_server.client.upload_file(str(tmp_path / "train.zip"), bucket, "bundles/train.zip")
+    job = new_id()
+    names = sorted(s3_server.env)
+    code, output = ray_job_py(
+        ray_cluster,
+        "--submission-id", job, *[f"--env={n}" for n in names],
+        f"s3://{bucket}/bundles/train.zip", f"s3://{bucket}/runs",
+        env=s3_server.env,
+    )  # fmt: skip
+    assert code == 0, output
+    record = json.loads(s3_server.get(bucket, f"runs/{job}/run.json"))
+    assert (record["status"], record["run_id"]) == ("succeeded", job)
+    assert record["source"] == f"s3://{bucket}/bundles/train.zip"
+    nb = s3_server.get(bucket, f"runs/{job}/train.ipynb").decode()
+    assert "from s3" in stream_text(nbformat.reads(nb, 4))
+    for key in s3_server.keys(bucket, f"runs/{job}/"):
+        assert SECRET_KEY.encode() not in s3_server.get(bucket, key), key
 
 
 def test_a_failing_cell_is_exit_1_and_a_failed_ray_job(ray_cluster: RayCluster, tmp_path: Path):

@@ -13,6 +13,7 @@ Jobs get their environment from sbatch (``--export``): the tests pass this check
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import free_port, wait_until
+from conftest import S3Server, free_port, wait_until
 from helpers import make_notebook, read_json, stream_text
 from slurm import SlurmCluster, slurm_cluster
 
@@ -203,19 +204,45 @@ def test_signal_before_the_time_limit_is_a_stop(slurm_cluster: SlurmCluster, tmp
 # -- retries ------------------------------------------------------------------------------------
 
 
-def test_requeue_comes_back_as_attempt_2(slurm_cluster: SlurmCluster, tmp_path: Path):
-    bundle = pack(tmp_path, [PARAMS, SLOW_CELL, "print('after the cell')"])
-    out, marker = tmp_path / "runs", tmp_path / "started"
+CHECKPOINT = (
+    "import os, pathlib\n"
+    "art = pathlib.Path(os.environ['NBJOB_ARTIFACTS_DIR'])\n"
+    "ckpt = art / 'ckpt.txt'\n"
+    "print('resumed from', ckpt.read_text() if ckpt.exists() else None, flush=True)\n"
+    "if not ckpt.exists():\n"
+    "    (art / 'ckpt.tmp').write_text('epoch 3')\n"
+    "    os.replace(art / 'ckpt.tmp', ckpt)  # write, then rename"
+)
+
+
+def test_requeue_comes_back_as_attempt_2_and_resumes(
+    slurm_cluster: SlurmCluster, s3_server: S3Server, bucket: str, tmp_path: Path
+):
+    """``scontrol requeue`` of a running job: SIGTERM (attempt 1 stored, 143), then the same
+    job id again with SLURM_RESTART_COUNT=1: attempt 2, attempt 1 kept under attempts/1/ and
+    its checkpoint restored from S3 before the first cell."""
+    bundle = pack(tmp_path, [PARAMS, CHECKPOINT, SLOW_CELL, "print('after the cell')"])
+    marker = tmp_path / "started"
     job = sbatch(
         slurm_cluster,
         tmp_path,
         str(PLATFORMS / "slurm.sbatch"),
         str(bundle),
-        str(out),
+        f"s3://{bucket}/runs",
         "-p", "marker", str(marker), "-p", "attempt_sleep", "300",
+        **s3_server.env,
     )  # fmt: skip
-    dest = out / job
-    running_cell(dest, marker)
+    prefix = f"runs/{job}/"
+
+    def attempt_1_running() -> bool:
+        keys = s3_server.keys(bucket, prefix)
+        if not marker.exists() or f"{prefix}artifacts/ckpt.txt" not in keys:
+            return False
+        if f"{prefix}run.json" not in keys:
+            return False
+        return bool(json.loads(s3_server.get(bucket, f"{prefix}run.json"))["status"] == "running")
+
+    assert wait_until(attempt_1_running, 90, 0.3), job_log(tmp_path, job)
     marker.unlink()
     slurm_cluster.run("scontrol", "requeue", job)
     # Slurm holds a requeued job for 120 s (its BeginTime); make it eligible now.
@@ -224,15 +251,21 @@ def test_requeue_comes_back_as_attempt_2(slurm_cluster: SlurmCluster, tmp_path: 
     info = slurm_cluster.wait_state(job, DONE, 120)
     assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), job_log(tmp_path, job)
     assert info["Restarts"] == "1"
-    record = read_json(dest / "run.json")
+
+    def get(name: str) -> bytes:
+        return s3_server.get(bucket, prefix + name)
+
+    record = json.loads(get("run.json"))
     assert (record["status"], record["run_id"], record["attempt"]) == ("succeeded", job, 2)
-    assert record["platform"]["SLURM_RESTART_COUNT"] == "1"
+    assert (record["platform"]["SLURM_RESTART_COUNT"], record["resumed_from"]) == ("1", 1)
     (earlier,) = record["earlier_attempts"]
     assert (earlier["attempt"], earlier["status"], earlier["exit_code"]) == (1, "stopped", 143)
-    first = read_json(dest / "attempts" / "1" / "run.json")
+    first = json.loads(get("attempts/1/run.json"))
     assert (first["attempt"], first["status"], first["run_id"]) == (1, "stopped", job)
-    assert "attempt 1" in stream_text(nbformat.read(dest / "attempts/1/train.ipynb", 4))
-    assert "attempt 2" in stream_text(nbformat.read(dest / "train.ipynb", as_version=4))
+    first_text = stream_text(nbformat.reads(get("attempts/1/train.ipynb").decode(), 4))
+    assert "resumed from None" in first_text and "attempt 1" in first_text
+    text = stream_text(nbformat.reads(get("train.ipynb").decode(), 4))
+    assert "resumed from epoch 3" in text and "attempt 2" in text and "cell done" in text
     assert marker.read_text() == "2"
 
 
