@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nbjob import attempts, events, logs, platforms, prepare, results, stop
+from nbjob import attempts, events, logs, platforms, prepare, report, results, stop
 from nbjob import bundle as bundles
 from nbjob import kernel as kernels
 from nbjob.config import Settings
@@ -61,6 +61,8 @@ class Job:
             settings.platform.name,
             settings.platform.info,
         )
+        if settings.no_report:
+            self.record.report_missing(report.TURNED_OFF)
         # Start the kernel first: it boots on another core while nbjob fetches and unpacks.
         # It starts in the notebook's folder when that is known now, else in the (empty)
         # bundle folder; the notebook may still ask for another kernel or folder (_kernel_at).
@@ -69,6 +71,7 @@ class Job:
         self.kernel = self._new_kernel(settings.kernel or kernels.DEFAULT_KERNEL, cwd)
         self.kernel.start_in_background()
         self.nb: Any = None
+        self.nb_folder: Path | None = None  # the notebook's folder in the bundle (its images)
         self.keep_workdir = False
         self.attempt: attempts.Attempt | None = None
 
@@ -189,6 +192,7 @@ class Job:
         )
         bundle = prepare.open_source(s, self.storage, self.workdir, self.token, self.log)
         self.results.notebook_name = bundle.notebook.name
+        self.nb_folder = bundle.notebook.parent
         self.record.bundle_opened(bundle.relative_notebook)
         self.nb = prepare.read_notebook(bundle.notebook, self.log)
         installed = stop.wait_for(self.token, self.kernel.kernelspecs, "the kernel list")
@@ -298,6 +302,15 @@ class Job:
         if error is not None and not stopping:  # a failed run's kernel is not needed
             self.kernel.shutdown(grace=0)
         stored = self._store(deadline)
+        report.write(
+            self.results,
+            self.nb,
+            self.record,
+            report.Budget(deadline, self.token, self.s.stop_grace),
+            folder=self.nb_folder,
+            enabled=not self.s.no_report,
+            stored=stored,
+        )
         self._report(stored, deadline)
         self._stop_kernel(error)
         logs.close()

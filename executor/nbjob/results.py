@@ -198,6 +198,10 @@ class Results:
                 f"a local copy is in {self.spool}"
             )
 
+    def store_record(self, record: dict[str, Any]) -> None:
+        """run.json once more (after the final write; the report's outcome is in it now)."""
+        self.storage.put_bytes(self.url(RUN_JSON), record_bytes(record))
+
     def store_log(self, timeout: float) -> None:
         """Store the log once more, so the stored copy ends with the run's last event."""
         logs.flush()
