@@ -34,13 +34,15 @@ $(NPM_STAMP):
 
 npm-deps: $(NPM_STAMP)
 
-# Debian packages the image tests need (podman builds and runs the images); root only.
+# Debian packages the tests need (podman builds and runs the images; headless chromium
+# looks at the HTML reports); root only.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  ! (command -v podman && command -v runc && command -v debootstrap) >/dev/null; then \
-	  echo "installing podman runc debootstrap"; \
+	  ! (command -v podman && command -v runc && command -v debootstrap && \
+	     command -v chromium) >/dev/null; then \
+	  echo "installing podman runc debootstrap chromium"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends podman runc debootstrap >/dev/null; \
+	    --no-install-recommends podman runc debootstrap chromium >/dev/null; \
 	fi
 
 lint: venv
