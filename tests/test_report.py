@@ -258,6 +258,22 @@ def test_no_report_writes_none(tmp_path: Path) -> None:
     assert again.returncode == 0 and not (by_env / "nb.html").exists()
 
 
+def test_a_report_that_cannot_be_stored_is_a_warning_not_an_exit_code(tmp_path: Path) -> None:
+    nb = notebook(tmp_path / "nb.ipynb", "print('results first')")
+    out = tmp_path / "out"
+    (out / "nb.html").mkdir(parents=True)  # the report's place is taken: its write fails
+    result = run_nbjob("run", nb, "--output", out)
+    assert result.returncode == 0, result.stderr
+    record = read_json(out / "run.json")
+    assert record["status"] == "succeeded" and record["report"]["name"] is None
+    assert record["report"]["reason"]
+    assert "results first" in (out / "nb.ipynb").read_text()
+    warned = [json.loads(line) for line in (out / "executor.log").read_text().splitlines()]
+    assert [e["reason"] for e in warned if e["event"] == "report_not_written"] == [
+        record["report"]["reason"]
+    ]
+
+
 def test_an_earlier_attempts_report_is_kept_aside_never_passed_off(tmp_path: Path) -> None:
     nb = notebook(tmp_path / "nb.ipynb", "print('attempt ran')")
     out = tmp_path / "out"

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeVar
 
 from nbjob import logs
 from nbjob.record import RunRecord
@@ -29,6 +29,8 @@ MAX_S = 120.0  # the most a report may take when nothing is pressing
 STOP_RESERVE_S = 1.5  # of a stop's grace, kept for run.json, the log and the kernel's kill
 TURNED_OFF = "turned off (--no-report)"
 CONTENT_TYPE = "text/html; charset=utf-8"
+
+T = TypeVar("T")
 
 
 def name_for(notebook_name: str) -> str:
@@ -115,30 +117,23 @@ def write(
 
     ``stored``: whether the notebook and run.json were stored (else no report, and no write).
     """
+    if not enabled or not stored:
+        if enabled:
+            record.report_missing("the results were not stored")
+        elif record.earlier_attempts:  # an earlier attempt's report must not pass for this one's
+            _bounded(lambda: _put(results, note_page(TURNED_OFF)), budget.left)
+        return
+    why = _why_not(results, nb, budget) or _render_and_put(results, nb, record, budget, folder)
     log = logs.get_logger()
-    if enabled and not stored:
-        record.report_missing("the results were not stored")
-        return
-    if not enabled:
-        if record.earlier_attempts:  # an earlier attempt's report must not pass for this one's
-            _bounded(lambda: _put(results, nb, note_page(TURNED_OFF)), budget.left)
-        return
-    why = _why_not(results, nb, budget)
-    if why is None:
-        started = time.monotonic()
-        why = _bounded(lambda: _render_and_put(results, nb, folder), budget.left)
-        if why is None:
-            name = name_for(results.notebook_name or "")
-            record.report_written(name)
-            log.info("report", name=name, seconds=round(time.monotonic() - started, 3))
     if why is not None:
         record.report_missing(why)
         log.warning("report_not_written", reason=why)
         if record.earlier_attempts and results.notebook_name:
-            _bounded(lambda: _put(results, nb, note_page(why)), budget.left)
-    reason = _bounded(lambda: results.store_record(record.to_json()), lambda: budget.left() + 1)
-    if reason:
-        log.warning("record_not_rewritten", reason=reason)
+            note = note_page(why)
+            _bounded(lambda: _put(results, note), budget.left)
+    _, why = _bounded(lambda: results.store_record(record.to_json()), lambda: budget.left() + 1)
+    if why is not None:
+        log.warning("record_not_rewritten", reason=why)
 
 
 def _why_not(results: Results, nb: Any, budget: Budget) -> str | None:
@@ -150,22 +145,38 @@ def _why_not(results: Results, nb: Any, budget: Budget) -> str | None:
     return None
 
 
-def _render_and_put(results: Results, nb: Any, folder: Path | None) -> None:
-    _put(results, nb, render(nb, folder))
+def _render_and_put(
+    results: Results, nb: Any, record: RunRecord, budget: Budget, folder: Path | None
+) -> str | None:
+    """Why the report is not stored, or None when it is (and is in the record)."""
+    started = time.monotonic()
+    page, why = _bounded(lambda: render(nb, folder), budget.left)
+    if page is None:
+        return why
+    _, why = _bounded(lambda: _put(results, page), budget.left)  # only a whole page goes up
+    if why is None:
+        name = name_for(results.notebook_name or "")
+        record.report_written(name)
+        seconds = round(time.monotonic() - started, 3)
+        logs.get_logger().info("report", name=name, bytes=len(page), seconds=seconds)
+    return why
 
 
-def _put(results: Results, nb: Any, data: bytes) -> None:
+def _put(results: Results, data: bytes) -> None:
     name = name_for(results.notebook_name or "")
     results.storage.put_bytes(results.url(name), data, CONTENT_TYPE)
 
 
-def _bounded(work: Callable[[], None], left: Callable[[], float]) -> str | None:
-    """``work()`` in a daemon thread while ``left()`` > 0 (at most ``MAX_S``): why it failed."""
+def _bounded(work: Callable[[], T], left: Callable[[], float]) -> tuple[T | None, str | None]:
+    """``work()`` in a daemon thread while ``left()`` > 0 (at most ``MAX_S``): value, why not."""
+    if left() <= 0:
+        return None, "no time left"
+    value: list[T] = []
     error: list[BaseException] = []
 
     def target() -> None:
         try:
-            work()
+            value.append(work())
         except BaseException as exc:
             error.append(exc)
 
@@ -175,7 +186,7 @@ def _bounded(work: Callable[[], None], left: Callable[[], float]) -> str | None:
     while worker.is_alive() and left() > 0 and time.monotonic() < until:
         worker.join(0.05)
     if worker.is_alive():
-        return "not finished in the time left"
+        return None, "not finished in the time left"
     if error:
-        return f"{type(error[0]).__name__}: {logs.redact(str(error[0]))[:300]}"
-    return None
+        return None, f"{type(error[0]).__name__}: {logs.redact(str(error[0]))[:300]}"
+    return value[0], None
