@@ -5,7 +5,8 @@ They are written while the run goes on and once more at the end, whatever happen
 seconds (stretched when serializing or uploading is slow, so the total cost stays linear in the
 run's length); a background thread uploads the newest snapshot and drops older ones.
 ``Results.final`` writes the last state with retries; if the destination cannot take it, a
-local copy is kept and its path is in the ``StorageError``'s reason.
+local copy is kept and its path is in the ``StorageError``'s reason. The HTML report of the
+notebook is ``nbjob.report``'s, written once after ``final``.
 """
 
 from __future__ import annotations
