@@ -163,8 +163,10 @@ def test_name_is_the_notebook_stem() -> None:
 
 
 def test_render_embeds_images_widgets_and_banners(tmp_path: Path) -> None:
-    (tmp_path / "diagram.png").write_bytes(png(8, 4, (255, 0, 0)))
-    (tmp_path.parent / "outside.png").write_bytes(png(8, 4, (0, 255, 0)))
+    folder = tmp_path / "bundle"  # the notebook's folder
+    folder.mkdir()
+    (folder / "diagram.png").write_bytes(png(8, 4, (255, 0, 0)))
+    (tmp_path / "outside.png").write_bytes(png(8, 4, (0, 255, 0)))
     nb = nbformat.v4.new_notebook()
     markdown = '![inside](diagram.png) ![outside](../outside.png) <span style="color:blue">user'
     plot = {"image/png": base64.b64encode(png(40, 20, (0, 0, 255))).decode(), "text/plain": "."}
@@ -178,7 +180,7 @@ def test_render_embeds_images_widgets_and_banners(tmp_path: Path) -> None:
     widgets = {"state": state, "version_major": 2, "version_minor": 0}
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": widgets}
     results.add_banners(nb, 2, "cell 2 raised ZeroDivisionError: <division> by zero")
-    page = report.render(nb, tmp_path).decode()
+    page = report.render(nb, folder).decode()
     assert widget_state(page) == state
     assert page.count('src="data:image/png;base64,') == 2  # the output and diagram.png
     assert "../outside.png" in page  # a file outside the notebook's folder is never read
