@@ -129,6 +129,13 @@ class Job:
 
     def _begin_attempt(self) -> StorageError | None:
         """Keep an earlier attempt's results under attempts/<n>/ and learn this one's number."""
+        found = self._read_attempt()
+        if isinstance(found, StorageError):
+            return found
+        self.attempt = found
+        return None
+
+    def _read_attempt(self) -> attempts.Attempt | StorageError:
         s = self.s
         try:
             a = attempts.begin(self.storage, s.output, s.run_id, s.attempt, not s.no_resume)
@@ -140,8 +147,23 @@ class Job:
             return StorageError(f"cannot read earlier attempts at {s.output}: {exc}")
         except StorageError as exc:
             return StorageError(f"cannot read earlier attempts: {exc.reason}")
-        self.attempt = a
-        return None
+        return a
+
+    def _late_attempt(self, budget: float) -> None:
+        """The run ended (a stop, say) before a remote destination was read: read it now, for
+        at most ``budget`` seconds, so the results go on top as usual; if it cannot be read in
+        time, they go beside whatever it holds, never over it."""
+        found: list[attempts.Attempt | StorageError] = []
+        worker = threading.Thread(
+            target=lambda: found.append(self._read_attempt()), name="attempts", daemon=True
+        )
+        worker.start()
+        worker.join(max(0.5, budget))
+        if found and isinstance(found[0], attempts.Attempt):
+            self.attempt = found[0]
+            self.record.attempt_began(self.attempt.number, self.attempt.earlier, None)
+        else:
+            self._beside_earlier_attempts()
 
     def _resume(self) -> list[str]:
         """Attempt n > 1: the earlier attempt's artifacts, restored before the first cell."""
@@ -292,9 +314,12 @@ class Job:
     def _finish(self, error: NbjobError | None) -> int:
         stopping = self.token.requested
         self._fetch_artifacts(max(1.0, self.s.stop_grace / 3) if stopping else FINAL_WRITE_S / 5)
+        if self.attempt is None and not is_local(self.s.output):  # not read, or unreadable
+            if stopping:
+                self._late_attempt(self.token.remaining(self.s.stop_grace) / 3)
+            else:
+                self._beside_earlier_attempts()
         error = self._close_record(error)
-        if self.attempt is None and not is_local(self.s.output):
-            self._beside_earlier_attempts()
         if stopping:
             deadline = time.monotonic() + max(1.0, self.token.remaining(self.s.stop_grace) - 1.0)
         else:
