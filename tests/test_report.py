@@ -333,5 +333,6 @@ def test_report_in_s3_and_kept_with_the_earlier_attempt(
     assert head["ContentType"].startswith("text/html")
     page = s3_server.get(bucket, "runs/r1/nb.html").decode()
     assert "attempt" in page and "<html" in page
-    assert "runs/r1/attempts/1/nb.html" in s3_server.keys(bucket, "runs/r1/attempts/")
+    kept = s3_server.client.head_object(Bucket=bucket, Key="runs/r1/attempts/1/nb.html")
+    assert kept["ContentType"].startswith("text/html")
     assert json.loads(s3_server.get(bucket, "runs/r1/run.json"))["report"]["name"] == "nb.html"

@@ -87,7 +87,9 @@ def archive(storage: Storage, dest: str, previous: dict[str, Any], number: int) 
     for name in names:
         data = storage.get_bytes(join(dest, name))
         if data is not None:
-            storage.put_bytes(join(folder, name), data, "application/octet-stream")
+            html = name.endswith(".html")  # the report: a browser shows it, not downloads it
+            kind = "text/html; charset=utf-8" if html else "application/octet-stream"
+            storage.put_bytes(join(folder, name), data, kind)
     storage.put_bytes(join(folder, RUN_JSON), json.dumps(previous, indent=2).encode() + b"\n")
 
 
