@@ -231,6 +231,10 @@ class Settings:
         default=False,
         metadata=_opt("--no-resume", _bool, "do not restore an earlier attempt's artifacts"),
     )
+    no_report: bool = field(
+        default=False,
+        metadata=_opt("--no-report", _bool, "write no HTML report of the executed notebook"),
+    )
     # Not options: from the platform, and the parameters as given (merged at run time).
     parameters: params.ParameterSources = field(default_factory=params.ParameterSources)
     log_dir: str | None = None
