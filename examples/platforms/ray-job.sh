@@ -6,9 +6,9 @@
 # BUNDLE_DIR (a local folder with the notebook and its helpers) is uploaded as the job's
 # working_dir; the entrypoint `nbjob run .` asks for one GPU (NBJOB_GPUS to change) and writes
 # to DEST/<submission id>; the run id is the submission id (NBJOB_SUBMISSION_ID, default
-# nbjob-<time>-<pid>). `ray job submit` waits and prints the job's log; it exits 0 when the
-# job succeeded and non-zero otherwise (nbjob's own exit code is in run.json and in
-# `ray job status`). `ray job stop ID`: SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S
+# nbjob-<time>-<pid>). `ray job submit` waits and prints the job's log; it exits 1 when the
+# job FAILED and 0 otherwise, a STOPPED job included (nbjob's own exit code is in run.json;
+# `ray job status ID` tells SUCCEEDED from STOPPED). `ray job stop ID`: SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S
 # (15 s here, Ray's default is 3 s); nbjob stores the results within NBJOB_STOP_GRACE (10 s)
 # and exits 143, and Ray marks the job STOPPED. See ray-job.py for the Jobs API, README "Ray".
 # Options after DEST are joined into the entrypoint with spaces: no spaces inside one.
