@@ -34,13 +34,17 @@ $(NPM_STAMP):
 
 npm-deps: $(NPM_STAMP)
 
-# Debian packages the image tests need (podman builds and runs the images); root only.
+# Debian packages the tests need (podman builds and runs the images; headless chromium
+# looks at the HTML reports; slurm-wlm — munged, slurmctld, slurmd and the clients — runs the
+# Slurm cluster tests); root only.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  ! (command -v podman && command -v runc && command -v debootstrap) >/dev/null; then \
-	  echo "installing podman runc debootstrap"; \
+	  ! (command -v podman && command -v runc && command -v debootstrap && \
+	     command -v chromium && command -v slurmctld && command -v slurmd && \
+	     command -v munged) >/dev/null; then \
+	  echo "installing podman runc debootstrap chromium slurm-wlm"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends podman runc debootstrap >/dev/null; \
+	    --no-install-recommends podman runc debootstrap chromium slurm-wlm >/dev/null; \
 	fi
 
 lint: venv
@@ -51,8 +55,9 @@ lint: venv
 test: venv system-deps lint
 	$(BIN)/pytest -ra
 
+# Without the image builds and the Slurm / Ray cluster tests.
 test-fast: venv
-	$(BIN)/pytest -ra -m "not images"
+	$(BIN)/pytest -ra -m "not images and not clusters"
 
 demo: venv
 	rm -rf demo-output demo-output.zip

@@ -117,6 +117,12 @@ def test_platform_detectors_are_an_ordered_table() -> None:
     assert platforms.detect(env).name == "slurm"
     assert platforms.detect({"RAY_JOB_ID": "r"}).run_id == "r"
     assert platforms.detect({"RAY_JOB_ID": "r", "RAY_JOB_SUBMISSION_ID": "s"}).run_id == "s"
+    # What a Ray Job's entrypoint gets (checked on a real cluster in tests/clusters/test_ray.py).
+    config = {"runtime_env": {"env_vars": {"SECRET": "x"}}, "metadata": {"job_submission_id": "j"}}
+    ray = platforms.detect({"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(config)})
+    assert (ray.name, ray.run_id, ray.info) == ("ray", "j", {"RAY_JOB_SUBMISSION_ID": "j"})
+    for broken in ("{", "[]", '{"metadata": {"job_submission_id": 3}}', "null"):
+        assert platforms.detect({"RAY_JOB_CONFIG_JSON_ENV_VAR": broken}).name == "local"
 
 
 def test_attempt_numbers_from_platform_restart_counts() -> None:

@@ -611,6 +611,47 @@ def test_podman_stop_during_a_long_cell_keeps_partial_results_and_exits_143(torc
 
 @images
 @slow
+def test_podman_kill_then_rerun_resumes_from_the_checkpoint_and_keeps_attempt_1(
+    torch_image, tmp_path
+):
+    """Node loss (`podman kill`: SIGKILL to the whole container) mid-training, then the same
+    command again, as a Job's backoff would: attempt 2 resumes from the example's checkpoint."""
+    out = writable_dir(tmp_path / "out")
+    args = ("/bundle", "--output", "/out", "--run-id", "r1", "-p", "epochs", "300")
+    volumes = {ROOT / "examples" / "torch-digits": "/bundle:ro", out: "/out"}
+    checkpoint = out / "artifacts" / "checkpoint.pt"
+    first = Container(torch_image, *args, volumes=volumes)
+    first.start()
+    try:
+        deadline = time.monotonic() + 180
+        seen: set[float] = set()
+        while len(seen) < 3:  # the checkpoint was rewritten a few times: training is under way
+            with contextlib.suppress(OSError):
+                seen.add(checkpoint.stat().st_mtime)
+            state = podman("inspect", "-f", "{{.State.Status}}", first.name).stdout.strip()
+            assert state == "running", f"attempt 1 {state} early: {podman('logs', first.name)}"
+            assert time.monotonic() < deadline, "no checkpoint was written"
+            time.sleep(0.2)
+        podman("kill", first.name, timeout=60)
+    finally:
+        first.remove()
+    assert read_json(out / "run.json")["status"] == "running"  # it never got to finish
+
+    proc = Container(torch_image, *args, volumes=volumes).run(timeout=300)
+    assert proc.returncode == 0, explain(proc, out)
+    run = read_json(out / "run.json")
+    assert (run["attempt"], run["resumed_from"]) == (2, 1)
+    assert [(e["attempt"], e["status"]) for e in run["earlier_attempts"]] == [(1, "running")]
+    printed = stdout_of(out / "digits_torch.ipynb")
+    resumed = re.findall(r"attempt 2: resumed at epoch (\d+)", printed)
+    assert resumed and 0 < int(resumed[0]) < 300, printed
+    assert accuracy_of(out / "digits_torch.ipynb") > 0.9
+    assert read_json(out / "attempts" / "1" / "run.json")["attempt"] == 1
+    assert "resumed at epoch" not in stdout_of(out / "attempts" / "1" / "digits_torch.ipynb")
+
+
+@images
+@slow
 def test_memory_limit_kills_the_kernel_exit_5_names_the_cell(torch_image, tmp_path):
     bundle = tmp_path / "bundle"
     notebook(

@@ -14,8 +14,8 @@ from nbjob.record import RunRecord
 RUN_JSON_KEYS = [
     "run_id", "status", "exit_code", "reason", "source", "output", "notebook", "failed_cell",
     "started_at", "ended_at", "duration_s", "parameters", "kernel", "gpus", "gpu_probe",
-    "unmet_requirements", "cells", "artifacts", "platform", "versions", "host", "progress",
-    "metrics", "attempt", "earlier_attempts", "resumed_from", "identity", "shard",
+    "unmet_requirements", "cells", "artifacts", "report", "platform", "versions", "host",
+    "progress", "metrics", "attempt", "earlier_attempts", "resumed_from", "identity", "shard",
 ]  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 """Attempts: running again with the same destination is a new attempt, never an overwrite.
 
 When the run starts, the destination's ``run.json`` tells whether an earlier attempt left
-results there. If so, its notebook, run.json and executor.log are copied to
+results there. If so, its notebook, HTML report, run.json and executor.log are copied to
 ``attempts/<n>/`` (``n``: its ``attempt``, 1 when it has none) before this attempt writes
 anything; the top level then always holds the latest attempt. This attempt's number is the
 platform's (``--attempt`` / ``NBJOB_ATTEMPT``, Slurm's ``SLURM_RESTART_COUNT`` + 1,
@@ -76,15 +76,20 @@ def begin(storage: Storage, dest: str, run_id: str, given: int | None, resume: b
 
 
 def archive(storage: Storage, dest: str, previous: dict[str, Any], number: int) -> None:
-    """Copy the earlier attempt's notebook, log and run.json (last) to attempts/<number>/."""
+    """Copy the earlier attempt's notebook, report, log and run.json (last) to attempts/<n>/."""
     folder = join(dest, f"{ATTEMPTS_DIR}/{number}")
     names = [LOG_NAME]
     if isinstance(previous.get("notebook"), str):
         names.insert(0, Path(previous["notebook"]).name)
+    report = previous.get("report")
+    if isinstance(report, dict) and isinstance(report.get("name"), str):
+        names.insert(1, Path(report["name"]).name)
     for name in names:
         data = storage.get_bytes(join(dest, name))
         if data is not None:
-            storage.put_bytes(join(folder, name), data, "application/octet-stream")
+            html = name.endswith(".html")  # the report: a browser shows it, not downloads it
+            kind = "text/html; charset=utf-8" if html else "application/octet-stream"
+            storage.put_bytes(join(folder, name), data, kind)
     storage.put_bytes(join(folder, RUN_JSON), json.dumps(previous, indent=2).encode() + b"\n")
 
 

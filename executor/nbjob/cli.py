@@ -190,7 +190,14 @@ def _skip_slow_imports() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+    """The ``nbjob`` command. Called with no ``argv`` it is this process's command: once it
+    returns, the outcome is final and the stop signals are ignored (``stop.ignore_from_now_on``).
+    """
+    if argv is None:
+        code = main(sys.argv[1:])
+        stop.ignore_from_now_on()
+        return code
+    argv = list(argv)
     token = _early_stop_token(argv)  # first: before the heavy imports
     _skip_slow_imports()
     try:

@@ -246,6 +246,10 @@ class Settings:
         default=False,
         metadata=_opt("--no-resume", _bool, "do not restore an earlier attempt's artifacts"),
     )
+    no_report: bool = field(
+        default=False,
+        metadata=_opt("--no-report", _bool, "write no HTML report of the executed notebook"),
+    )
     rank: int | None = field(
         default=None,
         metadata=_opt(

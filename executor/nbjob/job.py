@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from nbjob import attempts, events, logs, platforms, prepare, ranks, results, stop
+from nbjob import attempts, events, logs, platforms, prepare, ranks, report, results, stop
 from nbjob import bundle as bundles
 from nbjob import kernel as kernels
 from nbjob.config import Settings
@@ -62,6 +62,8 @@ class Job:
             settings.platform.info,
         )
         self.record.placed(settings.identity.to_json(), settings.shard, settings.shard_source)
+        if settings.no_report:
+            self.record.report_missing(report.TURNED_OFF)
         # Start the kernel first: it boots on another core while nbjob fetches and unpacks.
         # It starts in the notebook's folder when that is known now, else in the (empty)
         # bundle folder; the notebook may still ask for another kernel or folder (_kernel_at).
@@ -70,6 +72,7 @@ class Job:
         self.kernel = self._new_kernel(settings.kernel or kernels.DEFAULT_KERNEL, cwd)
         self.kernel.start_in_background()
         self.nb: Any = None
+        self.nb_folder: Path | None = None  # the notebook's folder in the bundle (its images)
         self.keep_workdir = False
         self.attempt: attempts.Attempt | None = None
         self.watch: ranks.PeerWatch | None = None  # the peers' records, while cells run
@@ -128,6 +131,13 @@ class Job:
 
     def _begin_attempt(self) -> StorageError | None:
         """Keep an earlier attempt's results under attempts/<n>/ and learn this one's number."""
+        found = self._read_attempt()
+        if isinstance(found, StorageError):
+            return found
+        self.attempt = found
+        return None
+
+    def _read_attempt(self) -> attempts.Attempt | StorageError:
         s = self.s
         try:
             a = attempts.begin(self.storage, s.output, s.run_id, s.attempt, not s.no_resume)
@@ -139,8 +149,23 @@ class Job:
             return StorageError(f"cannot read earlier attempts at {s.output}: {exc}")
         except StorageError as exc:
             return StorageError(f"cannot read earlier attempts: {exc.reason}")
-        self.attempt = a
-        return None
+        return a
+
+    def _late_attempt(self, budget: float) -> None:
+        """The run ended (a stop, say) before a remote destination was read: read it now, for
+        at most ``budget`` seconds, so the results go on top as usual; if it cannot be read in
+        time, they go beside whatever it holds, never over it."""
+        found: list[attempts.Attempt | StorageError] = []
+        worker = threading.Thread(
+            target=lambda: found.append(self._read_attempt()), name="attempts", daemon=True
+        )
+        worker.start()
+        worker.join(max(0.5, budget))
+        if found and isinstance(found[0], attempts.Attempt):
+            self.attempt = found[0]
+            self.record.attempt_began(self.attempt.number, self.attempt.earlier, None)
+        else:
+            self._beside_earlier_attempts()
 
     def _resume(self) -> list[str]:
         """Attempt n > 1: the earlier attempt's artifacts, restored before the first cell."""
@@ -191,6 +216,7 @@ class Job:
         )
         bundle = prepare.open_source(s, self.storage, self.workdir, self.token, self.log)
         self.results.notebook_name = bundle.notebook.name
+        self.nb_folder = bundle.notebook.parent
         self.record.bundle_opened(bundle.relative_notebook)
         self.nb = prepare.read_notebook(bundle.notebook, self.log)
         installed = stop.wait_for(self.token, self.kernel.kernelspecs, "the kernel list")
@@ -292,17 +318,29 @@ class Job:
     def _finish(self, error: NbjobError | None) -> int:
         stopping = self.token.requested
         self._fetch_artifacts(max(1.0, self.s.stop_grace / 3) if stopping else FINAL_WRITE_S / 5)
+        if self.attempt is None and not is_local(self.s.output):  # not read, or unreadable
+            if stopping:
+                self._late_attempt(self.token.remaining(self.s.stop_grace) / 3)
+            else:
+                self._beside_earlier_attempts()
         error = self._close_record(error)
         if error is not None and not stopping:  # a failed run's kernel is not needed
             self.kernel.shutdown(grace=0)
         ranks.record_ranks(self.record, self.storage, self.s, lambda: self.token.requested)
-        if self.attempt is None and not is_local(self.s.output):
-            self._beside_earlier_attempts()
         if stopping:
             deadline = time.monotonic() + max(1.0, self.token.remaining(self.s.stop_grace) - 1.0)
         else:
             deadline = time.monotonic() + FINAL_WRITE_S
         stored = self._store(deadline)
+        report.write(
+            self.results,
+            self.nb,
+            self.record,
+            report.Budget(deadline, self.token, self.s.stop_grace),
+            folder=self.nb_folder,
+            enabled=not self.s.no_report,
+            stored=stored,
+        )
         self._report(stored, deadline)
         self._stop_kernel(error)
         logs.close()

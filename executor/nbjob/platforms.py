@@ -11,6 +11,9 @@ and shard variables.
 - Kubeflow TFJob: ``TF_CONFIG`` (cluster and task type/index).
 - Slurm: ``SLURM_JOB_ID``, ``SLURM_ARRAY_TASK_ID``, ``SLURM_PROCID``, ``SLURM_NTASKS``.
 - Kubernetes: ``KUBERNETES_SERVICE_HOST``; the termination message goes to /dev/termination-log.
+- Ray Jobs: the submission id, from ``RAY_JOB_SUBMISSION_ID`` (KubeRay) or the job config Ray
+  gives the entrypoint (``RAY_JOB_CONFIG_JSON_ENV_VAR``: ``metadata.job_submission_id``; the
+  config itself is never recorded: its ``env_vars`` may hold secrets), else ``RAY_JOB_ID``.
 - Attempts: ``SLURM_RESTART_COUNT`` (Slurm requeues), ``NBJOB_RESTART_COUNT`` (any platform; a
   Kubernetes Indexed Job passes its pod annotation ``batch.kubernetes.io/job-index-failure-count``
   through the downward API): restarts so far, so the attempt is that + 1.
@@ -19,6 +22,7 @@ and shard variables.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -115,10 +119,23 @@ def _kubernetes(env: Mapping[str, str], info: dict[str, str]) -> Platform | None
     return None
 
 
+def _ray_submission_id(env: Mapping[str, str]) -> str | None:
+    """A Ray Job's submission id: Ray gives its entrypoint only in RAY_JOB_CONFIG_JSON_ENV_VAR."""
+    try:
+        config = json.loads(env.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "null")
+        value = config["metadata"]["job_submission_id"]
+    except (ValueError, TypeError, KeyError):
+        return None
+    return value if isinstance(value, str) and value else None
+
+
 def _ray(env: Mapping[str, str], info: dict[str, str]) -> Platform | None:
-    # The submission id is the one a submitter chooses and keeps across resubmissions.
-    run_id = env.get("RAY_JOB_SUBMISSION_ID") or env.get("RAY_JOB_ID")
+    # The submission id is the one a submitter chooses (``submission_id``); KubeRay's submitter
+    # sets RAY_JOB_SUBMISSION_ID, the Jobs API passes it to the entrypoint in its job config.
+    run_id = env.get("RAY_JOB_SUBMISSION_ID") or _ray_submission_id(env) or env.get("RAY_JOB_ID")
     if run_id:
+        if "RAY_JOB_SUBMISSION_ID" not in info and run_id != env.get("RAY_JOB_ID"):
+            info = {**info, "RAY_JOB_SUBMISSION_ID": run_id}
         return Platform(name="ray", run_id=run_id, info=info)
     return None
 

@@ -109,6 +109,9 @@ class RunRecord:
     t0: float = field(default_factory=time.monotonic, repr=False)
     metrics: dict[str, Any] = field(default_factory=dict)  # scrapbook glue, by name
     running_since: float | None = field(default=None, repr=False)  # monotonic, running cell
+    report: dict[str, Any] = field(
+        default_factory=lambda: {"name": None, "reason": "written at the end of the run"}
+    )  # the HTML report (nbjob.report): its name, or why there is none
 
     @classmethod
     def start(
@@ -224,6 +227,12 @@ class RunRecord:
             cell = self.cells.get(index)
             self.failed_cell = {"index": index, **((cell.error if cell else None) or {})}
 
+    def report_written(self, name: str) -> None:
+        self.report = {"name": name, "reason": None}
+
+    def report_missing(self, reason: str) -> None:
+        self.report = {"name": None, "reason": reason}
+
     def internal_error(self, trace: str) -> None:
         self.traceback = trace
 
@@ -266,6 +275,7 @@ class RunRecord:
             "unmet_requirements": self.unmet_requirements,
             "cells": [dict(vars(c)) for c in self.cells.values()],
             "artifacts": self.artifacts,
+            "report": self.report,
             "platform": self.platform,
             "versions": self.versions,
             "host": self.host,

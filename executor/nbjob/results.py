@@ -5,7 +5,8 @@ They are written while the run goes on and once more at the end, whatever happen
 seconds (stretched when serializing or uploading is slow, so the total cost stays linear in the
 run's length); a background thread uploads the newest snapshot and drops older ones.
 ``Results.final`` writes the last state with retries; if the destination cannot take it, a
-local copy is kept and its path is in the ``StorageError``'s reason.
+local copy is kept and its path is in the ``StorageError``'s reason. The HTML report of the
+notebook is ``nbjob.report``'s, written once after ``final``.
 """
 
 from __future__ import annotations
@@ -197,6 +198,10 @@ class Results:
                 f"results not stored at {logs.redact(self.dest)} ({why}); "
                 f"a local copy is in {self.spool}"
             )
+
+    def store_record(self, record: dict[str, Any]) -> None:
+        """run.json once more (after the final write; the report's outcome is in it now)."""
+        self.storage.put_bytes(self.url(RUN_JSON), record_bytes(record))
 
     def store_log(self, timeout: float) -> None:
         """Store the log once more, so the stored copy ends with the run's last event."""

@@ -99,6 +99,17 @@ def install(token: StopToken, names: Iterable[str] = DEFAULT_SIGNALS) -> None:
     _installed[:] = wanted
 
 
+def ignore_from_now_on() -> None:
+    """The installed stop signals do nothing from now on: the run's outcome is final.
+
+    Python gives handled signals their default action back while it shuts down, so without
+    this a stop signal in a finished process's last milliseconds would kill it (exit -15)
+    after its results were stored with exit code 0. Ignored signals are left as they are.
+    """
+    for name in _installed:
+        signal.signal(signal.Signals[name], signal.SIG_IGN)
+
+
 class _Worker(Generic[T]):
     """``work()`` on a daemon thread; its value or exception, once it has ended."""
 

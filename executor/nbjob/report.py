@@ -1,0 +1,192 @@
+"""The HTML report: the executed notebook as a page to look at, written once at a run's end.
+
+nbconvert's ``HTMLExporter`` with the lab template renders it: output images are data URLs,
+markdown images from the notebook's folder are embedded (nothing outside it), the widget state
+is in the page, nbjob's red error banners show. nbconvert is imported here only, at the end of
+a run, never at start. ``write`` runs after the notebook and run.json are stored and never at
+their cost: within the time left (a stop's grace, the final-write bound), else skipped with a
+warning; a render or upload failure is a warning in the log and in run.json, never another exit
+code. Checkpoints during the run never render it (too expensive).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+
+from nbjob import logs
+from nbjob.record import RunRecord
+from nbjob.results import Results
+from nbjob.stop import StopToken
+
+MIN_S = 1.0  # less time left than this: no report (a warning in the log and run.json)
+MAX_S = 120.0  # the most a report may take when nothing is pressing
+STOP_RESERVE_S = 1.5  # of a stop's grace, kept for run.json, the log and the kernel's kill
+TURNED_OFF = "turned off (--no-report)"
+CONTENT_TYPE = "text/html; charset=utf-8"
+
+T = TypeVar("T")
+
+
+def name_for(notebook_name: str) -> str:
+    """``train.ipynb`` -> ``train.html`` (stored next to the notebook)."""
+    return PurePosixPath(notebook_name).stem + ".html"
+
+
+def render(nb: Any, folder: Path | None = None) -> bytes:
+    """The notebook as one self-contained HTML page (JupyterLab's look)."""
+    resources = {"metadata": {"path": str(folder)}} if folder is not None else {}
+    body, _ = _exporter().from_notebook_node(nb, resources=resources)
+    return body.encode("utf-8")
+
+
+def _exporter() -> Any:
+    """``HTMLExporter(template_name="lab", embed_images=True)``, its inline HTML kept whole.
+
+    With ``embed_images`` nbconvert parses each inline HTML tag of markdown on its own to find
+    images, which closes an opening tag at once: ``<span style="color:red">text</span>`` becomes
+    ``<span style="color:red"></span>text`` (jupyter/nbconvert#2020), so nbjob's red banners,
+    and users' inline styling, would lose their style. Only tags with an ``<img`` go that way.
+    """
+    from jinja2 import pass_context
+    from nbconvert import HTMLExporter  # heavy: only ever imported at the end of a run
+    from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
+
+    class Renderer(IPythonRenderer):
+        def inline_html(self, html: str) -> str:
+            return str(super().inline_html(html)) if "<img" in html.lower() else html
+
+    class Exporter(HTMLExporter):
+        @pass_context
+        def markdown2html(self, context: Any, source: str) -> str:  # as nbconvert 7's
+            cell = context.get("cell", {})
+            renderer = Renderer(
+                escape=False,
+                attachments=cell.get("attachments", {}),
+                embed_images=self.embed_images,
+                path=context.get("resources", {}).get("metadata", {}).get("path", ""),
+                anchor_link_text=self.anchor_link_text,
+                exclude_anchor_links=self.exclude_anchor_links,
+                **self.lexer_options,
+            )
+            return str(MarkdownWithMath(renderer=renderer).render(source))
+
+    return Exporter(template_name="lab", embed_images=True)
+
+
+def note_page(reason: str) -> bytes:
+    """A one-line page for a run without a report (replaces an earlier attempt's report)."""
+    text = reason.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>nbjob: no report</title>'
+        f"</head><body><p>No report for this run: {text}.</p></body></html>\n"
+    ).encode()
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The time the report may take: the final write's deadline, a stop's grace less a reserve."""
+
+    deadline: float  # time.monotonic()
+    token: StopToken
+    grace: float
+
+    def left(self) -> float:
+        by_grace = math.inf
+        if self.token.requested:
+            by_grace = self.token.remaining(self.grace) - STOP_RESERVE_S
+        return min(self.deadline - time.monotonic(), by_grace)
+
+
+def write(
+    results: Results,
+    nb: Any,
+    record: RunRecord,
+    budget: Budget,
+    *,
+    folder: Path | None = None,
+    enabled: bool = True,
+    stored: bool = True,
+) -> None:
+    """Render and store the report; record its name, or why there is none, in run.json.
+
+    ``stored``: whether the notebook and run.json were stored (else no report, and no write).
+    """
+    if not enabled or not stored:
+        if enabled:
+            record.report_missing("the results were not stored")
+        elif record.earlier_attempts:  # an earlier attempt's report must not pass for this one's
+            _bounded(lambda: _put(results, note_page(TURNED_OFF)), budget.left)
+        return
+    why = _why_not(results, nb, budget) or _render_and_put(results, nb, record, budget, folder)
+    log = logs.get_logger()
+    if why is not None:
+        record.report_missing(why)
+        log.warning("report_not_written", reason=why)
+        if record.earlier_attempts and results.notebook_name:
+            note = note_page(why)
+            _bounded(lambda: _put(results, note), budget.left)
+    _, why = _bounded(lambda: results.store_record(record.to_json()), lambda: budget.left() + 1)
+    if why is not None:
+        log.warning("record_not_rewritten", reason=why)
+
+
+def _why_not(results: Results, nb: Any, budget: Budget) -> str | None:
+    if nb is None or not results.notebook_name:
+        return "no notebook was read"
+    left = budget.left()
+    if left < MIN_S:
+        return f"no time left for it ({max(0.0, left):.1f} s)"
+    return None
+
+
+def _render_and_put(
+    results: Results, nb: Any, record: RunRecord, budget: Budget, folder: Path | None
+) -> str | None:
+    """Why the report is not stored, or None when it is (and is in the record)."""
+    started = time.monotonic()
+    page, why = _bounded(lambda: render(nb, folder), budget.left)
+    if page is None:
+        return why
+    _, why = _bounded(lambda: _put(results, page), budget.left)  # only a whole page goes up
+    if why is None:
+        name = name_for(results.notebook_name or "")
+        record.report_written(name)
+        seconds = round(time.monotonic() - started, 3)
+        logs.get_logger().info("report", name=name, bytes=len(page), seconds=seconds)
+    return why
+
+
+def _put(results: Results, data: bytes) -> None:
+    name = name_for(results.notebook_name or "")
+    results.storage.put_bytes(results.url(name), data, CONTENT_TYPE)
+
+
+def _bounded(work: Callable[[], T], left: Callable[[], float]) -> tuple[T | None, str | None]:
+    """``work()`` in a daemon thread while ``left()`` > 0 (at most ``MAX_S``): value, why not."""
+    if left() <= 0:
+        return None, "no time left"
+    value: list[T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            value.append(work())
+        except BaseException as exc:
+            error.append(exc)
+
+    worker = threading.Thread(target=target, name="report", daemon=True)
+    worker.start()
+    until = time.monotonic() + MAX_S
+    while worker.is_alive() and left() > 0 and time.monotonic() < until:
+        worker.join(0.05)
+    if worker.is_alive():
+        return None, "not finished in the time left"
+    if error:
+        return None, f"{type(error[0]).__name__}: {logs.redact(str(error[0]))[:300]}"
+    return value[0], None
