@@ -303,11 +303,7 @@ print(f"rank {rank} of {world}: sum {total}, GPUs {os.environ.get('CUDA_VISIBLE_
 
 
 def rank_folder(dest: Path, rank: int) -> Path:
-    """Where a rank's results are: today ``rank-<r>/``; with the ranks work, rank 0 at the top
-    and the others under ``ranks/<r>/`` (then the first branch goes)."""
-    legacy = dest / f"rank-{rank}"
-    if legacy.exists():
-        return legacy
+    """Where a rank's results are: rank 0 at the top, the others under ``ranks/<r>/``."""
     return dest if rank == 0 else dest / "ranks" / str(rank)
 
 
@@ -343,7 +339,6 @@ def test_srun_two_ranks_run_the_notebook_together(ddp_job: tuple[str, Path]):
         assert f"rank {rank} of 2: sum 30" in text  # both ranks took part in the all-reduce
 
 
-@pytest.mark.xfail(strict=False, reason="needs the ranks work (issue 10 items 1-2)")
 def test_srun_two_ranks_give_one_canonical_result(ddp_job: tuple[str, Path]):
     job, dest = ddp_job
     record = read_json(dest / "run.json")  # rank 0's, at the top of the destination
@@ -377,7 +372,6 @@ def test_array_recipe_is_accepted(slurm_cluster: SlurmCluster, tmp_path: Path):
     assert "#SBATCH --array=0-2\n" in directives  # as many tasks as SWEEP has sets
 
 
-@pytest.mark.xfail(strict=False, reason="needs the sweep work (issue 10 item 4)")
 def test_array_job_runs_a_three_point_sweep(slurm_cluster: SlurmCluster, tmp_path: Path):
     bundle = pack(tmp_path, SWEEP_CELLS)
     sweep = tmp_path / "sweep.yaml"
