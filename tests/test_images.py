@@ -718,6 +718,92 @@ def test_kernel_runs_as_uid_1000_and_sees_the_kubeflow_env(torch_image, tmp_path
     assert (out / "ranks" / "1" / "run.json").stat().st_uid == UID  # written by the image's user
 
 
+DDP_SETUP = """import datetime, os, time
+import torch, torch.distributed as dist
+dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
+rank = dist.get_rank()
+t = torch.tensor([float(rank + 1)])
+dist.all_reduce(t)
+print("sum", t.item(), flush=True)"""
+DDP_STEPS = """for step in range({steps}):
+    dist.all_reduce(t)
+    time.sleep(0.05)
+print("steps done", flush=True)"""
+
+
+def _replicas(image: str, bundle: Path, out: Path) -> list[Container]:
+    """Two PyTorchJob replicas of one pod: rank 1 joins rank 0's network namespace."""
+    env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "WORLD_SIZE": "2",
+           "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "NBJOB_RUN_ID": "ddp-1"}  # fmt: skip
+    volumes = {bundle: "/bundle:ro", out: "/out"}
+    args = ("/bundle/ddp.ipynb", "--output", "/out", "--ranks-wait", "30")
+    rank0 = Container(image, *args, env={**env, "RANK": "0"}, volumes=volumes)
+    rank1 = Container(
+        image, *args, network=f"container:{rank0.name}", env={**env, "RANK": "1"},
+        volumes=volumes,
+    )  # fmt: skip
+    return [rank0, rank1]
+
+
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _exit_code(box: Container, timeout: float) -> int:
+    return int(podman("wait", box.name, timeout=timeout).stdout.strip())
+
+
+@images
+@slow
+def test_two_replicas_in_one_pod_network_one_canonical_result(torch_image, tmp_path):
+    bundle, out = tmp_path / "bundle", writable_dir(tmp_path / "out")
+    notebook(bundle / "ddp.ipynb", DDP_SETUP, DDP_STEPS.format(steps=20))
+    boxes = _replicas(torch_image, bundle, out)
+    try:
+        for box in boxes:
+            box.start()
+        codes = [_exit_code(box, 180) for box in boxes]
+        logs = [podman("logs", box.name, check=False).stderr[-2000:] for box in boxes]
+    finally:
+        for box in boxes:
+            box.remove()
+    assert codes == [0, 0], logs
+    assert {p.name for p in out.iterdir()} >= {"ddp.ipynb", "run.json", "executor.log", "ranks"}
+    run = read_json(out / "run.json")
+    assert run["identity"]["rank"] == 0 and run["identity"]["canonical"] is True
+    assert [(e["rank"], e["status"]) for e in run["ranks"]] == [(0, "succeeded"), (1, "succeeded")]
+    for nb in (out / "ddp.ipynb", out / "ranks" / "1" / "ddp.ipynb"):
+        assert "sum 3.0" in stdout_of(nb) and "steps done" in stdout_of(nb)
+
+
+@images
+@slow
+def test_killed_replica_gives_the_survivor_the_lost_peer_code(torch_image, tmp_path):
+    bundle, out = tmp_path / "bundle", writable_dir(tmp_path / "out")
+    notebook(bundle / "ddp.ipynb", DDP_SETUP, DDP_STEPS.format(steps=2400))
+    boxes = _replicas(torch_image, bundle, out)
+    try:
+        for box in boxes:
+            box.start()
+        deadline = time.monotonic() + 180
+        while "sum 3.0" not in _text(out / "ranks/1/ddp.ipynb"):  # in the collectives loop
+            assert time.monotonic() < deadline, podman("logs", boxes[1].name, check=False).stderr
+            time.sleep(0.5)
+        podman("kill", boxes[1].name, timeout=60)  # the replica's node is lost
+        killed = time.monotonic()
+        code = _exit_code(boxes[0], 120)
+        took = time.monotonic() - killed
+        logs = podman("logs", boxes[0].name, check=False).stderr[-3000:]
+    finally:
+        for box in boxes:
+            box.remove()
+    assert code == 200, logs
+    assert took < 60, took
+    run = read_json(out / "run.json")
+    assert (run["status"], run["exit_code"]) == ("peer_lost", 200)
+    assert run["first_failed_rank"] == 1 and "rank 1 went first" in run["reason"]
+
+
 @images
 @slow
 def test_ffdl_learner_contract_with_no_arguments(torch_image, tmp_path):

@@ -18,9 +18,13 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from nbjob.errors import StorageError
 from nbjob.storage import Storage, is_local, join
+
+if TYPE_CHECKING:
+    from nbjob.config import Settings
 
 ATTEMPTS_DIR = "attempts"
 RUN_JSON = "run.json"
@@ -57,6 +61,20 @@ def _previous(storage: Storage, dest: str) -> dict[str, Any] | None:
     except ValueError:
         record = None
     return record if isinstance(record, dict) else {"status": "unreadable run.json"}
+
+
+def read(storage: Storage, s: Settings, artifacts: Path) -> Attempt | StorageError:
+    """``begin`` for these settings (a local destination's artifacts set aside with
+    --no-resume); the reason as a ``StorageError`` when the destination cannot be read."""
+    try:
+        a = begin(storage, s.output, s.run_id, s.attempt, not s.no_resume)
+        if a.earlier and a.resume_from is None and is_local(s.output):
+            set_aside_local_artifacts(artifacts, s.output, a.earlier[-1]["attempt"])
+    except OSError as exc:
+        return StorageError(f"cannot read earlier attempts at {s.output}: {exc}")
+    except StorageError as exc:
+        return StorageError(f"cannot read earlier attempts: {exc.reason}")
+    return a
 
 
 def begin(storage: Storage, dest: str, run_id: str, given: int | None, resume: bool) -> Attempt:

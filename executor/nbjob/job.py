@@ -21,11 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from nbjob import attempts, events, logs, platforms, prepare, ranks, report, results, stop
-from nbjob import bundle as bundles
 from nbjob import kernel as kernels
 from nbjob.config import Settings
 from nbjob.errors import (
-    GPUNotVisibleError,
     InternalError,
     NbjobError,
     RunTimeoutError,
@@ -138,32 +136,16 @@ class Job:
         return None
 
     def _read_attempt(self) -> attempts.Attempt | StorageError:
-        s = self.s
-        try:
-            a = attempts.begin(self.storage, s.output, s.run_id, s.attempt, not s.no_resume)
-            if a.earlier and a.resume_from is None and is_local(s.output):
-                attempts.set_aside_local_artifacts(
-                    self.artifacts, s.output, a.earlier[-1]["attempt"]
-                )
-        except OSError as exc:
-            return StorageError(f"cannot read earlier attempts at {s.output}: {exc}")
-        except StorageError as exc:
-            return StorageError(f"cannot read earlier attempts: {exc.reason}")
-        return a
+        return attempts.read(self.storage, self.s, self.artifacts)
 
     def _late_attempt(self, budget: float) -> None:
         """The run ended (a stop, say) before a remote destination was read: read it now, for
         at most ``budget`` seconds, so the results go on top as usual; if it cannot be read in
         time, they go beside whatever it holds, never over it."""
-        found: list[attempts.Attempt | StorageError] = []
-        worker = threading.Thread(
-            target=lambda: found.append(self._read_attempt()), name="attempts", daemon=True
-        )
-        worker.start()
-        worker.join(max(0.5, budget))
-        if found and isinstance(found[0], attempts.Attempt):
-            self.attempt = found[0]
-            self.record.attempt_began(self.attempt.number, self.attempt.earlier, None)
+        found = stop.bounded(self._read_attempt, budget, "reading earlier attempts")
+        if isinstance(found, attempts.Attempt):
+            self.attempt = found
+            self.record.attempt_began(found.number, found.earlier, None)
         else:
             self._beside_earlier_attempts()
 
@@ -239,30 +221,9 @@ class Job:
             seconds=round(time.monotonic() - self.t0, 3),
             **kernel.describe(),
         )
-        lines = bundles.requirement_lines(bundle.root)
-        unmet = stop.wait_for(
-            self.token, lambda: kernel.check_requirements(lines), "the requirements check"
+        prepare.check_environment(
+            kernel, bundle.root, s.require_gpu, self.token, self.record, self.log
         )
-        self.record.requirements_checked(unmet)
-        if unmet:
-            self.log.warning(
-                "requirements_unmet",
-                requirements=unmet,
-                hint="nbjob installs nothing at job start; use an image with them",
-            )
-        probe = stop.wait_for(self.token, kernel.probe_gpus, "the GPU check")
-        self.record.gpus_probed(probe)
-        self.log.info(
-            "gpus",
-            gpus=probe.get("gpus", []),
-            visible=probe.get("env", {}),
-            error=probe.get("error"),
-        )
-        if s.require_gpu and not probe.get("gpus"):
-            raise GPUNotVisibleError(
-                "a GPU is required (--require-gpu) but the kernel sees none"
-                + (f": {probe['error']}" if probe.get("error") else "")
-            )
 
     def _kernel_at(self, name: str, cwd: Path, root: Path) -> kernels.KernelSession:
         """The started kernel, replaced when the notebook needs another one or folder.

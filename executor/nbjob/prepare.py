@@ -16,7 +16,7 @@ from typing import Any
 from nbjob import bundle as bundles
 from nbjob import params, results, stop
 from nbjob.config import Settings
-from nbjob.errors import NotebookError
+from nbjob.errors import GPUNotVisibleError, NotebookError
 from nbjob.storage import Storage, is_local, local_path
 
 
@@ -123,3 +123,29 @@ def inject_parameters(nb: Any, bundle: bundles.Bundle, s: Settings, log: Any) ->
     if unknown := params.inject(nb, merged, language):
         log.warning("unknown_parameters", names=unknown)
     return merged
+
+
+def check_environment(
+    kernel: Any, root: Path, require_gpu: bool, token: stop.StopToken, record: Any, log: Any
+) -> None:
+    """Inside the kernel: the bundle's requirements (reported, never installed) and the GPUs it
+    sees; ``GPUNotVisibleError`` (exit 7) when a GPU is required and none is visible."""
+    lines = bundles.requirement_lines(root)
+    unmet = stop.wait_for(token, lambda: kernel.check_requirements(lines), "the requirements check")
+    record.requirements_checked(unmet)
+    if unmet:
+        log.warning(
+            "requirements_unmet",
+            requirements=unmet,
+            hint="nbjob installs nothing at job start; use an image with them",
+        )
+    probe = stop.wait_for(token, kernel.probe_gpus, "the GPU check")
+    record.gpus_probed(probe)
+    log.info(
+        "gpus", gpus=probe.get("gpus", []), visible=probe.get("env", {}), error=probe.get("error")
+    )
+    if require_gpu and not probe.get("gpus"):
+        raise GPUNotVisibleError(
+            "a GPU is required (--require-gpu) but the kernel sees none"
+            + (f": {probe['error']}" if probe.get("error") else "")
+        )

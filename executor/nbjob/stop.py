@@ -147,6 +147,14 @@ def wait_for(token: StopToken, work: Callable[[], T], what: str, poll: float = P
     return worker.result()
 
 
+def bounded(work: Callable[[], T], seconds: float, what: str) -> T | None:
+    """``work()`` in a worker thread for at most ``seconds`` (0.5 at least); its value, or None
+    when it failed or did not end in time (the abandoned daemon thread ends on its own)."""
+    worker = _Worker(work, what)
+    worker.thread.join(max(0.5, seconds))
+    return worker.value[0] if worker.value else None
+
+
 def within_grace(
     token: StopToken, grace: float, work: Callable[[], T], what: str, poll: float = POLL_S
 ) -> T:

@@ -137,6 +137,7 @@ def test_a_failing_cell_is_exit_1_and_a_failed_ray_job(ray_cluster: RayCluster, 
     code, output = ray_job_py(ray_cluster, "--submission-id", job, folder, out)
     assert code == 1, output
     assert str(client(ray_cluster).get_job_info(job).status) == "FAILED"
+    assert (out / job / "run.json").exists(), output
     record = read_json(out / job / "run.json")
     assert (record["status"], record["exit_code"]) == ("failed", 1)
     assert record["failed_cell"]["ename"] == "ValueError"
