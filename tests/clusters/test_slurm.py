@@ -271,33 +271,19 @@ def test_requeue_comes_back_as_attempt_2_and_resumes(
 
 # -- several ranks: srun -n 2 -----------------------------------------------------------------
 
-# An all-reduce over TCP between the ranks (what gloo does), with the rendezvous variables the
-# recipe derives from Slurm's: the test machines have no torch; the recipe's own comment shows
-# the torch.distributed call, which reads the same variables.
+# A gloo all-reduce between the ranks with torch.distributed, over the rendezvous variables the
+# recipe derives from Slurm's (env:// init reads MASTER_ADDR/PORT, RANK, WORLD_SIZE).
 ALLREDUCE = """\
-import os, socket, time
+import datetime, os
+os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # the test cluster's one node is loopback
+import torch, torch.distributed as dist
 rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
 assert os.environ["SLURM_PROCID"] == str(rank) and os.environ["LOCAL_RANK"] == str(rank)
-addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
-value = (rank + 1) * 10
-if rank == 0:
-    with socket.create_server((addr, port)) as server:
-        server.settimeout(60)
-        peers = [server.accept()[0] for _ in range(world - 1)]
-        total = value + sum(int(p.recv(64)) for p in peers)
-        for p in peers:
-            p.sendall(str(total).encode()); p.close()
-else:
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            peer = socket.create_connection((addr, port), timeout=5); break
-        except OSError:
-            if time.monotonic() > deadline: raise
-            time.sleep(0.2)
-    with peer:
-        peer.sendall(str(value).encode())
-        total = int(peer.recv(64))
+dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=60))
+t = torch.tensor([float((rank + 1) * 10)])
+dist.all_reduce(t)
+total = int(t.item())
+dist.destroy_process_group()
 print(f"rank {rank} of {world}: sum {total}, GPUs {os.environ.get('CUDA_VISIBLE_DEVICES')}")
 """
 
