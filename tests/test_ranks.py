@@ -384,6 +384,40 @@ def test_killed_kernel_gives_the_survivor_the_lost_peer_code(tmp_path: Path) -> 
     assert (entries[0]["status"], entries[0]["exit_code"]) == ("peer_lost", 200)
 
 
+ABORT_ON_PEER_ERROR = """pid_file = pathlib.Path(os.environ["PID_DIR"], f"kernel-{rank}.pid")
+pid_file.write_text(str(os.getpid()))
+try:
+    for step in range(1200):
+        dist.all_reduce(t)
+        time.sleep(0.05)
+except RuntimeError:
+    os.abort()  # what NCCL's error handling does to the process when a peer is gone"""
+
+
+@pytest.mark.parametrize("first", [1, 0])
+def test_a_kernel_aborted_after_its_peer_died_is_a_lost_peer(tmp_path: Path, first: int) -> None:
+    """NCCL aborts the process (SIGABRT) when a peer is gone: the rank whose kernel that was is
+    ``peer_lost`` (200); the rank whose kernel was killed first stays ``kernel_died`` (5)."""
+    nb = make_notebook(tmp_path / "src" / "ddp.ipynb", [SETUP, ABORT_ON_PEER_ERROR])
+    out = tmp_path / "out"
+    procs = start_ranks(nb, out, tmp_path, "--ranks-wait", "20")
+    try:
+        pid_of(tmp_path / f"kernel-{1 - first}.pid")
+        os.kill(pid_of(tmp_path / f"kernel-{first}.pid"), signal.SIGKILL)
+        codes = [p.wait(60).returncode for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    expected = [5, 200] if first == 0 else [200, 5]
+    assert codes == expected, [p.output()[1][-2000:] for p in procs]
+    run = read_json(out / "run.json")
+    assert run["first_failed_rank"] == first
+    survivor = read_json(out / "run.json" if first else out / "ranks/1/run.json")
+    assert survivor["status"] == "peer_lost", survivor["reason"]
+    assert f"rank {first} ended kernel_died (exit 5)" in survivor["reason"]
+    assert "SIGABRT" in survivor["reason"]  # its own kernel's end is kept in the reason
+
+
 def test_lost_rank_process_group_is_named_from_its_last_checkpoint(tmp_path: Path) -> None:
     """All of rank 1 (nbjob and its kernel) SIGKILLed: no final record; rank 0 says so."""
     nb = make_notebook(tmp_path / "src" / "ddp.ipynb", [SETUP, COLLECTIVES])

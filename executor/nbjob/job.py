@@ -287,6 +287,8 @@ class Job:
         error = self._close_record(error)
         if error is not None and not stopping:  # a failed run's kernel is not needed
             self.kernel.shutdown(grace=0)
+        if self.s.identity.canonical and self.s.identity.multi:  # peers see this rank's end
+            self.results.checkpoint(self.nb, self.record.to_json())  # while it waits for theirs
         ranks.record_ranks(self.record, self.storage, self.s, lambda: self.token.requested)
         if stopping:
             deadline = time.monotonic() + max(1.0, self.token.remaining(self.s.stop_grace) - 1.0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbjob.errors import (
     CellExecutionError,
+    DeadKernelError,
     NbjobError,
     PeerLostError,
     StoppedError,
@@ -48,6 +50,7 @@ POLL_S = 0.5
 WATCH_S = 1.0  # how often a running rank reads its peers' run.json ...
 WATCH_PEERS = 4  # ... and how many of them at a time (round-robin)
 STALE_S = 300.0  # a final record that ended this long before rank 0 started is an old one
+ABORT_WAIT_S = 5.0  # how long a rank whose kernel aborted looks for a peer that failed
 
 # torch.distributed's own error classes (torch >= 2.1) and the messages gloo / NCCL give when
 # the other side of a collective is gone.
@@ -70,6 +73,9 @@ def classify(error: NbjobError, me: Identity, watch: PeerWatch | None = None) ->
         index = error.details.get("cell_index")
         where = f" while cell {index} was running" if index is not None else ""
         return PeerLostError(f"rank {me.rank} lost a peer: {lost}{where}", **error.details)
+    if _aborted(error, me) and watch is not None and (peer := watch.failed_peer(ABORT_WAIT_S)):
+        reason = f"rank {me.rank} lost a peer: {peer}; then its own {error.reason}"
+        return PeerLostError(reason, **error.details)
     if not me.multi or type(error) is not CellExecutionError:
         return error
     ename, evalue = str(error.details.get("ename", "")), str(error.details.get("evalue", ""))
@@ -79,6 +85,13 @@ def classify(error: NbjobError, me: Identity, watch: PeerWatch | None = None) ->
             **error.details,
         )
     return error
+
+
+def _aborted(error: NbjobError, me: Identity) -> bool:
+    """A multi-rank kernel that died of SIGABRT: what NCCL's error handling does to a process
+    whose peer is gone (an out-of-memory kill or a lost node is SIGKILL instead)."""
+    aborted = error.details.get("exit_status") == -signal.SIGABRT
+    return me.multi and isinstance(error, DeadKernelError) and aborted
 
 
 # -- rank 0's end: the other ranks' records ------------------------------------------------------
@@ -264,15 +277,36 @@ class PeerWatch:
                     return
 
     def _failed(self, rank: int) -> bool:
-        record = _read(self.storage, peer_url(self.dest, rank))
-        if record is None or not _current(record, self.own) or not record.get("exit_code"):
+        if (failure := self._failure(rank)) is None:
             return False
-        ended, began = _time(record.get("ended_at")), _time(self.own.get("started_at"))
-        if ended is None or began is None or ended < began:
-            return False  # an earlier attempt's end, not this run's
-        self.lost = f"rank {rank} ended {record.get('status')} (exit {record.get('exit_code')})"
+        self.lost = failure
         self._token.request(self.lost)
         return True
+
+    def _failure(self, rank: int, *, lost_too: bool = True) -> str | None:
+        """How the peer's run of this attempt failed, or None (running, succeeded, older)."""
+        record = _read(self.storage, peer_url(self.dest, rank))
+        if record is None or not _current(record, self.own) or not record.get("exit_code"):
+            return None
+        if not lost_too and record.get("status") == PeerLostError.status:
+            return None
+        ended, began = _time(record.get("ended_at")), _time(self.own.get("started_at"))
+        if ended is None or began is None or ended < began:
+            return None  # an earlier attempt's end, not this run's
+        return f"rank {rank} ended {record.get('status')} (exit {record.get('exit_code')})"
+
+    def failed_peer(self, seconds: float) -> str | None:
+        """A peer that failed on its own (not of a lost peer: that one lost this rank), looked
+        for during at most ``seconds`` (its final record may still be on its way)."""
+        deadline = time.monotonic() + seconds
+        while self.peers and not self.outer.requested:
+            for rank in self.peers:
+                if failure := self._failure(rank, lost_too=False):
+                    return failure
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_S)
+        return None
 
 
 class _Either(StopToken):
