@@ -12,7 +12,6 @@ code. Checkpoints during the run never render it (too expensive).
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any, TypeVar
 from nbjob import logs
 from nbjob.record import RunRecord
 from nbjob.results import Results
-from nbjob.stop import StopToken
+from nbjob.stop import StopToken, Worker
 
 MIN_S = 1.0  # less time left than this: no report (a warning in the log and run.json)
 MAX_S = 120.0  # the most a report may take when nothing is pressing
@@ -171,22 +170,12 @@ def _bounded(work: Callable[[], T], left: Callable[[], float]) -> tuple[T | None
     """``work()`` in a daemon thread while ``left()`` > 0 (at most ``MAX_S``): value, why not."""
     if left() <= 0:
         return None, "no time left"
-    value: list[T] = []
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            value.append(work())
-        except BaseException as exc:
-            error.append(exc)
-
-    worker = threading.Thread(target=target, name="report", daemon=True)
-    worker.start()
+    worker = Worker(work, "report")
     until = time.monotonic() + MAX_S
-    while worker.is_alive() and left() > 0 and time.monotonic() < until:
-        worker.join(0.05)
-    if worker.is_alive():
+    while worker.thread.is_alive() and left() > 0 and time.monotonic() < until:
+        worker.thread.join(0.05)
+    if worker.thread.is_alive():
         return None, "not finished in the time left"
-    if error:
-        return None, f"{type(error[0]).__name__}: {logs.redact(str(error[0]))[:300]}"
-    return value[0], None
+    if worker.error:
+        return None, f"{type(worker.error[0]).__name__}: {logs.redact(str(worker.error[0]))[:300]}"
+    return worker.value[0], None

@@ -22,6 +22,7 @@ from typing import Any
 from nbjob import logs
 from nbjob.artifacts import ArtifactStream, is_temporary
 from nbjob.errors import StorageError
+from nbjob.stop import Worker
 from nbjob.storage import Storage, is_local, join, local_path
 
 BANNER_TAG = "nbjob-error-banner"
@@ -229,17 +230,8 @@ class Results:
 
 def _bounded(work: Any, timeout: float) -> str | None:
     """Run ``work()`` for at most ``timeout`` seconds; why it failed, or None if it worked."""
-    error: list[BaseException] = []
-
-    def target() -> None:
-        try:
-            work()
-        except BaseException as exc:
-            error.append(exc)
-
-    worker = threading.Thread(target=target, name="store", daemon=True)
-    worker.start()
-    worker.join(timeout=max(0.5, timeout))
-    if worker.is_alive():
+    worker = Worker(work, "store")
+    worker.thread.join(timeout=max(0.5, timeout))
+    if worker.thread.is_alive():
         return f"no answer within {timeout:.0f} s"
-    return str(error[0]) if error else None
+    return str(worker.error[0]) if worker.error else None

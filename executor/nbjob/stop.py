@@ -110,7 +110,7 @@ def ignore_from_now_on() -> None:
         signal.signal(signal.Signals[name], signal.SIG_IGN)
 
 
-class _Worker(Generic[T]):
+class Worker(Generic[T]):
     """``work()`` on a daemon thread; its value or exception, once it has ended."""
 
     def __init__(self, work: Callable[[], T], name: str) -> None:
@@ -140,7 +140,7 @@ def wait_for(token: StopToken, work: Callable[[], T], what: str, poll: float = P
     ends with its own timeouts or with the process.
     """
     token.check(f"before {what}")
-    worker = _Worker(work, what)
+    worker = Worker(work, what)
     while worker.thread.is_alive():  # ends with the work, or with the stop below
         worker.thread.join(poll)
         token.check(f"during {what}")
@@ -150,7 +150,7 @@ def wait_for(token: StopToken, work: Callable[[], T], what: str, poll: float = P
 def bounded(work: Callable[[], T], seconds: float, what: str) -> T | None:
     """``work()`` in a worker thread for at most ``seconds`` (0.5 at least); its value, or None
     when it failed or did not end in time (the abandoned daemon thread ends on its own)."""
-    worker = _Worker(work, what)
+    worker = Worker(work, what)
     worker.thread.join(max(0.5, seconds))
     return worker.value[0] if worker.value else None
 
@@ -163,7 +163,7 @@ def within_grace(
     For the final writes: they go on after a stop request, as long as the grace allows;
     ``StoppedError`` when it ran out first.
     """
-    worker = _Worker(work, what)
+    worker = Worker(work, what)
     while worker.thread.is_alive():  # ends with the work (bounded by its own timeout) or grace
         worker.thread.join(poll)
         if token.requested and token.remaining(grace) <= 0:
