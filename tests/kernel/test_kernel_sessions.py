@@ -166,6 +166,17 @@ def test_requirements_are_checked_inside_the_kernel(session: KernelSession) -> N
     assert session.check_requirements([]) == []
 
 
+def test_a_local_ipython_kernel_keeps_its_history_in_memory(
+    fresh: Callable[[str], KernelSession],
+) -> None:
+    # as nbclient and papermill start kernels: no SQLite commit per cell, no shared history file
+    session = fresh("local")
+    reply = session.run_silent("", {"h": "str(get_ipython().history_manager.hist_file)"})
+    assert reply["user_expressions"]["h"]["data"]["text/plain"] == "':memory:'"
+    reply, _ = collect(session, session.execute("x = 1"))
+    assert reply["content"]["status"] == "ok" and reply["content"]["execution_count"] == 1
+
+
 def test_kernel_death_is_noticed(fresh: Callable[[str], KernelSession], kind: str) -> None:
     session = fresh(kind)
     session.execute("import os, time\ntime.sleep(0.3)\nos.kill(os.getpid(), 9)")

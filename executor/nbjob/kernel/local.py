@@ -54,6 +54,10 @@ def _nbjob_unbounded(endpoint):
     return box[0] if box else -1
 """
 IPC_IOPUB_PORT = 4242  # the extra endpoint's number when the kernel talks over Unix sockets
+# IPython's command history in memory, as nbclient and papermill start kernels: a history file
+# (shared by every kernel of the user) costs an SQLite commit per cell, waits on its lock when
+# other kernels write it, and is no part of a run's results.
+IPYTHON_NO_HISTORY_FILE = "--HistoryManager.hist_file=:memory:"
 
 
 def installed_kernels() -> dict[str, dict[str, Any]]:
@@ -75,6 +79,12 @@ def describe_exit(code: int | None) -> str:
         hint = ", often the out-of-memory killer" if -code == signal.SIGKILL else ""
         return f"was killed by {name}{hint}"
     return f"exited with status {code}"
+
+
+def _is_ipykernel(km: Any) -> bool:
+    """Whether the kernelspec starts ipykernel (takes IPython's command-line options)."""
+    argv = getattr(km.kernel_spec, "argv", None) or []
+    return bool(km.ipykernel) or any("ipykernel" in str(part) for part in argv)
 
 
 class LocalKernel(KernelSession):
@@ -119,7 +129,8 @@ class LocalKernel(KernelSession):
                 self.ipc_dir.mkdir(parents=True, exist_ok=True)
                 transport = {"transport": "ipc", "ip": str(self.ipc_dir / "kernel")}
             self.km = KernelManager(kernel_name=self.name, **transport)
-            self.km.start_kernel(cwd=str(self.cwd), env=env)
+            extra = [IPYTHON_NO_HISTORY_FILE] if _is_ipykernel(self.km) else []
+            self.km.start_kernel(cwd=str(self.cwd), env=env, extra_arguments=extra)
         except NoSuchKernel:
             raise NoSuchKernelError(f"No such kernel: {self.name!r} is not installed") from None
         except OSError as exc:
