@@ -131,6 +131,15 @@ def test_metrics_recorded_with_the_glue_mimetype(tmp_path: Path) -> None:
     assert [(e["name"], e["value"]) for e in logged][:2] == [("accuracy", 0.9731), ("epochs", 3)]
 
 
+def test_output_printed_last_stays_in_its_cell_over_many_quick_cells(tmp_path: Path) -> None:
+    # the kernel replies without its 0.5 ms sleep: a cell ends at its 'idle', after its output
+    cells = [f"import sys\nprint({i})\nsys.stderr.write('e{i}')" for i in range(300)]
+    executed, record = run(tmp_path, *cells)
+    assert record["status"] == "succeeded"
+    for i, cell in enumerate(executed.cells):
+        assert sorted(streams(cell)) == [("stderr", f"e{i}"), ("stdout", f"{i}\n")], i
+
+
 def _flood(kernel: Any, n: int, stall_s: float = 0.0) -> tuple[bool, set[int]]:
     """``n`` flushed updates; the consumer first stalls ``stall_s`` seconds (half asleep, half
     holding the GIL). Whether 'idle' came, and which updates arrived."""

@@ -56,10 +56,14 @@ def _nbjob_unbounded(endpoint):
     return box[0] if box else -1
 """
 IPC_IOPUB_PORT = 4242  # the extra endpoint's number when the kernel talks over Unix sockets
-# IPython's command history in memory, as nbclient and papermill start kernels: a history file
-# (shared by every kernel of the user) costs an SQLite commit per cell, waits on its lock when
-# other kernels write it, and is no part of a run's results.
-IPYTHON_NO_HISTORY_FILE = "--HistoryManager.hist_file=:memory:"
+# Options for kernelspecs that start ipykernel:
+# - IPython's command history in memory, as nbclient and papermill start kernels: a history file
+#   (shared by every kernel of the user) costs an SQLite commit per cell, waits on its lock when
+#   other kernels write it, and is no part of a run's results;
+# - no 0.5 ms sleep before each execute_reply (ipykernel's ``_execute_sleep``, a stop-gap for
+#   clients that stop listening at the reply): nbjob ends a cell at its 'idle', which the kernel
+#   publishes after the cell's last output on the same IOPub thread and socket.
+IPYKERNEL_OPTIONS = ("--HistoryManager.hist_file=:memory:", "--IPythonKernel._execute_sleep=0")
 
 
 def installed_kernels() -> dict[str, dict[str, Any]]:
@@ -128,7 +132,7 @@ class LocalKernel(KernelSession):
                 self.ipc_dir.mkdir(parents=True, exist_ok=True)
                 transport = {"transport": "ipc", "ip": str(self.ipc_dir / "kernel")}
             self.km = KernelManager(kernel_name=self.name, **transport)
-            extra = [IPYTHON_NO_HISTORY_FILE] if _is_ipykernel(self.km) else []
+            extra = list(IPYKERNEL_OPTIONS) if _is_ipykernel(self.km) else []
             self.km.start_kernel(cwd=str(self.cwd), env=env, extra_arguments=extra)
         except NoSuchKernel:
             raise NoSuchKernelError(f"No such kernel: {self.name!r} is not installed") from None
