@@ -3,7 +3,8 @@
 
 For each of ``--cells`` trivial cells (``x = 1``): send ``execute_request``, then wait until both
 its ``execute_reply`` (shell) and its ``status: idle`` (IOPub) have arrived. The kernel starts
-as nbclient, papermill and nbjob start it (IPython history in memory). Prints one JSON line per
+as nbclient and papermill start it (IPython history in memory; ``--no-execute-sleep``: as nbjob
+starts it, without ipykernel's 0.5 ms sleep before each reply). Prints one JSON line per
 ``--reps``: the loop's wall time, per-cell milliseconds and the kernel start time, so nbjob's and
 nbclient's per-cell cost can be compared with what the protocol itself costs on this machine.
 
@@ -21,6 +22,7 @@ import zmq
 from jupyter_client.manager import KernelManager
 
 HIST = "--HistoryManager.hist_file=:memory:"  # no SQLite commit per cell
+NO_SLEEP = "--IPythonKernel._execute_sleep=0"  # nbjob's kernels: no 0.5 ms sleep per reply
 
 
 def run_cells(client: Any, cells: int, code: str) -> tuple[float, float]:
@@ -57,10 +59,15 @@ def main() -> int:
     p.add_argument("--kernel", default="python3")
     p.add_argument("--reps", type=int, default=1, help="loops of --cells on the same kernel")
     p.add_argument("--code", default="x = 1")
+    p.add_argument(
+        "--no-execute-sleep",
+        action="store_true",
+        help=f"start the kernel as nbjob does ({NO_SLEEP}); default: as nbclient does",
+    )
     args = p.parse_args()
     t0 = time.perf_counter()
     km = KernelManager(kernel_name=args.kernel)
-    km.start_kernel(extra_arguments=[HIST])  # as nbclient, papermill and nbjob start it
+    km.start_kernel(extra_arguments=[HIST, *([NO_SLEEP] if args.no_execute_sleep else [])])
     client = km.client()
     client.start_channels()
     try:
@@ -72,6 +79,7 @@ def main() -> int:
                 json.dumps(
                     {
                         "cells": args.cells,
+                        "execute_sleep": not args.no_execute_sleep,
                         "loop_s": round(loop_s, 4),
                         "per_cell_ms": round(1000 * loop_s / args.cells, 4),
                         "client_cpu_per_cell_ms": round(1000 * cpu_s / args.cells, 4),
