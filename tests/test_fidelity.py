@@ -131,9 +131,45 @@ def test_metrics_recorded_with_the_glue_mimetype(tmp_path: Path) -> None:
     assert [(e["name"], e["value"]) for e in logged][:2] == [("accuracy", 0.9731), ("epochs", 3)]
 
 
-def test_iopub_keeps_pace_with_a_flood_of_flushed_updates(tmp_path: Path) -> None:
+def test_output_printed_last_stays_in_its_cell_over_many_quick_cells(tmp_path: Path) -> None:
+    # the kernel replies without its 0.5 ms sleep: a cell ends at its 'idle', after its output
+    cells = [f"import sys\nprint({i})\nsys.stderr.write('e{i}')" for i in range(300)]
+    executed, record = run(tmp_path, *cells)
+    assert record["status"] == "succeeded"
+    for i, cell in enumerate(executed.cells):  # the kernel may send a print in two messages
+        text = {"stdout": "", "stderr": ""}
+        for name, part in streams(cell):
+            text[name] += part
+        assert text == {"stdout": f"{i}\n", "stderr": f"e{i}"}, (i, streams(cell))
+
+
+def _flood(kernel: Any, n: int, stall_s: float = 0.0) -> tuple[bool, set[int]]:
+    """``n`` flushed updates; the consumer first stalls ``stall_s`` seconds (half asleep, half
+    holding the GIL). Whether 'idle' came, and which updates arrived."""
     import time
 
+    code = (
+        f"import sys\nfor i in range({n}):\n"
+        "    sys.stdout.write(f'\\r{i}'); sys.stdout.flush()"
+    )
+    msg_id = kernel.execute(code)
+    time.sleep(stall_s / 2)
+    busy_until = time.monotonic() + stall_s / 2
+    while time.monotonic() < busy_until:
+        sum(range(1000))
+    parts, idle, end = [], False, time.monotonic() + 120
+    while not idle and time.monotonic() < end:
+        got = kernel.next_message(1.0)
+        if got is None or got[1]["parent_header"].get("msg_id") != msg_id:
+            continue
+        msg = got[1]
+        if msg["msg_type"] == "stream":
+            parts.append(msg["content"]["text"])
+        idle = msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
+    return idle, {int(x) for x in "".join(parts).split("\r") if x}
+
+
+def test_iopub_keeps_pace_with_a_flood_of_flushed_updates(tmp_path: Path) -> None:
     from nbjob.kernel.local import LocalKernel
 
     kernel = LocalKernel("python3", tmp_path, 60, ipc_dir=tmp_path / "ipc")
@@ -142,21 +178,10 @@ def test_iopub_keeps_pace_with_a_flood_of_flushed_updates(tmp_path: Path) -> Non
         # subscribed on the kernel's extra, unbounded endpoint
         assert kernel.client.iopub_port != kernel.km.iopub_port
         n = 20_000
-        code = (
-            f"import sys\nfor i in range({n}):\n"
-            "    sys.stdout.write(f'\\r{i}'); sys.stdout.flush()"
-        )
-        msg_id = kernel.execute(code)
-        parts, idle, end = [], False, time.monotonic() + 120
-        while not idle and time.monotonic() < end:
-            got = kernel.next_message(1.0)
-            if got is None or got[1]["parent_header"].get("msg_id") != msg_id:
-                continue
-            msg = got[1]
-            if msg["msg_type"] == "stream":
-                parts.append(msg["content"]["text"])
-            idle = msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle"
-        seen = {int(x) for x in "".join(parts).split("\r") if x}
+        idle, seen = _flood(kernel, n)
         assert idle and seen == set(range(n))  # every update arrived
+        # the main loop stalled (asleep, then busy) while the kernel floods: nothing lost either
+        idle, seen = _flood(kernel, n, stall_s=3.0)
+        assert idle and seen == set(range(n))
     finally:
         kernel.shutdown(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from conftest import wait_until
 from nbjob import events, results
@@ -206,3 +207,28 @@ def test_log_listener_logs_a_rewritten_line_now_and_then() -> None:
         listener.on_event(events.CellOutput(0, "stdout", f"\r{i}"))
     partial = [f["text"] for e, f in log.lines if e == "stream" and f.get("partial")]
     assert partial == ["0", "1", "2"]
+
+
+def test_run_json_is_scrubbed_exactly_as_string_by_string(monkeypatch: Any) -> None:
+    import nbjob.storage  # noqa: F401 (backends register their secret parameters)
+    from nbjob import logs
+
+    secret = 'se"cr\\et/K\x01ey+pässwörd'  # escaped in JSON text, and not ASCII
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    monkeypatch.setattr(logs, "_secrets", None)  # read from the environment on each use
+    samples = [
+        f"boto said {secret}!",
+        "see https://user:p%40ss\"w@host/x and more",
+        "https://b/k.zip?X-Amz-Signature=abc&x=1",
+        "conn\nAccountKey=zzz;EndpointSuffix=core",  # a parameter after a newline
+        "DefaultEndpointsProtocol=https;AccountKey=k\\ey==",
+        "a=b c@d https://no-credentials/here",
+    ]
+    for sample in samples:
+        doc = {"cells": {"0": {"error": {"evalue": sample}}}, "list": [sample, 1, None, ("t",)]}
+        before = json.dumps(logs.scrub(doc), indent=2, default=str)
+        assert results.record_bytes(doc).decode() == before + "\n", sample
+    assert secret not in results.record_bytes({"x": [f"k={secret}"]}).decode()
+    cells = {str(i): {"status": "completed", "ts": "2026-12-02T18:00:00"} for i in range(9)}
+    clean = {"cells": cells, "source": "s3://bucket/nb.ipynb"}
+    assert logs.scrub_document(clean) is clean  # nothing to redact: not walked string by string

@@ -30,7 +30,6 @@ from nbjob.errors import (
     StoppedError,
     StorageError,
 )
-from nbjob.listeners import Checkpointer, LogListener
 from nbjob.record import RunRecord
 from nbjob.storage import Storage, is_local, join, local_path
 
@@ -123,6 +122,8 @@ class Job:
             self.artifacts,
             self.s.checkpoint_interval,
         )
+        from nbjob.listeners import Checkpointer, LogListener  # nbformat: after the kernel launch
+
         checkpointer = Checkpointer(self.results, lambda: self.nb, self.record)
         self.bus = events.Bus([self.record, LogListener(self.log), checkpointer, *self.listeners])
         return error

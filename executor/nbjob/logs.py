@@ -49,19 +49,22 @@ _secret_params: set[str] = set()
 _QUERY_NAMES = (  # the names in _SECRET_QUERY
     r"x-amz-[a-z-]+|signature|awsaccesskeyid|x-goog-[a-z-]+|sig|se|sp|sv|sr|token|access_token"
 )
+# Any of those names followed by '=', wherever it stands: matches wherever _SECRET_QUERY does.
+_ANY_SECRET_PARAM = re.compile(f"(?i)(?:{_QUERY_NAMES})=")
 
 
 def register_secrets(
     values: Callable[[Mapping[str, str]], Iterable[str]], params: Iterable[str] = ()
 ) -> None:
     """Scrub what ``values(environ)`` returns, and the values of the ``params`` parameters."""
-    global _SECRET_QUERY
+    global _SECRET_QUERY, _ANY_SECRET_PARAM
     if values not in _secret_sources:
         _secret_sources.append(values)
     _secret_params.update(params)
     names = "|".join(re.escape(p) for p in sorted(_secret_params, key=len, reverse=True))
     extra = f"|(?<![\\w-])(?:{names})" if names else ""
     _SECRET_QUERY = re.compile(f"(?i)([?&](?:{_QUERY_NAMES}){extra})=([^&;\\s'\"<>]*)")
+    _ANY_SECRET_PARAM = re.compile(f"(?i)(?:{_QUERY_NAMES}{'|' + names if names else ''})=")
     if _secrets is not None:
         _secrets[:] = _secret_values()
 
@@ -97,6 +100,28 @@ def scrub(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [scrub(v) for v in value]
     return value
+
+
+def scrub_document(value: Any) -> Any:
+    """``scrub`` for a large JSON document (run.json, rewritten at every checkpoint): one pass
+    over its JSON text tells whether any string in it can need redacting (almost never), instead
+    of a call per string (52 ms for a 1000-cell record)."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return scrub(value) if _may_need_redacting(text) else value
+
+
+def _may_need_redacting(text: str) -> bool:
+    """True whenever ``redact`` would change a string of the document whose JSON text is
+    ``text``. JSON escapes a string character by character, so whatever ``redact`` finds in a
+    string is in the text too, escaped the same way: a secret (or its escaped form), a secret
+    parameter's ``name=`` (looked for without the prefix or look-behind ``redact`` needs), a
+    ``scheme://user:password@`` (escapes keep the characters its classes accept)."""
+    if "=" in text and _ANY_SECRET_PARAM.search(text):
+        return True
+    if "@" in text and _USERINFO.search(text):
+        return True
+    secrets = _secret_values() if _secrets is None else _secrets
+    return any(s in text or json.dumps(s, ensure_ascii=False)[1:-1] in text for s in secrets)
 
 
 def _scrub_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> dict[str, Any]:

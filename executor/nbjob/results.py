@@ -72,7 +72,7 @@ def notebook_bytes(nb: Any) -> bytes:
 
 
 def record_bytes(record: dict[str, Any]) -> bytes:
-    return (json.dumps(logs.scrub(record), indent=2, default=str) + "\n").encode()
+    return (json.dumps(logs.scrub_document(record), indent=2, default=str) + "\n").encode()
 
 
 # -- writing -----------------------------------------------------------------------------------

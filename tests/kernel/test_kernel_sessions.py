@@ -166,6 +166,21 @@ def test_requirements_are_checked_inside_the_kernel(session: KernelSession) -> N
     assert session.check_requirements([]) == []
 
 
+def test_a_local_ipython_kernel_keeps_its_history_in_memory_and_replies_without_a_sleep(
+    fresh: Callable[[str], KernelSession],
+) -> None:
+    # as nbclient and papermill start kernels: no SQLite commit per cell, no shared history file
+    session = fresh("local")
+    ip = "get_ipython()"
+    reply = session.run_silent(
+        "", {"h": f"str({ip}.history_manager.hist_file)", "s": f"{ip}.kernel._execute_sleep"}
+    )
+    assert reply["user_expressions"]["h"]["data"]["text/plain"] == "':memory:'"
+    assert reply["user_expressions"]["s"]["data"]["text/plain"] == "0.0"
+    reply, _ = collect(session, session.execute("x = 1"))
+    assert reply["content"]["status"] == "ok" and reply["content"]["execution_count"] == 1
+
+
 def test_kernel_death_is_noticed(fresh: Callable[[str], KernelSession], kind: str) -> None:
     session = fresh(kind)
     session.execute("import os, time\ntime.sleep(0.3)\nos.kill(os.getpid(), 9)")
