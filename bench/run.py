@@ -58,6 +58,7 @@ MIB = 1024 * 1024
 RSS_LIMIT_MIB = 150.0
 B_LIMIT_S = 5.0
 B_MIN_SPEEDUP = 20.0
+B_MIN_VS_NBCLIENT = 1.2  # issue 8: per-cell overhead well under nbclient's
 
 
 # --------------------------------------------------------------------------- runners
@@ -494,6 +495,14 @@ def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]], cfg: Config)
             return Target(scn, text, "n/a", "no nbclient median")
         return Target(scn, text, "PASS" if nj <= nc else "FAIL", versus(scn, key, nj, nc))
 
+    def faster_than_nbclient_on_b() -> Target:
+        nj, nc = med("b", "nbjob", "wall_s"), med("b", "nbclient", "wall_s")
+        text = f"nbjob at least {B_MIN_VS_NBCLIENT:g}x faster than nbclient (median wall time)"
+        if nj is None or nc is None:
+            return Target("b", text, "FAIL" if nj is None else "n/a", "a runner has no median")
+        verdict = "PASS" if nc / nj >= B_MIN_VS_NBCLIENT else "FAIL"
+        return Target("b", text, verdict, f"{versus('b', 'wall_s', nj, nc)}: {nc / nj:.2f}x")
+
     if "a" in cfg.scenarios:
         targets.append(no_slower_than_nbclient("a", "wall_s", "wall time"))
     if "b" in cfg.scenarios:
@@ -518,6 +527,8 @@ def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]], cfg: Config)
                     f" papermill/nbjob {speedup:.1f}x",
                 )
             )
+    if "b" in cfg.scenarios:
+        targets.append(faster_than_nbclient_on_b())
     if "c" in cfg.scenarios:
         rss = med("c", "nbjob", "executor_peak_rss_mib")
         text = f"completes, executor peak RSS under {RSS_LIMIT_MIB:.0f} MiB"

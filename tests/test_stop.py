@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -71,6 +72,21 @@ def test_wait_for_gives_up_on_a_blocking_step_when_stopped(usr1: stop.StopToken)
     assert time.monotonic() - started < 2  # not the 20 s of the step
     with pytest.raises(StoppedError, match="before a quick step"):
         stop.wait_for(usr1, lambda: 1, "a quick step")
+
+
+def test_a_final_process_exits_within_the_bound_whatever_is_left_running() -> None:
+    # a thread Python's exit would wait for (a library's abandoned upload pool, say)
+    code = (
+        "import threading, time\n"
+        "from nbjob import stop\n"
+        "threading.Thread(target=time.sleep, args=(60,)).start()\n"
+        "print('stored', flush=True)\n"
+        "stop.exit_within(0.5, 7)\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout) == (7, "stored\n")
+    assert time.monotonic() - started < 10  # not the thread's 60 s
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ EPILOG = """exit codes: 0 success, 1 a cell raised, 2 usage, 3 invalid input, 4 
 --stop-signals), 200 peer lost (another rank died).
 Every option can also be set as NBJOB_<OPTION> (e.g. NBJOB_OUTPUT, NBJOB_CELL_TIMEOUT);
 NBJOB_SOURCE gives SOURCE and NBJOB_PARAMETERS a YAML/JSON mapping of parameters."""
+EXIT_S = 2.0  # once the outcome is final and stored, the process ends within this
 
 
 class _Parser(argparse.ArgumentParser):
@@ -191,11 +192,13 @@ def _skip_slow_imports() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``nbjob`` command. Called with no ``argv`` it is this process's command: once it
-    returns, the outcome is final and the stop signals are ignored (``stop.ignore_from_now_on``).
+    returns, the outcome is final, the stop signals are ignored (``stop.ignore_from_now_on``)
+    and the process exits within ``EXIT_S`` seconds (``stop.exit_within``).
     """
     if argv is None:
         code = main(sys.argv[1:])
         stop.ignore_from_now_on()
+        stop.exit_within(EXIT_S, code)
         return code
     argv = list(argv)
     token = _early_stop_token(argv)  # first: before the heavy imports

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-import threading
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -353,7 +352,8 @@ class Job:
 
     def _stop_kernel(self, error: NbjobError | None) -> None:
         if self.token.requested:  # results first: the kernel (perhaps starting) gets the rest
-            _bounded_shutdown(self.kernel, self.token.remaining(self.s.stop_grace) - 0.5)
+            grace = self.token.remaining(self.s.stop_grace) - 0.5  # a kernel starting takes long
+            stop.bounded(lambda: self.kernel.shutdown(0), grace, "the kernel's shutdown")
         elif error is None:  # a finished kernel may run its exit handlers (a stop cuts it short)
             try:
                 stop.wait_for(self.token, lambda: self.kernel.shutdown(3.0), "the shutdown")
@@ -403,13 +403,6 @@ class Job:
             shutil.rmtree(self.workdir / "download", ignore_errors=True)
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _bounded_shutdown(kernel: kernels.KernelSession, timeout: float) -> None:
-    """Kill the kernel; wait at most ``timeout`` seconds (a kernel still starting takes long)."""
-    worker = threading.Thread(target=kernel.shutdown, args=(0,), name="shutdown", daemon=True)
-    worker.start()
-    worker.join(timeout)
 
 
 def run(

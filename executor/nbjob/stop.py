@@ -8,7 +8,10 @@ stop within a fraction of a second whatever it is doing, and stores results with
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -108,6 +111,25 @@ def ignore_from_now_on() -> None:
     """
     for name in _installed:
         signal.signal(signal.Signals[name], signal.SIG_IGN)
+
+
+def exit_within(seconds: float, code: int) -> None:
+    """The process ends with ``code`` at most ``seconds`` from now, whatever is left running.
+
+    For a process whose outcome is final and stored: Python's exit waits for non-daemon
+    threads (a library's upload pool abandoned in a deadline, for one) and a hung one would keep
+    the job, and its pod or allocation, alive long after the results were stored. A daemon
+    thread ends the process if the normal exit has not happened by then.
+    """
+
+    def end() -> None:
+        time.sleep(seconds)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        os._exit(code)
+
+    threading.Thread(target=end, name="exit-within", daemon=True).start()
 
 
 class Worker(Generic[T]):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 import urllib.error
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_until
 from nbjob.config import Settings
 from nbjob.errors import DeadKernelError
 from nbjob.kernel import KernelSession, open_session
@@ -216,6 +218,27 @@ def test_shutdown_ends_the_kernel(
             peer.get(f"api/kernels/{kernel_id}")
         assert gone.value.code == 404
     session.shutdown(grace=0)  # a second shutdown is harmless
+
+
+def test_a_shutdown_during_a_graceful_one_kills_the_kernel_at_once(
+    fresh: Callable[[str], KernelSession],
+) -> None:
+    # a stop while the finished run's kernel runs its exit handlers: the job's main thread asks
+    # again with no grace while the graceful shutdown goes on in a worker thread
+    session = fresh("local")
+    code = "import atexit, os, time\natexit.register(time.sleep, 60)"
+    reply = session.run_silent(code, {"pid": "os.getpid()"})
+    pid = int(reply["user_expressions"]["pid"]["data"]["text/plain"])
+    graceful = threading.Thread(target=session.shutdown, args=(30,), daemon=True)
+    graceful.start()
+    time.sleep(0.5)  # the graceful shutdown is under way: the kernel sleeps in its exit handler
+    assert _exists(pid) and graceful.is_alive()
+    started = time.monotonic()
+    session.shutdown(grace=0)
+    graceful.join(10)
+    assert not graceful.is_alive() and not session.alive()
+    assert time.monotonic() - started < 5  # not the 30 s grace, nor the 60 s handler
+    assert wait_until(lambda: not _exists(pid), 5)
 
 
 def test_files_reach_the_kernel_and_artifacts_come_back(

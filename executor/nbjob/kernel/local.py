@@ -114,6 +114,7 @@ class LocalKernel(KernelSession):
         self.client: Any = None
         self._poller: zmq.Poller | None = None
         self._pending: deque[Message] = deque()
+        self._shutting_down = threading.Lock()  # held by the one shutdown that closes sockets
 
     def kernelspecs(self) -> dict[str, dict[str, Any]]:
         return installed_kernels()
@@ -171,7 +172,7 @@ class LocalKernel(KernelSession):
         """Connect to the launched kernel and wait until it answers, IOPub subscribed."""
         self.client = self.km.client()
         self.client.context.setsockopt(zmq.RCVHWM, 0)  # this client's own context, pre-connect
-        self.client.start_channels(iopub=False)
+        self.client.start_channels(iopub=False, hb=False)  # liveness is the exit status
         self._unbounded_kernel_iopub()
         self.client.iopub_channel.start()
         self.info = self._wait_ready()
@@ -328,7 +329,16 @@ class LocalKernel(KernelSession):
                 self.km.interrupt_kernel()
 
     def shutdown(self, grace: float = 3.0) -> None:
-        """Ask the kernel to exit, kill its process group after ``grace`` seconds."""
+        """Ask the kernel to exit, kill its process group after ``grace`` seconds.
+
+        One call closes the client's sockets and waits for the kernel; a call made while that
+        one is under way (a stop cutting a graceful shutdown short, from another thread) only
+        kills the process group: ZMQ sockets and jupyter_client's manager are not to be used
+        from two threads at once.
+        """
+        if not self._shutting_down.acquire(blocking=False):
+            self._kill_group()
+            return
         self._join_start(5.0)  # still starting: wait a little, then kill what exists
         if self.client is not None:
             self.client.stop_channels()
@@ -344,3 +354,10 @@ class LocalKernel(KernelSession):
         except Exception:
             with contextlib.suppress(Exception):
                 self.km.shutdown_kernel(now=True)
+
+    def _kill_group(self) -> None:
+        """SIGKILL to the kernel's process group (its own session), touching nothing else."""
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(OSError):
+                os.killpg(process.pid, signal.SIGKILL)
