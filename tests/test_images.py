@@ -731,8 +731,10 @@ DDP_STEPS = """for step in range({steps}):
 print("steps done", flush=True)"""
 
 
-def _replicas(image: str, bundle: Path, out: Path) -> list[Container]:
-    """Two PyTorchJob replicas of one pod: rank 1 joins rank 0's network namespace."""
+@contextlib.contextmanager
+def _replicas(image: str, bundle: Path, out: Path) -> Iterator[list[Container]]:
+    """Two PyTorchJob replicas of one pod, started (rank 1 joins rank 0's network namespace);
+    both removed afterwards."""
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "WORLD_SIZE": "2",
            "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "NBJOB_RUN_ID": "ddp-1"}  # fmt: skip
     volumes = {bundle: "/bundle:ro", out: "/out"}
@@ -742,7 +744,14 @@ def _replicas(image: str, bundle: Path, out: Path) -> list[Container]:
         image, *args, network=f"container:{rank0.name}", env={**env, "RANK": "1"},
         volumes=volumes,
     )  # fmt: skip
-    return [rank0, rank1]
+    boxes = [rank0, rank1]
+    try:
+        for box in boxes:
+            box.start()
+        yield boxes
+    finally:
+        for box in boxes:
+            box.remove()
 
 
 def _text(path: Path) -> str:
@@ -758,15 +767,9 @@ def _exit_code(box: Container, timeout: float) -> int:
 def test_two_replicas_in_one_pod_network_one_canonical_result(torch_image, tmp_path):
     bundle, out = tmp_path / "bundle", writable_dir(tmp_path / "out")
     notebook(bundle / "ddp.ipynb", DDP_SETUP, DDP_STEPS.format(steps=20))
-    boxes = _replicas(torch_image, bundle, out)
-    try:
-        for box in boxes:
-            box.start()
+    with _replicas(torch_image, bundle, out) as boxes:
         codes = [_exit_code(box, 180) for box in boxes]
         logs = [podman("logs", box.name, check=False).stderr[-2000:] for box in boxes]
-    finally:
-        for box in boxes:
-            box.remove()
     assert codes == [0, 0], logs
     assert {p.name for p in out.iterdir()} >= {"ddp.ipynb", "run.json", "executor.log", "ranks"}
     run = read_json(out / "run.json")
@@ -781,10 +784,7 @@ def test_two_replicas_in_one_pod_network_one_canonical_result(torch_image, tmp_p
 def test_killed_replica_gives_the_survivor_the_lost_peer_code(torch_image, tmp_path):
     bundle, out = tmp_path / "bundle", writable_dir(tmp_path / "out")
     notebook(bundle / "ddp.ipynb", DDP_SETUP, DDP_STEPS.format(steps=2400))
-    boxes = _replicas(torch_image, bundle, out)
-    try:
-        for box in boxes:
-            box.start()
+    with _replicas(torch_image, bundle, out) as boxes:
         deadline = time.monotonic() + 180
         while "sum 3.0" not in _text(out / "ranks/1/ddp.ipynb"):  # in the collectives loop
             assert time.monotonic() < deadline, podman("logs", boxes[1].name, check=False).stderr
@@ -794,9 +794,6 @@ def test_killed_replica_gives_the_survivor_the_lost_peer_code(torch_image, tmp_p
         code = _exit_code(boxes[0], 120)
         took = time.monotonic() - killed
         logs = podman("logs", boxes[0].name, check=False).stderr[-3000:]
-    finally:
-        for box in boxes:
-            box.remove()
     assert code == 200, logs
     assert took < 60, took
     run = read_json(out / "run.json")

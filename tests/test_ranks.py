@@ -8,10 +8,12 @@ of rank 1) mid-collective.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -322,6 +324,16 @@ def start_ranks(nb: Path, out: Path, pid_dir: Path, *extra: str) -> list[Any]:
     ]
 
 
+@contextlib.contextmanager
+def killed_after(procs: list[Any]) -> Iterator[list[Any]]:
+    """The nbjob processes, killed (with what is left of their process groups) afterwards."""
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.kill()
+
+
 def test_two_ranks_one_canonical_result(tmp_path: Path) -> None:
     nb = make_notebook(tmp_path / "src" / "ddp.ipynb", [SETUP, "dist.destroy_process_group()"])
     out = tmp_path / "out"
@@ -361,16 +373,12 @@ def pid_of(path: Path) -> int:
 def test_killed_kernel_gives_the_survivor_the_lost_peer_code(tmp_path: Path) -> None:
     nb = make_notebook(tmp_path / "src" / "ddp.ipynb", [SETUP, COLLECTIVES])
     out = tmp_path / "out"
-    procs = start_ranks(nb, out, tmp_path, "--ranks-wait", "20")
-    try:
+    with killed_after(start_ranks(nb, out, tmp_path, "--ranks-wait", "20")) as procs:
         pid_of(tmp_path / "kernel-0.pid")
         os.kill(pid_of(tmp_path / "kernel-1.pid"), signal.SIGKILL)  # mid-collective
         killed = time.monotonic()
         rank0 = procs[0].wait(60)
         took = time.monotonic() - killed
-    finally:
-        for p in procs:
-            p.kill()
     assert rank0.returncode == 200, rank0.stderr[-3000:]
     assert took < 15, took  # promptly: gloo notices at once; rank 1's record arrives soon
     run = read_json(out / "run.json")
@@ -400,14 +408,10 @@ def test_a_kernel_aborted_after_its_peer_died_is_a_lost_peer(tmp_path: Path, fir
     ``peer_lost`` (200); the rank whose kernel was killed first stays ``kernel_died`` (5)."""
     nb = make_notebook(tmp_path / "src" / "ddp.ipynb", [SETUP, ABORT_ON_PEER_ERROR])
     out = tmp_path / "out"
-    procs = start_ranks(nb, out, tmp_path, "--ranks-wait", "20")
-    try:
+    with killed_after(start_ranks(nb, out, tmp_path, "--ranks-wait", "20")) as procs:
         pid_of(tmp_path / f"kernel-{1 - first}.pid")
         os.kill(pid_of(tmp_path / f"kernel-{first}.pid"), signal.SIGKILL)
         codes = [p.wait(60).returncode for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
     expected = [5, 200] if first == 0 else [200, 5]
     assert codes == expected, [p.output()[1][-2000:] for p in procs]
     run = read_json(out / "run.json")
@@ -422,16 +426,12 @@ def test_lost_rank_process_group_is_named_from_its_last_checkpoint(tmp_path: Pat
     """All of rank 1 (nbjob and its kernel) SIGKILLed: no final record; rank 0 says so."""
     nb = make_notebook(tmp_path / "src" / "ddp.ipynb", [SETUP, COLLECTIVES])
     out = tmp_path / "out"
-    procs = start_ranks(nb, out, tmp_path, "--ranks-wait", "2")
-    try:
+    with killed_after(start_ranks(nb, out, tmp_path, "--ranks-wait", "2")) as procs:
         pid_of(tmp_path / "kernel-0.pid")
         kernel1 = pid_of(tmp_path / "kernel-1.pid")
         os.killpg(procs[1].proc.pid, signal.SIGKILL)  # the nbjob of rank 1 ...
         os.kill(kernel1, signal.SIGKILL)  # ... and its kernel (a session of its own)
         rank0 = procs[0].wait(60)
-    finally:
-        for p in procs:
-            p.kill()
     assert rank0.returncode == 200, rank0.stderr[-3000:]
     run = read_json(out / "run.json")
     entries = {e["rank"]: e for e in run["ranks"]}
@@ -468,16 +468,13 @@ def test_peer_record_ends_a_hung_rank(tmp_path: Path) -> None:
         )
         for rank in (0, 1)
     ]
-    try:
+    with killed_after(procs):
         pid_of(tmp_path / "kernel-0.pid")
         os.kill(pid_of(tmp_path / "kernel-1.pid"), signal.SIGKILL)
         killed = time.monotonic()
         rank0 = procs[0].wait(60)
         took = time.monotonic() - killed
         assert procs[1].wait(30).returncode == 5
-    finally:
-        for p in procs:
-            p.kill()
     assert rank0.returncode == 200, rank0.stderr[-3000:]
     assert took < 10, took  # rank 1's record (< 1 s), one watch tick (1 s), the wind-down (1 s)
     run = read_json(out / "run.json")

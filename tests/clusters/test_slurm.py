@@ -139,21 +139,30 @@ def test_sbatch_recipe_runs_a_bundle_on_a_gpu(slurm_cluster: SlurmCluster, tmp_p
 # -- stops --------------------------------------------------------------------------------------
 
 
-def test_scancel_mid_cell_exits_143_with_results_stored(
-    slurm_cluster: SlurmCluster, tmp_path: Path
-):
+def submit_long_job(
+    slurm_cluster: SlurmCluster, tmp_path: Path, *sbatch_options: str
+) -> tuple[str, Path]:
+    """The recipe on a notebook whose second cell sleeps 300 s; (job id, its results folder)
+    once that cell is running."""
     bundle = pack(tmp_path, [PARAMS, SLOW_CELL, "print('never runs')"])
     out, marker = tmp_path / "runs", tmp_path / "started"
     job = sbatch(
         slurm_cluster,
         tmp_path,
+        *sbatch_options,
         str(PLATFORMS / "slurm.sbatch"),
         str(bundle),
         str(out),
         "-p", "marker", str(marker), "-p", "attempt_sleep", "300",
     )  # fmt: skip
-    dest = out / job
-    running_cell(dest, marker)
+    running_cell(out / job, marker)
+    return job, out / job
+
+
+def test_scancel_mid_cell_exits_143_with_results_stored(
+    slurm_cluster: SlurmCluster, tmp_path: Path
+):
+    job, dest = submit_long_job(slurm_cluster, tmp_path)
     stopped_at = time.monotonic()
     slurm_cluster.run("scancel", job)
     info = slurm_cluster.wait_state(job, DONE, 60)
@@ -178,20 +187,7 @@ def test_scancel_mid_cell_exits_143_with_results_stored(
 def test_signal_before_the_time_limit_is_a_stop(slurm_cluster: SlurmCluster, tmp_path: Path):
     """``--signal=B:USR1@50`` with a 1-minute limit: USR1 reaches nbjob (the recipe's stop
     signals are TERM,INT,USR1) well before the limit's SIGTERM, and the results are stored."""
-    bundle = pack(tmp_path, [PARAMS, SLOW_CELL, "print('never runs')"])
-    out, marker = tmp_path / "runs", tmp_path / "started"
-    job = sbatch(
-        slurm_cluster,
-        tmp_path,
-        "--time=1",
-        "--signal=B:USR1@50",
-        str(PLATFORMS / "slurm.sbatch"),
-        str(bundle),
-        str(out),
-        "-p", "marker", str(marker), "-p", "attempt_sleep", "300",
-    )  # fmt: skip
-    dest = out / job
-    running_cell(dest, marker)
+    job, dest = submit_long_job(slurm_cluster, tmp_path, "--time=1", "--signal=B:USR1@50")
     info = slurm_cluster.wait_state(job, DONE, 100)
     assert info["ExitCode"] == "143:0", (info, job_log(tmp_path, job))
     assert info["JobState"] == "FAILED", info  # ended by itself (143), before the time limit
