@@ -25,6 +25,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import statistics
@@ -732,6 +733,23 @@ def render_markdown(
         " most `--max-output-bytes` (default 1 MB) of a cell's stream output in the notebook and"
         " the whole text in `executor.log`; papermill and nbclient keep it all in memory and in"
         " the notebook.",
+    ]
+    if "e" in cfg.scenarios:
+        lines.append(
+            "- (e) is a Keras-style bar: each update writes backspaces over the previous bar,"
+            " `\\r`, the bar with ANSI bold; `sys.stdout.flush()` every 10th update (20,000 IOPub"
+            ' messages), then `print()` and `FINAL accuracy=0.9731`. "Visible" means the last'
+            " 2,000 characters of the cell's stream text hold both `200000/200000` and the FINAL"
+            " line. nbjob keeps what JupyterLab shows (one line of bar, then FINAL); papermill and"
+            " nbclient keep every raw update. Lost IOPub messages cannot be counted from a folded"
+            " notebook: `bench/iopub_loss.py` counts them at the session level."
+        )
+    if "f" in cfg.scenarios:
+        lines.append(
+            "- (f): widget models stored in the notebook's `metadata.widgets` (nbjob writes them"
+            " at every checkpoint and cell end, so a failed or stopped run keeps them too)."
+        )
+    lines += [
         "- A run that fails (non-zero exit, missing or incompletely executed output notebook)"
         " gives that runner no median for the scenario (`n/a`); errors are in"
         " `bench/results.json`.",
@@ -812,6 +830,14 @@ def kernel_check_run(
     if info_file.is_file():
         out.update(json.loads(info_file.read_text()))
     return out
+
+
+def _other_benches(markdown: Path) -> str:
+    """The sections other benches keep in the same file between their markers
+    (``<!-- bench/NAME: start -->`` ... ``<!-- bench/NAME: end -->``), kept as they are."""
+    text = markdown.read_text() if markdown.exists() else ""
+    blocks = re.finditer(r"<!-- (bench/[\w.]+): start -->.*?<!-- \1: end -->", text, re.S)
+    return "".join(f"\n{m.group(0)}\n" for m in blocks)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -957,7 +983,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     facts["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     md = render_markdown(facts, cfg, summary, targets, kernel_check, elapsed)
-    args.markdown.write_text(md)
+    args.markdown.write_text(md + _other_benches(args.markdown))
     payload = {
         "machine": facts,
         "config": asdict(cfg),
