@@ -352,8 +352,8 @@ class Job:
 
     def _stop_kernel(self, error: NbjobError | None) -> None:
         if self.token.requested:  # results first: the kernel (perhaps starting) gets the rest
-            grace = self.token.remaining(self.s.stop_grace) - 0.5  # a kernel starting takes long
-            stop.bounded(lambda: self.kernel.shutdown(0), grace, "the kernel's shutdown")
+            left = self.token.remaining(self.s.stop_grace) - 0.5  # a starting kernel may need more
+            stop.bounded(lambda: self.kernel.shutdown(0), left, "the kernel's shutdown")
         elif error is None:  # a finished kernel may run its exit handlers (a stop cuts it short)
             try:
                 stop.wait_for(self.token, lambda: self.kernel.shutdown(3.0), "the shutdown")
