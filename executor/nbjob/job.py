@@ -285,8 +285,7 @@ class Job:
             else:
                 self._beside_earlier_attempts()
         error = self._close_record(error)
-        if error is not None and not stopping:  # a failed run's kernel is not needed
-            self.kernel.shutdown(grace=0)
+        ending = self._end_kernel(error)
         if self.s.identity.canonical and self.s.identity.multi:  # peers see this rank's end
             self.results.checkpoint(self.nb, self.record.to_json())  # while it waits for theirs
         ranks.record_ranks(self.record, self.storage, self.s, lambda: self.token.requested)
@@ -305,7 +304,7 @@ class Job:
             stored=stored,
         )
         self._report(stored, deadline)
-        self._stop_kernel(error)
+        self._stop_kernel(ending)
         logs.close()
         self._cleanup()
         return self.record.exit_code if self.record.exit_code is not None else 1
@@ -350,15 +349,32 @@ class Job:
         message = r.reason if r.exit_code else f"succeeded: {r.notebook}"
         platforms.write_termination_message(self.s.termination_log, logs.redact(message or ""))
 
-    def _stop_kernel(self, error: NbjobError | None) -> None:
-        if self.token.requested:  # results first: the kernel (perhaps starting) gets the rest
+    def _end_kernel(self, error: NbjobError | None) -> stop.Worker[None] | None:
+        """The cells are done: a failed run's kernel is killed; a finished one shuts down (its
+        exit handlers run) while the results are written, in a worker returned here. After a
+        stop the results come first (``_stop_kernel``)."""
+        if self.token.requested:
+            return None
+        if error is not None:
+            self.kernel.shutdown(grace=0)
+            return None
+        return stop.Worker(lambda: self.kernel.shutdown(3.0), "the kernel's shutdown")
+
+    def _stop_kernel(self, ending: stop.Worker[None] | None) -> None:
+        """The kernel's end, once the results are written: the graceful shutdown under way is
+        waited for (a stop cuts it short); after a stop the kernel, perhaps still starting, is
+        killed within what is left of the grace."""
+        if ending is not None:
+            try:
+                ending.wait(self.token, "the kernel's shutdown")
+                return
+            except StoppedError:
+                pass
+            except Exception as exc:  # the results are stored: say so, and end as recorded
+                self.log.warning("kernel_shutdown_failed", reason=str(exc)[:300])
+        if self.token.requested:
             left = self.token.remaining(self.s.stop_grace) - 0.5  # a starting kernel may need more
             stop.bounded(lambda: self.kernel.shutdown(0), left, "the kernel's shutdown")
-        elif error is None:  # a finished kernel may run its exit handlers (a stop cuts it short)
-            try:
-                stop.wait_for(self.token, lambda: self.kernel.shutdown(3.0), "the shutdown")
-            except StoppedError:
-                self.kernel.shutdown(grace=0)
 
     def _store(self, deadline: float) -> bool:
         nb, data = self.nb, self.record.to_json()

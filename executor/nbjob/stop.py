@@ -148,6 +148,14 @@ class Worker(Generic[T]):
         except BaseException as exc:
             self.error.append(exc)
 
+    def wait(self, token: StopToken, what: str, poll: float = POLL_S) -> T:
+        """Its value once the work ends; ``StoppedError`` as soon as a stop is requested (the
+        thread is abandoned then and ends with its own timeouts or with the process)."""
+        while self.thread.is_alive():
+            self.thread.join(poll)
+            token.check(f"during {what}")
+        return self.result()
+
     def result(self) -> T:
         if self.error:
             raise self.error[0]
@@ -162,11 +170,7 @@ def wait_for(token: StopToken, work: Callable[[], T], what: str, poll: float = P
     ends with its own timeouts or with the process.
     """
     token.check(f"before {what}")
-    worker = Worker(work, what)
-    while worker.thread.is_alive():  # ends with the work, or with the stop below
-        worker.thread.join(poll)
-        token.check(f"during {what}")
-    return worker.result()
+    return Worker(work, what).wait(token, what, poll)
 
 
 def bounded(work: Callable[[], T], seconds: float, what: str) -> T | None:
