@@ -191,6 +191,34 @@ def test_render_embeds_images_widgets_and_banners(tmp_path: Path) -> None:
     assert "This run did not finish" in page
 
 
+def test_the_page_is_nbconverts_html_exporter_page(tmp_path: Path) -> None:
+    """nbjob's faster path (no whole-page BeautifulSoup pass, no bleach over pygments' output)
+    gives HTMLExporter's page: the same document once both are parsed, for code with markup
+    in it, ANSI streams, an image, an HTML output with its own <img>, an error."""
+    from bs4 import BeautifulSoup
+    from nbconvert import HTMLExporter
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    image = base64.b64encode(png(4, 3, (200, 10, 10))).decode()
+    outputs = [
+        new_output("stream", name="stdout", text='<b>not bold</b> & "q"\n\x1b[1mbold\x1b[0m\n'),
+        new_output("display_data", data={"image/png": image, "text/plain": "<Figure>"}),
+        new_output("display_data", data={"text/html": '<p>t</p><img src="x.png" alt="given">'}),
+        new_output("error", ename="ValueError", evalue="bad <x>", traceback=["ValueError: <x>"]),
+    ]
+    code = "print('<b>not bold</b> & \"q\"')\nx = '<script>alert(1)</script>'  # <i>"
+    cells = [new_code_cell(code, outputs=outputs, execution_count=i) for i in (1, 2, 3)]
+    nb = new_notebook(cells=cells)
+    nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    ours = report.render(nb).decode()
+    theirs, _ = HTMLExporter(template_name="lab", embed_images=True).from_notebook_node(nb)
+    assert ours.count('tabindex="0"') == 3 * (1 + len(outputs))  # each input and output
+    assert ours.count(f'alt="{report.NO_ALT}"') == 3 and ours.count('alt="given"') == 3
+    assert "&lt;script&gt;" in ours and "<script>alert" not in ours
+    parse = lambda page: str(BeautifulSoup(page, "html.parser"))  # noqa: E731
+    assert parse(ours) == parse(theirs)
+
+
 def test_nbconvert_is_not_imported_when_nbjob_starts() -> None:
     code = "import sys, nbjob.cli, nbjob.job; print('nbconvert' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
