@@ -59,6 +59,7 @@ RUNNER_LABELS: dict[str, str] = {
     "nbclient": "jupyter execute",
 }
 MIB = 1024 * 1024
+NO_RATIO = {"output_mib", "final_visible", "log_kib", "widget_models"}  # facts, not costs
 RSS_LIMIT_MIB = 150.0
 B_LIMIT_S = 5.0
 B_MIN_SPEEDUP = 20.0
@@ -641,6 +642,8 @@ def _cell(
     if value is None:
         if entry["runs"] == 0:
             return "n/a (not run)"
+        if entry["ok"] == entry["runs"]:
+            return "—"  # every run went well: this runner has no such figure (nbjob's log)
         return f"n/a ({entry['runs'] - entry['ok']}/{entry['runs']} failed)"
     return f"{value:.{digits}f}"
 
@@ -688,7 +691,7 @@ def render_markdown(
             pm = _median(summary, scn, "papermill", key)
             nc = _median(summary, scn, "nbclient", key)
             cells = [_cell(summary, scn, r, key, digits) for r in RUNNERS]
-            ratios = ["", ""] if key == "output_mib" else [_ratio(pm, nj), _ratio(nc, nj)]
+            ratios = ["", ""] if key in NO_RATIO else [_ratio(pm, nj), _ratio(nc, nj)]
             title = SCENARIO_TITLES[scn] if i == 0 else ""
             lines.append(
                 f"| {title} | {label} | {reps if i == 0 else ''} | {' | '.join(cells)} | "
@@ -876,7 +879,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated subset of: " + ", ".join(RUNNERS),
     )
     p.add_argument(
-        "--scenarios", default="a,d,b,c", help="comma-separated subset of a, b, c, d, e, f"
+        "--scenarios", default="a,d,b,c,e,f", help="comma-separated subset of a, b, c, d, e, f"
     )
     p.add_argument(
         "--nbjob-bin",
