@@ -14,6 +14,7 @@ import json
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -149,9 +150,14 @@ class KernelSession(ABC):
     # -- background start ----------------------------------------------------------------------
 
     def start_in_background(self) -> None:
+        self._in_background(self.start)
+
+    def _in_background(self, work: Callable[[], None]) -> None:
+        """``work()`` on the start thread; what it raises, ``wait_started`` raises."""
+
         def target() -> None:
             try:
-                self.start()
+                work()
             except BaseException as exc:
                 self._error = exc
 

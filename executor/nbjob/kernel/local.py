@@ -137,15 +137,7 @@ class LocalKernel(KernelSession):
         except BaseException as exc:  # raised by wait_started, as a background error would be
             self._error = exc
             return
-
-        def target() -> None:
-            try:
-                self._handshake()
-            except BaseException as exc:
-                self._error = exc
-
-        self._thread = threading.Thread(target=target, name="kernel-start", daemon=True)
-        self._thread.start()
+        self._in_background(self._handshake)
 
     def _launch(self) -> None:
         """Start the kernel process (its own process group, Unix sockets when possible)."""
