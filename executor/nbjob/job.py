@@ -285,10 +285,12 @@ class Job:
             else:
                 self._beside_earlier_attempts()
         error = self._close_record(error)
-        ending = self._end_kernel(error)
+        if error is not None and not stopping:  # a failed run's kernel is not needed
+            self.kernel.shutdown(grace=0)
         if self.s.identity.canonical and self.s.identity.multi:  # peers see this rank's end
             self.results.checkpoint(self.nb, self.record.to_json())  # while it waits for theirs
         ranks.record_ranks(self.record, self.storage, self.s, lambda: self.token.requested)
+        ending = self._end_kernel(error)  # after the peers: this kernel may hold their store
         if stopping:
             deadline = time.monotonic() + max(1.0, self.token.remaining(self.s.stop_grace) - 1.0)
         else:
@@ -350,13 +352,10 @@ class Job:
         platforms.write_termination_message(self.s.termination_log, logs.redact(message or ""))
 
     def _end_kernel(self, error: NbjobError | None) -> stop.Worker[None] | None:
-        """The cells are done: a failed run's kernel is killed; a finished one shuts down (its
-        exit handlers run) while the results are written, in a worker returned here. After a
-        stop the results come first (``_stop_kernel``)."""
-        if self.token.requested:
-            return None
-        if error is not None:
-            self.kernel.shutdown(grace=0)
+        """A finished run's kernel shuts down (its exit handlers run) while the results are
+        written, in the worker returned here. After a stop the results come first
+        (``_stop_kernel``); a failed run's kernel is killed already."""
+        if self.token.requested or error is not None:
             return None
         return stop.Worker(lambda: self.kernel.shutdown(3.0), "the kernel's shutdown")
 
