@@ -208,7 +208,11 @@ class Job:
 
         cwd = bundle.notebook.parent.resolve()
         kernel = stop.wait_for(
-            self.token, lambda: self._kernel_at(name, cwd, bundle.root), "the kernel start"
+            self.token,
+            lambda: prepare.kernel_at(
+                self.kernel, name, cwd, bundle.root, self._replace_kernel, self.log
+            ),
+            "the kernel start",
         )
         self.record.kernel_ready(name, kernel.language, kernel.info, kernel.describe())
         if kernel.language == "python":  # the number may be known only now (the destination's)
@@ -225,34 +229,10 @@ class Job:
             kernel, bundle.root, s.require_gpu, self.token, self.record, self.log
         )
 
-    def _kernel_at(self, name: str, cwd: Path, root: Path) -> kernels.KernelSession:
-        """The started kernel, replaced when the notebook needs another one or folder.
-
-        The bundle's files reach the kernel's folder first (a remote kernel gets a copy).
-        """
-        kernel = self.kernel
-        try:
-            kernel.wait_started()
-            if kernel.name == name and (kernel.cwd == cwd or kernel.language == "python"):
-                return self._in_folder(kernel, cwd, root)
-        except NbjobError:
-            if kernel.name == name:
-                raise
-        kernel.shutdown(grace=0)
+    def _replace_kernel(self, name: str, cwd: Path) -> kernels.KernelSession:
+        """Another kernel (not started yet), the job's from now on: a stop shuts it down."""
         self.kernel = self._new_kernel(name, cwd)
-        self.kernel.start()
-        return self._in_folder(self.kernel, cwd, root)
-
-    def _in_folder(
-        self, kernel: kernels.KernelSession, cwd: Path, root: Path
-    ) -> kernels.KernelSession:
-        started = time.monotonic()
-        if sent := kernel.upload_files(root):
-            seconds = round(time.monotonic() - started, 3)
-            self.log.info("files_uploaded", files=sent, seconds=seconds)
-        if kernel.cwd != cwd:  # notebook in a subfolder: Python can just change dir
-            kernel.chdir(cwd)
-        return kernel
+        return self.kernel
 
     def _execute(self) -> None:
         from nbjob.execute import Executor

@@ -10,13 +10,15 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nbjob import bundle as bundles
 from nbjob import params, results, stop
 from nbjob.config import Settings
-from nbjob.errors import GPUNotVisibleError, NotebookError
+from nbjob.errors import GPUNotVisibleError, NbjobError, NotebookError
+from nbjob.kernel import KernelSession
 from nbjob.storage import Storage, is_local, local_path
 
 
@@ -123,6 +125,39 @@ def inject_parameters(nb: Any, bundle: bundles.Bundle, s: Settings, log: Any) ->
     if unknown := params.inject(nb, merged, language):
         log.warning("unknown_parameters", names=unknown)
     return merged
+
+
+def kernel_at(
+    kernel: KernelSession,
+    name: str,
+    cwd: Path,
+    root: Path,
+    replace: Callable[[str, Path], KernelSession],
+    log: Any,
+) -> KernelSession:
+    """The started kernel, or ``replace(name, cwd)`` started when the notebook needs another
+    kernel or folder; the bundle's files reach the kernel's folder first (a remote kernel gets
+    a copy)."""
+    try:
+        kernel.wait_started()
+        if kernel.name == name and (kernel.cwd == cwd or kernel.language == "python"):
+            return _in_folder(kernel, cwd, root, log)
+    except NbjobError:
+        if kernel.name == name:
+            raise
+    kernel.shutdown(grace=0)
+    kernel = replace(name, cwd)
+    kernel.start()
+    return _in_folder(kernel, cwd, root, log)
+
+
+def _in_folder(kernel: KernelSession, cwd: Path, root: Path, log: Any) -> KernelSession:
+    started = time.monotonic()
+    if sent := kernel.upload_files(root):
+        log.info("files_uploaded", files=sent, seconds=round(time.monotonic() - started, 3))
+    if kernel.cwd != cwd:  # notebook in a subfolder: Python can just change dir
+        kernel.chdir(cwd)
+    return kernel
 
 
 def check_environment(
