@@ -51,7 +51,8 @@ BIN = Path(sys.executable).parent
 MARKER_VAR = "NBJOB_BENCH_RUN"
 # nbjob-noreport: nbjob without its end-of-run HTML report (the others write none), to show
 # what the report costs and what the execution alone costs.
-RUNNERS: tuple[str, ...] = ("nbjob", "nbjob-noreport", "papermill", "nbclient")
+NBJOB_RUNNERS: tuple[str, ...] = ("nbjob", "nbjob-noreport")
+RUNNERS: tuple[str, ...] = (*NBJOB_RUNNERS, "papermill", "nbclient")
 RUNNER_LABELS: dict[str, str] = {
     "nbjob": "nbjob run",
     "nbjob-noreport": "nbjob run --no-report",
@@ -80,7 +81,7 @@ NBJOB_BIN: list[Path] = [BIN / "nbjob"]  # --nbjob-bin replaces it
 
 def invocation(runner: str, notebook: Path, workdir: Path) -> Invocation:
     """The command line for one run of ``runner`` on ``notebook``, writing under ``workdir``."""
-    if runner in ("nbjob", "nbjob-noreport"):
+    if runner in NBJOB_RUNNERS:
         out_dir = workdir / "out"
         argv = [str(NBJOB_BIN[0]), "run", str(notebook), "--output", str(out_dir)]
         argv += ["--no-report"] if runner == "nbjob-noreport" else []
@@ -258,7 +259,7 @@ def _fidelity(result: RunResult, output: Path, runner: str) -> None:
         tail = text[-2000:]
         result.final_visible = E_FINAL in tail and f"{E_UPDATES}/{E_UPDATES}" in tail
         log = output.parent / "executor.log"
-        if runner.startswith("nbjob") and log.is_file():
+        if runner in NBJOB_RUNNERS and log.is_file():
             result.log_bytes = log.stat().st_size
     else:
         widgets = nb.metadata.get("widgets", {}).get(WIDGET_MIME, {})
@@ -539,7 +540,7 @@ def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]], cfg: Config)
                 )
             )
     if "b" in cfg.scenarios:
-        for runner in ("nbjob", "nbjob-noreport"):
+        for runner in NBJOB_RUNNERS:
             if runner in cfg.runners:
                 targets.append(faster_than_nbclient_on_b(runner))
     if "c" in cfg.scenarios:
@@ -936,11 +937,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[bench {time.monotonic() - started:7.1f}s] {msg}", flush=True)
 
     try:
-        if "nbjob" in runners:
+        if any(r in NBJOB_RUNNERS for r in runners):
             ok, why = nbjob_available()
             if not ok:
                 say(f"nbjob not usable, reporting it as n/a: {why}")
-                skipped.update({r: why for r in runners if r.startswith("nbjob")})
+                skipped.update({r: why for r in runners if r in NBJOB_RUNNERS})
         active = [r for r in runners if r not in skipped]
         for r in active:
             kernel_check[r] = kernel_check_run(

@@ -299,7 +299,7 @@ class LocalKernel(KernelSession):
 
     def exit_code(self) -> int | None:
         """None while running; the exit code (negative: signal) once the process ended."""
-        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        process = self._process()
         if process is not None:
             return process.poll()  # type: ignore[no-any-return,unused-ignore]
         return None if self.km is not None and self.km.is_alive() else -1
@@ -347,9 +347,13 @@ class LocalKernel(KernelSession):
             with contextlib.suppress(Exception):
                 self.km.shutdown_kernel(now=True)
 
+    def _process(self) -> Any:
+        """The kernel's ``Popen`` (jupyter_client's local provisioner), None before the launch."""
+        return getattr(getattr(self.km, "provisioner", None), "process", None)
+
     def _kill_group(self) -> None:
         """SIGKILL to the kernel's process group (its own session), touching nothing else."""
-        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        process = self._process()
         if process is not None and process.poll() is None:
             with contextlib.suppress(OSError):
                 os.killpg(process.pid, signal.SIGKILL)
