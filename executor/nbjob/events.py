@@ -10,13 +10,60 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Protocol, TypeAlias
 
-# Cell statuses, as run.json shows them.
-PENDING, RUNNING, COMPLETED, FAILED, EXITED, SKIPPED = (
-    "pending", "running", "completed", "failed", "exited", "skipped",
+
+class CellStatus(str, Enum):
+    """A code cell's status, as run.json shows it (a ``str``: it compares and serializes as
+    its value)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    EXITED = "exited"  # sys.exit(0) / SystemExit(0): the run ends early, as a success
+    SKIPPED = "skipped"
+    TIMED_OUT = "timed_out"
+    INTERRUPTED = "interrupted"
+    KERNEL_DIED = "kernel_died"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RunStatus(str, Enum):
+    """A run's status in run.json: ``running`` until it ends, then one per exit code
+    (``nbjob.errors``), ``unreadable`` for a run.json that could not be read."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    USAGE_ERROR = "usage_error"
+    INVALID_INPUT = "invalid_input"
+    TIMED_OUT = "timed_out"
+    KERNEL_DIED = "kernel_died"
+    STORAGE_ERROR = "storage_error"
+    ENVIRONMENT_UNFIT = "environment_unfit"
+    INTERNAL_ERROR = "internal_error"
+    STOPPED = "stopped"
+    PEER_LOST = "peer_lost"
+    UNREADABLE = "unreadable"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def final(self) -> bool:
+        return self not in (RunStatus.RUNNING, RunStatus.UNREADABLE)
+
+
+# The old names, until every module uses the enums.
+PENDING, RUNNING, COMPLETED, FAILED = (
+    CellStatus.PENDING, CellStatus.RUNNING, CellStatus.COMPLETED, CellStatus.FAILED,
 )  # fmt: skip
-TIMED_OUT, INTERRUPTED, KERNEL_DIED = "timed_out", "interrupted", "kernel_died"
+EXITED, SKIPPED, TIMED_OUT = CellStatus.EXITED, CellStatus.SKIPPED, CellStatus.TIMED_OUT
+INTERRUPTED, KERNEL_DIED = CellStatus.INTERRUPTED, CellStatus.KERNEL_DIED
 
 
 @dataclass(frozen=True)
