@@ -8,11 +8,12 @@ NPM_DIR   := .npm
 NPM_PKGS  := s3rver@3.7.1 azurite@3.37.0
 NPM_STAMP := $(NPM_DIR)/.installed-s3rver-3.7.1-azurite-3.37.0
 
-.PHONY: help venv npm-deps system-deps lint test test-fast demo bench images clean
+.PHONY: help venv npm-deps system-deps lint docs test test-fast demo bench images clean
 
 help:
 	@echo "make demo   - pack and run the example bundle; results in ./demo-output"
 	@echo "make test   - install everything the tests need, lint, type-check, run all tests"
+	@echo "make docs   - build the documentation site into ./site (mkdocs, warnings as errors)"
 	@echo "make bench  - nbjob vs papermill vs nbclient, artifact upload vs aws s3 sync; writes BENCHMARKS.md"
 	@echo "make images - build nbjob-base, then the torch and TF images on it (docker, else podman)"
 	@echo "              (CPU variant without a registry: make images IMAGES_FLAGS=--cpu)"
@@ -20,7 +21,7 @@ help:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/pip install -q -e '.[test,bench,docs]'
 	touch $@
 
 venv: $(STAMP) npm-deps
@@ -52,7 +53,11 @@ lint: venv
 	$(BIN)/ruff format --check executor
 	$(BIN)/mypy
 
-test: venv system-deps lint
+# The manual (docs/, mkdocs.yml); --strict: a warning (a broken link or anchor) is an error.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
+test: venv system-deps lint docs
 	$(BIN)/pytest -ra
 
 # Without the image builds and the Slurm / Ray cluster tests.
@@ -76,4 +81,4 @@ images: venv
 	bash tests/images/build.sh $(IMAGES_FLAGS)
 
 clean:
-	rm -rf $(VENV) $(NPM_DIR) demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(NPM_DIR) site demo-output .pytest_cache .mypy_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -214,10 +215,34 @@ def test_ffdl_run_without_arguments(tmp_path: Path) -> None:
     assert events(log_dir)[-1]["event"] == "run_end"
 
 
-def test_readme_documents_every_option() -> None:
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+ROOT = Path(__file__).parent.parent
+
+
+def test_docs_document_every_option() -> None:
+    # The manual's "Running a notebook" page holds the options table and the exit codes.
+    page = (ROOT / "docs" / "running" / "index.md").read_text()
     for opt in config.OPTIONS:
-        assert f"`{opt.flag}" in readme, opt.flag
-        assert opt.env in readme, opt.env
-    for code in (0, 1, 2, 3, 4, 5, 6, 7, 143):
-        assert f"\n| {code} |" in readme
+        assert f"`{opt.flag}" in page, opt.flag
+        assert opt.env in page, opt.env
+    for code in (0, 1, 2, 3, 4, 5, 6, 7, 143, 200):
+        assert f"\n| {code} |" in page
+
+
+def _anchors(markdown: str) -> set[str]:
+    """The heading anchors GitHub (and the docs site, mkdocs.yml's slugify) makes."""
+    headings = re.findall(r"^#{1,6} +(.+)$", markdown, flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_readme_links_resolve() -> None:
+    # README.md is the front page: every relative link leads to a file of the repository and,
+    # with a #fragment, to one of its headings (mkdocs build --strict checks those in docs/).
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", readme)
+    relative = [link.partition("#") for link in links if "://" not in link]
+    assert ("docs/running/index.md", "#", "exit-codes") in relative
+    for path, _, anchor in relative:
+        target = ROOT / path
+        assert target.exists(), path
+        if anchor:
+            assert anchor in _anchors(target.read_text()), f"{path}#{anchor}"
