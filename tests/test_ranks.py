@@ -154,12 +154,13 @@ def test_resolver_rejects_what_does_not_fit(
         platforms.resolve(env, flags)
 
 
+def shard(flag: int | None, env: dict[str, str]) -> tuple[int | None, str | None]:
+    placed = platforms.resolve(env, {"shard": flag})
+    return placed.shard, placed.shard_source
+
+
 def test_shard_sources_in_order() -> None:
     env = {"SLURM_ARRAY_TASK_ID": "2", "JOB_COMPLETION_INDEX": "5"}
-    def shard(flag: int | None, env: dict[str, str]) -> tuple[int | None, str | None]:
-        placed = platforms.resolve(env, {"shard": flag})
-        return placed.shard, placed.shard_source
-
     assert shard(7, env) == (7, "flags")
     assert shard(None, env) == (2, "SLURM_ARRAY_TASK_ID")
     assert shard(None, {"JOB_COMPLETION_INDEX": "5"}) == (5, "JOB_COMPLETION_INDEX")
