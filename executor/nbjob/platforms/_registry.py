@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from importlib.metadata import entry_points
 
 from nbjob.platforms._base import Platform
 from nbjob.platforms._ffdl import Ffdl
@@ -34,6 +33,8 @@ def plugins() -> tuple[type[Platform], ...]:
     One that cannot be loaded, or is not a ``Platform``, is left out with a warning: an
     installed package must not stop every run.
     """
+    from importlib.metadata import entry_points  # ~25 ms of imports: only when resolving
+
     found: list[type[Platform]] = []
     for point in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda p: p.name):
         try:
