@@ -173,11 +173,13 @@ def acme(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_a_plug_in_platform_is_asked_before_the_built_in_ones(acme: Path) -> None:
     env = {**KUBERNETES, "ACME_JOB": "acme-42", "ACME_INDEX": "1", "ACME_COUNT": "2"}
     env |= {"ACME_API_TOKEN": "s3cr3t", "ACME_QUEUE": "gpu", "ACME_TRY": "3"}
+    env |= {"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_RESTART_COUNT": "0"}
     placed = platforms.resolve(env)
     assert (placed.name, placed.run_id, placed.attempt) == ("acme", "acme-42", 3)
     assert placed.identity == platforms.Identity(1, 2, "ACME_INDEX")
     assert placed.info["ACME_QUEUE"] == "gpu" and "ACME_API_TOKEN" not in placed.info
-    # The flags and the launchers still come before a platform's rank.
+    # Its rank and attempt come before the built-in platforms' (Slurm's here); the flags and
+    # the launchers still come before any platform's rank.
     assert platforms.resolve({**env, "RANK": "0", "WORLD_SIZE": "4"}).identity.source == "RANK"
     # Not detected: the built-in platforms answer as without it.
     assert platforms.resolve(KUBERNETES).name == "kubernetes"
