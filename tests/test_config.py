@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from nbjob import config, params, platforms
 from nbjob.errors import ParameterError, UsageError
-from nbjob.identity import Identity
+from nbjob.platforms import Identity, _registry
 from test_run import events, nbjob, notebook, results
 
 
@@ -111,26 +111,26 @@ def test_ffdl_learner_conventions(tmp_path: Path) -> None:
 
 
 def test_platform_detectors_are_an_ordered_table() -> None:
-    names = [d.__name__ for d in platforms.DETECTORS]
-    assert names == ["_ffdl", "_slurm", "_kubeflow", "_kubernetes", "_ray", "_local"]
+    names = [p.name for p in _registry.DETECTION]
+    assert names == ["ffdl", "slurm", "volcano", "kubeflow", "kubernetes", "ray", "local"]
     # First match wins: a Slurm job inside Kubernetes is a Slurm job.
     env = {"SLURM_JOB_ID": "7", "KUBERNETES_SERVICE_HOST": "h", "RAY_JOB_ID": "r"}
-    assert platforms.detect(env).name == "slurm"
-    assert platforms.detect({"RAY_JOB_ID": "r"}).run_id == "r"
-    assert platforms.detect({"RAY_JOB_ID": "r", "RAY_JOB_SUBMISSION_ID": "s"}).run_id == "s"
+    assert platforms.resolve(env).name == "slurm"
+    assert platforms.resolve({"RAY_JOB_ID": "r"}).run_id == "r"
+    assert platforms.resolve({"RAY_JOB_ID": "r", "RAY_JOB_SUBMISSION_ID": "s"}).run_id == "s"
     # What a Ray Job's entrypoint gets (checked on a real cluster in tests/clusters/test_ray.py).
     config = {"runtime_env": {"env_vars": {"SECRET": "x"}}, "metadata": {"job_submission_id": "j"}}
-    ray = platforms.detect({"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(config)})
+    ray = platforms.resolve({"RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(config)})
     assert (ray.name, ray.run_id, ray.info) == ("ray", "j", {"RAY_JOB_SUBMISSION_ID": "j"})
     for broken in ("{", "[]", '{"metadata": {"job_submission_id": 3}}', "null"):
-        assert platforms.detect({"RAY_JOB_CONFIG_JSON_ENV_VAR": broken}).name == "local"
+        assert platforms.resolve({"RAY_JOB_CONFIG_JSON_ENV_VAR": broken}).name == "local"
 
 
 def test_attempt_numbers_from_platform_restart_counts() -> None:
-    assert platforms.detect({}).attempt is None
-    assert platforms.detect({"SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "2"}).attempt == 3
-    assert platforms.detect({"NBJOB_RESTART_COUNT": "0"}).attempt == 1
-    assert platforms.detect({"NBJOB_RESTART_COUNT": "x"}).attempt is None
+    assert platforms.resolve({}).attempt is None
+    assert platforms.resolve({"SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "2"}).attempt == 3
+    assert platforms.resolve({"NBJOB_RESTART_COUNT": "0"}).attempt == 1
+    assert platforms.resolve({"NBJOB_RESTART_COUNT": "x"}).attempt is None
     settings = config.resolve(
         {"source": "nb.ipynb"}, {"SLURM_JOB_ID": "7", "SLURM_RESTART_COUNT": "1"}
     )
@@ -179,7 +179,7 @@ def test_defaults_are_written_once() -> None:
     ],
 )
 def test_platform_detection(env: dict[str, str], name: str, rank_dir: str | None) -> None:
-    assert platforms.detect(env).name == name
+    assert platforms.resolve(env).name == name
     s = config.resolve({"source": "a.ipynb", "output": "s3://b/p"}, env)
     assert s.output == ("s3://b/p/" + rank_dir if rank_dir else "s3://b/p")
     assert s.dest == "s3://b/p"  # the canonical rank's folder, whatever this rank is

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from conftest import free_port, wait_until
 from helpers import make_notebook, read_json, run_nbjob, start_nbjob, stream_text
-from nbjob import config, identity, ranks
+from nbjob import config, platforms, ranks
 from nbjob.errors import (
     EXIT_CODES,
     CellExecutionError,
@@ -29,7 +29,7 @@ from nbjob.errors import (
     StoppedError,
     UsageError,
 )
-from nbjob.identity import Identity
+from nbjob.platforms import Identity
 from nbjob.stop import StopToken
 from nbjob.storage import Storage
 
@@ -133,7 +133,7 @@ def tf_config(cluster: dict[str, list[str]], kind: str, index: int) -> str:
     ],
 )
 def test_resolver_order(flags: dict[str, int], env: dict[str, str], expected: Identity) -> None:
-    assert identity.resolve(flags, env) == expected
+    assert platforms.resolve(env, flags).identity == expected
 
 
 @pytest.mark.parametrize(
@@ -151,15 +151,20 @@ def test_resolver_rejects_what_does_not_fit(
     flags: dict[str, int], env: dict[str, str], message: str
 ) -> None:
     with pytest.raises(UsageError, match=message):
-        identity.resolve(flags, env)
+        platforms.resolve(env, flags)
+
+
+def shard(flag: int | None, env: dict[str, str]) -> tuple[int | None, str | None]:
+    placed = platforms.resolve(env, {"shard": flag})
+    return placed.shard, placed.shard_source
 
 
 def test_shard_sources_in_order() -> None:
     env = {"SLURM_ARRAY_TASK_ID": "2", "JOB_COMPLETION_INDEX": "5"}
-    assert identity.shard(7, env) == (7, "flags")
-    assert identity.shard(None, env) == (2, "SLURM_ARRAY_TASK_ID")
-    assert identity.shard(None, {"JOB_COMPLETION_INDEX": "5"}) == (5, "JOB_COMPLETION_INDEX")
-    assert identity.shard(None, {}) == (None, None)
+    assert shard(7, env) == (7, "flags")
+    assert shard(None, env) == (2, "SLURM_ARRAY_TASK_ID")
+    assert shard(None, {"JOB_COMPLETION_INDEX": "5"}) == (5, "JOB_COMPLETION_INDEX")
+    assert shard(None, {}) == (None, None)
 
 
 def test_settings_place_each_rank_and_shard() -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from nbjob import config, identity, params
+from nbjob import config, params, platforms
 from nbjob.errors import EXIT_CODES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -327,7 +327,7 @@ def test_kubeflow_tfjob_manifest():
         for index in range(len(hosts)):
             env = {"TF_CONFIG": json.dumps({"cluster": cluster,
                                             "task": {"type": kind, "index": index}})}  # fmt: skip
-            me = identity.resolve({}, env)
+            me = platforms.resolve(env).identity
             assert me.world_size == 3 and me.source == "TF_CONFIG"
             seen[(kind, index)] = me.rank
     assert seen == {("chief", 0): 0, ("worker", 0): 1, ("worker", 1): 2}

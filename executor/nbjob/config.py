@@ -14,9 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from nbjob import identity, params, platforms, stop
+from nbjob import params, platforms, stop
 from nbjob.errors import UsageError
-from nbjob.identity import Identity
 from nbjob.storage import join
 
 
@@ -146,8 +145,14 @@ class Settings:
         ),
     )
     termination_log: str = field(
-        default=platforms.DEFAULT_TERMINATION_LOG,
-        metadata=_opt("--termination-log", str, "file that receives the one-line reason", "PATH"),
+        default="",
+        metadata=_opt(
+            "--termination-log",
+            str,
+            "file that receives the one-line reason (default: the platform's,"
+            " /dev/termination-log on Kubernetes)",
+            "PATH",
+        ),
     )
     log_format: str = field(
         default="auto",
@@ -281,11 +286,23 @@ class Settings:
     )
     # Not options: from the platform, and the parameters as given (merged at run time).
     parameters: params.ParameterSources = field(default_factory=params.ParameterSources)
-    log_dir: str | None = None
-    platform: platforms.Platform = field(default_factory=platforms.Platform)
-    identity: Identity = field(default_factory=Identity)
-    shard_source: str | None = None  # where ``shard`` came from
+    platform: platforms.Placement = field(default_factory=platforms.Placement)
     dest: str = ""  # the run's top folder (``output`` is under ranks/<r>/ for rank r > 0)
+
+    @property
+    def identity(self) -> platforms.Identity:
+        """This process's rank and world size (the platform's placement)."""
+        return self.platform.identity
+
+    @property
+    def shard_source(self) -> str | None:
+        """Where ``shard`` came from (``flags``, or a platform's array index)."""
+        return self.platform.shard_source
+
+    @property
+    def log_dir(self) -> str | None:
+        """A folder the platform collects logs from (FfDL's ``LOG_DIR``)."""
+        return self.platform.log_dir
 
 
 OPTIONS: tuple[Option, ...] = tuple(
@@ -309,7 +326,6 @@ def resolve(
     Parameters are only collected here (``params.ParameterSources``); the run merges and checks
     them (``params.merge``), so a bad one ends with run.json stored.
     """
-    platform = platforms.detect(env)
     values: dict[str, Any] = {}
     for opt in OPTIONS:
         if flags.get(opt.name) is not None:
@@ -322,16 +338,18 @@ def resolve(
             value = opt.default
         values[opt.name] = value
 
-    source = flags.get("source") or env.get("NBJOB_SOURCE") or platform.source
+    placed = platforms.resolve(env, values)
+    source = flags.get("source") or env.get("NBJOB_SOURCE") or placed.source
     if not source:
         raise UsageError("no notebook source given: pass SOURCE or set NBJOB_SOURCE")
-    run_id = values.pop("run_id") or platform.run_id or new_run_id()
-    values["attempt"] = values["attempt"] or platform.attempt
-    dest = values.pop("output") or platform.output or join("nbjob-output", run_id)
-    me = identity.resolve(values, env)
-    values["shard"], shard_source = identity.shard(values["shard"], env)
+    run_id = values.pop("run_id") or placed.run_id or new_run_id()
+    values["attempt"] = values["attempt"] or placed.attempt
+    values["termination_log"] = values["termination_log"] or placed.termination_log or ""
+    dest = values.pop("output") or placed.output or join("nbjob-output", run_id)
+    values["shard"] = placed.shard
     if values["shard"] is not None:
         dest = join(dest, f"shards/{values['shard']}")
+    me = placed.identity
     output = dest if me.canonical else join(dest, f"ranks/{me.rank}")
 
     sources = params.ParameterSources(
@@ -346,10 +364,7 @@ def resolve(
         run_id=run_id,
         parameters_file=sources.file,
         parameters=sources,
-        log_dir=platform.log_dir,
-        platform=platform,
-        identity=me,
-        shard_source=shard_source,
+        platform=placed,
         dest=dest,
         **values,
     )

@@ -1,6 +1,6 @@
 """The ranks of one multi-process run: one canonical result, the others beside it, lost peers.
 
-Rank 0 (see ``nbjob.identity``) writes its results at the top of the destination, exactly as a
+Rank 0 (see ``nbjob.platforms``) writes its results at the top of the destination, exactly as a
 single-process run; rank r > 0 writes the same set under ``ranks/<r>/`` (``config.resolve``
 places them). At its end rank 0 waits at most ``--ranks-wait`` seconds for the other ranks'
 final run.json and records every rank's status and exit code in its own run.json (``ranks``):
@@ -36,7 +36,7 @@ from nbjob.errors import (
     StoppedError,
     StorageError,
 )
-from nbjob.identity import Identity
+from nbjob.platforms import Identity
 from nbjob.stop import StopToken
 from nbjob.storage import Storage, join
 
