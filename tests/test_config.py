@@ -112,11 +112,15 @@ def test_ffdl_learner_conventions(tmp_path: Path) -> None:
 
 def test_platform_detectors_are_an_ordered_table() -> None:
     names = [p.name for p in _registry.DETECTION]
-    assert names == ["ffdl", "slurm", "volcano", "kubeflow", "kubernetes", "ray", "local"]
+    assert names == ["ffdl", "slurm", "volcano", "kubeflow", "ray", "kubernetes", "local"]
     # First match wins: a Slurm job inside Kubernetes is a Slurm job.
     env = {"SLURM_JOB_ID": "7", "KUBERNETES_SERVICE_HOST": "h", "RAY_JOB_ID": "r"}
     assert platforms.resolve(env).name == "slurm"
     assert platforms.resolve({"RAY_JOB_ID": "r"}).run_id == "r"
+    # A KubeRay pod is in Kubernetes: it is a Ray job, with Kubernetes' termination file.
+    kuberay = platforms.resolve({"KUBERNETES_SERVICE_HOST": "h", "RAY_JOB_SUBMISSION_ID": "s"})
+    assert (kuberay.name, kuberay.run_id) == ("ray", "s")
+    assert kuberay.termination_log == "/dev/termination-log"
     assert platforms.resolve({"RAY_JOB_ID": "r", "RAY_JOB_SUBMISSION_ID": "s"}).run_id == "s"
     # What a Ray Job's entrypoint gets (checked on a real cluster in tests/clusters/test_ray.py).
     config = {"runtime_env": {"env_vars": {"SECRET": "x"}}, "metadata": {"job_submission_id": "j"}}

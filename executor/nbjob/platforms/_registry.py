@@ -17,8 +17,9 @@ ENTRY_POINT_GROUP = "nbjob.platforms"
 
 # Detection: the first that says yes is the platform. A platform that runs on another comes
 # before it: FfDL, Volcano and Kubeflow run on Kubernetes; Volcano's pytorch and tensorflow
-# plugins set Kubeflow's variables too; a Slurm job inside Kubernetes is a Slurm job.
-DETECTION: tuple[type[Platform], ...] = (Ffdl, Slurm, Volcano, Kubeflow, Kubernetes, Ray, Local)
+# plugins set Kubeflow's variables too; a Slurm job inside Kubernetes is a Slurm job; a Ray
+# job on KubeRay is a Ray job (its run id is the submission id).
+DETECTION: tuple[type[Platform], ...] = (Ffdl, Slurm, Volcano, Kubeflow, Ray, Kubernetes, Local)
 
 # Rank, shard and attempt: asked of every platform in this order, detected or not (their
 # variables are each platform's own, and a learner may lack what FfDL's detection needs). The

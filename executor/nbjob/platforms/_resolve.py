@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from nbjob.errors import UsageError
 from nbjob.platforms import _launchers, _registry
-from nbjob.platforms._base import Identity, Platform, checked, restarts
+from nbjob.platforms._base import KUBERNETES_TERMINATION_LOG, Identity, Platform, checked, restarts
 
 # Recorded whatever the platform (never credentials): the host and the GPUs it was given.
 COMMON_RECORDED = (
@@ -83,8 +83,13 @@ def resolve(env: Mapping[str, str], flags: Mapping[str, Any] | None = None) -> P
         shard_source=shard[1] if shard else None,
         attempt=attempt,
         info=_info(env, asked, platform),
-        termination_log=platform.termination_log,
+        termination_log=platform.termination_log or _kubernetes_file(env),
         source=platform.source(),
         output=platform.output(),
         log_dir=platform.log_dir(),
     )
+
+
+def _kubernetes_file(env: Mapping[str, str]) -> str | None:
+    """Any platform run in a Kubernetes container (a KubeRay pod, say) has its termination file."""
+    return KUBERNETES_TERMINATION_LOG if "KUBERNETES_SERVICE_HOST" in env else None
