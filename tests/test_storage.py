@@ -26,7 +26,7 @@ from botocore.exceptions import ClientError
 from conftest import ACCESS_KEY, REGION, SECRET_KEY, S3Server, wait_until
 from helpers import make_zip, notebook_json, read_json, run_nbjob, start_nbjob, stream_text
 from nbjob.errors import InvalidInputError, StorageError
-from nbjob.storage import Storage
+from nbjob.storage import Options, Storage
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -227,7 +227,7 @@ def test_s3_errors_that_retrying_cannot_fix(
     """No key, no bucket, no credentials: a clear error at once, not five tries with backoff."""
     for name, value in s3_server.env.items():
         monkeypatch.setenv(name, value)
-    storage = Storage(s3_server.endpoint_url)
+    storage = Storage(Options(s3_server.endpoint_url))
     with pytest.raises(InvalidInputError, match="needs an object key"):
         storage.fetch(f"s3://{bucket}", tmp_path)
     (tmp_path / "f.txt").write_text("x")
@@ -237,7 +237,7 @@ def test_s3_errors_that_retrying_cannot_fix(
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(StorageError, match="credentials") as info:
-        Storage(s3_server.endpoint_url).fetch(f"s3://{bucket}/bundle.zip", tmp_path)
+        Storage(Options(s3_server.endpoint_url)).fetch(f"s3://{bucket}/bundle.zip", tmp_path)
     assert "tries" not in info.value.reason
 
 

@@ -17,7 +17,8 @@ from typing import Any
 from nbjob import identity, params, platforms, stop
 from nbjob.errors import UsageError
 from nbjob.identity import Identity
-from nbjob.storage import join
+from nbjob.storage import Options as StorageOptions
+from nbjob.storage import check_destination, check_source, join
 
 
 def _positive_float(text: str) -> float:
@@ -55,6 +56,12 @@ def _bool(text: str) -> bool:
     if low in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("expected true/false")
+
+
+def _addressing_style(text: str) -> str:
+    if text not in ("auto", "path", "virtual"):
+        raise ValueError("expected auto, path or virtual")
+    return text
 
 
 def _log_format(text: str) -> str:
@@ -164,6 +171,15 @@ class Settings:
             "--s3-endpoint-url", str, "S3-compatible endpoint (IBM COS, MinIO, Ceph)", "URL"
         ),
     )
+    s3_addressing_style: str = field(
+        default="auto",
+        metadata=_opt(
+            "--s3-addressing-style",
+            _addressing_style,
+            "S3 bucket addressing: auto, path or virtual (host)",
+            "STYLE",
+        ),
+    )
     max_output_bytes: int = field(
         default=1_000_000,
         metadata=_opt(
@@ -233,6 +249,15 @@ class Settings:
             "SECONDS",
         ),
     )
+    storage_attempts: int = field(
+        default=5,
+        metadata=_opt(
+            "--storage-attempts",
+            _positive_int,
+            "tries of each storage operation, the first included",
+            "N",
+        ),
+    )
     attempt: int | None = field(
         default=None,
         metadata=_opt(
@@ -287,6 +312,11 @@ class Settings:
     shard_source: str | None = None  # where ``shard`` came from
     dest: str = ""  # the run's top folder (``output`` is under ranks/<r>/ for rank r > 0)
 
+    @property
+    def storage_options(self) -> StorageOptions:
+        """How this run's storage reaches its stores (``Storage(settings.storage_options)``)."""
+        return _storage_options({name: getattr(self, name) for name in _STORAGE})
+
 
 OPTIONS: tuple[Option, ...] = tuple(
     replace(f.metadata["option"], name=f.name, default=f.default)
@@ -310,17 +340,7 @@ def resolve(
     them (``params.merge``), so a bad one ends with run.json stored.
     """
     platform = platforms.detect(env)
-    values: dict[str, Any] = {}
-    for opt in OPTIONS:
-        if flags.get(opt.name) is not None:
-            value = flags[opt.name]
-            if isinstance(value, str):
-                value = _parse(opt, value, opt.flag)
-        elif env.get(opt.env, "") != "":
-            value = _parse(opt, env[opt.env], opt.env)
-        else:
-            value = opt.default
-        values[opt.name] = value
+    values = {opt.name: _value(opt, flags, env) for opt in OPTIONS}
 
     source = flags.get("source") or env.get("NBJOB_SOURCE") or platform.source
     if not source:
@@ -328,6 +348,10 @@ def resolve(
     run_id = values.pop("run_id") or platform.run_id or new_run_id()
     values["attempt"] = values["attempt"] or platform.attempt
     dest = values.pop("output") or platform.output or join("nbjob-output", run_id)
+    # Ends a backend cannot serve (an https:// destination) are usage errors now, before the
+    # run starts its kernel, not failures of a run that could store nothing.
+    check_source(source)
+    check_destination(dest)
     me = identity.resolve(values, env)
     values["shard"], shard_source = identity.shard(values["shard"], env)
     if values["shard"] is not None:
@@ -353,6 +377,35 @@ def resolve(
         dest=dest,
         **values,
     )
+
+
+# The settings ``Settings.storage_options`` is built from.
+_STORAGE = ("s3_endpoint_url", "s3_addressing_style", "storage_timeout", "storage_attempts")
+
+
+def storage_options(flags: Mapping[str, Any], env: Mapping[str, str]) -> StorageOptions:
+    """Storage options from flags and ``NBJOB_*`` variables alone, for commands without a run
+    (``nbjob pack --upload``); a run uses ``Settings.storage_options``."""
+    return _storage_options({o.name: _value(o, flags, env) for o in OPTIONS if o.name in _STORAGE})
+
+
+def _storage_options(values: Mapping[str, Any]) -> StorageOptions:
+    return StorageOptions(
+        endpoint_url=values["s3_endpoint_url"],
+        timeout=values["storage_timeout"],
+        attempts=values["storage_attempts"],
+        addressing_style=values["s3_addressing_style"],
+    )
+
+
+def _value(opt: Option, flags: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    """One option's value: the flag (None: not given), else its variable, else the default."""
+    if flags.get(opt.name) is not None:
+        value = flags[opt.name]
+        return _parse(opt, value, opt.flag) if isinstance(value, str) else value
+    if env.get(opt.env, "") != "":
+        return _parse(opt, env[opt.env], opt.env)
+    return opt.default
 
 
 def _parse(opt: Option, text: str, origin: str) -> Any:

@@ -23,6 +23,7 @@ import pytest
 from conftest import free_port, wait_until
 from helpers import make_zip, notebook_json, read_json, run_nbjob, start_nbjob, stream_text
 from nbjob import logs
+from nbjob.config import storage_options
 from nbjob.errors import InvalidInputError, StorageError
 from nbjob.storage import REGISTRY, Storage, backend_class, join
 from stores import Store
@@ -134,7 +135,7 @@ def test_big_file_round_trip(store: Store, tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "big.bin").write_bytes(data)
     root = store.new_root()
     url = join(root, "deep/er/big.bin")
-    storage = Storage(store.endpoint_url)
+    storage = Storage(storage_options({}, store.env))
     storage.put_file(url, tmp_path / "big.bin")
     assert store.get(url) == data
     (tmp_path / "down").mkdir()
@@ -368,7 +369,7 @@ def test_get_bytes_and_list(store: Store, monkeypatch: pytest.MonkeyPatch) -> No
     root = store.new_root()
     for name in ("run/run.json", "run/artifacts/a.bin", "run/artifacts/sub/b.bin", "other/x"):
         store.put(join(root, name), name.encode())
-    storage = Storage(store.endpoint_url)
+    storage = Storage(storage_options({}, store.env))
     assert storage.get_bytes(join(root, "run/run.json")) == b"run/run.json"
     assert storage.get_bytes(join(root, "run/missing.json")) is None
     assert storage.list_names(join(root, "run/artifacts")) == ["a.bin", "sub/b.bin"]
