@@ -174,9 +174,19 @@ class Storage:
             raise StorageError(f"cannot write results to {logs.redact(url)}: use {_targets()}")
         return backend
 
+    def _able(self, url: str, capability: Capability) -> Backend:
+        """The backend for ``url`` when it declares ``capability`` (a read, a listing)."""
+        backend = self.backend(url)
+        if capability not in backend.capabilities:
+            can = " and ".join(sorted(c.value for c in backend.capabilities)) or "nothing"
+            raise StorageError(
+                f"cannot {capability.value} {logs.redact(url)}: {scheme(url)}:// can {can} only"
+            )
+        return backend
+
     def fetch(self, url: str, dest_dir: Path) -> Path:
         """Return a local path holding ``url``: local paths as they are, remote ones downloaded."""
-        return self.backend(url).fetch(url, dest_dir)
+        return self._able(url, Capability.READ).fetch(url, dest_dir)
 
     def put_bytes(self, url: str, data: bytes, content_type: str = "application/json") -> None:
         self._writer(url).put_bytes(url, data, content_type)
@@ -186,11 +196,11 @@ class Storage:
 
     def get_bytes(self, url: str) -> bytes | None:
         """The object at ``url``; None when there is none."""
-        return self.backend(url).get_bytes(url)
+        return self._able(url, Capability.READ).get_bytes(url)
 
     def list_names(self, url: str) -> list[str]:
         """Relative names of the objects under the folder ``url`` (none: empty)."""
-        return self.backend(url).list_names(url)
+        return self._able(url, Capability.LIST).list_names(url)
 
     def check_writable(self, url: str) -> None:
         """Fail early (before any cell runs) when the destination cannot be written."""
