@@ -58,7 +58,7 @@ def _bool(text: str) -> bool:
     raise ValueError("expected true/false")
 
 
-def _addressing_style(text: str) -> str:
+def _style(text: str) -> str:
     if text not in ("auto", "path", "virtual"):
         raise ValueError("expected auto, path or virtual")
     return text
@@ -174,10 +174,7 @@ class Settings:
     s3_addressing_style: str = field(
         default="auto",
         metadata=_opt(
-            "--s3-addressing-style",
-            _addressing_style,
-            "S3 bucket addressing: auto, path or virtual (host)",
-            "STYLE",
+            "--s3-addressing-style", _style, "S3 addressing: auto, path, virtual", "STYLE"
         ),
     )
     max_output_bytes: int = field(
@@ -251,12 +248,7 @@ class Settings:
     )
     storage_attempts: int = field(
         default=5,
-        metadata=_opt(
-            "--storage-attempts",
-            _positive_int,
-            "tries of each storage operation, the first included",
-            "N",
-        ),
+        metadata=_opt("--storage-attempts", _positive_int, "tries of each storage operation", "N"),
     )
     attempt: int | None = field(
         default=None,
@@ -315,7 +307,7 @@ class Settings:
     @property
     def storage_options(self) -> StorageOptions:
         """How this run's storage reaches its stores (``Storage(settings.storage_options)``)."""
-        return _storage_options({name: getattr(self, name) for name in _STORAGE})
+        return StorageOptions.of(vars(self))
 
 
 OPTIONS: tuple[Option, ...] = tuple(
@@ -379,23 +371,11 @@ def resolve(
     )
 
 
-# The settings ``Settings.storage_options`` is built from.
-_STORAGE = ("s3_endpoint_url", "s3_addressing_style", "storage_timeout", "storage_attempts")
-
-
 def storage_options(flags: Mapping[str, Any], env: Mapping[str, str]) -> StorageOptions:
     """Storage options from flags and ``NBJOB_*`` variables alone, for commands without a run
     (``nbjob pack --upload``); a run uses ``Settings.storage_options``."""
-    return _storage_options({o.name: _value(o, flags, env) for o in OPTIONS if o.name in _STORAGE})
-
-
-def _storage_options(values: Mapping[str, Any]) -> StorageOptions:
-    return StorageOptions(
-        endpoint_url=values["s3_endpoint_url"],
-        timeout=values["storage_timeout"],
-        attempts=values["storage_attempts"],
-        addressing_style=values["s3_addressing_style"],
-    )
+    names = StorageOptions.SETTINGS.values()
+    return StorageOptions.of({o.name: _value(o, flags, env) for o in OPTIONS if o.name in names})
 
 
 def _value(opt: Option, flags: Mapping[str, Any], env: Mapping[str, str]) -> Any:

@@ -130,7 +130,7 @@ def check_destination(url: str, origin: str = "--output") -> None:
         what = (
             "are read-only (sources only)"
             if can == SOURCE_NEEDS
-            else "cannot be " + " or ".join(sorted(c.value for c in DESTINATION_NEEDS - can))
+            else "cannot " + " or ".join(sorted(c.value for c in DESTINATION_NEEDS - can))
         )
         raise UsageError(f"{where}: {kind}:// destinations {what}; use {_targets()}")
 

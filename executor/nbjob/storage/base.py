@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from nbjob.errors import InvalidInputError
@@ -43,6 +43,19 @@ class Options:
     timeout: float = TIMEOUT_S  # --storage-timeout
     attempts: int = ATTEMPTS  # --storage-attempts, per operation
     addressing_style: str = "auto"  # --s3-addressing-style: auto, path or virtual
+
+    # The setting (a ``config.Settings`` field) each option comes from.
+    SETTINGS: ClassVar[dict[str, str]] = {
+        "endpoint_url": "s3_endpoint_url",
+        "timeout": "storage_timeout",
+        "attempts": "storage_attempts",
+        "addressing_style": "s3_addressing_style",
+    }
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> Options:
+        """The options in ``settings`` (setting name -> value)."""
+        return cls(**{option: settings[name] for option, name in cls.SETTINGS.items()})
 
 
 class Capability(str, Enum):
