@@ -1,14 +1,14 @@
 """Read and write by URL; one backend per kind of store, chosen by the URL's scheme.
 
-============  ===========================  =====================================  ==========
+============  ===========================  ======================================  =================
 scheme        backend                      module (client, imported on first use)  can do
-============  ===========================  =====================================  ==========
-(none), file  local paths                  ``local.py``                           all three
-http(s)       GET, e.g. presigned URLs     ``http.py`` (urllib3)                  read
-s3            S3 and S3-compatible stores  ``s3.py`` (boto3)                      all three
-gs            Google Cloud Storage         ``gcs.py`` (google-cloud-storage)      all three
-az, abfs(s)   Azure Blob Storage           ``azure.py`` (azure-storage-blob)      all three
-============  ===========================  =====================================  ==========
+============  ===========================  ======================================  =================
+(none), file  local paths                  ``local.py``                            read, list, write
+http(s)       GET, e.g. presigned URLs     ``http.py`` (urllib3)                   read
+s3            S3 and S3-compatible stores  ``s3.py`` (boto3)                       read, list, write
+gs            Google Cloud Storage         ``gcs.py`` (google-cloud-storage)       read, list, write
+az, abfs(s)   Azure Blob Storage           ``azure.py`` (azure-storage-blob)       read, list, write
+============  ===========================  ======================================  =================
 
 Add a backend in one file: a module with a ``Backend`` subclass (``base.py``) and one line in
 ``REGISTRY``. ``Storage`` is the facade the rest of nbjob uses: one per run, built from the
