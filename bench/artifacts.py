@@ -77,9 +77,9 @@ def make_set(folder: Path, big_mb: int, small: int, small_kb: int) -> int:
 
 def nbjob_upload(folder: Path, endpoint: str, bucket: str) -> float:
     from nbjob.artifacts import ArtifactStream
-    from nbjob.storage import Storage
+    from nbjob.storage import Options, Storage
 
-    stream = ArtifactStream(Storage(endpoint), f"s3://{bucket}/artifacts", folder)
+    stream = ArtifactStream(Storage(Options(endpoint)), f"s3://{bucket}/artifacts", folder)
     started = time.monotonic()
     stream.flush()
     took = time.monotonic() - started

@@ -22,7 +22,7 @@ import pytest
 from conftest import S3Server, wait_until
 from helpers import make_zip, notebook_json, read_json, run_nbjob, start_nbjob
 from nbjob.artifacts import ArtifactStream, is_temporary, wait_idle
-from nbjob.storage import Storage
+from nbjob.storage import Options, Storage
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -88,7 +88,7 @@ def test_stream_sends_settled_files_and_never_temporary_ones(
     folder = tmp_path / "art"
     (folder / "sub").mkdir(parents=True)
     stream = ArtifactStream(
-        Storage(s3_server.endpoint_url), f"s3://{bucket}/a", folder, interval=0.1
+        Storage(Options(s3_server.endpoint_url)), f"s3://{bucket}/a", folder, interval=0.1
     ).start()
     try:
         (folder / "sub" / "m.json").write_text('{"a": 1}')
@@ -233,7 +233,8 @@ def test_a_file_replaced_often_by_rename_still_goes_up_during_the_run(
         monkeypatch.setenv(name, value)
     folder = tmp_path / "art"
     folder.mkdir()
-    stream = ArtifactStream(Storage(s3_server.endpoint_url), f"s3://{bucket}/a", folder).start()
+    storage = Storage(Options(s3_server.endpoint_url))
+    stream = ArtifactStream(storage, f"s3://{bucket}/a", folder).start()
     seen: set[bytes] = set()
     try:
         for step in range(120):  # a checkpoint every 50 ms for 6 s, never still for a scan

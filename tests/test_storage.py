@@ -25,8 +25,10 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from conftest import ACCESS_KEY, REGION, SECRET_KEY, S3Server, wait_until
 from helpers import make_zip, notebook_json, read_json, run_nbjob, start_nbjob, stream_text
-from nbjob.errors import InvalidInputError, StorageError
-from nbjob.storage import Storage
+from nbjob.config import resolve, storage_options
+from nbjob.errors import InvalidInputError, StorageError, UsageError
+from nbjob.storage import Capability, Options, Storage, check_destination, check_source
+from nbjob.storage.retry import with_retries
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -227,7 +229,7 @@ def test_s3_errors_that_retrying_cannot_fix(
     """No key, no bucket, no credentials: a clear error at once, not five tries with backoff."""
     for name, value in s3_server.env.items():
         monkeypatch.setenv(name, value)
-    storage = Storage(s3_server.endpoint_url)
+    storage = Storage(Options(s3_server.endpoint_url))
     with pytest.raises(InvalidInputError, match="needs an object key"):
         storage.fetch(f"s3://{bucket}", tmp_path)
     (tmp_path / "f.txt").write_text("x")
@@ -237,7 +239,7 @@ def test_s3_errors_that_retrying_cannot_fix(
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     with pytest.raises(StorageError, match="credentials") as info:
-        Storage(s3_server.endpoint_url).fetch(f"s3://{bucket}/bundle.zip", tmp_path)
+        Storage(Options(s3_server.endpoint_url)).fetch(f"s3://{bucket}/bundle.zip", tmp_path)
     assert "tries" not in info.value.reason
 
 
@@ -271,3 +273,87 @@ def test_sigterm_while_the_bundle_downloads(tmp_path: Path) -> None:
     record = read_json(out / "run.json")
     assert (record["status"], record["exit_code"]) == ("stopped", 143)
     assert "SIGTERM" in record["reason"] and record["cells"] == []
+
+
+# -- what a backend can do: checked before the run, from the settings --------------------------
+
+
+@pytest.mark.parametrize(
+    ("dest", "shown", "why"),
+    [
+        (
+            "https://example.org/x?X-Amz-Signature=nbjobFakeSig",
+            "https://example.org/x?X-Amz-Signature=REDACTED",
+            "https:// destinations are read-only (sources only)",
+        ),
+        ("ftp://example.org/x", "ftp://example.org/x", "unsupported scheme 'ftp'"),
+    ],
+    ids=["https", "unknown-scheme"],
+)
+def test_a_destination_that_cannot_be_written_is_a_usage_error_before_any_kernel(
+    tmp_path: Path, dest: str, shown: str, why: str
+) -> None:
+    """Exit 2 with one line saying why and what to use; no kernel (its sockets live under
+    --workdir, which the run makes first thing) and nothing written anywhere."""
+    nb = tmp_path / "nb.ipynb"
+    nb.write_bytes(notebook_json(["print('ran')"]))
+    workdir = tmp_path / "work"
+    result = run_nbjob("run", nb, "--output", dest, "--workdir", workdir, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"nbjob: error: --output {shown}: {why}; use a folder, s3://, gs:// or az://"
+    ]
+    assert not workdir.exists(), "the run started (a kernel, a workdir) before refusing"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nb.ipynb"]
+
+
+def test_https_reads_objects_and_says_it_cannot_list_or_write(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """What https:// declares (read) works through the facade; what it does not is refused."""
+    s3_server.client.put_object(Bucket=bucket, Key="run.json", Body=b'{"a": 1}')
+    storage = Storage()
+    url = presign(s3_server, bucket, "run.json")
+    assert storage.backend(url).capabilities == {Capability.READ}
+    assert storage.get_bytes(url) == b'{"a": 1}'
+    assert storage.get_bytes(presign(s3_server, bucket, "missing.json")) is None
+    assert storage.fetch(url, tmp_path).read_bytes() == b'{"a": 1}'
+    with pytest.raises(StorageError, match=r"cannot write results to http.*REDACTED: use a folder"):
+        storage.put_bytes(url, b"{}")
+    with pytest.raises(StorageError, match=r"cannot list http.*REDACTED: http:// can read only"):
+        storage.list_names(url)
+    check_source(url)  # a source: accepted
+    with pytest.raises(UsageError, match="read-only"):
+        check_destination(url)
+
+
+def test_storage_options_come_from_the_settings(s3_server: S3Server) -> None:
+    """Endpoint, time budget, tries and S3 addressing: flags or NBJOB_* variables, one object,
+    and the S3 client is made with them."""
+    env = {
+        "NBJOB_S3_ENDPOINT_URL": s3_server.endpoint_url,
+        "NBJOB_STORAGE_ATTEMPTS": "2",
+        "NBJOB_S3_ADDRESSING_STYLE": "path",
+    }
+    settings = resolve({"source": "nb.ipynb", "storage_timeout": "12"}, env)
+    options = settings.storage_options
+    assert options == Options(s3_server.endpoint_url, 12.0, 2, "path")
+    assert storage_options({"storage_timeout": "12"}, env) == options  # nbjob pack --upload
+    backend = Storage(options).backend("s3://b/k")
+    assert (backend.timeout, backend.read_timeout) == (12.0, 2.0)
+    client = backend.s3()  # type: ignore[attr-defined]
+    assert client.meta.endpoint_url == s3_server.endpoint_url
+    assert client.meta.config.s3["addressing_style"] == "path"
+    calls: list[int] = []
+
+    def refused() -> None:
+        calls.append(1)
+        raise ConnectionRefusedError("refused")
+
+    with pytest.raises(StorageError, match="failed after 2 tries: refused"):
+        with_retries(backend, "read", "s3://b/k", refused)
+    assert len(calls) == 2
+    assert resolve({"source": "nb.ipynb"}, {}).storage_options == Options()
+    for name, bad in (("NBJOB_STORAGE_ATTEMPTS", "0"), ("NBJOB_S3_ADDRESSING_STYLE", "vhost")):
+        with pytest.raises(UsageError, match=name):
+            resolve({"source": "nb.ipynb"}, {name: bad})

@@ -136,6 +136,7 @@ def _run(args: argparse.Namespace, token: stop.StopToken) -> int:
 
 
 def _pack(args: argparse.Namespace) -> int:
+    from nbjob.config import storage_options
     from nbjob.pack import pack
     from nbjob.params import ParameterSources, merge
     from nbjob.storage import Storage
@@ -155,7 +156,8 @@ def _pack(args: argparse.Namespace) -> int:
         url = args.upload.rstrip("/")
         if url.endswith("/") or not url.endswith((".zip", ".tar.gz", ".tgz")):
             url = f"{url}/{output.name}"
-        Storage(args.s3_endpoint_url).put_file(url, output)
+        options = storage_options({"s3_endpoint_url": args.s3_endpoint_url}, os.environ)
+        Storage(options).put_file(url, output)
         print(f"uploaded to {url}", file=sys.stderr)
         target = url
     print(f"nbjob run {target}")

@@ -16,7 +16,8 @@ from typing import Any
 
 from nbjob import params, platforms, stop
 from nbjob.errors import UsageError
-from nbjob.storage import join
+from nbjob.storage import Options as StorageOptions
+from nbjob.storage import check_destination, check_source, join
 
 
 def _positive_float(text: str) -> float:
@@ -54,6 +55,12 @@ def _bool(text: str) -> bool:
     if low in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("expected true/false")
+
+
+def _style(text: str) -> str:
+    if text not in ("auto", "path", "virtual"):
+        raise ValueError("expected auto, path or virtual")
+    return text
 
 
 def _log_format(text: str) -> str:
@@ -169,6 +176,12 @@ class Settings:
             "--s3-endpoint-url", str, "S3-compatible endpoint (IBM COS, MinIO, Ceph)", "URL"
         ),
     )
+    s3_addressing_style: str = field(
+        default="auto",
+        metadata=_opt(
+            "--s3-addressing-style", _style, "S3 addressing: auto, path, virtual", "STYLE"
+        ),
+    )
     max_output_bytes: int = field(
         default=1_000_000,
         metadata=_opt(
@@ -238,6 +251,10 @@ class Settings:
             "SECONDS",
         ),
     )
+    storage_attempts: int = field(
+        default=5,
+        metadata=_opt("--storage-attempts", _positive_int, "tries of each storage operation", "N"),
+    )
     attempt: int | None = field(
         default=None,
         metadata=_opt(
@@ -304,6 +321,11 @@ class Settings:
         """A folder the platform collects logs from (FfDL's ``LOG_DIR``)."""
         return self.platform.log_dir
 
+    @property
+    def storage_options(self) -> StorageOptions:
+        """How this run's storage reaches its stores (``Storage(settings.storage_options)``)."""
+        return StorageOptions.of(vars(self))
+
 
 OPTIONS: tuple[Option, ...] = tuple(
     replace(f.metadata["option"], name=f.name, default=f.default)
@@ -326,17 +348,7 @@ def resolve(
     Parameters are only collected here (``params.ParameterSources``); the run merges and checks
     them (``params.merge``), so a bad one ends with run.json stored.
     """
-    values: dict[str, Any] = {}
-    for opt in OPTIONS:
-        if flags.get(opt.name) is not None:
-            value = flags[opt.name]
-            if isinstance(value, str):
-                value = _parse(opt, value, opt.flag)
-        elif env.get(opt.env, "") != "":
-            value = _parse(opt, env[opt.env], opt.env)
-        else:
-            value = opt.default
-        values[opt.name] = value
+    values = {opt.name: _value(opt, flags, env) for opt in OPTIONS}
 
     placed = platforms.resolve(env, values)
     source = flags.get("source") or env.get("NBJOB_SOURCE") or placed.source
@@ -347,6 +359,10 @@ def resolve(
     values["termination_log"] = values["termination_log"] or placed.termination_log or ""
     dest = values.pop("output") or placed.output or join("nbjob-output", run_id)
     values["shard"] = placed.shard
+    # Ends a backend cannot serve (an https:// destination) are usage errors now, before the
+    # run starts its kernel, not failures of a run that could store nothing.
+    check_source(source)
+    check_destination(dest)
     if values["shard"] is not None:
         dest = join(dest, f"shards/{values['shard']}")
     me = placed.identity
@@ -368,6 +384,23 @@ def resolve(
         dest=dest,
         **values,
     )
+
+
+def storage_options(flags: Mapping[str, Any], env: Mapping[str, str]) -> StorageOptions:
+    """Storage options from flags and ``NBJOB_*`` variables alone, for commands without a run
+    (``nbjob pack --upload``); a run uses ``Settings.storage_options``."""
+    names = StorageOptions.SETTINGS.values()
+    return StorageOptions.of({o.name: _value(o, flags, env) for o in OPTIONS if o.name in names})
+
+
+def _value(opt: Option, flags: Mapping[str, Any], env: Mapping[str, str]) -> Any:
+    """One option's value: the flag (None: not given), else its variable, else the default."""
+    if flags.get(opt.name) is not None:
+        value = flags[opt.name]
+        return _parse(opt, value, opt.flag) if isinstance(value, str) else value
+    if env.get(opt.env, "") != "":
+        return _parse(opt, env[opt.env], opt.env)
+    return opt.default
 
 
 def _parse(opt: Option, text: str, origin: str) -> Any:

@@ -47,7 +47,7 @@ class Job:
         self.listeners = list(listeners)  # more consumers of cell events (MLflow, tests)
         self.t0 = time.monotonic()
         self.deadline = self.t0 + settings.timeout if settings.timeout else None
-        self.storage = Storage(settings.s3_endpoint_url, settings.storage_timeout)
+        self.storage = Storage(settings.storage_options)
         self.workdir = Path(settings.workdir or tempfile.mkdtemp(prefix="nbjob-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.record = RunRecord.start(

@@ -8,6 +8,7 @@ Cell stream output is logged as it arrives, so ``kubectl logs`` shows it live.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import os
 import re
@@ -22,17 +23,17 @@ _SECRET_QUERY = re.compile(
     r"(?i)([?&](?:x-amz-[a-z-]+|signature|awsaccesskeyid|x-goog-[a-z-]+|sig|se|sp|sv|sr|"
     r"token|access_token))=([^&\s'\"<>]*)"
 )
-# Environment variables whose values must never be written anywhere.
+# Environment variables whose values must never be written anywhere, besides the storage
+# backends' (each backend declares its own ``credential_env``; ``nbjob.storage`` registers them
+# here): the kernel gateway's token.
 SECRET_ENV = (
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_SECURITY_TOKEN",
-    "AWS_ACCESS_KEY_ID",
-    "COS_HMAC_SECRET_ACCESS_KEY",
-    "NBJOB_S3_SECRET_ACCESS_KEY",
     "NBJOB_GATEWAY_AUTH_TOKEN",
     "JUPYTER_GATEWAY_AUTH_TOKEN",
 )
+# Modules whose import registers their credentials (``register_secrets``): imported before the
+# first scrub, so redaction never depends on what the process happened to import. Their
+# declarations import no client library.
+_PROVIDERS = ("nbjob.storage",)
 
 
 # Credential values to scrub: read from the environment once by configure() (a run's environment
@@ -69,7 +70,14 @@ def register_secrets(
         _secrets[:] = _secret_values()
 
 
+def _load_providers() -> None:
+    for name in _PROVIDERS:
+        if name not in sys.modules:
+            importlib.import_module(name)
+
+
 def _secret_values() -> list[str]:
+    _load_providers()
     found = {v for k in SECRET_ENV if (v := os.environ.get(k, ""))}
     found.update(v for source in _secret_sources for v in source(os.environ))
     # Longest first: a connection string is replaced whole before the key inside it.
@@ -81,6 +89,8 @@ _USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)([^/\s:@]*):([^/\s@]+)@")
 
 def redact(text: str) -> str:
     """Remove signed-URL query secrets and known credential values from ``text``."""
+    if _secrets is None:
+        _load_providers()  # their secret parameters, before the first pattern is applied
     if "=" in text:
         text = _SECRET_QUERY.sub(r"\1=REDACTED", text)
     if "@" in text:  # user:password@ in any URL
@@ -116,6 +126,8 @@ def _may_need_redacting(text: str) -> bool:
     string is in the text too, escaped the same way: a secret (or its escaped form), a secret
     parameter's ``name=`` (looked for without the prefix or look-behind ``redact`` needs), a
     ``scheme://user:password@`` (escapes keep the characters its classes accept)."""
+    if _secrets is None:
+        _load_providers()
     if "=" in text and _ANY_SECRET_PARAM.search(text):
         return True
     if "@" in text and _USERINFO.search(text):

@@ -23,8 +23,19 @@ import pytest
 from conftest import free_port, wait_until
 from helpers import make_zip, notebook_json, read_json, run_nbjob, start_nbjob, stream_text
 from nbjob import logs
+from nbjob.config import storage_options
 from nbjob.errors import InvalidInputError, StorageError
-from nbjob.storage import REGISTRY, Storage, backend_class, join
+from nbjob.storage import (
+    REGISTRY,
+    Backend,
+    Capability,
+    Storage,
+    backend_class,
+    check_destination,
+    credential_env,
+    join,
+)
+from nbjob.storage.base import OPERATIONS
 from stores import Store
 
 pytestmark = pytest.mark.timeout(120)
@@ -134,7 +145,7 @@ def test_big_file_round_trip(store: Store, tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "big.bin").write_bytes(data)
     root = store.new_root()
     url = join(root, "deep/er/big.bin")
-    storage = Storage(store.endpoint_url)
+    storage = Storage(storage_options({}, store.env))
     storage.put_file(url, tmp_path / "big.bin")
     assert store.get(url) == data
     (tmp_path / "down").mkdir()
@@ -318,6 +329,35 @@ def test_unknown_scheme_names_the_supported_ones(tmp_path: Path) -> None:
     assert "unsupported scheme 'ftp'" in one_line(result.last_event["reason"])
 
 
+@pytest.mark.parametrize("kind", sorted(k for k in REGISTRY if k))
+def test_each_backend_does_what_it_declares(kind: str) -> None:
+    """A declared capability's operations are the backend's own; an undeclared one's are the
+    interface's (NotImplementedError), so a destination check never lets through a store that
+    would fail in the middle of a run."""
+    cls = backend_class(kind)
+    assert cls.capabilities, kind
+    for capability, methods in OPERATIONS.items():
+        for method in methods:
+            own = getattr(cls, method) is not getattr(Backend, method)
+            assert own == (capability in cls.capabilities), (kind, method)
+
+
+def test_one_registry_of_credential_variables() -> None:
+    """Each backend declares its credential variables once; the log's list does not repeat
+    them, and a process that imported only nbjob.logs scrubs them all the same."""
+    names = credential_env()
+    for kind in ("s3", "gs", "az"):
+        assert set(backend_class(kind).credential_env) <= set(names), kind
+    assert len(names) == len(set(names))
+    assert not set(logs.SECRET_ENV) & set(names)
+    env = {**os.environ, "AWS_SECRET_ACCESS_KEY": "nbjobFakeAws", "AZURE_STORAGE_KEY": "nbjobAz"}
+    code = "from nbjob import logs; print(logs.redact('a nbjobFakeAws b nbjobAz c ?sig=x'))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "a REDACTED b REDACTED c ?sig=REDACTED", out
+
+
 def test_client_libraries_are_imported_only_when_used(tmp_path: Path) -> None:
     """A run that never touches GCS or Azure never imports their (slow) libraries."""
     code = (
@@ -368,7 +408,10 @@ def test_get_bytes_and_list(store: Store, monkeypatch: pytest.MonkeyPatch) -> No
     root = store.new_root()
     for name in ("run/run.json", "run/artifacts/a.bin", "run/artifacts/sub/b.bin", "other/x"):
         store.put(join(root, name), name.encode())
-    storage = Storage(store.endpoint_url)
+    storage = Storage(storage_options({}, store.env))
+    # A destination: the store can read, list and write, as its backend declares.
+    assert storage.backend(root).capabilities == set(Capability)
+    check_destination(root)
     assert storage.get_bytes(join(root, "run/run.json")) == b"run/run.json"
     assert storage.get_bytes(join(root, "run/missing.json")) is None
     assert storage.list_names(join(root, "run/artifacts")) == ["a.bin", "sub/b.bin"]

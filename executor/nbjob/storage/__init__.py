@@ -1,18 +1,22 @@
 """Read and write by URL; one backend per kind of store, chosen by the URL's scheme.
 
-============  ===========================  =====================================
-scheme        backend                      module (client, imported on first use)
-============  ===========================  =====================================
-(none), file  local paths                  ``local.py``
-http(s)       GET, e.g. presigned URLs     ``http.py`` (urllib3)
-s3            S3 and S3-compatible stores  ``s3.py`` (boto3)
-gs            Google Cloud Storage         ``gcs.py`` (google-cloud-storage)
-az, abfs(s)   Azure Blob Storage           ``azure.py`` (azure-storage-blob)
-============  ===========================  =====================================
+============  ===========================  ======================================  =================
+scheme        backend                      module (client, imported on first use)  can do
+============  ===========================  ======================================  =================
+(none), file  local paths                  ``local.py``                            read, list, write
+http(s)       GET, e.g. presigned URLs     ``http.py`` (urllib3)                   read
+s3            S3 and S3-compatible stores  ``s3.py`` (boto3)                       read, list, write
+gs            Google Cloud Storage         ``gcs.py`` (google-cloud-storage)       read, list, write
+az, abfs(s)   Azure Blob Storage           ``azure.py`` (azure-storage-blob)       read, list, write
+============  ===========================  ======================================  =================
 
 Add a backend in one file: a module with a ``Backend`` subclass (``base.py``) and one line in
-``REGISTRY``. ``Storage`` is the facade the rest of nbjob uses: one per run, it makes each
-backend on first use, so a run that never touches GCS never imports Google's libraries.
+``REGISTRY``. ``Storage`` is the facade the rest of nbjob uses: one per run, built from the
+settings' ``Options``, it makes each backend on first use, so a run that never touches GCS never
+imports Google's libraries. ``check_source`` and ``check_destination`` hold a URL against what
+its backend declares it can do; the settings call them, before any kernel starts. The registry
+also gathers every backend's credential variables and secret parameters for the redaction in
+``nbjob.logs`` (``credential_env``).
 """
 
 from __future__ import annotations
@@ -22,16 +26,21 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from nbjob import logs
-from nbjob.errors import InvalidInputError, StorageError
+from nbjob.errors import InvalidInputError, StorageError, UsageError
 
-from .base import Backend
+from .base import Backend, Capability, Options
 from .local import local_path
 
 __all__ = [
     "REGISTRY",
     "Backend",
+    "Capability",
+    "Options",
     "Storage",
     "backend_class",
+    "check_destination",
+    "check_source",
+    "credential_env",
     "is_local",
     "join",
     "local_path",
@@ -76,18 +85,72 @@ def backend_class(kind: str) -> type[Backend]:
     return cls
 
 
+def _backend_classes() -> dict[type[Backend], str]:
+    """Each backend class once, with the first scheme it is registered for."""
+    classes: dict[type[Backend], str] = {}
+    for kind in REGISTRY:
+        classes.setdefault(backend_class(kind), kind)
+    return classes
+
+
+def _targets() -> str:
+    """Where results can go, for messages: "a folder, s3://, gs:// or az://"."""
+    names = [
+        f"{kind}://" if kind else "a folder"
+        for cls, kind in _backend_classes().items()
+        if cls.capabilities >= DESTINATION_NEEDS
+    ]
+    return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+
+
+# What a run does with each end: fetch its source; read and list earlier attempts at its
+# destination, then write its results there.
+SOURCE_NEEDS = frozenset({Capability.READ})
+DESTINATION_NEEDS = frozenset(Capability)
+
+
+def check_source(url: str) -> None:
+    """Refuse, as a usage error, a source whose backend cannot be read from. An unknown scheme
+    is left to the run (bad input, exit 3, with run.json stored at the destination)."""
+    kind = scheme(url)
+    if kind in REGISTRY and not backend_class(kind).capabilities >= SOURCE_NEEDS:
+        raise UsageError(f"{logs.redact(url)}: {kind}:// cannot be read (destinations only)")
+
+
+def check_destination(url: str, origin: str = "--output") -> None:
+    """Refuse, as a one-line usage error, a destination whose backend cannot read, list and
+    write (e.g. https://), or whose scheme no backend knows: called while the settings are
+    resolved, so no kernel is started for a run that could store nothing."""
+    kind = scheme(url)
+    where = f"{origin} {logs.redact(url)}"
+    if kind not in REGISTRY:
+        raise UsageError(f"{where}: unsupported scheme {kind!r}; use {_targets()}")
+    can = backend_class(kind).capabilities
+    if not can >= DESTINATION_NEEDS:
+        what = (
+            "are read-only (sources only)"
+            if can == SOURCE_NEEDS
+            else "cannot " + " or ".join(sorted(c.value for c in DESTINATION_NEEDS - can))
+        )
+        raise UsageError(f"{where}: {kind}:// destinations {what}; use {_targets()}")
+
+
+def credential_env() -> tuple[str, ...]:
+    """Every backend's credential variables (their values are scrubbed wherever nbjob writes)."""
+    return tuple(dict.fromkeys(n for cls in _backend_classes() for n in cls.credential_env))
+
+
 def _register_secrets() -> None:
     """Every backend's credential variables and secret URL parameters go to the redaction."""
-    for cls in {backend_class(kind) for kind in REGISTRY}:
+    for cls in _backend_classes():
         logs.register_secrets(cls.secret_values, cls.secret_params)
 
 
 class Storage:
     """One object per run: picks the backend for each URL and keeps it (and its client)."""
 
-    def __init__(self, endpoint_url: str | None = None, timeout: float | None = None) -> None:
-        self.endpoint_url = endpoint_url
-        self.timeout = timeout  # --storage-timeout (None: the backends' default, 60 s)
+    def __init__(self, options: Options | None = None) -> None:
+        self.options = options or Options()
         self._backends: dict[type[Backend], Backend] = {}
 
     def backend(self, url: str) -> Backend:
@@ -99,10 +162,7 @@ class Storage:
             )
         cls = backend_class(kind)
         if cls not in self._backends:
-            backend = cls(self.endpoint_url)
-            if self.timeout:
-                backend.timeout = self.timeout
-            self._backends[cls] = backend
+            self._backends[cls] = cls(self.options)
         return self._backends[cls]
 
     def _writer(self, url: str) -> Backend:
@@ -110,18 +170,23 @@ class Storage:
             backend = self.backend(url)
         except InvalidInputError:
             backend = None
-        if backend is None or not backend.writable:
-            targets = ", ".join(
-                f"{s}://" for s in REGISTRY if s and backend_class(s).writable and s != "file"
-            )
+        if backend is None or Capability.WRITE not in backend.capabilities:
+            raise StorageError(f"cannot write results to {logs.redact(url)}: use {_targets()}")
+        return backend
+
+    def _able(self, url: str, capability: Capability) -> Backend:
+        """The backend for ``url`` when it declares ``capability`` (a read, a listing)."""
+        backend = self.backend(url)
+        if capability not in backend.capabilities:
+            can = " and ".join(sorted(c.value for c in backend.capabilities)) or "nothing"
             raise StorageError(
-                f"cannot write results to {logs.redact(url)}: use a folder or {targets}"
+                f"cannot {capability.value} {logs.redact(url)}: {scheme(url)}:// can {can} only"
             )
         return backend
 
     def fetch(self, url: str, dest_dir: Path) -> Path:
         """Return a local path holding ``url``: local paths as they are, remote ones downloaded."""
-        return self.backend(url).fetch(url, dest_dir)
+        return self._able(url, Capability.READ).fetch(url, dest_dir)
 
     def put_bytes(self, url: str, data: bytes, content_type: str = "application/json") -> None:
         self._writer(url).put_bytes(url, data, content_type)
@@ -131,11 +196,11 @@ class Storage:
 
     def get_bytes(self, url: str) -> bytes | None:
         """The object at ``url``; None when there is none."""
-        return self.backend(url).get_bytes(url)
+        return self._able(url, Capability.READ).get_bytes(url)
 
     def list_names(self, url: str) -> list[str]:
         """Relative names of the objects under the folder ``url`` (none: empty)."""
-        return self.backend(url).list_names(url)
+        return self._able(url, Capability.LIST).list_names(url)
 
     def check_writable(self, url: str) -> None:
         """Fail early (before any cell runs) when the destination cannot be written."""

@@ -23,11 +23,12 @@ from .base import (
     CHUNK_THRESHOLD,
     CLIENT_TRIES,
     Backend,
+    Options,
     first_line,
     need_key,
     target_in,
 )
-from .retry import BACKOFF_S, RETRY_STATUS, attempts, with_retries
+from .retry import BACKOFF_S, RETRY_STATUS, with_retries
 
 EXAMPLE = "az://container/blob"
 _CONN_SECRETS = ("AccountKey", "SharedAccessSignature")
@@ -47,7 +48,6 @@ def split_az(url: str) -> tuple[str | None, str, str]:
 
 
 class AzureBackend(Backend):
-    schemes: ClassVar[tuple[str, ...]] = ("az", "abfs", "abfss")
     credential_env: ClassVar[tuple[str, ...]] = (
         "AZURE_STORAGE_CONNECTION_STRING",
         "AZURE_STORAGE_KEY",
@@ -57,8 +57,8 @@ class AzureBackend(Backend):
     # SAS tokens (sig=...) and the secret parts of a connection string.
     secret_params: ClassVar[tuple[str, ...]] = ("sig", *_CONN_SECRETS)
 
-    def __init__(self, endpoint_url: str | None = None) -> None:
-        super().__init__(endpoint_url)
+    def __init__(self, options: Options | None = None) -> None:
+        super().__init__(options)
         self._clients: dict[str | None, Any] = {}
 
     def service(self, account: str | None) -> Any:
@@ -70,7 +70,7 @@ class AzureBackend(Backend):
                 "retry_policy": LinearRetry(
                     backoff=BACKOFF_S,  # type: ignore[arg-type]  # seconds; a float works
                     random_jitter_range=0,
-                    retry_total=min(attempts(), CLIENT_TRIES) - 1,
+                    retry_total=min(self.options.attempts, CLIENT_TRIES) - 1,
                 ),
                 "connection_timeout": self.connect_timeout,
                 "read_timeout": self.read_timeout,

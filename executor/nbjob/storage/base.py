@@ -1,11 +1,14 @@
 """The Backend interface: what every storage implementation provides, and shared helpers.
 
 A backend is one class in one module (``local.py``, ``s3.py``...) listed in the registry in
-``nbjob/storage/__init__.py``. It knows its URL ``schemes``, the environment variables that hold
-its credentials (``credential_env``: their values are scrubbed from every log, record and
+``nbjob/storage/__init__.py``. It declares what it can do (``capabilities``: read, list, write;
+a destination is checked against them before the kernel starts), the environment variables that
+hold its credentials (``credential_env``: their values are scrubbed from every log, record and
 message) and the URL query / connection-string parameters that carry secrets
-(``secret_params``). Its ``classify`` tells the shared retry loop (``retry.py``) whether an
-exception is worth another try, with a one-line reason.
+(``secret_params``). Declarations are class attributes of modules that import no client library,
+so gathering them is cheap. Its ``classify`` tells the shared retry loop (``retry.py``) whether
+an exception is worth another try, with a one-line reason. ``Options`` (endpoint, time budget,
+tries) is built once from the settings and given to every backend.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from nbjob.errors import InvalidInputError
@@ -26,20 +31,69 @@ CHUNK_SIZE = 8 * 1024 * 1024
 CONNECT_TIMEOUT_S = 5.0  # at most; less with a short --storage-timeout
 TIMEOUT_S = 60.0  # --storage-timeout: how long the store may fail to answer before exit 6
 CLIENT_TRIES = 2  # tries of one request inside a client (the retry loop adds its own)
+ATTEMPTS = 5  # tries per operation, the first included (--storage-attempts)
+
+
+@dataclass(frozen=True)
+class Options:
+    """How every backend of a run reaches its store: one object, built from the settings
+    (``config.storage_options``), so no backend reads an ``NBJOB_*`` variable itself."""
+
+    endpoint_url: str | None = None  # --s3-endpoint-url (None: boto3's own, AWS_ENDPOINT_URL)
+    timeout: float = TIMEOUT_S  # --storage-timeout
+    attempts: int = ATTEMPTS  # --storage-attempts, per operation
+    addressing_style: str = "auto"  # --s3-addressing-style: auto, path or virtual
+
+    # The setting (a ``config.Settings`` field) each option comes from.
+    SETTINGS: ClassVar[dict[str, str]] = {
+        "endpoint_url": "s3_endpoint_url",
+        "timeout": "storage_timeout",
+        "attempts": "storage_attempts",
+        "addressing_style": "s3_addressing_style",
+    }
+
+    @classmethod
+    def of(cls, settings: Mapping[str, Any]) -> Options:
+        """The options in ``settings`` (setting name -> value)."""
+        return cls(**{option: settings[name] for option, name in cls.SETTINGS.items()})
+
+
+class Capability(str, Enum):
+    """What a backend can do with a URL; a run needs READ of its source and all three of its
+    destination (earlier attempts are read and listed there before results are written)."""
+
+    READ = "read"  # fetch, get_bytes
+    LIST = "list"  # list_names
+    WRITE = "write"  # put_bytes, put_file, check_writable
+
+
+# The Backend methods each capability stands for (a backend overrides exactly these).
+OPERATIONS: dict[Capability, tuple[str, ...]] = {
+    Capability.READ: ("fetch", "get_bytes"),
+    Capability.LIST: ("list_names",),
+    Capability.WRITE: ("put_bytes", "put_file"),
+}
 
 
 class Backend:
     """One storage implementation. Instances live as long as a run; clients are made lazily."""
 
-    schemes: ClassVar[tuple[str, ...]] = ()
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(Capability)
     credential_env: ClassVar[tuple[str, ...]] = ()
     secret_params: ClassVar[tuple[str, ...]] = ()
-    writable: ClassVar[bool] = True  # False: fetch only (e.g. https:// presigned GET)
 
-    def __init__(self, endpoint_url: str | None = None) -> None:
-        self.endpoint_url = endpoint_url
-        self.timeout = TIMEOUT_S  # set by Storage before the first client is made
+    def __init__(self, options: Options | None = None) -> None:
+        self.options = options or Options()
         self.outage_since: float | None = None  # monotonic start of the current failing streak
+
+    @property
+    def endpoint_url(self) -> str | None:
+        return self.options.endpoint_url
+
+    @property
+    def timeout(self) -> float:
+        """How long the store may fail to answer before an operation gives up (exit 6)."""
+        return self.options.timeout
 
     @property
     def read_timeout(self) -> float:

@@ -21,6 +21,7 @@ from .base import (
     CHUNK_SIZE,
     CHUNK_THRESHOLD,
     Backend,
+    Options,
     first_line,
     need_key,
     split_url,
@@ -34,7 +35,6 @@ _KEY_FILE_SECRETS = ("private_key", "private_key_id", "client_secret", "refresh_
 
 
 class GCSBackend(Backend):
-    schemes: ClassVar[tuple[str, ...]] = ("gs",)
     credential_env: ClassVar[tuple[str, ...]] = (
         "CLOUDSDK_AUTH_ACCESS_TOKEN",
         "GOOGLE_OAUTH_ACCESS_TOKEN",
@@ -47,8 +47,8 @@ class GCSBackend(Backend):
         "Signature",
     )
 
-    def __init__(self, endpoint_url: str | None = None) -> None:
-        super().__init__(endpoint_url)
+    def __init__(self, options: Options | None = None) -> None:
+        super().__init__(options)
         self._client: Any = None
 
     def client(self) -> Any:

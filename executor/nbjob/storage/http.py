@@ -1,7 +1,9 @@
 """https:// and http:// sources: a plain GET, e.g. of a presigned S3 / GCS URL or an Azure SAS URL.
 
-Results cannot be written to an https:// URL (use the store's own scheme). urllib3 retries
-connection errors and 408/429/5xx with backoff; the signature in the query string is never shown.
+Read only: results cannot be written to an https:// URL, nor can a folder be listed (use the
+store's own scheme), so an https:// destination is refused before the run starts. urllib3
+retries connection errors and 408/429/5xx with backoff; the signature in the query string is
+never shown.
 """
 
 from __future__ import annotations
@@ -12,16 +14,15 @@ from typing import Any, ClassVar
 from nbjob.errors import StorageError
 from nbjob.logs import redact
 
-from .base import CLIENT_TRIES, Backend, first_line, target_in
-from .retry import BACKOFF_S, RETRY_STATUS, attempts
+from .base import CLIENT_TRIES, Backend, Capability, Options, first_line, target_in
+from .retry import BACKOFF_S, RETRY_STATUS
 
 
 class HttpBackend(Backend):
-    schemes: ClassVar[tuple[str, ...]] = ("http", "https")
-    writable: ClassVar[bool] = False
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.READ})
 
-    def __init__(self, endpoint_url: str | None = None) -> None:
-        super().__init__(endpoint_url)
+    def __init__(self, options: Options | None = None) -> None:
+        super().__init__(options)
         self._http: Any = None
 
     def http(self) -> Any:
@@ -29,7 +30,7 @@ class HttpBackend(Backend):
             import urllib3
 
             retries = urllib3.Retry(
-                total=min(attempts(), CLIENT_TRIES + 1) - 1,
+                total=min(self.options.attempts, CLIENT_TRIES + 1) - 1,
                 backoff_factor=BACKOFF_S,
                 status_forcelist=RETRY_STATUS,
                 allowed_methods=None,
@@ -56,7 +57,24 @@ class HttpBackend(Backend):
             finally:
                 response.release_conn()
         except urllib3.exceptions.HTTPError as exc:
-            raise StorageError(
-                f"fetch {redact(url)} failed after {attempts()} tries: {redact(first_line(exc))}"
-            ) from None
+            raise self._failed("fetch", url, exc) from None
         return target
+
+    def get_bytes(self, url: str) -> bytes | None:
+        """The body of a GET of ``url``; None when the server has no such object (404)."""
+        import urllib3
+
+        try:
+            response = self.http().request("GET", url)
+        except urllib3.exceptions.HTTPError as exc:
+            raise self._failed("read", url, exc) from None
+        if response.status == 404:
+            return None
+        if response.status >= 400:
+            raise StorageError(f"read {redact(url)} failed: HTTP {response.status}")
+        return bytes(response.data)
+
+    def _failed(self, what: str, url: str, exc: Exception) -> StorageError:
+        reason = redact(first_line(exc))
+        tries = self.options.attempts
+        return StorageError(f"{what} {redact(url)} failed after {tries} tries: {reason}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import ClassVar
 from urllib.parse import unquote, urlsplit
 
 from nbjob.errors import InvalidInputError, StorageError
@@ -21,8 +20,6 @@ def local_path(url: str) -> Path:
 
 
 class LocalBackend(Backend):
-    schemes: ClassVar[tuple[str, ...]] = ("", "file")
-
     def fetch(self, url: str, dest_dir: Path) -> Path:
         path = local_path(url)
         if not path.exists():

@@ -2,18 +2,18 @@
 
 Each try that raises is classified by the backend (``Backend.classify``): permanent errors (no
 such bucket, access denied, bad credentials) fail at once; transient ones (connection refused,
-resets, 5xx, 429) are tried again with exponential backoff, ``attempts()`` tries in all. What
-still fails raises ``StorageError`` with a one-line, credential-free reason.
+resets, 5xx, 429) are tried again with exponential backoff, ``Options.attempts`` tries in all.
+What still fails raises ``StorageError`` with a one-line, credential-free reason.
 
-``NBJOB_STORAGE_ATTEMPTS`` (default 5) sets the tries per operation (the clients make at most
-``CLIENT_TRIES`` of each request inside one). Time is bounded as well: a request waits at most
-a sixth of ``--storage-timeout`` (default 60 s) for an answer, and once the store has not
-answered for that long nothing new is tried: a black-holed endpoint is exit 6 within it.
+``--storage-attempts`` (``NBJOB_STORAGE_ATTEMPTS``, default 5) sets the tries per operation
+(the clients make at most ``CLIENT_TRIES`` of each request inside one). Time is bounded as
+well: a request waits at most a sixth of ``--storage-timeout`` (default 60 s) for an answer,
+and once the store has not answered for that long nothing new is tried: a black-holed endpoint
+is exit 6 within it.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -23,17 +23,10 @@ from nbjob.logs import redact
 
 from .base import Backend
 
-ATTEMPTS = 5  # per operation, the first try included (NBJOB_STORAGE_ATTEMPTS)
 BACKOFF_S = 0.5  # doubled after each failed try
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 
 T = TypeVar("T")
-
-
-def attempts() -> int:
-    """Tries per operation: ``NBJOB_STORAGE_ATTEMPTS`` when it is a whole number >= 1."""
-    value = os.environ.get("NBJOB_STORAGE_ATTEMPTS", "").strip()
-    return max(1, int(value)) if value.isdigit() else ATTEMPTS
 
 
 def with_retries(backend: Backend, what: str, url: str, call: Callable[[], T]) -> T:
@@ -44,7 +37,7 @@ def with_retries(backend: Backend, what: str, url: str, call: Callable[[], T]) -
     starts that could end after that.
     """
     delay = BACKOFF_S
-    tries = attempts()
+    tries = backend.options.attempts
     reason = "no answer"
     for attempt in range(1, tries + 1):
         ongoing = attempt > 1 or backend.outage_since is not None

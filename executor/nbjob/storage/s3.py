@@ -2,13 +2,12 @@
 
 Credentials come from boto3's standard chain; ``endpoint_url`` (``--s3-endpoint-url``,
 ``NBJOB_S3_ENDPOINT_URL`` or ``AWS_ENDPOINT_URL``) points it at another store and
-``NBJOB_S3_ADDRESSING_STYLE`` picks path or virtual-host addressing. Files above 8 MiB go up as
-multipart uploads (boto3's transfer manager).
+``--s3-addressing-style`` (``NBJOB_S3_ADDRESSING_STYLE``) picks path or virtual-host
+addressing. Files above 8 MiB go up as multipart uploads (boto3's transfer manager).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,18 +15,18 @@ from .base import (
     CHUNK_THRESHOLD,
     CLIENT_TRIES,
     Backend,
+    Options,
     first_line,
     need_key,
     split_url,
     target_in,
 )
-from .retry import RETRY_STATUS, attempts, with_retries
+from .retry import RETRY_STATUS, with_retries
 
 EXAMPLE = "s3://bucket/key"
 
 
 class S3Backend(Backend):
-    schemes: ClassVar[tuple[str, ...]] = ("s3",)
     credential_env: ClassVar[tuple[str, ...]] = (
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
@@ -45,8 +44,8 @@ class S3Backend(Backend):
         "AWSAccessKeyId",
     )
 
-    def __init__(self, endpoint_url: str | None = None) -> None:
-        super().__init__(endpoint_url)
+    def __init__(self, options: Options | None = None) -> None:
+        super().__init__(options)
         self._s3: Any = None
 
     def s3(self) -> Any:
@@ -54,11 +53,12 @@ class S3Backend(Backend):
             import boto3  # imported here: most runs never touch S3, and it costs ~0.3 s
             from botocore.config import Config
 
+            tries = min(self.options.attempts, CLIENT_TRIES)
             config = Config(
-                retries={"max_attempts": min(attempts(), CLIENT_TRIES), "mode": "standard"},
+                retries={"max_attempts": tries, "mode": "standard"},
                 connect_timeout=self.connect_timeout,
                 read_timeout=self.read_timeout,
-                s3={"addressing_style": os.environ.get("NBJOB_S3_ADDRESSING_STYLE", "auto")},
+                s3={"addressing_style": self.options.addressing_style},
             )
             self._s3 = boto3.session.Session().client(
                 "s3", endpoint_url=self.endpoint_url or None, config=config
