@@ -31,7 +31,8 @@ def new_record() -> RunRecord:
 
 
 def ended(index: int, status: str, error: dict[str, str] | None = None) -> events.CellEnded:
-    return events.CellEnded(index, status, index + 1, "t0", "t1", 0.5, error)
+    state = events.CellState(index, events.CellStatus(status), index + 1, "t0", "t1", 0.5, error)
+    return events.CellEnded(state)
 
 
 def test_a_new_record_has_run_json_shape() -> None:

@@ -57,6 +57,11 @@ def _bool(text: str) -> bool:
     raise ValueError("expected true/false")
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """``a,b`` -> ``("a", "b")``, in order, each once."""
+    return tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+
+
 def _log_format(text: str) -> str:
     if text not in ("auto", "json", "console"):
         raise ValueError("expected auto, json or console")
@@ -71,6 +76,7 @@ class Option:
     parse: Callable[[str], Any]
     help: str
     metavar: str | None = None  # None: a switch
+    repeat: bool = False  # the flag may be given more than once (values joined with commas)
     name: str = ""
     default: Any = None
 
@@ -80,9 +86,13 @@ class Option:
 
 
 def _opt(
-    flag: str, parse: Callable[[str], Any], help: str, metavar: str | None = None
+    flag: str,
+    parse: Callable[[str], Any],
+    help: str,
+    metavar: str | None = None,
+    repeat: bool = False,
 ) -> dict[str, Option]:
-    return {"option": Option(flag, parse, help, metavar)}
+    return {"option": Option(flag, parse, help, metavar, repeat)}
 
 
 @dataclass(frozen=True)
@@ -279,6 +289,17 @@ class Settings:
             "N",
         ),
     )
+    listeners: tuple[str, ...] = field(
+        default=(),
+        metadata=_opt(
+            "--listener",
+            _names,
+            "event listener plug-in to load (entry point group nbjob.listeners);"
+            " repeatable or comma-separated",
+            "NAME",
+            repeat=True,
+        ),
+    )
     # Not options: from the platform, and the parameters as given (merged at run time).
     parameters: params.ParameterSources = field(default_factory=params.ParameterSources)
     log_dir: str | None = None
@@ -314,6 +335,8 @@ def resolve(
     for opt in OPTIONS:
         if flags.get(opt.name) is not None:
             value = flags[opt.name]
+            if isinstance(value, list):  # a repeated flag
+                value = ",".join(value)
             if isinstance(value, str):
                 value = _parse(opt, value, opt.flag)
         elif env.get(opt.env, "") != "":
