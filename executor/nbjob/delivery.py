@@ -66,10 +66,10 @@ class Queued(Isolated):
     """An external listener fed on its own thread through a bounded queue."""
 
     def __init__(
-        self, sub: Subscription, handle: Callable[[Event], None], log: Any, size: int = QUEUE_SIZE
+        self, sub: Subscription, handle: Callable[[Event], None], log: Any, size: int = 0
     ) -> None:
         super().__init__(sub, handle, log)
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=size)
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=size or QUEUE_SIZE)
         self.dropped = 0
         self.thread = threading.Thread(target=self._loop, name=f"listener {sub.name}", daemon=True)
         self.thread.start()
@@ -94,13 +94,14 @@ class Queued(Isolated):
 
     def close(self, deadline: float) -> None:
         """Let the queue drain until ``deadline`` (``time.monotonic()``), then abandon it."""
+        marked = 0
         with contextlib.suppress(queue.Full):  # no room: the thread is abandoned below
             self.queue.put(_STOP, timeout=max(0.001, deadline - time.monotonic()))
+            marked = 1
         self.thread.join(max(0.0, deadline - time.monotonic()))
         if self.thread.is_alive():  # a daemon thread: it ends with the process
-            self.log.warning(
-                "listener_abandoned", listener=self.sub.name, events_left=self.queue.qsize()
-            )
+            left = max(0, self.queue.qsize() - marked)
+            self.log.warning("listener_abandoned", listener=self.sub.name, events_left=left)
         if self.dropped:
             self.log.warning("listener_events_dropped", listener=self.sub.name, count=self.dropped)
         super().close(deadline)
