@@ -256,36 +256,16 @@ class Job:
             stop_wait=min(5.0, self.s.stop_grace / 3),
         )
         self.log.info("execute_start", cells=len(executor.code_cells(self.nb)))
-        self.bus.publish(self._started())
+        self.bus.publish(self.record.run_started())
         with self.watch:
             if executor.run(self.nb):
                 self.log.info("run_exited_early", reason="a cell called sys.exit(0)")
 
-    def _started(self) -> events.RunStarted:
-        r = self.record
-        return events.RunStarted(
-            r.run_id,
-            r.attempt,
-            dict(r.identity),
-            dict(r.parameters),
-            r.notebook,
-            r.kernel.to_json() if r.kernel else {},
-        )
-
     def _publish_ended(self, stored: bool) -> None:
         """RunEnded, the last event; external listeners get a bounded time to take it (less
         after a stop: the results are stored, what is left of the grace ends the process)."""
-        r = self.record
-        ended = events.RunEnded(
-            r.status,
-            r.exit_code if r.exit_code is not None else 1,
-            r.reason,
-            r.duration_s,
-            logs.redact(self.results.dest if stored else str(self.results.spool)),
-            stored,
-            self.results.notebook_name,
-            r.report.get("name"),
-        )
+        where = self.results.dest if stored else str(self.results.spool)
+        ended = self.record.run_ended(where, stored, self.results.notebook_name)
         drain = events.DRAIN_S
         if self.token.requested:
             drain = min(drain, max(0.0, self.token.remaining(self.s.stop_grace) - 1.0))

@@ -215,6 +215,31 @@ class RunRecord:
             cell = self.cells.get(index)
             self.failed_cell = {"index": index, **((cell.error if cell else None) or {})}
 
+    def run_started(self) -> events.RunStarted:
+        """The event for the run's start: the facts gathered so far."""
+        return events.RunStarted(
+            self.run_id,
+            self.attempt,
+            dict(self.identity),
+            dict(self.parameters),
+            self.notebook,
+            self.kernel.to_json() if self.kernel else {},
+        )
+
+    def run_ended(self, output: str, stored: bool, notebook: str | None) -> events.RunEnded:
+        """The event for the run's end: its outcome, and where its results are (``output``,
+        redacted here; ``stored``: False when they could not be stored there)."""
+        return events.RunEnded(
+            self.status,
+            self.exit_code if self.exit_code is not None else 1,
+            self.reason,
+            self.duration_s,
+            logs.redact(output),
+            stored,
+            notebook,
+            self.report.get("name"),
+        )
+
     def report_written(self, name: str) -> None:
         self.report = {"name": name, "reason": None}
 
