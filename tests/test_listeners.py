@@ -102,8 +102,9 @@ def test_a_slow_queued_listener_never_holds_up_the_run_and_catches_up_at_the_end
     for event in cell_events():
         bus.publish(event)
     assert time.monotonic() - started < 0.05  # five events, each taking the listener 50 ms
-    bus.close(events.TICK, timeout=5)
-    assert len(got) == 6 and got[-1] is events.TICK  # all of them, in order, the last one too
+    last = events.CellSkipped(1)
+    bus.close(last, timeout=5)
+    assert got == [*cell_events()[:4], last]  # in order, the last one too; the tick skipped
     assert log.lines == []
 
 
@@ -117,8 +118,22 @@ def test_a_queued_listener_that_does_not_catch_up_is_abandoned_with_a_warning() 
     started = time.monotonic()
     bus.close(timeout=0.3)
     assert time.monotonic() - started < 2
-    assert log.named("listener_abandoned") == [{"listener": "stuck", "events_left": 4}]
+    assert log.named("listener_abandoned") == [{"listener": "stuck", "events_left": 3}]  # no tick
     release.set()
+
+
+def test_ticks_are_not_queued_behind_other_events() -> None:
+    release, got = threading.Event(), []
+    bus = events.Bus(log=Log())
+    bus.subscribe(lambda event: release.wait(10) and got.append(event), queued=True)
+    bus.publish(events.CellStarted(0, "t0"))
+    time.sleep(0.1)  # the listener holds the first event
+    for _ in range(100):
+        bus.publish(events.CellOutput(0, "stdout", "x"))
+        bus.publish(events.TICK)
+    release.set()
+    bus.close(timeout=5)
+    assert [type(e).__name__ for e in got] == ["CellStarted"] + ["CellOutput"] * 100
 
 
 def test_a_full_queue_drops_events_and_counts_them(monkeypatch: pytest.MonkeyPatch) -> None:

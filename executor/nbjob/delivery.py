@@ -63,12 +63,22 @@ _STOP = object()  # the queue's end marker
 
 
 class Queued(Isolated):
-    """An external listener fed on its own thread through a bounded queue."""
+    """An external listener fed on its own thread through a bounded queue.
+
+    ``skippable``: event types not queued behind others (``Tick``: it only says the run is
+    waiting, and comes often), so that they never fill the queue.
+    """
 
     def __init__(
-        self, sub: Subscription, handle: Callable[[Event], None], log: Any, size: int = 0
+        self,
+        sub: Subscription,
+        handle: Callable[[Event], None],
+        log: Any,
+        size: int = 0,
+        skippable: tuple[type, ...] = (),
     ) -> None:
         super().__init__(sub, handle, log)
+        self.skippable = skippable
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=size or QUEUE_SIZE)
         self.dropped = 0
         self.thread = threading.Thread(target=self._loop, name=f"listener {sub.name}", daemon=True)
@@ -78,6 +88,8 @@ class Queued(Isolated):
         """Queue ``event``; a full queue drops it (``wait``: seconds it may wait for room,
         given for the last event)."""
         if not self.sub.wants(event):
+            return
+        if isinstance(event, self.skippable) and not self.queue.empty():
             return
         try:
             self.queue.put(event, timeout=wait) if wait > 0 else self.queue.put_nowait(event)

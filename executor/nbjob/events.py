@@ -208,8 +208,9 @@ class Subscription:
     """An external listener and how it is to be fed (``Bus.subscribe``).
 
     ``event_types``: only these events (None: all). ``queued``: delivered on a thread of its
-    own, through a bounded queue, so a slow listener never holds up the run. ``name``: how the
-    log names it (default: the listener's qualified name).
+    own, through a bounded queue, so a slow listener never holds up the run (a ``Tick`` is
+    not queued behind other events). ``name``: how the log names it (default: the listener's
+    qualified name).
     """
 
     listener: Listener
@@ -283,8 +284,10 @@ class Bus:
             types = None if event_types is None else frozenset(event_types)
             sub = Subscription(listener, types, queued, name)
         log = self._log if self._log is not None else logs.get_logger()
-        kind = Queued if sub.queued else Isolated
-        self._external.append(kind(sub, handler(sub.listener), log))
+        if sub.queued:
+            self._external.append(Queued(sub, handler(sub.listener), log, skippable=(Tick,)))
+        else:
+            self._external.append(Isolated(sub, handler(sub.listener), log))
         return sub
 
     def publish(self, event: Event) -> None:
