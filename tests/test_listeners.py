@@ -268,3 +268,16 @@ def test_an_unknown_listener_is_a_usage_error_before_any_kernel(tmp_path: Path) 
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("nbjob: error: unknown listener 'nope'") and "recorder" in last
     assert not out.exists() and not (tmp_path / "ran").exists()
+
+
+def test_listener_names_from_repeated_flags_commas_or_the_variable() -> None:
+    from nbjob import cli, config
+
+    args = cli.build_parser().parse_args(
+        ["run", "nb.ipynb", "--listener", "a", "--listener", "b, c,a"]
+    )
+    flags = {"source": "nb.ipynb", "listeners": args.listeners}
+    assert config.resolve(flags, {}).listeners == ("a", "b", "c")
+    from_env = config.resolve({"source": "nb.ipynb"}, {"NBJOB_LISTENERS": "x,y"})
+    assert from_env.listeners == ("x", "y")
+    assert config.resolve({"source": "nb.ipynb"}, {}).listeners == ()
