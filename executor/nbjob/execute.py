@@ -8,8 +8,10 @@ its ``execute_reply`` and its ``status: idle`` have arrived (their order is not 
 
 Progress goes out as events (``nbjob.events``) on a bus: every cell that starts publishes
 ``CellStarted`` and, however it ends (completed, failed, timed out, stopped, kernel died),
-``CellEnded``. The listeners (log, record, checkpointer) live elsewhere; nothing here calls back
-into the run. A stop is the ``StopToken`` (``nbjob.stop``), checked on every poll.
+``CellEnded``, which carries the cell's one ``CellState`` (``Executor.results`` holds each
+cell's latest). ``CellsListed`` is the job's to publish, once (``job.py``). The listeners (log,
+record, checkpointer) live elsewhere; nothing here calls back into the run. A stop is the
+``StopToken`` (``nbjob.stop``), checked on every poll.
 """
 
 from __future__ import annotations
@@ -149,10 +151,8 @@ class Executor:
 
     def _update(self, index: int, **changes: Any) -> CellState:
         """The cell's state, with ``changes``."""
-        state = self.results[index] = replace(
-            self.results.get(index) or CellState(index), **changes
-        )
-        return state
+        new = self.results[index] = replace(self.results.get(index) or CellState(index), **changes)
+        return new
 
     def _end(self, index: int, state: _Cell, t0: float) -> CellState:
         """The cell is over: its outputs finished, its end in the notebook and on the bus."""
