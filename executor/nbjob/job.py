@@ -2,8 +2,9 @@
 
 ``Job.run`` never raises: every ending becomes a run.json status, a one-line reason and one of
 the documented exit codes, and the results already produced are stored before it returns. The
-kernel starts first and boots while ``prepare`` fetches and unpacks. The executor publishes cell
-events to a bus; the record, the log and the checkpointer listen (``nbjob.listeners``). A stop
+kernel starts first and boots while ``prepare`` fetches and unpacks. The run publishes events
+(``nbjob.events``: RunStarted, the cells', RunEnded) to a bus; the record, the log and the
+checkpointer listen inline, external listeners (plug-ins, ``run(listeners=...)``) isolated. A stop
 signal sets the ``StopToken`` (``nbjob.stop``); every step checks it, and the results are stored
 within ``stop_grace`` seconds of the signal.
 """
