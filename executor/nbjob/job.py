@@ -435,7 +435,9 @@ def run(
     ``install_signals``: make ``settings.stop_signals`` set the token (this replaces the
     process's handlers for them); ``configure_logging``: make nbjob's log structlog's global
     configuration. The command line asks for both; an embedding program usually for neither
-    (the run's log, executor.log, is written either way).
+    (the run's log, executor.log, is written either way; a run may then be started from any
+    thread, and Ctrl-C is the program's KeyboardInterrupt, not a graceful stop: for that, set
+    the token from the program's own handler, or ask for ``install_signals``).
     ``UsageError`` for an unknown plug-in, before any kernel starts.
     """
     from nbjob.listeners import plugins
