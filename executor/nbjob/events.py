@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Protocol, TypeAlias
@@ -214,7 +215,7 @@ class Subscription:
     """
 
     listener: Listener
-    event_types: frozenset[type] | None = None
+    event_types: AbstractSet[type] | None = None  # kept as a frozenset
     queued: bool = False
     name: str = ""
     _types: tuple[type, ...] = field(default=(), init=False, repr=False, compare=False)
