@@ -28,19 +28,12 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import nbformat
 from nbjob.config import Settings
-from nbjob.execute import CellResult, Executor
+from nbjob.events import Bus
+from nbjob.execute import Executor
 from nbjob.kernel import KernelSession, open_session
-
-
-class _Quiet:
-    def on_cell_start(self, index: int, cell: Any) -> None: ...
-    def on_cell_end(self, index: int, cell: Any, result: CellResult) -> None: ...
-    def on_stream(self, index: int, name: str, text: str) -> None: ...
-    def on_tick(self) -> None: ...
 
 
 @contextmanager
@@ -84,7 +77,7 @@ def jupyter_server(root: Path) -> Iterator[tuple[str, str]]:
 def per_cell(session: KernelSession, cells: int) -> list[float]:
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(f"x = {i}") for i in range(cells)]
-    executor = Executor(session, _Quiet())
+    executor = Executor(session, Bus())  # no listeners
     executor.run(nb)
     return [r.duration_s or 0.0 for r in executor.results.values()]
 

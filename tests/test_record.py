@@ -31,7 +31,8 @@ def new_record() -> RunRecord:
 
 
 def ended(index: int, status: str, error: dict[str, str] | None = None) -> events.CellEnded:
-    return events.CellEnded(index, status, index + 1, "t0", "t1", 0.5, error)
+    state = events.CellState(index, events.CellStatus(status), index + 1, "t0", "t1", 0.5, error)
+    return events.CellEnded(state)
 
 
 def test_a_new_record_has_run_json_shape() -> None:
@@ -232,3 +233,27 @@ def test_run_json_is_scrubbed_exactly_as_string_by_string(monkeypatch: Any) -> N
     cells = {str(i): {"status": "completed", "ts": "2026-12-02T18:00:00"} for i in range(9)}
     clean = {"cells": cells, "source": "s3://bucket/nb.ipynb"}
     assert logs.scrub_document(clean) is clean  # nothing to redact: not walked string by string
+
+
+def test_a_cell_state_is_stored_as_the_event_carries_it() -> None:
+    record = new_record()
+    record.on_event(events.CellsListed((0,)))
+    event = ended(0, "completed")
+    record.on_event(event)
+    assert record.cells[0] is event.state  # one copy, not rebuilt
+    assert record.to_json()["cells"][0]["status"] == "completed"
+
+
+def test_run_events_carry_the_record_facts() -> None:
+    record = new_record()
+    record.parameters_merged({"lr": 0.1})
+    record.bundle_opened("nb.ipynb")
+    record.kernel_ready("python3", "python", {"implementation": "cpython"}, {"kind": "local"})
+    started = record.run_started()
+    assert (started.run_id, started.attempt, started.notebook) == ("run-1", 1, "nb.ipynb")
+    assert started.parameters == {"lr": 0.1} and started.kernel["kind"] == "local"
+    record.finished(CellTimeoutError("cell 0 ran too long", cell_index=0), [])
+    end = record.run_ended("https://u:pw@h/out", True, "nb.ipynb")
+    assert (end.status, end.exit_code, end.reason) == ("timed_out", 4, "cell 0 ran too long")
+    assert end.status is events.RunStatus.TIMED_OUT and end.output == "https://u:REDACTED@h/out"
+    assert (end.stored, end.notebook, end.report) == (True, "nb.ipynb", None)

@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                 dest=opt.name,
                 metavar=opt.metavar,
                 default=None,
+                action="append" if opt.repeat else "store",
                 help=f"{opt.help} [{opt.env}]",
             )
 
@@ -131,8 +132,7 @@ def _run(args: argparse.Namespace, token: stop.StopToken) -> int:
     flags = {opt.name: getattr(args, opt.name) for opt in OPTIONS}
     flags["source"] = args.source
     settings = resolve(flags, os.environ, _parameters(args))
-    stop.install(token, settings.stop_signals)
-    return run(settings, token)
+    return run(settings, token, install_signals=True, configure_logging=True)
 
 
 def _pack(args: argparse.Namespace) -> int:

@@ -63,6 +63,11 @@ def _style(text: str) -> str:
     return text
 
 
+def _names(text: str) -> tuple[str, ...]:
+    """``a,b`` -> ``("a", "b")``, in order, each once."""
+    return tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+
+
 def _log_format(text: str) -> str:
     if text not in ("auto", "json", "console"):
         raise ValueError("expected auto, json or console")
@@ -77,6 +82,7 @@ class Option:
     parse: Callable[[str], Any]
     help: str
     metavar: str | None = None  # None: a switch
+    repeat: bool = False  # the flag may be given more than once (values joined with commas)
     name: str = ""
     default: Any = None
 
@@ -86,9 +92,13 @@ class Option:
 
 
 def _opt(
-    flag: str, parse: Callable[[str], Any], help: str, metavar: str | None = None
+    flag: str,
+    parse: Callable[[str], Any],
+    help: str,
+    metavar: str | None = None,
+    repeat: bool = False,
 ) -> dict[str, Option]:
-    return {"option": Option(flag, parse, help, metavar)}
+    return {"option": Option(flag, parse, help, metavar, repeat)}
 
 
 @dataclass(frozen=True)
@@ -301,6 +311,17 @@ class Settings:
             "N",
         ),
     )
+    listeners: tuple[str, ...] = field(
+        default=(),
+        metadata=_opt(
+            "--listener",
+            _names,
+            "event listener plug-in to load (entry point group nbjob.listeners);"
+            " repeatable or comma-separated",
+            "NAME",
+            repeat=True,
+        ),
+    )
     # Not options: from the platform, and the parameters as given (merged at run time).
     parameters: params.ParameterSources = field(default_factory=params.ParameterSources)
     platform: platforms.Placement = field(default_factory=platforms.Placement)
@@ -397,6 +418,8 @@ def _value(opt: Option, flags: Mapping[str, Any], env: Mapping[str, str]) -> Any
     """One option's value: the flag (None: not given), else its variable, else the default."""
     if flags.get(opt.name) is not None:
         value = flags[opt.name]
+        if isinstance(value, list):  # a repeated flag
+            value = ",".join(value)
         return _parse(opt, value, opt.flag) if isinstance(value, str) else value
     if env.get(opt.env, "") != "":
         return _parse(opt, env[opt.env], opt.env)

@@ -8,14 +8,16 @@ its ``execute_reply`` and its ``status: idle`` have arrived (their order is not 
 
 Progress goes out as events (``nbjob.events``) on a bus: every cell that starts publishes
 ``CellStarted`` and, however it ends (completed, failed, timed out, stopped, kernel died),
-``CellEnded``. The listeners (log, record, checkpointer) live elsewhere; nothing here calls back
-into the run. A stop is the ``StopToken`` (``nbjob.stop``), checked on every poll.
+``CellEnded``, which carries the cell's one ``CellState`` (``Executor.results`` holds each
+cell's latest). ``CellsListed`` is the job's to publish, once (``job.py``). The listeners (log,
+record, checkpointer) live elsewhere; nothing here calls back into the run. A stop is the
+``StopToken`` (``nbjob.stop``), checked on every poll.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 import nbformat
@@ -27,10 +29,10 @@ from nbjob.errors import (
     RunTimeoutError,
     StoppedError,
 )
+from nbjob.events import CellState, CellStatus
 from nbjob.kernel import KernelSession
 from nbjob.logs import now_iso
 from nbjob.outputs import CellOutputs, Displays
-from nbjob.record import CellRecord
 from nbjob.stop import StopToken
 from nbjob.widgets import WidgetState
 
@@ -47,27 +49,6 @@ SKIP_TAG = "skip-execution"
 SCRAP_MIME = "application/scrapbook.scrap."  # json+json, text+json, ...
 _CAPTURED = ("stream", "display_data", "execute_result", "error", "clear_output")
 RAISES_TAG = "raises-exception"
-
-
-@dataclass
-class CellResult(CellRecord):
-    """The executor's working copy of a cell's record (status: running completed failed
-    exited timed_out interrupted kernel_died), plus when it started."""
-
-    _t0: float = field(default=0.0, repr=False)
-
-    def ended(self) -> events.CellEnded:
-        return events.CellEnded(
-            self.index,
-            self.status,
-            self.execution_count,
-            self.started_at,
-            self.ended_at,
-            self.duration_s,
-            self.error,
-            self.output_truncated,
-            self.warning,
-        )
 
 
 class _Cell:
@@ -104,7 +85,7 @@ class Executor:
         self.max_output_bytes = max_output_bytes
         self.stop = stop or StopToken()
         self.stop_wait = stop_wait  # after a stop request, how long the cell may wind down
-        self.results: dict[int, CellResult] = {}
+        self.results: dict[int, CellState] = {}  # each code cell's state, by index
         self.displays = Displays()
         self.widgets = WidgetState()
         self.nb: Any = None
@@ -122,73 +103,75 @@ class Executor:
                 cell.outputs = []
                 cell.execution_count = None
         indexes = self.code_cells(nb)
-        self.results = {i: CellResult(index=i) for i in indexes}
-        self.bus.publish(events.CellsListed(tuple(indexes)))
+        self.results = {i: CellState(i) for i in indexes}
         for i in indexes:
             self.stop.check(f"before cell {i}")
-            result = self.run_cell(i, nb.cells[i])
-            if result.status == "exited":
+            if self.run_cell(i, nb.cells[i]).status == CellStatus.EXITED:
                 for j in indexes:
-                    if self.results[j].status == "pending":
-                        self.results[j].status = "skipped"
+                    if self.results[j].status == CellStatus.PENDING:
+                        self._update(j, status=CellStatus.SKIPPED)
                         self.bus.publish(events.CellSkipped(j))
                 return True
         return False
 
     # -- one cell ------------------------------------------------------------------------------
 
-    def run_cell(self, index: int, cell: Any) -> CellResult:
-        result = self.results.setdefault(index, CellResult(index=index))
+    def run_cell(self, index: int, cell: Any) -> CellState:
+        """Run one cell; its final state, published as ``CellEnded`` however it ended."""
         state = _Cell(cell, self.max_output_bytes, self.displays)
-        result.status, result.started_at, result._t0 = "running", now_iso(), time.monotonic()
-        cell.metadata["execution"] = {"iopub.status.busy": result.started_at}
-        self.bus.publish(events.CellStarted(index, result.started_at))
+        started_at, t0 = now_iso(), time.monotonic()
+        self._update(index, status=CellStatus.RUNNING, started_at=started_at)
+        cell.metadata["execution"] = {"iopub.status.busy": started_at}
+        self.bus.publish(events.CellStarted(index, started_at))
         msg_id = self.kernel.execute(cell.source, store_history=True)
-        cell_deadline = result._t0 + self.cell_timeout if self.cell_timeout else None
+        cell_deadline = t0 + self.cell_timeout if self.cell_timeout else None
         try:
-            reply = self._wait(index, msg_id, state, result, cell_deadline)
+            reply = self._wait(index, msg_id, state, cell_deadline)
         except BaseException:  # timed out, stopped, kernel died (or a bug): the cell still ends
-            if result.status == "running":
-                result.status = "failed"
-            self._finish(index, cell, result, state)
-            self.bus.publish(result.ended())
+            if self.results[index].status == CellStatus.RUNNING:
+                self._update(index, status=CellStatus.FAILED)
+            self._end(index, state, t0)
             raise
-        self._finish(index, cell, result, state)
         content = reply["content"]
         if content.get("execution_count") is not None:
-            cell.execution_count = result.execution_count = content["execution_count"]
-        if content["status"] == "ok":
-            result.status = "completed"
-        else:
-            ename, evalue = content.get("ename", "Error"), str(content.get("evalue", ""))
-            result.error = {"ename": ename, "evalue": evalue}
-            if ename == "SystemExit" and evalue.strip() in EXIT_VALUES:
-                result.status = "exited"
-            elif RAISES_TAG in cell.metadata.get("tags", []):
-                result.status = "completed"
-            else:
-                result.status = "failed"
-                self.bus.publish(result.ended())
-                raise CellExecutionError(
-                    f"cell {index} raised {ename}: {evalue}".strip(),
-                    cell_index=index,
-                    ename=ename,
-                    evalue=evalue,
-                )
-        self.bus.publish(result.ended())
+            cell.execution_count = content["execution_count"]
+        status, error = _outcome(cell, content)
+        self._update(index, status=status, error=error)
+        result = self._end(index, state, t0)
+        if status == CellStatus.FAILED:
+            assert error is not None
+            ename, evalue = error["ename"], error["evalue"]
+            raise CellExecutionError(
+                f"cell {index} raised {ename}: {evalue}".strip(),
+                cell_index=index,
+                ename=ename,
+                evalue=evalue,
+            )
         return result
 
-    def _finish(self, index: int, cell: Any, result: CellResult, state: _Cell) -> None:
+    def _update(self, index: int, **changes: Any) -> CellState:
+        """The cell's state, with ``changes``."""
+        new = self.results[index] = replace(self.results.get(index) or CellState(index), **changes)
+        return new
+
+    def _end(self, index: int, state: _Cell, t0: float) -> CellState:
+        """The cell is over: its outputs finished, its end in the notebook and on the bus."""
         state.out.finish()
         self.widgets.write(self.nb)
-        result.ended_at = now_iso()
-        result.duration_s = round(time.monotonic() - result._t0, 4)
-        result.output_truncated = state.truncated
-        result.execution_count = cell.execution_count
-        cell.metadata["execution"]["shell.execute_reply"] = result.ended_at
+        ended_at = now_iso()
+        result = self._update(
+            index,
+            ended_at=ended_at,
+            duration_s=round(time.monotonic() - t0, 4),
+            output_truncated=state.truncated,
+            execution_count=state.cell.execution_count,
+        )
+        state.cell.metadata["execution"]["shell.execute_reply"] = ended_at
+        self.bus.publish(events.CellEnded(result))
+        return result
 
     def _wait(
-        self, index: int, msg_id: str, state: _Cell, result: CellResult, deadline: float | None
+        self, index: int, msg_id: str, state: _Cell, deadline: float | None
     ) -> dict[str, Any]:
         """Collect messages until reply and idle; enforce stop, deadlines and liveness."""
         reply: dict[str, Any] | None = None
@@ -196,17 +179,17 @@ class Executor:
         while reply is None or not state.idle:
             now = time.monotonic()
             if reply is not None and now - quiet_since > IDLE_AFTER_REPLY_S:
-                result.warning = NO_IDLE_WARNING  # never a silent success
+                self._update(index, warning=NO_IDLE_WARNING)  # never a silent success
                 break
             if self.stop.requested:
-                self._wind_down(index, msg_id, state, result, "interrupted", self.stop_wait)
+                self._wind_down(index, msg_id, state, CellStatus.INTERRUPTED, self.stop_wait)
                 raise StoppedError(
                     f"{self.stop.reason or 'stopped'} while cell {index} was running",
                     cell_index=index,
                 )
             limit = _earliest(deadline, self.run_deadline)
             if limit is not None and now >= limit:
-                self._wind_down(index, msg_id, state, result, "timed_out", INTERRUPT_WAIT_S)
+                self._wind_down(index, msg_id, state, CellStatus.TIMED_OUT, INTERRUPT_WAIT_S)
                 if deadline is not None and limit == deadline:
                     raise CellTimeoutError(
                         f"cell {index} ran longer than {self.cell_timeout:g} s (--cell-timeout)",
@@ -227,7 +210,7 @@ class Executor:
                 last_alive = time.monotonic()
                 if not self.kernel.alive():
                     self._drain_iopub(index, msg_id, state)
-                    result.status = "kernel_died"
+                    self._update(index, status=CellStatus.KERNEL_DIED)
                     raise self.kernel.died(f"while running cell {index}", cell_index=index)
             state.out.sync()  # a checkpoint may follow
             self.widgets.write(self.nb)
@@ -240,12 +223,11 @@ class Executor:
         index: int,
         msg_id: str,
         state: _Cell,
-        result: CellResult,
-        status: str,
+        status: CellStatus,
         wait: float,
     ) -> None:
         """Interrupt the running cell and keep what it prints for up to ``wait`` seconds."""
-        result.status = status
+        self._update(index, status=status)
         self.kernel.interrupt()
         end = time.monotonic() + wait
         replied = False
@@ -341,6 +323,20 @@ def code_cells(nb: Any) -> list[int]:
         if c.cell_type == "code" and c.source.strip()
         and SKIP_TAG not in c.get("metadata", {}).get("tags", [])
     ]  # fmt: skip
+
+
+def _outcome(cell: Any, content: dict[str, Any]) -> tuple[CellStatus, dict[str, Any] | None]:
+    """A replied cell's status and error: SystemExit(0) exits, a ``raises-exception`` cell
+    completes whatever it raised."""
+    if content["status"] == "ok":
+        return CellStatus.COMPLETED, None
+    ename, evalue = content.get("ename", "Error"), str(content.get("evalue", ""))
+    error = {"ename": ename, "evalue": evalue}
+    if ename == "SystemExit" and evalue.strip() in EXIT_VALUES:
+        return CellStatus.EXITED, error
+    if RAISES_TAG in cell.metadata.get("tags", []):
+        return CellStatus.COMPLETED, error
+    return CellStatus.FAILED, error
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:

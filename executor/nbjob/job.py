@@ -2,8 +2,9 @@
 
 ``Job.run`` never raises: every ending becomes a run.json status, a one-line reason and one of
 the documented exit codes, and the results already produced are stored before it returns. The
-kernel starts first and boots while ``prepare`` fetches and unpacks. The executor publishes cell
-events to a bus; the record, the log and the checkpointer listen (``nbjob.listeners``). A stop
+kernel starts first and boots while ``prepare`` fetches and unpacks. The run publishes events
+(``nbjob.events``: RunStarted, the cells', RunEnded) to a bus; the record, the log and the
+checkpointer listen inline, external listeners (plug-ins, ``run(listeners=...)``) isolated. A stop
 signal sets the ``StopToken`` (``nbjob.stop``); every step checks it, and the results are stored
 within ``stop_grace`` seconds of the signal.
 """
@@ -40,11 +41,13 @@ class Job:
         self,
         settings: Settings,
         token: stop.StopToken,
-        listeners: Sequence[events.Listener] = (),
+        listeners: Sequence[events.Listener | events.Subscription] = (),
+        configure_logging: bool = False,
     ) -> None:
         self.s = settings
         self.token = token
-        self.listeners = list(listeners)  # more consumers of cell events (MLflow, tests)
+        self.listeners = list(listeners)  # external consumers of events (plug-ins, embedders)
+        self.configure_logging = configure_logging  # structlog's global configuration too
         self.t0 = time.monotonic()
         self.deadline = self.t0 + settings.timeout if settings.timeout else None
         self.storage = Storage(settings.storage_options)
@@ -110,7 +113,9 @@ class Job:
             error = self._begin_attempt()
         if self.s.log_dir:
             log_files.append(Path(self.s.log_dir) / results.LOG_NAME)
-        logs.configure(self.s.log_format, log_files, truncate=True)
+        logs.configure(
+            self.s.log_format, log_files, truncate=True, global_structlog=self.configure_logging
+        )
         self.log = logs.get_logger(run_id=self.s.run_id)
         self.results = results.Results(
             self.storage,
@@ -124,7 +129,9 @@ class Job:
         from nbjob.listeners import Checkpointer, LogListener  # nbformat: after the kernel launch
 
         checkpointer = Checkpointer(self.results, lambda: self.nb, self.record)
-        self.bus = events.Bus([self.record, LogListener(self.log), checkpointer, *self.listeners])
+        self.bus = events.Bus([self.record, LogListener(self.log), checkpointer], log=self.log)
+        for listener in self.listeners:  # isolated: their errors never reach the run
+            self.bus.subscribe(listener)
         return error
 
     def _begin_attempt(self) -> StorageError | None:
@@ -250,9 +257,20 @@ class Job:
             stop_wait=min(5.0, self.s.stop_grace / 3),
         )
         self.log.info("execute_start", cells=len(executor.code_cells(self.nb)))
+        self.bus.publish(self.record.run_started())
         with self.watch:
             if executor.run(self.nb):
                 self.log.info("run_exited_early", reason="a cell called sys.exit(0)")
+
+    def _publish_ended(self, stored: bool) -> None:
+        """RunEnded, the last event; external listeners get a bounded time to take it (less
+        after a stop: the results are stored, what is left of the grace ends the process)."""
+        where = self.results.dest if stored else str(self.results.spool)
+        ended = self.record.run_ended(where, stored, self.results.notebook_name)
+        drain = events.DRAIN_S
+        if self.token.requested:
+            drain = min(drain, max(0.0, self.token.remaining(self.s.stop_grace) - 1.0))
+        self.bus.close(ended, drain)
 
     # -- the end -------------------------------------------------------------------------------
 
@@ -287,6 +305,7 @@ class Job:
         )
         self._report(stored, deadline)
         self._stop_kernel(ending)
+        self._publish_ended(stored)
         logs.close()
         self._cleanup()
         return self.record.exit_code if self.record.exit_code is not None else 1
@@ -403,14 +422,29 @@ class Job:
 def run(
     settings: Settings,
     token: stop.StopToken | None = None,
-    listeners: Sequence[events.Listener] = (),
+    listeners: Sequence[events.Listener | events.Subscription] = (),
+    *,
+    install_signals: bool = False,
+    configure_logging: bool = False,
 ) -> int:
     """Run one job; the return value is the process exit code.
 
-    ``token``: the stop token the process's signal handlers set (``cli.main`` installs them
-    first thing); without one, this installs handlers for ``settings.stop_signals``.
+    ``token``: stops the run when set (``token.request``); a new one when not given.
+    ``listeners``: external listeners, each a listener or an ``nbjob.Subscription``; with the
+    plug-ins ``settings.listeners`` names, they are isolated from the run (``events.Bus``).
+    ``install_signals``: make ``settings.stop_signals`` set the token (this replaces the
+    process's handlers for them); ``configure_logging``: make nbjob's log structlog's global
+    configuration. The command line asks for both; an embedding program usually for neither
+    (the run's log, executor.log, is written either way; a run may then be started from any
+    thread, and Ctrl-C is the program's KeyboardInterrupt, not a graceful stop: for that, set
+    the token from the program's own handler, or ask for ``install_signals``).
+    ``UsageError`` for an unknown plug-in, before any kernel starts.
     """
+    from nbjob.listeners import plugins
+
+    external = [*listeners, *plugins.load(settings.listeners, settings)]
     if token is None:
         token = stop.StopToken()
+    if install_signals:
         stop.install(token, settings.stop_signals)
-    return Job(settings, token, listeners).run()
+    return Job(settings, token, external, configure_logging).run()

@@ -192,11 +192,45 @@ def _render(
     return (event,), {}
 
 
-_sink: Sink | None = None
+_sink: Sink | None = None  # the open run's
 
 
-def configure(log_format: str = "auto", files: Iterable[Path] = (), truncate: bool = False) -> Sink:
-    """Set up structlog for this process; ``files`` receive JSON lines."""
+def _console() -> Sink:
+    """Where nbjob logs when no run's log is open: stderr only."""
+    return Sink(sys.stderr, not sys.stderr.isatty(), [])
+
+
+class _Current:
+    """What nbjob's loggers write to: the open run's sink (``configure``), else stderr."""
+
+    def msg(self, event: dict[str, Any]) -> None:
+        (_sink or _console()).msg(event)
+
+    debug = info = warning = warn = error = critical = exception = log = msg
+
+
+_CURRENT = _Current()
+
+
+def _processors() -> list[Callable[..., Any]]:
+    import structlog  # here, not at the top: nbjob starts the kernel before this import
+
+    return [structlog.processors.add_log_level, _timestamp, _scrub_processor, _render]
+
+
+def configure(
+    log_format: str = "auto",
+    files: Iterable[Path] = (),
+    truncate: bool = False,
+    *,
+    global_structlog: bool = False,
+) -> Sink:
+    """Open the run's log: ``files`` receive JSON lines, stderr the ``log_format`` form.
+
+    nbjob's loggers (``get_logger``) write there until ``close``, whatever the process's own
+    logging is. ``global_structlog``: also make this structlog's configuration for the whole
+    process (the command line does; an embedding program's structlog is left alone).
+    """
     global _sink, _secrets
     if _sink is not None:
         _sink.close()
@@ -206,27 +240,31 @@ def configure(log_format: str = "auto", files: Iterable[Path] = (), truncate: bo
     for path in files:
         path.parent.mkdir(parents=True, exist_ok=True)
         handles.append(path.open("w" if truncate else "a", encoding="utf-8"))
-    import structlog  # here, not at the top: nbjob starts the kernel before this import
-
     _sink = Sink(sys.stderr, console_json, handles)
-    sink = _sink
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            _timestamp,
-            _scrub_processor,
-            _render,
-        ],
-        logger_factory=lambda *_: sink,
-        cache_logger_on_first_use=False,
-    )
-    return sink
+    if global_structlog:
+        import structlog
+
+        structlog.configure(
+            processors=_processors(),
+            logger_factory=lambda *_: _CURRENT,
+            cache_logger_on_first_use=False,
+        )
+    return _sink
 
 
 def get_logger(**bound: Any) -> Any:
+    """A logger writing to the run's log (``configure``), with ``bound`` in every event; it
+    uses nbjob's own processors, never structlog's global configuration."""
     import structlog
 
-    return structlog.get_logger(**bound)
+    return structlog.wrap_logger(
+        _CURRENT,
+        processors=_processors(),
+        wrapper_class=structlog.BoundLogger,
+        context_class=dict,
+        cache_logger_on_first_use=False,
+        **bound,
+    )
 
 
 def flush() -> None:

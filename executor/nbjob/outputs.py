@@ -89,11 +89,6 @@ class LineFolder:
             self.line, self.cursor = "", 0
         return done
 
-    @property
-    def rewritten(self) -> bool:
-        """The current line has text (a progress bar being drawn, or a partial line)."""
-        return bool(self.line)
-
 
 class Stream:
     """One stream output of a cell: head, a marker when something was left out, tail, line."""

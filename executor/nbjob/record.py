@@ -13,27 +13,15 @@ import os
 import platform
 import socket
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from typing import Any
 
 from nbjob import __version__, events, logs
 from nbjob.errors import NbjobError, StoppedError
+from nbjob.events import CellState, CellStatus, RunStatus
 
 _NOT_FOR_THE_RECORD = (events.CellOutput, events.Tick)
-
-
-@dataclass
-class CellRecord:
-    index: int
-    status: str = events.PENDING
-    execution_count: int | None = None
-    started_at: str | None = None
-    ended_at: str | None = None
-    duration_s: float | None = None
-    error: dict[str, Any] | None = None
-    output_truncated: bool = False
-    warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +69,7 @@ class RunRecord:
     output: str
     platform: dict[str, str]
     started_at: str = field(default_factory=logs.now_iso)
-    status: str = "running"
+    status: RunStatus = RunStatus.RUNNING
     exit_code: int | None = None
     reason: str | None = None
     notebook: str | None = None
@@ -93,7 +81,7 @@ class RunRecord:
     gpus: list[Any] = field(default_factory=list)
     gpu_probe: dict[str, Any] | None = None
     unmet_requirements: list[str] = field(default_factory=list)
-    cells: dict[int, CellRecord] = field(default_factory=dict)  # by notebook index, in order
+    cells: dict[int, CellState] = field(default_factory=dict)  # by notebook index, in order
     artifacts: list[str] = field(default_factory=list)
     versions: dict[str, str | None] = field(default_factory=versions)
     host: dict[str, Any] = field(default_factory=host)
@@ -174,26 +162,26 @@ class RunRecord:
             return  # the most frequent events, first
         if isinstance(event, events.CellStarted):
             cell = self._cell(event.index)
-            cell.status, cell.started_at = events.RUNNING, event.started_at
+            self.cells[event.index] = replace(
+                cell, status=CellStatus.RUNNING, started_at=event.started_at
+            )
             self.running_since = time.monotonic()
         elif isinstance(event, events.CellEnded):
-            cell = self._cell(event.index)
-            cell.status, cell.execution_count = event.status, event.execution_count
-            cell.started_at, cell.ended_at = event.started_at, event.ended_at
-            cell.duration_s, cell.error = event.duration_s, event.error
-            cell.output_truncated = event.output_truncated
-            cell.warning = event.warning
+            self.cells[event.state.index] = event.state  # the executor's state, as it is
         elif isinstance(event, events.CellMetric):
             self.metrics[event.name] = event.value
         elif isinstance(event, events.CellSkipped):
-            self._cell(event.index).status = events.SKIPPED
+            self.cells[event.index] = replace(self._cell(event.index), status=CellStatus.SKIPPED)
         elif isinstance(event, events.CellsListed):
-            self.cells = {i: CellRecord(index=i) for i in event.indexes}
+            self.cells = {i: CellState(i) for i in event.indexes}
 
     def progress(self) -> dict[str, Any]:
         """For dashboards: cells done / total, the running cell and how long it has run."""
-        done = sum(c.status not in (events.PENDING, events.RUNNING) for c in self.cells.values())
-        running = next((c.index for c in self.cells.values() if c.status == events.RUNNING), None)
+        waiting = (CellStatus.PENDING, CellStatus.RUNNING)
+        done = sum(c.status not in waiting for c in self.cells.values())
+        running = next(
+            (c.index for c in self.cells.values() if c.status == CellStatus.RUNNING), None
+        )
         seconds = None
         if running is not None and self.running_since is not None:
             seconds = round(time.monotonic() - self.running_since, 1)
@@ -205,10 +193,9 @@ class RunRecord:
             "updated_at": logs.now_iso(),
         }
 
-    def _cell(self, index: int) -> CellRecord:
-        if index not in self.cells:
-            self.cells[index] = CellRecord(index=index)
-        return self.cells[index]
+    def _cell(self, index: int) -> CellState:
+        """The cell's state so far (a pending one for a cell not listed)."""
+        return self.cells.get(index) or CellState(index)
 
     # -- the end -------------------------------------------------------------------------------
 
@@ -219,13 +206,39 @@ class RunRecord:
         self.duration_s = round(time.monotonic() - self.t0, 3)
         self.failed_cell = None
         if error is None:
-            self.status, self.exit_code, self.reason = "succeeded", 0, "succeeded"
+            self.status, self.exit_code, self.reason = RunStatus.SUCCEEDED, 0, "succeeded"
             return
-        self.status, self.exit_code, self.reason = error.status, error.exit_code, error.reason
+        self.status, self.exit_code = RunStatus(error.status), error.exit_code
+        self.reason = error.reason
         index = error.details.get("cell_index")
         if index is not None:
             cell = self.cells.get(index)
             self.failed_cell = {"index": index, **((cell.error if cell else None) or {})}
+
+    def run_started(self) -> events.RunStarted:
+        """The event for the run's start: the facts gathered so far."""
+        return events.RunStarted(
+            self.run_id,
+            self.attempt,
+            dict(self.identity),
+            dict(self.parameters),
+            self.notebook,
+            self.kernel.to_json() if self.kernel else {},
+        )
+
+    def run_ended(self, output: str, stored: bool, notebook: str | None) -> events.RunEnded:
+        """The event for the run's end: its outcome, and where its results are (``output``,
+        redacted here; ``stored``: False when they could not be stored there)."""
+        return events.RunEnded(
+            self.status,
+            self.exit_code if self.exit_code is not None else 1,
+            self.reason,
+            self.duration_s,
+            logs.redact(output),
+            stored,
+            notebook,
+            self.report.get("name"),
+        )
 
     def report_written(self, name: str) -> None:
         self.report = {"name": name, "reason": None}
@@ -239,7 +252,8 @@ class RunRecord:
     def not_stored(self, error: NbjobError) -> None:
         """The results could not be stored: a success must not be reported, nor a stop hidden."""
         if self.exit_code == 0 or isinstance(error, StoppedError):
-            self.status, self.exit_code, self.reason = error.status, error.exit_code, error.reason
+            self.status, self.exit_code = RunStatus(error.status), error.exit_code
+            self.reason = error.reason
 
     @property
     def failed_index(self) -> int | None:
@@ -258,7 +272,7 @@ class RunRecord:
         """run.json's mapping; key order as before the record was typed."""
         return {
             "run_id": self.run_id,
-            "status": self.status,
+            "status": str(self.status),
             "exit_code": self.exit_code,
             "reason": self.reason,
             "source": self.source,
@@ -273,7 +287,7 @@ class RunRecord:
             "gpus": self.gpus,
             "gpu_probe": self.gpu_probe,
             "unmet_requirements": self.unmet_requirements,
-            "cells": [dict(vars(c)) for c in self.cells.values()],
+            "cells": [c.to_json() for c in self.cells.values()],
             "artifacts": self.artifacts,
             "report": self.report,
             "platform": self.platform,

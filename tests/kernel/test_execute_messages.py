@@ -61,7 +61,7 @@ def test_lost_idle_ends_the_cell_after_the_reply(monkeypatch: pytest.MonkeyPatch
     assert [r.status for r in executor.results.values()] == ["completed", "completed"]
     assert all("idle" in (r.warning or "") for r in executor.results.values())  # both lost it
     ended = [e for e in executor.bus.published if isinstance(e, events.CellEnded)]  # type: ignore[attr-defined]
-    assert ended[0].warning == executor.results[0].warning
+    assert ended[0].state.warning == executor.results[0].warning
 
 
 def test_output_still_arriving_after_the_reply_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,7 +120,7 @@ def test_a_stop_request_interrupts_and_raises_stopped() -> None:
         executor.run(notebook("hang"))
     assert kernel.interrupts == 1 and executor.results[0].status == "interrupted"
     ended = [e for e in bus.published if isinstance(e, events.CellEnded)]  # type: ignore[attr-defined]
-    assert [(e.index, e.status) for e in ended] == [(0, "interrupted")]
+    assert [(e.index, e.state.status) for e in ended] == [(0, "interrupted")]
 
 
 def test_death_mid_cell_keeps_what_came_before() -> None:

@@ -1,20 +1,12 @@
-"""The run's standard listeners to executor events: the log and the checkpointer.
-
-The third, the run record, is ``record.RunRecord.on_event``. A new consumer of cell events
-(MLflow, a progress bar) is one more small class here or in its own module, added to the bus
-in ``job.py``.
-"""
+"""The log's listener: cell starts, stream text, metrics and cell ends in executor.log."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from nbjob import events
 from nbjob.outputs import LineFolder
-from nbjob.record import RunRecord
-from nbjob.results import Results
 
 PROGRESS_EVERY_S = 5.0  # a line only being rewritten (\r, \b) is logged at most this often
 
@@ -71,29 +63,17 @@ class LogListener:
         elif isinstance(event, events.CellMetric):
             self.log.info("metric", cell=event.index, name=event.name, value=event.value)
         elif isinstance(event, events.CellEnded):
-            self._flush(event.index)
-            if event.warning:
-                self.log.warning("cell_warning", cell=event.index, warning=event.warning)
-            self.log.info(
-                "cell_end",
-                cell=event.index,
-                status=event.status,
-                execution_count=event.execution_count,
-                duration_s=event.duration_s,
-                **({"error": event.error} if event.error else {}),
-            )
+            self._ended(event.state)
 
-
-class Checkpointer:
-    """Writes the notebook and run.json when a checkpoint is due (cells start, end, ticks)."""
-
-    def __init__(self, results: Results, notebook: Callable[[], Any], record: RunRecord) -> None:
-        self.results = results
-        self.notebook = notebook  # the notebook being run (None before it is read)
-        self.record = record
-
-    def on_event(self, event: events.Event) -> None:
-        if isinstance(event, (events.CellOutput, events.CellSkipped)):
-            return
-        if self.results.due():
-            self.results.checkpoint(self.notebook(), self.record.to_json())
+    def _ended(self, cell: events.CellState) -> None:
+        self._flush(cell.index)
+        if cell.warning:
+            self.log.warning("cell_warning", cell=cell.index, warning=cell.warning)
+        self.log.info(
+            "cell_end",
+            cell=cell.index,
+            status=str(cell.status),
+            execution_count=cell.execution_count,
+            duration_s=cell.duration_s,
+            **({"error": cell.error} if cell.error else {}),
+        )
