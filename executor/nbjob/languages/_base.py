@@ -18,7 +18,7 @@ from nbjob.errors import ParameterError
 
 # capability (the name run.json's ``kernel.unsupported`` lists) -> the methods it needs
 CAPABILITIES: dict[str, tuple[str, ...]] = {
-    "parameters": ("parameters_cell",),
+    "parameters": ("literal", "assign", "comment"),
     "set_env": ("set_env",),
     "chdir": ("chdir",),
     "gpu_probe": ("gpu_probe", "decode", "forget"),
@@ -71,7 +71,8 @@ class Language:
     ``default_kernel`` is the kernel chosen for a notebook of this language when it names none
     that is installed. Snippets that return a value (the probe, the check, a file listing) set
     the variable named by ``RESULT`` to a JSON string; nbjob reads it back as a user expression
-    and ``decode`` turns the reply's ``text/plain`` into the value.
+    and ``decode`` turns the reply's ``text/plain`` into the value. The parameters cell comes
+    from ``literal``, ``assign`` and ``comment``, as papermill's translators build it.
     """
 
     name: ClassVar[str] = ""
@@ -96,9 +97,25 @@ class Language:
 
     # -- parameters ----------------------------------------------------------------------------
 
+    def literal(self, value: Any) -> str:
+        """Source for ``value`` (None, str, bool, int, float, lists and mappings of them; a
+        float may be NaN or infinite); ``ParameterError`` for any other type."""
+        raise self._lacks("literal")
+
+    def assign(self, name: str, source: str) -> str:
+        """A statement that sets the variable ``name`` to the value of ``source``."""
+        raise self._lacks("assign")
+
+    def comment(self, text: str) -> str:
+        """A comment line saying ``text``."""
+        raise self._lacks("comment")
+
     def parameters_cell(self, parameters: Mapping[str, Any]) -> str:
-        """The injected parameters cell's source (values already passed ``check_value``)."""
-        raise self._lacks("parameters_cell")
+        """The injected parameters cell's source: papermill's shape, a ``Parameters`` comment
+        and one assignment a line."""
+        lines = [self.comment("Parameters")]
+        lines += [self.assign(name, self.literal(value)) for name, value in parameters.items()]
+        return "\n".join(lines) + "\n"
 
     def declared_names(self, source: str) -> set[str] | None:
         """Names a cell's ``source`` assigns at top level; None when it cannot tell."""

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from nbjob.languages._base import Language, check_value, finite
 
-__all__ = ["Python", "literal"]
+__all__ = ["Python"]
 
 # What GPUs does the kernel see?
 _GPU_PROBE = r"""
@@ -123,27 +122,28 @@ def _nbjob_get(path, offset, size):
 """
 
 
-def literal(value: Any) -> str:
-    """Python source for ``value`` (None, str, bool, int, float, list, dict)."""
-    if not finite(value):
-        return f"float({str(value)!r})"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{literal(k)}: {literal(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(literal(v) for v in value) + "]"
-    check_value(value)  # raises ParameterError for any other type
-    return repr(value)
-
-
 class Python(Language):
     """Python kernels: the code nbjob has always sent, in one place."""
 
     name: ClassVar[str] = "python"
     default_kernel: ClassVar[str | None] = "python3"
 
-    def parameters_cell(self, parameters: Mapping[str, Any]) -> str:
-        lines = ["# Parameters"] + [f"{k} = {literal(v)}" for k, v in parameters.items()]
-        return "\n".join(lines) + "\n"
+    def literal(self, value: Any) -> str:
+        if not finite(value):
+            return f"float({str(value)!r})"
+        if isinstance(value, dict):
+            items = (f"{self.literal(k)}: {self.literal(v)}" for k, v in value.items())
+            return "{" + ", ".join(items) + "}"
+        if isinstance(value, list | tuple):
+            return "[" + ", ".join(self.literal(v) for v in value) + "]"
+        check_value(value)  # ParameterError for any other type
+        return repr(value)
+
+    def assign(self, name: str, source: str) -> str:
+        return f"{name} = {source}"
+
+    def comment(self, text: str) -> str:
+        return f"# {text}"
 
     def declared_names(self, source: str) -> set[str] | None:
         try:
