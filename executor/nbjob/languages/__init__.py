@@ -17,8 +17,10 @@ holds ``kernel.unsupported``, the list of the capabilities above the run's kerne
 exception keeps today's behaviour: parameters given for a notebook whose language cannot take
 them are a ``ParameterError`` (exit 3), as the run would otherwise ignore what was asked.
 
-To add a language: a module with a ``Language`` subclass and a line in ``_registry.BUILTIN``;
-from another package: an entry point in the group ``nbjob.languages`` named after the language.
+To add a language: a module with a ``Language`` subclass and a line in ``_registry.BUILTIN``
+(and, for its contract test against a real kernel, a ``Reader`` in tests/test_languages.py);
+from another package: an entry point in the group ``nbjob.languages`` named after the language
+(``r = "nbjob_r:R"``). Names are matched case-insensitively (IRkernel's language is ``R``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ bare ``Language``: every capability unsupported, so nothing is sent to that kern
 
 from __future__ import annotations
 
-import logging
 import threading
 from importlib.metadata import entry_points
 
@@ -23,7 +22,6 @@ BUILTIN: dict[str, type[Language]] = {
     "python": Python,
 }
 
-_log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _found: dict[str, Language] = {}
 
@@ -31,10 +29,12 @@ _found: dict[str, Language] = {}
 def get(name: str) -> Language:
     """The language for the kernel language ``name`` (case-insensitive, e.g. ``Python``)."""
     key = (name or "").strip().lower()
-    with _lock:
-        if key not in _found:
-            _found[key] = _make(key)
-        return _found[key]
+    found = _found.get(key)
+    if found is None:
+        made = _make(key)  # outside the lock: a plug-in's import may look languages up too
+        with _lock:
+            found = _found.setdefault(key, made)
+    return found
 
 
 def names() -> list[str]:
@@ -57,13 +57,19 @@ def _make(key: str) -> Language:
             found = ep.load()
             language = found() if isinstance(found, type) else found
         except Exception as exc:  # a broken plug-in is a missing language, not a failed run
-            _log.warning("language plug-in %s failed to load: %s", ep.value, exc)
+            _warn(ep.value, f"{type(exc).__name__}: {exc}")
             break
         if isinstance(language, Language):
             return language
-        _log.warning("language plug-in %s is not an nbjob Language", ep.value)
+        _warn(ep.value, "not an nbjob.languages.Language")
         break
     return _unknown(key)
+
+
+def _warn(plugin: str, error: str) -> None:
+    from nbjob import logs  # only here: nbjob.languages stays a light import
+
+    logs.get_logger().warning("language_plugin_unusable", plugin=plugin, error=error[:300])
 
 
 def _unknown(key: str) -> Language:
