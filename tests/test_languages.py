@@ -203,6 +203,23 @@ def test_files_travel_through_the_kernel(
 # -- the registry ------------------------------------------------------------------------------
 
 
+def test_the_public_surface_is_exact() -> None:
+    assert sorted(languages.__all__) == [
+        "CAPABILITIES",
+        "DEFAULT_LANGUAGE",
+        "ENTRY_POINT_GROUP",
+        "Language",
+        "UnsupportedCapability",
+        "check_value",
+        "forget_found",
+        "get",
+        "names",
+        "supporting",
+    ]
+    assert all(getattr(languages, name) is not None for name in languages.__all__)
+    assert languages.ENTRY_POINT_GROUP == "nbjob.languages"
+
+
 def test_registry_finds_languages_by_kernel_language_name() -> None:
     assert "python" in languages.names() and languages.DEFAULT_LANGUAGE == "python"
     assert languages.get("Python") is languages.get("python")
