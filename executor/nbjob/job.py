@@ -221,10 +221,12 @@ class Job:
             ),
             "the kernel start",
         )
-        self.record.kernel_ready(name, kernel.language, kernel.info, kernel.describe())
-        if kernel.language == "python":  # the number may be known only now (the destination's)
-            code = f"import os as _o; _o.environ['NBJOB_ATTEMPT'] = '{self.record.attempt}'; del _o"
-            stop.wait_for(self.token, lambda: kernel.run_silent(code, {}), "the attempt number")
+        session = kernel.describe() | {"unsupported": kernel.lang.unsupported()}
+        self.record.kernel_ready(name, kernel.language, kernel.info, session)
+        attempt = str(self.record.attempt)  # may be known only now (the destination's)
+        stop.wait_for(
+            self.token, lambda: kernel.set_env("NBJOB_ATTEMPT", attempt), "the attempt number"
+        )
         self.log.info(
             "kernel_ready",
             kernel=name,

@@ -7,14 +7,13 @@ config only collect the sources as given (``ParameterSources``); ``merge`` parse
 and merges them in one place when the run starts, so every bad parameter, whatever its source,
 is a ``ParameterError``: exit 3 with run.json stored. The injected cell is tagged
 ``injected-parameters`` and goes right after the first cell tagged ``parameters`` (replacing an
-injected cell from an earlier run), or at the top when there is none.
+injected cell from an earlier run), or at the top when there is none; the notebook's language
+writes its source (``nbjob.languages``: papermill's for Python).
 """
 
 from __future__ import annotations
 
-import ast
 import keyword
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from nbjob import languages
 from nbjob.errors import ParameterError
 
 INJECTED_TAG = "injected-parameters"
@@ -111,51 +111,30 @@ def _check(origin: str, name: Any, value: Any) -> None:
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
         raise ParameterError(f"{origin}: {name!r} is not a valid parameter name")
     try:
-        to_python(value)
+        languages.check_value(value)
     except ParameterError as exc:
         raise ParameterError(f"{origin}: parameter {name}: {exc.reason}") from None
 
 
-def to_python(value: Any) -> str:
-    """Python source for ``value`` (None, str, bool, int, float, list, dict)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return f"float({str(value)!r})"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{to_python(k)}: {to_python(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(to_python(v) for v in value) + "]"
-    if value is None or isinstance(value, bool | int | float | str):
-        return repr(value)
-    raise ParameterError(f"parameter value {value!r} has unsupported type {type(value).__name__}")
-
-
-def _declared_names(source: str) -> set[str] | None:
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return None
-    names: set[str] = set()
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
-        names.update(t.id for t in targets if isinstance(t, ast.Name))
-    return names
-
-
 def inject(nb: Any, parameters: Mapping[str, Any], language: str) -> list[str]:
-    """Insert the injected-parameters cell; return names the parameters cell does not declare."""
+    """Insert the injected-parameters cell, written by the notebook's ``language``; return the
+    names the parameters cell does not declare. Parameters for a language that cannot take
+    them are a ``ParameterError`` (exit 3): the run would otherwise ignore what was asked."""
     import nbformat
 
     if not parameters:
         return []
-    if language != "python":
-        raise ParameterError(f"parameters need a Python kernel; this notebook's is {language!r}")
-    lines = ["# Parameters"] + [f"{k} = {to_python(v)}" for k, v in parameters.items()]
-    cell = nbformat.v4.new_code_cell("\n".join(lines) + "\n", metadata={"tags": [INJECTED_TAG]})
+    lang = languages.get(language)
+    if not lang.supports("parameters"):
+        able = ", ".join(languages.supporting("parameters"))
+        raise ParameterError(f"parameters need a {able} kernel; this notebook's is {language!r}")
+    source = lang.parameters_cell(parameters)
+    cell = nbformat.v4.new_code_cell(source, metadata={"tags": [INJECTED_TAG]})
     cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
     marked = [i for i, c in enumerate(cells) if PARAMETERS_TAG in c.metadata.get("tags", [])]
     unknown: list[str] = []
     if marked:
-        declared = _declared_names(cells[marked[0]].source)
+        declared = lang.declared_names(cells[marked[0]].source)
         if declared is not None:
             unknown = [k for k in parameters if k not in declared]
         cells.insert(marked[0] + 1, cell)

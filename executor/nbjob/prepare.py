@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nbjob import bundle as bundles
-from nbjob import params, results, stop
+from nbjob import languages, params, results, stop
 from nbjob.config import Settings
 from nbjob.errors import GPUNotVisibleError, NbjobError, NotebookError
 from nbjob.kernel import KernelSession
@@ -121,7 +121,7 @@ def _check_shape(raw: Any, name: str) -> None:
 def inject_parameters(nb: Any, bundle: bundles.Bundle, s: Settings, log: Any) -> dict[str, Any]:
     """Merge and check every parameter source (``params.merge``), inject them; the merged dict."""
     merged = params.merge(s.parameters, bundle.parameters)
-    language = (nb.metadata.get("kernelspec") or {}).get("language") or "python"
+    language = (nb.metadata.get("kernelspec") or {}).get("language") or languages.DEFAULT_LANGUAGE
     if unknown := params.inject(nb, merged, language):
         log.warning("unknown_parameters", names=unknown)
     return merged
@@ -140,7 +140,7 @@ def kernel_at(
     a copy)."""
     try:
         kernel.wait_started()
-        if kernel.name == name and (kernel.cwd == cwd or kernel.language == "python"):
+        if kernel.name == name and (kernel.cwd == cwd or kernel.lang.supports("chdir")):
             return _in_folder(kernel, cwd, root, log)
     except NbjobError:
         if kernel.name == name:
@@ -155,7 +155,7 @@ def _in_folder(kernel: KernelSession, cwd: Path, root: Path, log: Any) -> Kernel
     started = time.monotonic()
     if sent := kernel.upload_files(root):
         log.info("files_uploaded", files=sent, seconds=round(time.monotonic() - started, 3))
-    if kernel.cwd != cwd:  # notebook in a subfolder: Python can just change dir
+    if kernel.cwd != cwd:  # notebook in a subfolder: the kernel changes folder (kernel_at)
         kernel.chdir(cwd)
     return kernel
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nbjob import languages
 from nbjob.errors import NoSuchKernelError
 from nbjob.kernel.base import DEFAULT_KERNEL, KernelSession, Message
 
@@ -108,7 +109,8 @@ def choose(
     override: str | None,
     installed: Mapping[str, Mapping[str, Any]],
 ) -> str:
-    """The kernel to run: override, else the notebook's kernelspec, else one of its language."""
+    """The kernel to run: override, else the notebook's kernelspec, else one of its language
+    (the language's ``default_kernel`` first: ``python3`` for Python)."""
     if override:
         if override not in installed:
             raise NoSuchKernelError(
@@ -121,10 +123,11 @@ def choose(
         return str(name)
     language = spec.get("language") or (notebook_meta.get("language_info") or {}).get("name")
     if not name and not language:
-        language = "python"
+        language = languages.DEFAULT_LANGUAGE
     if language:
-        if language == "python" and DEFAULT_KERNEL in installed:
-            return DEFAULT_KERNEL
+        preferred = languages.get(language).default_kernel
+        if preferred and preferred in installed:
+            return str(preferred)
         for candidate, meta in sorted(installed.items()):
             if meta.get("language") == language:
                 return candidate

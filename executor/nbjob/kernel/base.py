@@ -3,14 +3,14 @@
 A ``KernelSession`` starts a kernel (possibly in the background while the bundle is fetched),
 sends code with ``execute`` and hands back every message through ``next_message``: the only
 place messages come from. Interrupt, liveness and shutdown complete the contract. The GPU
-probe, the requirements check and changing folder are silent executes written once here, so
-they run *inside* the kernel: a remote kernel's environment is not nbjob's.
+probe, the requirements check, setting a variable and changing folder are silent executes
+written once here, so they run *inside* the kernel: a remote kernel's environment is not
+nbjob's. Their code comes from the kernel's language (``lang``, ``nbjob.languages``); a step
+the language lacks is skipped.
 """
 
 from __future__ import annotations
 
-import ast
-import json
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -18,74 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from nbjob import languages
 from nbjob.errors import DeadKernelError
 
 Channel = Literal["shell", "iopub"]
 Message = tuple[Channel, dict[str, Any]]
 
-DEFAULT_KERNEL = "python3"
+DEFAULT_KERNEL = languages.get(languages.DEFAULT_LANGUAGE).default_kernel or "python3"
 SILENT_TIMEOUT_S = 30.0  # how long a silent helper execute may take
-
-# Runs silently in a Python kernel before the first cell: what GPUs does the kernel see?
-GPU_PROBE = r"""
-def _nbjob_probe():
-    import importlib, json, os, shutil, subprocess
-    importlib.invalidate_caches()
-    gpus, error = [], None
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run(
-                [smi, "--query-gpu=index,name,memory.total,uuid", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=20,
-            )
-            for line in out.stdout.splitlines():
-                parts = [p.strip() for p in line.split(",")]
-                if len(parts) >= 3:
-                    gpus.append({"index": parts[0], "name": parts[1], "memory": parts[2]})
-            if out.returncode:
-                error = (out.stderr or out.stdout).strip()[:300]
-        except Exception as exc:  # reported, never fatal
-            error = str(exc)[:300]
-    env = {k: os.environ[k] for k in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
-           if k in os.environ}
-    return json.dumps({"gpus": gpus, "nvidia_smi": smi, "error": error, "env": env})
-_nbjob_result = _nbjob_probe()
-del _nbjob_probe
-"""
-
-# Which requirement lines does the kernel's environment not satisfy? ``packaging`` when the
-# kernel has it; else a plain check of the name and an ``==`` pin.
-REQUIREMENTS_CHECK = r"""
-def _nbjob_unmet(lines):
-    import json, re
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        from packaging.requirements import Requirement
-    except ImportError:
-        Requirement = None
-    unmet = []
-    for line in lines:
-        try:
-            if Requirement is None:
-                name = re.split(r"[\s<>=!~;\[@]", line, maxsplit=1)[0]
-                pin = re.search(r"==\s*([^\s,;]+)", line)
-                if pin and version(name) != pin.group(1):
-                    unmet.append(line)
-                elif not pin:
-                    version(name)
-                continue
-            req = Requirement(line)
-            if req.marker is not None and not req.marker.evaluate():
-                continue
-            if not req.specifier.contains(version(req.name), prereleases=True):
-                unmet.append(line)
-        except Exception:
-            unmet.append(line)
-    return json.dumps(unmet)
-_nbjob_result = _nbjob_unmet(LINES)
-del _nbjob_unmet
-"""
 
 
 class KernelSession(ABC):
@@ -205,46 +145,62 @@ class KernelSession(ABC):
                 return dict(msg.get("content") or {})
         raise TimeoutError(f"the kernel did not answer a silent request within {timeout:g} s")
 
+    @property
+    def lang(self) -> languages.Language:
+        """The kernel's language: the code nbjob sends it, and what it can do."""
+        return languages.get(self.language)
+
     def silent_value(self, code: str, timeout: float = SILENT_TIMEOUT_S) -> Any:
-        """Run ``code`` (which sets ``_nbjob_result`` to a JSON string); the decoded value."""
-        reply = self.run_silent(code, {"r": "_nbjob_result"}, timeout)
-        self.execute("del _nbjob_result", silent=True, store_history=False)
+        """Run ``code`` (which sets the language's ``RESULT`` to a JSON string); the value."""
+        lang = self.lang
+        reply = self.run_silent(code, {"r": lang.RESULT}, timeout)
+        self.execute(lang.forget(lang.RESULT), silent=True, store_history=False)
         result = reply.get("user_expressions", {}).get("r", {})
         try:
-            return json.loads(ast.literal_eval(result["data"]["text/plain"]))
+            return lang.decode(result["data"]["text/plain"])
         except (KeyError, ValueError, SyntaxError, TypeError):
             raise ValueError(str(result.get("evalue") or reply.get("evalue") or "failed")) from None
 
     def probe_gpus(self, timeout: float = SILENT_TIMEOUT_S) -> dict[str, Any]:
-        """Ask a Python kernel which GPUs it sees (nvidia-smi and *_VISIBLE_DEVICES)."""
-        if self.language != "python":
-            return {"gpus": [], "error": "GPU probe needs a Python kernel"}
+        """Ask the kernel which GPUs it sees (nvidia-smi and *_VISIBLE_DEVICES)."""
+        if not self.lang.supports("gpu_probe"):
+            able = ", ".join(languages.supporting("gpu_probe"))
+            return {"gpus": [], "error": f"GPU probe needs a {able} kernel, not {self.language!r}"}
         try:
-            return dict(self.silent_value(GPU_PROBE, timeout))
+            return dict(self.silent_value(self.lang.gpu_probe(), timeout))
         except TimeoutError:
             return {"gpus": [], "error": "GPU probe did not answer"}
         except ValueError as exc:
             return {"gpus": [], "error": f"GPU probe failed: {exc}"}
 
     def check_requirements(self, lines: list[str]) -> list[str]:
-        """The requirement lines the kernel's environment does not satisfy (Python kernels)."""
-        if not lines or self.language != "python":
+        """The requirement lines the kernel's environment does not satisfy (none checked where
+        the language has no check)."""
+        if not lines or not self.lang.supports("requirements_check"):
             return []
         try:
-            unmet = self.silent_value(REQUIREMENTS_CHECK.replace("LINES", repr(lines)))
+            unmet = self.silent_value(self.lang.requirements_check(lines))
             return [str(x) for x in unmet]
         except (TimeoutError, ValueError):
             return list(lines)
+
+    def set_env(self, name: str, value: str) -> bool:
+        """Set an environment variable inside the kernel; False where the language cannot."""
+        if not self.lang.supports("set_env"):
+            return False
+        self.run_silent(self.lang.set_env(name, value), {})
+        return True
 
     def remote_path(self, path: Path) -> str:
         """Where the local ``path`` is as the kernel sees it (local: the same)."""
         return str(path)
 
     def chdir(self, path: Path) -> None:
-        """Make the kernel's working folder the one that mirrors the local ``path``."""
-        if self.language == "python":
-            target = self.remote_path(path)
-            self.run_silent(f"import os as _o; _o.chdir({target!r}); del _o", {})
+        """Make the kernel's working folder the one that mirrors the local ``path`` (where
+        the language cannot, only ``cwd`` changes: ``prepare.kernel_at`` starts a kernel
+        there instead)."""
+        if self.lang.supports("chdir"):
+            self.run_silent(self.lang.chdir(self.remote_path(path)), {})
         self.cwd = path
 
     def upload_files(self, root: Path) -> int:

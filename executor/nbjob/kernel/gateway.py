@@ -6,7 +6,8 @@ A receiver thread puts each incoming message on a queue that ``next_message`` re
 
 Files: where the server has a Contents API, the bundle goes to ``nbjob-runs/<run id>/bundle``
 under the server's root and the kernel starts there (``path``); otherwise (Enterprise Gateway)
-the kernel makes a temporary folder and the files travel through silent executes. The notebook
+the kernel makes a temporary folder and the files travel through silent executes (code from
+the kernel's language: its ``file_transfer`` capability; without it, no files). The notebook
 writes artifacts to ``$NBJOB_ARTIFACTS_DIR``, set in the kernel to a folder beside the bundle;
 ``fetch_artifacts`` brings them back.
 
@@ -36,19 +37,6 @@ from nbjob.kernel.rest import GatewayAPI, GatewayError
 
 LIVENESS_EVERY_S = 1.0  # at most one GET /api/kernels/<id> this often
 RUNS_FOLDER = "nbjob-runs"
-
-_SETUP = """
-def _nbjob_setup(artifacts, make_temp):
-    import json, os, tempfile
-    if make_temp:
-        top = tempfile.mkdtemp(prefix="nbjob-")
-        os.makedirs(os.path.join(top, "bundle"))
-        os.chdir(os.path.join(top, "bundle"))
-    artifacts = os.path.abspath(artifacts)
-    os.makedirs(artifacts, exist_ok=True)
-    os.environ["NBJOB_ARTIFACTS_DIR"] = artifacts
-    return json.dumps({"cwd": os.getcwd(), "artifacts": artifacts})
-"""
 
 
 class GatewayKernel(KernelSession):
@@ -123,7 +111,7 @@ class GatewayKernel(KernelSession):
         self._receiver = threading.Thread(target=self._receive, name="gateway-ws", daemon=True)
         self._receiver.start()
         self.info = self._wait_ready()
-        if self.language == "python":
+        if self.lang.supports("file_transfer"):
             self._set_up_folders()
 
     def _has_contents_api(self) -> bool:
@@ -165,9 +153,9 @@ class GatewayKernel(KernelSession):
 
     def _set_up_folders(self) -> None:
         """cwd and NBJOB_ARTIFACTS_DIR inside the kernel (a temp folder without Contents API)."""
-        call = f"_nbjob_result = _nbjob_setup('../artifacts', {not self.contents})"
+        code = self.lang.remote_setup("../artifacts", make_temp=not self.contents)
         try:
-            where = self.silent_value(f"{_SETUP}\n{call}\ndel _nbjob_setup\n")
+            where = self.silent_value(code)
         except (TimeoutError, ValueError) as exc:
             raise EnvironmentUnfitError(f"gateway kernel set-up failed: {exc}") from None
         self.remote_cwd, self.remote_artifacts = where["cwd"], where["artifacts"]
@@ -293,7 +281,7 @@ class GatewayKernel(KernelSession):
         if grace > 0 and not self.contents and self.remote_cwd and self.alive():
             with contextlib.suppress(Exception):  # the temporary folder made in the kernel
                 top = posixpath.dirname(self.remote_cwd)
-                self.run_silent(f"import shutil; shutil.rmtree({top!r}, True)", {}, grace)
+                self.run_silent(self.lang.remove_tree(top), {}, grace)
         if self.kernel_id is not None:
             with contextlib.suppress(GatewayError):
                 self.api.request(
@@ -326,7 +314,7 @@ class GatewayKernel(KernelSession):
         if self.contents:
             plain = [f for f in files if not transfer.hidden(f[0])]
             transfer.contents_upload(self.api, posixpath.join(self.run_dir, "bundle"), plain)
-        if by_kernel and self.language == "python":
+        if by_kernel and self.lang.supports("file_transfer"):
             try:
                 transfer.kernel_upload(self, self.remote_cwd, by_kernel)
             except OSError as exc:

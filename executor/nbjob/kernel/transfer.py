@@ -2,8 +2,9 @@
 
 Jupyter Server has a Contents API rooted where kernels start (``PUT``/``GET /api/contents``,
 base64 for bytes); Enterprise Gateway has none, so files then travel inside silent executes in
-base64 chunks (Python kernels). Contents API paths are relative to the server's root and use
-``/``; in-kernel paths are absolute paths on the kernel's machine.
+base64 chunks, in code the kernel's language writes (its ``file_transfer`` capability).
+Contents API paths are relative to the server's root and use ``/``; in-kernel paths are
+absolute paths on the kernel's machine.
 """
 
 from __future__ import annotations
@@ -20,37 +21,6 @@ if TYPE_CHECKING:
     from nbjob.kernel.rest import GatewayAPI
 
 CHUNK = 1 << 20  # bytes per in-kernel message (base64 makes it 1.4 MB on the wire)
-
-_PUT = """
-def _nbjob_put(path, data, append):
-    import base64, os
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "ab" if append else "wb") as f:
-        f.write(base64.b64decode(data))
-"""
-
-_LIST = """
-def _nbjob_list(root):
-    import json, os
-    found = []
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            if os.path.isfile(path) and not os.path.islink(path):
-                found.append([os.path.relpath(path, root).replace(os.sep, "/"),
-                              os.path.getsize(path)])
-    return json.dumps(sorted(found))
-_nbjob_result = _nbjob_list(ROOT)
-del _nbjob_list
-"""
-
-_GET = """
-def _nbjob_get(path, offset, size):
-    import base64, json
-    with open(path, "rb") as f:
-        f.seek(offset)
-        return json.dumps(base64.b64encode(f.read(size)).decode())
-"""
 
 
 def local_files(root: Path) -> Iterator[tuple[str, Path]]:
@@ -128,7 +98,8 @@ def _check(reply: dict[str, Any], what: str) -> None:
 
 def kernel_upload(session: KernelSession, remote_dir: str, files: list[tuple[str, Path]]) -> None:
     """Write ``files`` under ``remote_dir`` on the kernel's machine, CHUNK bytes a request."""
-    _check(session.run_silent(_PUT, {}), "in-kernel upload")
+    lang = session.lang
+    _check(session.run_silent(lang.put_setup(), {}), "in-kernel upload")
     try:
         for relative, path in files:
             target = posixpath.join(remote_dir, relative)
@@ -139,20 +110,21 @@ def kernel_upload(session: KernelSession, remote_dir: str, files: list[tuple[str
                     if not data and append:
                         break
                     encoded = base64.b64encode(data).decode("ascii")
-                    reply = session.run_silent(f"_nbjob_put({target!r}, {encoded!r}, {append})", {})
+                    reply = session.run_silent(lang.put_chunk(target, encoded, append), {})
                     _check(reply, f"in-kernel upload of {relative}")
                     append = True
                     if len(data) < CHUNK:
                         break
     finally:
-        session.execute("del _nbjob_put", silent=True, store_history=False)
+        session.execute(lang.forget("_nbjob_put"), silent=True, store_history=False)
 
 
 def kernel_download(
     session: KernelSession, remote_dir: str, dest: Path, deadline: float
 ) -> list[str]:
     """Copy every file under ``remote_dir`` on the kernel's machine into ``dest``."""
-    listing = session.silent_value(_LIST.replace("ROOT", repr(remote_dir)))
+    lang = session.lang
+    listing = session.silent_value(lang.list_files(remote_dir))
     copied: list[str] = []
     for relative, size in listing:
         target = posixpath.join(remote_dir, relative)
@@ -160,8 +132,7 @@ def kernel_download(
         for offset in range(0, max(int(size), 1), CHUNK):
             if time.monotonic() >= deadline:
                 return copied
-            call = f"_nbjob_result = _nbjob_get({target!r}, {offset}, {CHUNK})"
-            code = f"{_GET}\n{call}\ndel _nbjob_get\n"
+            code = lang.get_chunk(target, offset, CHUNK)
             chunks.append(base64.b64decode(session.silent_value(code)))
         _write(dest, relative, b"".join(chunks))
         copied.append(relative)
