@@ -17,6 +17,7 @@ from typing import Any
 from nbjob import identity, params, platforms, stop
 from nbjob.errors import UsageError
 from nbjob.identity import Identity
+from nbjob.layout import Destination, Places
 from nbjob.storage import join
 
 
@@ -287,6 +288,12 @@ class Settings:
     shard_source: str | None = None  # where ``shard`` came from
     dest: str = ""  # the run's top folder (``output`` is under ranks/<r>/ for rank r > 0)
 
+    @property
+    def places(self) -> Places:
+        """The run's top folder and this process's (``output`` is the latter: the flag's name
+        stays, the value is where this process writes)."""
+        return Places(Destination(self.dest or self.output), Destination(self.output))
+
 
 OPTIONS: tuple[Option, ...] = tuple(
     replace(f.metadata["option"], name=f.name, default=f.default)
@@ -327,12 +334,10 @@ def resolve(
         raise UsageError("no notebook source given: pass SOURCE or set NBJOB_SOURCE")
     run_id = values.pop("run_id") or platform.run_id or new_run_id()
     values["attempt"] = values["attempt"] or platform.attempt
-    dest = values.pop("output") or platform.output or join("nbjob-output", run_id)
+    base = values.pop("output") or platform.output or join("nbjob-output", run_id)
     me = identity.resolve(values, env)
     values["shard"], shard_source = identity.shard(values["shard"], env)
-    if values["shard"] is not None:
-        dest = join(dest, f"shards/{values['shard']}")
-    output = dest if me.canonical else join(dest, f"ranks/{me.rank}")
+    places = Places.place(base, values["shard"], me.rank)
 
     sources = params.ParameterSources(
         file=values.pop("parameters_file"),
@@ -342,7 +347,7 @@ def resolve(
     )
     return Settings(
         source=source,
-        output=output,
+        output=places.own.url,
         run_id=run_id,
         parameters_file=sources.file,
         parameters=sources,
@@ -350,7 +355,7 @@ def resolve(
         platform=platform,
         identity=me,
         shard_source=shard_source,
-        dest=dest,
+        dest=places.top.url,
         **values,
     )
 
