@@ -1,11 +1,12 @@
-"""One job, start to end: prepare → execute → finish, driven by a stop token.
+"""One job, start to end: prepare → execute → finish (``nbjob.finish``), driven by a stop token.
 
 ``Job.run`` never raises: every ending becomes a run.json status, a one-line reason and one of
 the documented exit codes, and the results already produced are stored before it returns. The
 kernel starts first and boots while ``prepare`` fetches and unpacks. The executor publishes cell
 events to a bus; the record, the log and the checkpointer listen (``nbjob.listeners``). A stop
 signal sets the ``StopToken`` (``nbjob.stop``); every step checks it, and the results are stored
-within ``stop_grace`` seconds of the signal.
+within ``stop_grace`` seconds of the signal. This module orchestrates; the end of the run, its
+steps and their time budget, is ``nbjob.finish``'s; where things go, ``nbjob.layout``'s.
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ The signal handler only sets the token; it never raises. Each step checks the to
 can: the cell loop on every poll, blocking steps (fetch, unpack, kernel start) before and after
 and, while they run, from the main thread that waits for them (``wait_for``). So nbjob notices a
 stop within a fraction of a second whatever it is doing, and stores results within the grace.
+
+The end of a run spends one ``Budget`` (a deadline, and a stop's grace once one is requested):
+each step takes a ``share`` of what is ``left``; ``timebox`` is the one way to run work on a
+thread for at most what a budget allows (``wait_for`` instead waits until a stop is requested).
 """
 
 from __future__ import annotations
