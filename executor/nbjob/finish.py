@@ -70,7 +70,7 @@ class Finish:
             Step("read a late attempt", self.late_attempt, 1 / 3),
             Step("close the record", self.close_record),
             Step("checkpoint for peers", self.checkpoint_for_peers),
-            Step("wait for ranks", self.wait_for_ranks),
+            Step("wait for ranks", self.wait_for_ranks, calm=self.job.s.ranks_wait),
             Step("start the kernel's shutdown", self.start_kernel_shutdown),
             Step("final store", self.store, reserve=KEEP_S),
             Step("report", self.report, reserve=REPORT_KEEP_S, calm=FINAL_WRITE_S),
@@ -142,9 +142,10 @@ class Finish:
         if job.s.identity.canonical and job.s.identity.multi:
             job.results.checkpoint(job.nb, job.record.to_json())
 
-    def wait_for_ranks(self, _: Budget) -> None:
+    def wait_for_ranks(self, budget: Budget) -> None:
+        """Rank 0 of several: the other ranks' ends, waited for at most ``--ranks-wait``."""
         job = self.job
-        ranks.record_ranks(job.record, job.storage, job.s, lambda: job.token.requested)
+        ranks.record_ranks(job.record, job.storage, job.s, budget)
 
     def start_kernel_shutdown(self, _: Budget) -> None:
         """A finished run's kernel shuts down (its exit handlers run) while the results are

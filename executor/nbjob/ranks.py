@@ -1,9 +1,10 @@
 """The ranks of one multi-process run: one canonical result, the others beside it, lost peers.
 
 Rank 0 (see ``nbjob.identity``) writes its results at the top of the destination, exactly as a
-single-process run; rank r > 0 writes the same set under ``ranks/<r>/`` (``config.resolve``
-places them). At its end rank 0 waits at most ``--ranks-wait`` seconds for the other ranks'
-final run.json and records every rank's status and exit code in its own run.json (``ranks``):
+single-process run; rank r > 0 writes the same set under ``ranks/<r>/`` (``nbjob.layout``).
+At its end (a step of ``nbjob.finish``) rank 0 waits at most ``--ranks-wait`` seconds for the
+other ranks' final run.json (read with ``nbjob.runfile``) and records every rank's status and
+exit code in its own run.json (``ranks``):
 ``missing`` when a rank left no run.json, ``unknown`` when it still said ``running`` (or was
 unreadable, or from another run) when the wait ended. ``first_failed_rank`` names the rank that
 went first: the earliest failure that is not a lost peer, else a rank that never reported,
@@ -40,7 +41,7 @@ from nbjob.events import RunStatus
 from nbjob.identity import Identity
 from nbjob.layout import Destination
 from nbjob.runfile import RunView
-from nbjob.stop import StopToken
+from nbjob.stop import Budget, StopToken
 from nbjob.storage import Storage
 
 if TYPE_CHECKING:
@@ -205,16 +206,16 @@ def first_failed(entries: list[dict[str, Any]]) -> int | None:
     return earliest(lost) if lost else None
 
 
-def record_ranks(
-    record: RunRecord, storage: Storage, settings: Settings, stopped: Callable[[], bool]
-) -> None:
-    """Rank 0 of a multi-rank run: every rank's end in its record (none read once stopping)."""
+def record_ranks(record: RunRecord, storage: Storage, settings: Settings, budget: Budget) -> None:
+    """Rank 0 of a multi-rank run: every rank's end in its record, read within ``budget``
+    (none read once stopping: the grace is for this rank's own results)."""
     me = settings.identity
     if not (me.canonical and me.multi):
         return
-    own = record.to_json()
-    top = settings.places.top.url
-    entries, waited = gather(storage, top, me, own, settings.ranks_wait, stopped)
+    token = budget.token
+    stopped = (lambda: token.requested) if token is not None else (lambda: False)
+    own, top = record.to_json(), settings.places.top.url
+    entries, waited = gather(storage, top, me, own, budget.left(), stopped)
     first = first_failed(entries)
     record.ranks_gathered(entries, first, waited)
     if first not in (None, 0) and record.status == PeerLostError.status:
