@@ -10,6 +10,9 @@ platform's (``--attempt`` / ``NBJOB_ATTEMPT``, Slurm's ``SLURM_RESTART_COUNT`` +
 
 Resume: when the earlier attempt had the same run id, its artifacts (``artifacts/`` at the
 destination) are restored into the local artifacts folder before the first cell.
+
+The places are ``nbjob.layout``'s; the earlier run.json is read with ``nbjob.runfile`` (one that
+cannot be parsed is kept, and summed up, as ``UNREADABLE_SHOWN``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """What a run leaves behind: the executed notebook, run.json and executor.log.
 
+They go to this process's folder (``Settings.places.own``; the names are ``nbjob.layout``'s).
+
 They are written while the run goes on and once more at the end, whatever happened:
 ``Results.checkpoint`` serializes a snapshot on the main thread at most every ``interval``
 seconds (stretched when serializing or uploading is slow, so the total cost stays linear in the
@@ -182,8 +184,8 @@ class Results:
             self._closed = True
             self._pending = None
             self._cond.notify()
-        deadline = time.monotonic() + timeout
-        self._thread.join(timeout=max(0.0, min(timeout / 2, deadline - time.monotonic())))
+        budget = Budget.within(timeout)
+        self._thread.join(timeout=max(0.0, budget.share(0.5).left()))  # a checkpoint under way
         nb_data = notebook_bytes(nb) if nb is not None else b""
         record_data = record_bytes(record)
         logs.flush()
@@ -195,8 +197,8 @@ class Results:
 
         if self.artifacts.is_dir() and not any(self.artifacts.iterdir()):
             self.artifacts.rmdir()  # no empty folder among the results
-        left = deadline - time.monotonic()
-        done = timebox(write, left, "the final write", at_least=_AT_LEAST_S)
+        left = budget.left()
+        done = timebox(write, budget, "the final write", at_least=_AT_LEAST_S)
         if self.stream is not None:
             self.stream.close()
         if not done.ok:
