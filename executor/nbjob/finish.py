@@ -164,8 +164,9 @@ class Finish:
         job = self.job
         nb, data = job.nb, job.record.to_json()
         timeout = min(FINAL_WRITE_S, max(1.0, budget.left() - KEEP_S))
-        done = stop.timebox(lambda: job.results.final(nb, data, timeout=timeout), budget,
-                            "the final write")  # fmt: skip
+        done = stop.timebox(
+            lambda: job.results.final(nb, data, timeout=timeout), budget, "the final write"
+        )
         if done.late:  # the grace ran out first
             reason = f"{job.token.reason or 'stopped'} during the final write"
             self._not_stored(StoppedError(f"{reason}; a local copy is in {job.results.spool}"))
@@ -181,21 +182,33 @@ class Finish:
         self.keep_workdir = True
         job.log.error("results_not_stored", reason=exc.reason)
         job.record.not_stored(exc)
-        if job.record.status == RunStatus.STORAGE_ERROR and "local copy" not in str(
-            job.record.reason
-        ):
-            job.record.reason = f"{job.record.reason}; a local copy is in {job.results.spool}"
+        reason = str(job.record.reason)
+        if job.record.status == RunStatus.STORAGE_ERROR and "local copy" not in reason:
+            job.record.reason = f"{reason}; a local copy is in {job.results.spool}"
 
     def report(self, budget: Budget) -> None:
         job = self.job
-        report.write(job.results, job.nb, job.record, budget, folder=job.nb_folder,
-                     enabled=not job.s.no_report, stored=self.stored)  # fmt: skip
+        report.write(
+            job.results,
+            job.nb,
+            job.record,
+            budget,
+            folder=job.nb_folder,
+            enabled=not job.s.no_report,
+            stored=self.stored,
+        )
 
     def run_end(self, budget: Budget) -> None:
         """run_end in the log, the log stored once more, the termination message."""
         job, r = self.job, self.job.record
-        job.log.info("run_end", status=r.status, exit_code=r.exit_code, reason=r.reason,
-                     cell=r.failed_index, duration_s=r.duration_s)  # fmt: skip
+        job.log.info(
+            "run_end",
+            status=r.status,
+            exit_code=r.exit_code,
+            reason=r.reason,
+            cell=r.failed_index,
+            duration_s=r.duration_s,
+        )
         if self.stored:
             job.results.store_log(budget)
         else:
@@ -219,8 +232,9 @@ class Finish:
             except Exception as exc:  # the results are stored: say so, and end as recorded
                 job.log.warning("kernel_shutdown_failed", reason=str(exc)[:300])
         if job.token.requested:  # a starting kernel may need more than what is left
-            stop.timebox(lambda: job.kernel.shutdown(0), budget, "the kernel's shutdown",
-                         at_least=0.5)  # fmt: skip
+            stop.timebox(
+                lambda: job.kernel.shutdown(0), budget, "the kernel's shutdown", at_least=0.5
+            )
 
     def close_log(self, _: Budget) -> None:
         """The results are stored and the log is about to close: the run's last words."""
