@@ -9,6 +9,7 @@ kernel start that never finishes, and with ``--stop-signals USR1``.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -72,6 +73,48 @@ def test_wait_for_gives_up_on_a_blocking_step_when_stopped(usr1: stop.StopToken)
     assert time.monotonic() - started < 2  # not the 20 s of the step
     with pytest.raises(StoppedError, match="before a quick step"):
         stop.wait_for(usr1, lambda: 1, "a quick step")
+
+
+def test_timebox_gives_work_at_most_its_budget() -> None:
+    assert stop.timebox(lambda: 42, 5, "a quick step").value == 42
+    failed = stop.timebox(lambda: int("boom"), 5, "a failing step")
+    assert isinstance(failed.error, ValueError) and not failed.ok
+    with pytest.raises(ValueError, match="boom"):
+        failed.result("a failing step")
+    started = time.monotonic()
+    slow = stop.timebox(lambda: time.sleep(20), 0.3, "a slow step")
+    assert slow.late and slow.stopped_by is None and time.monotonic() - started < 2
+    with pytest.raises(TimeoutError):
+        slow.result("a slow step")
+    started = time.monotonic()
+    assert stop.timebox(lambda: time.sleep(20), 0, "a step", at_least=0.3).late
+    assert 0.25 < time.monotonic() - started < 2  # the floor, not nothing and not 20 s
+
+
+def test_a_stop_ends_a_budgeted_step_when_its_grace_runs_out(usr1: stop.StopToken) -> None:
+    budget = stop.Budget(token=usr1, grace=0.5)
+    assert budget.left() == math.inf  # nothing pressing: the step's own bound counts
+    assert 59 < budget.share(1 / 3, calm=60).left() <= 60
+    threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+    started = time.monotonic()
+    done = stop.timebox(lambda: time.sleep(20), budget, "the final write")
+    assert 0.5 < time.monotonic() - started < 2  # the signal, then the grace
+    assert done.stopped_by == "stopped by SIGUSR1"
+    with pytest.raises(StoppedError, match="stopped by SIGUSR1 during the final write"):
+        done.result("the final write")
+    assert not stop.timebox(lambda: 1, budget, "a late step").ok  # no time left: not started
+
+
+def test_a_budget_shares_what_is_left_of_the_grace() -> None:
+    token = stop.StopToken()
+    token.request("stopped by SIGTERM", "SIGTERM")
+    budget = stop.Budget(token=token, grace=9.0)
+    assert 8.5 < budget.left() <= 9
+    assert 2.5 < budget.share(1 / 3).left() <= 3
+    assert 7 < budget.less(1.5).left() <= 7.5
+    assert 0.9 < stop.Budget(token=token, grace=2).share(0.1, at_least=1).left() <= 1
+    assert stop.Budget(token=token, grace=0.1).share(0.1, at_least=1).left() <= 0.1  # the grace
+    assert stop.Budget.within(5).share(0.5, calm=1).left() <= 1
 
 
 def test_a_final_process_exits_within_the_bound_whatever_is_left_running() -> None:

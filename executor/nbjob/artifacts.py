@@ -18,7 +18,6 @@ without warning loses at most the files of the last scan or two.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -145,10 +144,3 @@ def scan_one(folder: Path, name: str) -> Signature | None:
     except OSError:
         return None
     return (st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-def wait_idle(stream: ArtifactStream, timeout: float) -> None:
-    """For tests and benchmarks: wait until the stream has sent everything it sees."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and stream.pending(scan(stream.folder)):
-        time.sleep(0.05)

@@ -16,6 +16,7 @@ from typing import Any
 
 from nbjob import params, platforms, stop
 from nbjob.errors import UsageError
+from nbjob.layout import Destination, Places
 from nbjob.storage import Options as StorageOptions
 from nbjob.storage import check_destination, check_source, join
 
@@ -347,6 +348,12 @@ class Settings:
         """How this run's storage reaches its stores (``Storage(settings.storage_options)``)."""
         return StorageOptions.of(vars(self))
 
+    @property
+    def places(self) -> Places:
+        """The run's top folder and this process's (``output`` is the latter: the flag's name
+        stays, the value is where this process writes)."""
+        return Places(Destination(self.dest or self.output), Destination(self.output))
+
 
 OPTIONS: tuple[Option, ...] = tuple(
     replace(f.metadata["option"], name=f.name, default=f.default)
@@ -378,16 +385,13 @@ def resolve(
     run_id = values.pop("run_id") or placed.run_id or new_run_id()
     values["attempt"] = values["attempt"] or placed.attempt
     values["termination_log"] = values["termination_log"] or placed.termination_log or ""
-    dest = values.pop("output") or placed.output or join("nbjob-output", run_id)
+    base = values.pop("output") or placed.output or join("nbjob-output", run_id)
     values["shard"] = placed.shard
     # Ends a backend cannot serve (an https:// destination) are usage errors now, before the
     # run starts its kernel, not failures of a run that could store nothing.
     check_source(source)
-    check_destination(dest)
-    if values["shard"] is not None:
-        dest = join(dest, f"shards/{values['shard']}")
-    me = placed.identity
-    output = dest if me.canonical else join(dest, f"ranks/{me.rank}")
+    check_destination(base)
+    places = Places.place(base, values["shard"], placed.identity.rank)
 
     sources = params.ParameterSources(
         file=values.pop("parameters_file"),
@@ -397,12 +401,12 @@ def resolve(
     )
     return Settings(
         source=source,
-        output=output,
+        output=places.own.url,
         run_id=run_id,
         parameters_file=sources.file,
         parameters=sources,
         platform=placed,
-        dest=dest,
+        dest=places.top.url,
         **values,
     )
 

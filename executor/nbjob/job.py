@@ -1,4 +1,4 @@
-"""One job, start to end: prepare → execute → finish, driven by a stop token.
+"""One job, start to end: prepare → execute → finish (``nbjob.finish``), driven by a stop token.
 
 ``Job.run`` never raises: every ending becomes a run.json status, a one-line reason and one of
 the documented exit codes, and the results already produced are stored before it returns. The
@@ -6,34 +6,31 @@ kernel starts first and boots while ``prepare`` fetches and unpacks. The run pub
 (``nbjob.events``: RunStarted, the cells', RunEnded) to a bus; the record, the log and the
 checkpointer listen inline, external listeners (plug-ins, ``run(listeners=...)``) isolated. A stop
 signal sets the ``StopToken`` (``nbjob.stop``); every step checks it, and the results are stored
-within ``stop_grace`` seconds of the signal.
+within ``stop_grace`` seconds of the signal. This module orchestrates; the end of the run, its
+steps and their time budget, is ``nbjob.finish``'s; where things go, ``nbjob.layout``'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nbjob import attempts, events, logs, platforms, prepare, ranks, report, results, stop
+from nbjob import attempts, events, layout, logs, prepare, ranks, report, results, stop
 from nbjob import kernel as kernels
 from nbjob.config import Settings
 from nbjob.errors import (
     InternalError,
     NbjobError,
     RunTimeoutError,
-    StoppedError,
     StorageError,
 )
+from nbjob.finish import Finish
 from nbjob.record import RunRecord
-from nbjob.storage import Storage, is_local, join, local_path
-
-FINAL_WRITE_S = 300.0  # how long the final write may take when nothing else is pressing
+from nbjob.storage import Storage, local_path
 
 
 class Job:
@@ -66,13 +63,12 @@ class Job:
         # Start the kernel first: it boots on another core while nbjob fetches and unpacks.
         # It starts in the notebook's folder when that is known now, else in the (empty)
         # bundle folder; the notebook may still ask for another kernel or folder (_kernel_at).
-        self.artifacts = results.artifacts_dir(settings.output, self.workdir)
+        self.artifacts = results.artifacts_dir(settings.places.own, self.workdir)
         cwd = prepare.kernel_cwd(settings.source, self.workdir)
         self.kernel = self._new_kernel(settings.kernel or kernels.DEFAULT_KERNEL, cwd)
         self.kernel.start_in_background()
         self.nb: Any = None
         self.nb_folder: Path | None = None  # the notebook's folder in the bundle (its images)
-        self.keep_workdir = False
         self.attempt: attempts.Attempt | None = None
         self.watch: ranks.PeerWatch | None = None  # the peers' records, while cells run
 
@@ -100,7 +96,7 @@ class Job:
             self.log.error("internal_error", traceback=trace)
             self.record.internal_error(trace)
             error = InternalError(f"internal error: {type(exc).__name__}: {exc}")
-        return self._finish(error)
+        return Finish(self, error).run()
 
     def _open_results(self) -> StorageError | None:
         """The log, the results writer and the event bus; the error if the output is unusable."""
@@ -108,18 +104,18 @@ class Job:
         try:
             log_files = [self._log_path()]
         except StorageError as exc:  # the results folder cannot be made: still log, exit 6
-            log_files, error = [self.workdir / results.LOG_NAME], exc
-        if error is None and is_local(self.s.output):  # before the log file is truncated
+            log_files, error = [self.workdir / layout.LOG], exc
+        if error is None and self.s.places.own.is_local:  # before the log file is truncated
             error = self._begin_attempt()
         if self.s.log_dir:
-            log_files.append(Path(self.s.log_dir) / results.LOG_NAME)
+            log_files.append(Path(self.s.log_dir) / layout.LOG)
         logs.configure(
             self.s.log_format, log_files, truncate=True, global_structlog=self.configure_logging
         )
         self.log = logs.get_logger(run_id=self.s.run_id)
         self.results = results.Results(
             self.storage,
-            self.s.output,
+            self.s.places.own,
             None,
             log_files[0],
             self.workdir / "results",
@@ -136,25 +132,15 @@ class Job:
 
     def _begin_attempt(self) -> StorageError | None:
         """Keep an earlier attempt's results under attempts/<n>/ and learn this one's number."""
-        found = self._read_attempt()
+        found = self.read_attempt()
         if isinstance(found, StorageError):
             return found
         self.attempt = found
         return None
 
-    def _read_attempt(self) -> attempts.Attempt | StorageError:
+    def read_attempt(self) -> attempts.Attempt | StorageError:
+        """The destination's earlier attempts (``nbjob.attempts``); here and at the end."""
         return attempts.read(self.storage, self.s, self.artifacts)
-
-    def _late_attempt(self, budget: float) -> None:
-        """The run ended (a stop, say) before a remote destination was read: read it now, for
-        at most ``budget`` seconds, so the results go on top as usual; if it cannot be read in
-        time, they go beside whatever it holds, never over it."""
-        found = stop.bounded(self._read_attempt, budget, "reading earlier attempts")
-        if isinstance(found, attempts.Attempt):
-            self.attempt = found
-            self.record.attempt_began(found.number, found.earlier, None)
-        else:
-            self._beside_earlier_attempts()
 
     def _resume(self) -> list[str]:
         """Attempt n > 1: the earlier attempt's artifacts, restored before the first cell."""
@@ -162,14 +148,17 @@ class Job:
         self.record.attempt_began(a.number, a.earlier, a.resume_from)
         restored: list[str] = []
         if a.resume_from is not None:
-            restored = attempts.restore(self.storage, self.s.output, self.artifacts)
+            restored = attempts.restore(self.storage, self.s.places.own, self.artifacts)
         return restored
 
     def _log_path(self) -> Path:
-        if is_local(self.s.output):
-            self.storage.check_writable(self.s.output)
-            return local_path(self.s.output) / results.LOG_NAME
-        return self.workdir / results.LOG_NAME
+        """This process's log file: in a local destination, else beside the bundle (stored
+        with the results)."""
+        own = self.s.places.own
+        if own.is_local:
+            self.storage.check_writable(own.url)
+            return local_path(own.log)
+        return self.workdir / layout.LOG
 
     def _new_kernel(self, name: str, cwd: Path) -> kernels.KernelSession:
         # A local kernel inherits NBJOB_ARTIFACTS_DIR: notebooks save models and metrics there
@@ -263,162 +252,6 @@ class Job:
         with self.watch:
             if executor.run(self.nb):
                 self.log.info("run_exited_early", reason="a cell called sys.exit(0)")
-
-    def _publish_ended(self, stored: bool) -> None:
-        """RunEnded, the last event; external listeners get a bounded time to take it (less
-        after a stop: the results are stored, what is left of the grace ends the process)."""
-        where = self.results.dest if stored else str(self.results.spool)
-        ended = self.record.run_ended(where, stored, self.results.notebook_name)
-        drain = events.DRAIN_S
-        if self.token.requested:
-            drain = min(drain, max(0.0, self.token.remaining(self.s.stop_grace) - 1.0))
-        self.bus.close(ended, drain)
-
-    # -- the end -------------------------------------------------------------------------------
-
-    def _finish(self, error: NbjobError | None) -> int:
-        stopping = self.token.requested
-        self._fetch_artifacts(max(1.0, self.s.stop_grace / 3) if stopping else FINAL_WRITE_S / 5)
-        if self.attempt is None and not is_local(self.s.output):  # not read, or unreadable
-            if stopping:
-                self._late_attempt(self.token.remaining(self.s.stop_grace) / 3)
-            else:
-                self._beside_earlier_attempts()
-        error = self._close_record(error)
-        if error is not None and not stopping:  # a failed run's kernel is not needed
-            self.kernel.shutdown(grace=0)
-        if self.s.identity.canonical and self.s.identity.multi:  # peers see this rank's end
-            self.results.checkpoint(self.nb, self.record.to_json())  # while it waits for theirs
-        ranks.record_ranks(self.record, self.storage, self.s, lambda: self.token.requested)
-        ending = self._end_kernel(error)  # after the peers: this kernel may hold their store
-        if stopping:
-            deadline = time.monotonic() + max(1.0, self.token.remaining(self.s.stop_grace) - 1.0)
-        else:
-            deadline = time.monotonic() + FINAL_WRITE_S
-        stored = self._store(deadline)
-        report.write(
-            self.results,
-            self.nb,
-            self.record,
-            report.Budget(deadline, self.token, self.s.stop_grace),
-            folder=self.nb_folder,
-            enabled=not self.s.no_report,
-            stored=stored,
-        )
-        self._report(stored, deadline)
-        self._stop_kernel(ending)
-        self._publish_ended(stored)
-        logs.close()
-        self._cleanup()
-        return self.record.exit_code if self.record.exit_code is not None else 1
-
-    def _beside_earlier_attempts(self) -> None:
-        """The destination was never read: results go beside what it holds, never over it."""
-        stamp = self.record.started_at.replace(":", "").replace("-", "")[:15]
-        self.results.dest = join(self.s.output, f"{attempts.ATTEMPTS_DIR}/unread-{stamp}")
-        self.results.stream = None
-        self.log.warning("results_beside_earlier_attempts", output=self.results.dest)
-
-    def _close_record(self, error: NbjobError | None) -> NbjobError | None:
-        """The run's ending in the record (a stop wins) and the notebook's banners."""
-        if self.token.requested:
-            self.log.warning("stop_requested", signal=self.token.signal, grace_s=self.s.stop_grace)
-            if not isinstance(error, StoppedError):
-                reason = self.token.reason or "stopped"
-                error = StoppedError(f"{reason} ({error.reason})" if error else reason)
-        self.record.finished(error, self.results.artifact_names())
-        if self.record.failed_index is not None and self.nb is not None:
-            results.add_banners(self.nb, self.record.failed_index, self.record.reason or "")
-        return error
-
-    def _report(self, stored: bool, deadline: float) -> None:
-        """run_end in the log, the log stored once more, the termination message."""
-        r = self.record
-        self.log.info(
-            "run_end",
-            status=r.status,
-            exit_code=r.exit_code,
-            reason=r.reason,
-            cell=r.failed_index,
-            duration_s=r.duration_s,
-        )
-        if stored:
-            with contextlib.suppress(StoppedError):
-                self._within_grace(
-                    lambda: self.results.store_log(deadline - time.monotonic()), "the log upload"
-                )
-        else:
-            self.results.keep_local_copy(self.nb, r.to_json())
-        message = r.reason if r.exit_code else f"succeeded: {r.notebook}"
-        platforms.write_termination_message(self.s.termination_log, logs.redact(message or ""))
-
-    def _end_kernel(self, error: NbjobError | None) -> stop.Worker[None] | None:
-        """A finished run's kernel shuts down (its exit handlers run) while the results are
-        written, in the worker returned here. After a stop the results come first
-        (``_stop_kernel``); a failed run's kernel is killed already."""
-        if self.token.requested or error is not None:
-            return None
-        return stop.Worker(lambda: self.kernel.shutdown(3.0), "the kernel's shutdown")
-
-    def _stop_kernel(self, ending: stop.Worker[None] | None) -> None:
-        """The kernel's end, once the results are written: the graceful shutdown under way is
-        waited for (a stop cuts it short); after a stop the kernel, perhaps still starting, is
-        killed within what is left of the grace."""
-        if ending is not None:
-            try:
-                ending.wait(self.token, "the kernel's shutdown")
-                return
-            except StoppedError:
-                pass
-            except Exception as exc:  # the results are stored: say so, and end as recorded
-                self.log.warning("kernel_shutdown_failed", reason=str(exc)[:300])
-        if self.token.requested:
-            left = self.token.remaining(self.s.stop_grace) - 0.5  # a starting kernel may need more
-            stop.bounded(lambda: self.kernel.shutdown(0), left, "the kernel's shutdown")
-
-    def _store(self, deadline: float) -> bool:
-        nb, data = self.nb, self.record.to_json()
-        try:
-            self._within_grace(
-                lambda: self.results.final(nb, data, timeout=deadline - time.monotonic()),
-                "the final write",
-            )
-        except StoppedError as exc:  # the grace ran out first
-            return self._not_stored(
-                StoppedError(f"{exc.reason}; a local copy is in {self.results.spool}")
-            )
-        except StorageError as exc:
-            return self._not_stored(exc)
-        return True
-
-    def _not_stored(self, exc: StorageError | StoppedError) -> bool:
-        self.keep_workdir = True
-        self.log.error("results_not_stored", reason=exc.reason)
-        self.record.not_stored(exc)
-        if self.record.status == "storage_error" and "local copy" not in str(self.record.reason):
-            self.record.reason = f"{self.record.reason}; a local copy is in {self.results.spool}"
-        return False
-
-    def _within_grace(self, work: Callable[[], None], what: str) -> None:
-        """A final write: it may go on after a stop request, until just before the grace ends."""
-        stop.within_grace(self.token, self.s.stop_grace - 0.5, work, what)
-
-    def _fetch_artifacts(self, timeout: float) -> None:
-        """A remote kernel's artifacts come back into the local artifacts folder."""
-        try:
-            if names := self.kernel.fetch_artifacts(self.artifacts, timeout=timeout):
-                self.log.info("artifacts_fetched", files=len(names))
-        except (NbjobError, OSError, ValueError, TimeoutError) as exc:
-            self.log.warning("artifacts_not_fetched", reason=str(exc)[:300])
-
-    def _cleanup(self) -> None:
-        if self.s.workdir:
-            return  # the user's folder: leave it
-        if self.keep_workdir:
-            shutil.rmtree(self.workdir / "bundle", ignore_errors=True)
-            shutil.rmtree(self.workdir / "download", ignore_errors=True)
-        else:
-            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def run(

@@ -1,9 +1,10 @@
 """The ranks of one multi-process run: one canonical result, the others beside it, lost peers.
 
 Rank 0 (see ``nbjob.platforms``) writes its results at the top of the destination, exactly as a
-single-process run; rank r > 0 writes the same set under ``ranks/<r>/`` (``config.resolve``
-places them). At its end rank 0 waits at most ``--ranks-wait`` seconds for the other ranks'
-final run.json and records every rank's status and exit code in its own run.json (``ranks``):
+single-process run; rank r > 0 writes the same set under ``ranks/<r>/`` (``nbjob.layout``).
+At its end (a step of ``nbjob.finish``) rank 0 waits at most ``--ranks-wait`` seconds for the
+other ranks' final run.json (read with ``nbjob.runfile``) and records every rank's status and
+exit code in its own run.json (``ranks``):
 ``missing`` when a rank left no run.json, ``unknown`` when it still said ``running`` (or was
 unreadable, or from another run) when the wait ended. ``first_failed_rank`` names the rank that
 went first: the earliest failure that is not a lost peer, else a rank that never reported,
@@ -20,7 +21,6 @@ stop, which ``classify`` also makes ``peer_lost``.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import signal
 import threading
@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from nbjob import runfile
 from nbjob.errors import (
     CellExecutionError,
     DeadKernelError,
@@ -36,16 +37,17 @@ from nbjob.errors import (
     StoppedError,
     StorageError,
 )
+from nbjob.events import RunStatus
+from nbjob.layout import Destination
 from nbjob.platforms import Identity
-from nbjob.stop import StopToken
-from nbjob.storage import Storage, join
+from nbjob.runfile import RunView
+from nbjob.stop import Budget, StopToken
+from nbjob.storage import Storage
 
 if TYPE_CHECKING:
     from nbjob.config import Settings
     from nbjob.record import RunRecord
 
-RANKS_DIR = "ranks"
-RUN_JSON = "run.json"
 POLL_S = 0.5
 WATCH_S = 1.0  # how often a running rank reads its peers' run.json ...
 WATCH_PEERS = 4  # ... and how many of them at a time (round-robin)
@@ -104,49 +106,40 @@ def _time(text: Any) -> dt.datetime | None:
         return None
 
 
-def failed_at(record: dict[str, Any]) -> str | None:
+def failed_at(record: RunView) -> str | None:
     """When a record's run failed: its failed cell's end, else the run's end."""
-    index = (record.get("failed_cell") or {}).get("index")
-    for cell in record.get("cells") or []:
-        if isinstance(cell, dict) and cell.get("index") == index and cell.get("ended_at"):
+    index = record.failed_cell
+    for cell in record.cells():
+        if cell.get("index") == index and cell.get("ended_at"):
             return str(cell["ended_at"])
-    return record.get("ended_at")
+    return record.ended_at
 
 
-def _read(storage: Storage, url: str) -> dict[str, Any] | None:
-    try:
-        data = storage.get_bytes(url)
-        record = json.loads(data) if data is not None else None
-    except (StorageError, OSError, ValueError):
-        return {"status": "unreadable"}
-    return record if isinstance(record, dict) else ({"status": "unreadable"} if data else None)
-
-
-def _current(record: dict[str, Any] | None, own: dict[str, Any]) -> bool:
+def _current(record: RunView | None, own: RunView) -> bool:
     """A final record of this run (same run id, not one that ended before this run began)."""
-    if not record or record.get("status") in (None, "running", "unreadable"):
+    if record is None or not record.final or record.run_id != own.run_id:
         return False
-    if record.get("run_id") != own.get("run_id"):
-        return False
-    ended, began = _time(record.get("ended_at")), _time(own.get("started_at"))
+    ended, began = _time(record.ended_at), _time(own.started_at)
     return not (ended and began and (began - ended).total_seconds() > STALE_S)
 
 
-def _entry(rank: int, record: dict[str, Any] | None, own: dict[str, Any]) -> dict[str, Any]:
+def _entry(rank: int, record: RunView | None, own: RunView) -> dict[str, Any]:
     if record is None:
         return {"rank": rank, "status": "missing", "exit_code": None, "reason": "no run.json"}
     if not _current(record, own):
-        seen = record.get("status") if record.get("run_id") in (None, own.get("run_id")) else None
-        why = f"no final run.json of this run (last seen: {seen or 'another run'})"
+        seen = record.get("status") or record.status.value
+        if record.run_id not in (None, own.run_id):
+            seen = "another run"
+        why = f"no final run.json of this run (last seen: {seen})"
         return {"rank": rank, "status": "unknown", "exit_code": None, "reason": why}
     return {
         "rank": rank,
         "status": record.get("status"),
-        "exit_code": record.get("exit_code"),
-        "reason": record.get("reason"),
-        "started_at": record.get("started_at"),
-        "ended_at": record.get("ended_at"),
-        "failed_at": failed_at(record) if record.get("exit_code") else None,
+        "exit_code": record.exit_code,
+        "reason": record.reason,
+        "started_at": record.started_at,
+        "ended_at": record.ended_at,
+        "failed_at": failed_at(record) if record.failed else None,
     }
 
 
@@ -154,11 +147,11 @@ def _not_read(rank: int) -> dict[str, Any]:
     return {"rank": rank, "status": "unknown", "exit_code": None, "reason": "not read: stopping"}
 
 
-def _others(storage: Storage, dest: str, me: Identity) -> list[int]:
+def _others(storage: Storage, top: Destination, me: Identity) -> list[int]:
     if me.world_size is not None:
         return list(range(1, me.world_size))
     try:  # the platform did not say how many: the ranks that wrote something
-        names = storage.list_names(join(dest, RANKS_DIR))
+        names = storage.list_names(top.ranks)
     except (StorageError, OSError):
         return []
     return sorted({int(n.split("/")[0]) for n in names if n.split("/")[0].isdigit()} - {0})
@@ -172,21 +165,24 @@ def gather(
     wait_s: float,
     stopped: Callable[[], bool] = lambda: False,
 ) -> tuple[list[dict[str, Any]], float]:
-    """Every rank's entry (rank 0's from ``own``) after waiting at most ``wait_s`` seconds."""
+    """Every rank's entry (rank 0's from ``own``) after waiting at most ``wait_s`` seconds;
+    ``dest``: the run's top folder."""
     started = time.monotonic()
+    mine = RunView.of(own)
     if stopped():  # the stop grace is for this rank's own results: nothing is read
-        return [_entry(0, own, own)] + [_not_read(r) for r in range(1, me.world_size or 1)], 0.0
-    others = _others(storage, dest, me)
-    seen: dict[int, dict[str, Any] | None] = {}
+        return [_entry(0, mine, mine)] + [_not_read(r) for r in range(1, me.world_size or 1)], 0.0
+    top = Destination(dest)
+    others = _others(storage, top, me)
+    seen: dict[int, RunView | None] = {}
     while True:
         for rank in others:
-            if not _current(seen.get(rank), own):
-                seen[rank] = _read(storage, join(dest, f"{RANKS_DIR}/{rank}/{RUN_JSON}"))
+            if not _current(seen.get(rank), mine):
+                seen[rank] = runfile.peek(storage, top.rank(rank).run_json)
         left = wait_s - (time.monotonic() - started)
-        if left <= 0 or stopped() or all(_current(seen.get(r), own) for r in others):
+        if left <= 0 or stopped() or all(_current(seen.get(r), mine) for r in others):
             break
         time.sleep(min(POLL_S, left))
-    entries = [_entry(0, own, own)] + [_entry(r, seen.get(r), own) for r in others]
+    entries = [_entry(0, mine, mine)] + [_entry(r, seen.get(r), mine) for r in others]
     return entries, round(time.monotonic() - started, 2)
 
 
@@ -210,15 +206,16 @@ def first_failed(entries: list[dict[str, Any]]) -> int | None:
     return earliest(lost) if lost else None
 
 
-def record_ranks(
-    record: RunRecord, storage: Storage, settings: Settings, stopped: Callable[[], bool]
-) -> None:
-    """Rank 0 of a multi-rank run: every rank's end in its record (none read once stopping)."""
+def record_ranks(record: RunRecord, storage: Storage, settings: Settings, budget: Budget) -> None:
+    """Rank 0 of a multi-rank run: every rank's end in its record, read within ``budget``
+    (none read once stopping: the grace is for this rank's own results)."""
     me = settings.identity
     if not (me.canonical and me.multi):
         return
-    own = record.to_json()
-    entries, waited = gather(storage, settings.dest, me, own, settings.ranks_wait, stopped)
+    token = budget.token
+    stopped = (lambda: token.requested) if token is not None else (lambda: False)
+    own, top = record.to_json(), settings.places.top.url
+    entries, waited = gather(storage, top, me, own, budget.left(), stopped)
     first = first_failed(entries)
     record.ranks_gathered(entries, first, waited)
     if first not in (None, 0) and record.status == PeerLostError.status:
@@ -226,10 +223,6 @@ def record_ranks(
 
 
 # -- while cells run: the peers' records -----------------------------------------------------------
-
-
-def peer_url(dest: str, rank: int) -> str:
-    return join(dest, RUN_JSON if rank == 0 else f"{RANKS_DIR}/{rank}/{RUN_JSON}")
 
 
 class PeerWatch:
@@ -244,7 +237,7 @@ class PeerWatch:
     def __init__(
         self, storage: Storage, settings: Settings, outer: StopToken, own: dict[str, Any]
     ) -> None:
-        self.storage, self.dest, self.own = storage, settings.dest, own
+        self.storage, self.top, self.own = storage, settings.places.top, RunView.of(own)
         me = settings.identity
         self.peers = [r for r in range(me.world_size or 1) if r != me.rank]
         self.outer = outer
@@ -285,15 +278,15 @@ class PeerWatch:
 
     def _failure(self, rank: int, *, lost_too: bool = True) -> str | None:
         """How the peer's run of this attempt failed, or None (running, succeeded, older)."""
-        record = _read(self.storage, peer_url(self.dest, rank))
-        if record is None or not _current(record, self.own) or not record.get("exit_code"):
+        record = runfile.peek(self.storage, self.top.rank(rank).run_json)
+        if record is None or not _current(record, self.own) or not record.failed:
             return None
-        if not lost_too and record.get("status") == PeerLostError.status:
+        if not lost_too and record.status is RunStatus.PEER_LOST:
             return None
-        ended, began = _time(record.get("ended_at")), _time(self.own.get("started_at"))
+        ended, began = _time(record.ended_at), _time(self.own.started_at)
         if ended is None or began is None or ended < began:
             return None  # an earlier attempt's end, not this run's
-        return f"rank {rank} ended {record.get('status')} (exit {record.get('exit_code')})"
+        return f"rank {rank} ended {record.get('status')} (exit {record.exit_code})"
 
     def failed_peer(self, seconds: float) -> str | None:
         """A peer that failed on its own (not of a lost peer: that one lost this rank), looked

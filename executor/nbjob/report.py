@@ -11,22 +11,20 @@ code. Checkpoints during the run never render it (too expensive).
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from nbjob import logs
 from nbjob.record import RunRecord
 from nbjob.results import Results
-from nbjob.stop import StopToken, Worker
+from nbjob.stop import Budget, timebox
 
 MIN_S = 1.0  # less time left than this: no report (a warning in the log and run.json)
-MAX_S = 120.0  # the most a report may take when nothing is pressing
-STOP_RESERVE_S = 1.5  # of a stop's grace, kept for run.json, the log and the kernel's kill
+MAX_S = 120.0  # the most rendering and storing a report may take when nothing is pressing
+RECORD_S = 1.0  # of the time kept after the report, what rewriting run.json may take
 TURNED_OFF = "turned off (--no-report)"
 CONTENT_TYPE = "text/html; charset=utf-8"
 
@@ -138,21 +136,6 @@ def note_page(reason: str) -> bytes:
     ).encode()
 
 
-@dataclass(frozen=True)
-class Budget:
-    """The time the report may take: the final write's deadline, a stop's grace less a reserve."""
-
-    deadline: float  # time.monotonic()
-    token: StopToken
-    grace: float
-
-    def left(self) -> float:
-        by_grace = math.inf
-        if self.token.requested:
-            by_grace = self.token.remaining(self.grace) - STOP_RESERVE_S
-        return min(self.deadline - time.monotonic(), by_grace)
-
-
 def write(
     results: Results,
     nb: Any,
@@ -165,23 +148,25 @@ def write(
 ) -> None:
     """Render and store the report; record its name, or why there is none, in run.json.
 
-    ``stored``: whether the notebook and run.json were stored (else no report, and no write).
+    ``budget``: the time the report may take (``MAX_S`` at most for the page); ``stored``:
+    whether the notebook and run.json were stored (else no report, and no write).
     """
     if not enabled or not stored:
         if enabled:
             record.report_missing("the results were not stored")
         elif record.earlier_attempts:  # an earlier attempt's report must not pass for this one's
-            _bounded(lambda: _put(results, note_page(TURNED_OFF)), budget.left)
+            _boxed(lambda: _put(results, note_page(TURNED_OFF)), budget)
         return
-    why = _why_not(results, nb, budget) or _render_and_put(results, nb, record, budget, folder)
+    page_budget = budget.share(1.0, calm=MAX_S)
+    why = _why_not(results, nb, budget) or _render_and_put(results, nb, record, page_budget, folder)
     log = logs.get_logger()
     if why is not None:
         record.report_missing(why)
         log.warning("report_not_written", reason=why)
         if record.earlier_attempts and results.notebook_name:
             note = note_page(why)
-            _bounded(lambda: _put(results, note), budget.left)
-    _, why = _bounded(lambda: results.store_record(record.to_json()), lambda: budget.left() + 1)
+            _boxed(lambda: _put(results, note), budget)
+    _, why = _boxed(lambda: results.store_record(record.to_json()), budget.less(-RECORD_S))
     if why is not None:
         log.warning("record_not_rewritten", reason=why)
 
@@ -200,10 +185,10 @@ def _render_and_put(
 ) -> str | None:
     """Why the report is not stored, or None when it is (and is in the record)."""
     started = time.monotonic()
-    page, why = _bounded(lambda: render(nb, folder), budget.left)
+    page, why = _boxed(lambda: render(nb, folder), budget)
     if page is None:
         return why
-    _, why = _bounded(lambda: _put(results, page), budget.left)  # only a whole page goes up
+    _, why = _boxed(lambda: _put(results, page), budget)  # only a whole page goes up
     if why is None:
         name = name_for(results.notebook_name or "")
         record.report_written(name)
@@ -217,16 +202,13 @@ def _put(results: Results, data: bytes) -> None:
     results.storage.put_bytes(results.url(name), data, CONTENT_TYPE)
 
 
-def _bounded(work: Callable[[], T], left: Callable[[], float]) -> tuple[T | None, str | None]:
-    """``work()`` in a daemon thread while ``left()`` > 0 (at most ``MAX_S``): value, why not."""
-    if left() <= 0:
+def _boxed(work: Callable[[], T], budget: Budget) -> tuple[T | None, str | None]:
+    """``work()`` within ``budget``: its value, or why there is none."""
+    if budget.left() <= 0:
         return None, "no time left"
-    worker = Worker(work, "report")
-    until = time.monotonic() + MAX_S
-    while worker.thread.is_alive() and left() > 0 and time.monotonic() < until:
-        worker.thread.join(0.05)
-    if worker.thread.is_alive():
+    done = timebox(work, budget, "the report")
+    if done.late:
         return None, "not finished in the time left"
-    if worker.error:
-        return None, f"{type(worker.error[0]).__name__}: {logs.redact(str(worker.error[0]))[:300]}"
-    return worker.value[0], None
+    if done.error is not None:
+        return None, f"{type(done.error).__name__}: {logs.redact(str(done.error))[:300]}"
+    return done.value, None

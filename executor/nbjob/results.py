@@ -1,5 +1,7 @@
 """What a run leaves behind: the executed notebook, run.json and executor.log.
 
+They go to this process's folder (``Settings.places.own``; the names are ``nbjob.layout``'s).
+
 They are written while the run goes on and once more at the end, whatever happened:
 ``Results.checkpoint`` serializes a snapshot on the main thread at most every ``interval``
 seconds (stretched when serializing or uploading is slow, so the total cost stays linear in the
@@ -22,14 +24,13 @@ from typing import Any
 from nbjob import logs
 from nbjob.artifacts import ArtifactStream, is_temporary
 from nbjob.errors import StorageError
-from nbjob.stop import Worker
-from nbjob.storage import Storage, is_local, join, local_path
+from nbjob.layout import ARTIFACTS, LOG, RUN_JSON, Destination
+from nbjob.stop import Budget, timebox
+from nbjob.storage import Storage, local_path
 
 BANNER_TAG = "nbjob-error-banner"
 _STALE_BANNERS = (BANNER_TAG, "papermill-error-cell-tag")
-RUN_JSON = "run.json"
-LOG_NAME = "executor.log"
-ARTIFACTS = "artifacts"  # files the notebook writes to $NBJOB_ARTIFACTS_DIR
+_AT_LEAST_S = 0.5  # a write is always given this long, whatever the budget says
 _STYLE = "color:red; font-family:Helvetica Neue, Helvetica, Arial, sans-serif; font-size:1.5em;"
 
 
@@ -78,22 +79,24 @@ def record_bytes(record: dict[str, Any]) -> bytes:
 # -- writing -----------------------------------------------------------------------------------
 
 
-def artifacts_dir(dest: str, workdir: Path) -> Path:
+def artifacts_dir(dest: Destination, workdir: Path) -> Path:
     """Where the kernel writes artifacts: inside a local destination, else streamed from here."""
     folder = workdir / ARTIFACTS
-    if is_local(dest):
+    if dest.is_local:
         with contextlib.suppress(OSError):
-            (local_path(dest) / ARTIFACTS).mkdir(parents=True, exist_ok=True)
-            folder = local_path(dest) / ARTIFACTS
+            local_path(dest.artifacts).mkdir(parents=True, exist_ok=True)
+            folder = local_path(dest.artifacts)
     folder.mkdir(parents=True, exist_ok=True)
     return folder.resolve()
 
 
 class Results:
+    """The run's results at ``folder`` (this process's own folder, see ``nbjob.layout``)."""
+
     def __init__(
         self,
         storage: Storage,
-        dest: str,
+        folder: Destination | str,
         notebook_name: str | None,
         log_path: Path,
         spool: Path,
@@ -101,7 +104,7 @@ class Results:
         interval: float,
     ) -> None:
         self.storage = storage
-        self.dest = dest
+        self.folder = folder if isinstance(folder, Destination) else Destination(folder)
         self.notebook_name = notebook_name
         self.log_path = log_path
         self.spool = spool  # local copy of the newest results
@@ -116,8 +119,8 @@ class Results:
         self._thread.start()
         # A local destination holds the artifacts folder itself; a remote one gets them streamed.
         self.stream: ArtifactStream | None = None
-        if not is_local(dest):
-            self.stream = ArtifactStream(storage, join(dest, ARTIFACTS), artifacts)
+        if not self.folder.is_local:
+            self.stream = ArtifactStream(storage, self.folder.artifacts, artifacts)
 
     def stream_artifacts(self, already_there: list[str]) -> None:
         """Start sending artifacts (after an earlier attempt's were restored, if any)."""
@@ -125,7 +128,11 @@ class Results:
             self.stream.start(already_there)
 
     def url(self, name: str) -> str:
-        return join(self.dest, name)
+        return self.folder.file(name)
+
+    def move_to(self, folder: Destination) -> None:
+        """Write everything to ``folder`` instead (before the final write; no stream then)."""
+        self.folder, self.stream = folder, None
 
     def due(self) -> bool:
         """Whether a checkpoint should be written now (cheap: called after every message)."""
@@ -164,12 +171,12 @@ class Results:
     def _write(self, nb_data: bytes, record_data: bytes) -> None:
         if self.notebook_name and nb_data:
             self.storage.put_bytes(self.url(self.notebook_name), nb_data)
-        self.storage.put_bytes(self.url(RUN_JSON), record_data)
+        self.storage.put_bytes(self.folder.run_json, record_data)
         if not self._is_log_local():
-            self.storage.put_file(self.url(LOG_NAME), self.log_path)
+            self.storage.put_file(self.folder.log, self.log_path)
 
     def _is_log_local(self) -> bool:
-        return is_local(self.dest) and local_path(self.url(LOG_NAME)) == self.log_path
+        return self.folder.is_local and local_path(self.folder.log) == self.log_path
 
     def final(self, nb: Any, record: dict[str, Any], timeout: float) -> None:
         """Write the last state within ``timeout`` seconds; keep a local copy if that fails."""
@@ -177,8 +184,8 @@ class Results:
             self._closed = True
             self._pending = None
             self._cond.notify()
-        deadline = time.monotonic() + timeout
-        self._thread.join(timeout=max(0.0, min(timeout / 2, deadline - time.monotonic())))
+        budget = Budget.within(timeout)
+        self._thread.join(timeout=max(0.0, budget.share(0.5).left()))  # a checkpoint under way
         nb_data = notebook_bytes(nb) if nb is not None else b""
         record_data = record_bytes(record)
         logs.flush()
@@ -190,25 +197,30 @@ class Results:
 
         if self.artifacts.is_dir() and not any(self.artifacts.iterdir()):
             self.artifacts.rmdir()  # no empty folder among the results
-        why = _bounded(write, deadline - time.monotonic())
+        left = budget.left()
+        done = timebox(write, budget, "the final write", at_least=_AT_LEAST_S)
         if self.stream is not None:
             self.stream.close()
-        if why:
+        if not done.ok:
+            why = f"no answer within {left:.0f} s" if done.late else str(done.error)
             self.keep_local_copy(nb, record)
             raise StorageError(
-                f"results not stored at {logs.redact(self.dest)} ({why}); "
+                f"results not stored at {logs.redact(self.folder.url)} ({why}); "
                 f"a local copy is in {self.spool}"
             )
 
     def store_record(self, record: dict[str, Any]) -> None:
         """run.json once more (after the final write; the report's outcome is in it now)."""
-        self.storage.put_bytes(self.url(RUN_JSON), record_bytes(record))
+        self.storage.put_bytes(self.folder.run_json, record_bytes(record))
 
-    def store_log(self, timeout: float) -> None:
+    def store_log(self, budget: Budget) -> None:
         """Store the log once more, so the stored copy ends with the run's last event."""
         logs.flush()
         if not self._is_log_local():
-            _bounded(lambda: self.storage.put_file(self.url(LOG_NAME), self.log_path), timeout)
+            timebox(self._put_log, budget, "the log upload")
+
+    def _put_log(self) -> None:
+        self.storage.put_file(self.folder.log, self.log_path)
 
     def artifact_names(self) -> list[str]:
         return sorted(
@@ -225,13 +237,4 @@ class Results:
             (self.spool / self.notebook_name).write_bytes(notebook_bytes(nb))
         (self.spool / RUN_JSON).write_bytes(record_bytes(record))
         if self.log_path.exists() and self.log_path.parent != self.spool:
-            shutil.copyfile(self.log_path, self.spool / LOG_NAME)
-
-
-def _bounded(work: Any, timeout: float) -> str | None:
-    """Run ``work()`` for at most ``timeout`` seconds; why it failed, or None if it worked."""
-    worker = Worker(work, "store")
-    worker.thread.join(timeout=max(0.5, timeout))
-    if worker.thread.is_alive():
-        return f"no answer within {timeout:.0f} s"
-    return str(worker.error[0]) if worker.error else None
+            shutil.copyfile(self.log_path, self.spool / LOG)

@@ -4,19 +4,25 @@ The signal handler only sets the token; it never raises. Each step checks the to
 can: the cell loop on every poll, blocking steps (fetch, unpack, kernel start) before and after
 and, while they run, from the main thread that waits for them (``wait_for``). So nbjob notices a
 stop within a fraction of a second whatever it is doing, and stores results within the grace.
+
+The end of a run spends one ``Budget`` (a deadline, and a stop's grace once one is requested):
+each step takes a ``share`` of what is ``left``; ``timebox`` is the one way to run work on a
+thread for at most what a budget allows (``wait_for`` instead waits until a stop is requested).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
 from types import FrameType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from nbjob.errors import StoppedError
 
@@ -173,25 +179,105 @@ def wait_for(token: StopToken, work: Callable[[], T], what: str, poll: float = P
     return Worker(work, what).wait(token, what, poll)
 
 
-def bounded(work: Callable[[], T], seconds: float, what: str) -> T | None:
-    """``work()`` in a worker thread for at most ``seconds`` (0.5 at least); its value, or None
-    when it failed or did not end in time (the abandoned daemon thread ends on its own)."""
-    worker = Worker(work, what)
-    worker.thread.join(max(0.5, seconds))
-    return worker.value[0] if worker.value else None
+# -- the end of a run: one budget, one timebox --------------------------------------------------
 
 
-def within_grace(
-    token: StopToken, grace: float, work: Callable[[], T], what: str, poll: float = POLL_S
-) -> T:
-    """``work()`` in a worker thread, abandoned only when a stop's ``grace`` runs out.
+@dataclass(frozen=True)
+class Budget:
+    """Time to spend: until ``deadline`` (``time.monotonic()``) and, once a stop is requested,
+    until ``grace`` seconds after that request, whichever comes first.
 
-    For the final writes: they go on after a stop request, as long as the grace allows;
-    ``StoppedError`` when it ran out first.
+    The end of a run has one (``nbjob.finish``): nothing pressing, each step may take its calm
+    limit; after a stop, the steps share what is left of the stop's grace. ``left()`` is read
+    again each time, so a stop that comes while a step runs shortens it at once.
     """
+
+    deadline: float = math.inf
+    token: StopToken | None = None
+    grace: float = math.inf
+
+    @classmethod
+    def within(cls, seconds: float) -> Budget:
+        """``seconds`` from now, whatever happens."""
+        return cls(time.monotonic() + seconds)
+
+    def left(self) -> float:
+        by_grace = math.inf
+        if self.token is not None and self.token.requested:
+            by_grace = self.token.remaining(self.grace)
+        return min(self.deadline - time.monotonic(), by_grace)
+
+    def less(self, reserve: float) -> Budget:
+        """This budget less ``reserve`` seconds kept at its end (for the steps after)."""
+        return replace(self, deadline=self.deadline - reserve, grace=self.grace - reserve)
+
+    def share(self, fraction: float, at_least: float = 0.0, calm: float = math.inf) -> Budget:
+        """A step's part: ``fraction`` of what is left now (``at_least`` seconds), at most
+        ``calm`` seconds when no stop was requested; a stop later still ends it with the
+        grace."""
+        part = min(self.left() * fraction, calm)
+        return replace(self, deadline=time.monotonic() + max(at_least, part))
+
+
+@dataclass
+class Outcome(Generic[T]):
+    """What timeboxed work came to: its value, its error, or ``late`` (abandoned running)."""
+
+    value: T | None = None
+    error: BaseException | None = None
+    late: bool = False
+    stopped_by: str | None = None  # late because this stop's grace ran out
+
+    @property
+    def ok(self) -> bool:
+        return not self.late and self.error is None
+
+    def why(self) -> str | None:
+        """Why there is no value (None when there is one): the error's text or lateness."""
+        if self.late:
+            return "not finished in the time left"
+        return None if self.error is None else str(self.error)
+
+    def result(self, what: str) -> T:
+        """The value; the error raised; ``StoppedError`` or ``TimeoutError`` when late."""
+        if self.stopped_by is not None:
+            raise StoppedError(f"{self.stopped_by} during {what}")
+        if self.late:
+            raise TimeoutError(f"{what}: not finished in time")
+        if self.error is not None:
+            raise self.error
+        return self.value  # type: ignore[return-value]
+
+
+def timebox(
+    work: Callable[[], T],
+    budget: Budget | float,
+    what: str,
+    *,
+    at_least: float = 0.0,
+    poll: float = POLL_S,
+) -> Outcome[T]:
+    """``work()`` on a daemon thread, waited for while ``budget`` (seconds, or a ``Budget``)
+    has time left, and at least ``at_least`` seconds; abandoned after that (the thread ends
+    with its own timeouts or with the process). Nothing starts when no time is left."""
+    if not isinstance(budget, Budget):
+        budget = Budget.within(budget)
+    started = time.monotonic()
+    if budget.left() <= 0 and at_least <= 0:
+        return _late(budget)
     worker = Worker(work, what)
-    while worker.thread.is_alive():  # ends with the work (bounded by its own timeout) or grace
-        worker.thread.join(poll)
-        if token.requested and token.remaining(grace) <= 0:
-            raise StoppedError(f"{token.reason} during {what}")
-    return worker.result()
+    while worker.thread.is_alive():
+        left = max(budget.left(), at_least - (time.monotonic() - started))
+        if left <= 0:
+            return _late(budget)
+        worker.thread.join(min(poll, left))
+    if worker.error:
+        return Outcome(error=worker.error[0])
+    return Outcome(value=worker.value[0])
+
+
+def _late(budget: Budget) -> Outcome[Any]:
+    token = budget.token
+    if token is not None and token.requested and token.remaining(budget.grace) <= 0:
+        return Outcome(late=True, stopped_by=token.reason or "stopped")
+    return Outcome(late=True)

@@ -1,0 +1,261 @@
+"""The end of a run: ordered steps that share one time budget.
+
+Whatever happened before (success, a failed cell, a stop, a bug in nbjob), ``Finish.run``
+takes the same steps, in this order (``Finish.steps``): bring a remote kernel's artifacts
+back, read a remote destination that was not read yet, close the record (the notebook's
+banners), checkpoint for the peer ranks, wait for them (rank 0), start the kernel's shutdown,
+store the results, write the report, log ``run_end`` and store the log once more with the
+termination message, stop the kernel, tell the listeners (``RunEnded``), close the log, clean
+up.
+
+They share one ``stop.Budget``: nothing pressing, each step may take its calm limit (the final
+write ``FINAL_WRITE_S``); after a stop, what is left of the stop's grace. A step declares its
+share of what is left when it starts and the reserve it leaves to the steps after it, so the
+results are stored first, the report only with time left, and the run ends within the grace.
+A new step (a tracker upload, a resource flush) is one more line in ``steps``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from nbjob import attempts, events, logs, platforms, ranks, report, results, stop
+from nbjob.errors import NbjobError, StoppedError, StorageError
+from nbjob.events import RunStatus
+from nbjob.stop import Budget
+
+if TYPE_CHECKING:
+    from nbjob.job import Job
+
+FINAL_WRITE_S = 300.0  # how long the final write may take when nothing else is pressing
+FETCH_S = FINAL_WRITE_S / 5  # how long a remote kernel's artifacts may take to come back
+KEEP_S = 0.5  # of a stop's grace: kept after the writes for the kernel's kill and the exit
+REPORT_KEEP_S = 1.5  # of a stop's grace: kept after the report for run.json, the log, the kill
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of the end: ``run(budget)``, its budget ``share`` of what is left of the
+    end's when it starts (``at_least`` seconds; ``calm`` at most when no stop came), less
+    ``reserve`` seconds kept for the steps after it."""
+
+    name: str
+    run: Callable[[Budget], None]
+    share: float = 1.0
+    reserve: float = 0.0
+    at_least: float = 0.0
+    calm: float = math.inf
+
+    def budget(self, end: Budget) -> Budget:
+        return end.less(self.reserve).share(self.share, self.at_least, self.calm)
+
+
+class Finish:
+    """The end of one job (``job``): its outcome recorded, its results stored."""
+
+    def __init__(self, job: Job, error: NbjobError | None) -> None:
+        self.job, self.error = job, error
+        self.end = Budget(token=job.token, grace=job.s.stop_grace)
+        self.stopping = job.token.requested  # a stop came before the end began
+        self.stored = False
+        self.keep_workdir = False
+        self.ending: stop.Worker[None] | None = None  # the kernel's graceful shutdown
+
+    def steps(self) -> list[Step]:
+        return [
+            Step("fetch remote artifacts", self.fetch_artifacts, 1 / 3, at_least=1, calm=FETCH_S),
+            Step("read a late attempt", self.late_attempt, 1 / 3),
+            Step("close the record", self.close_record),
+            Step("checkpoint for peers", self.checkpoint_for_peers),
+            Step("wait for ranks", self.wait_for_ranks, calm=self.job.s.ranks_wait),
+            Step("start the kernel's shutdown", self.start_kernel_shutdown),
+            Step("final store", self.store, reserve=KEEP_S),
+            Step("report", self.report, reserve=REPORT_KEEP_S, calm=FINAL_WRITE_S),
+            Step("run end", self.run_end, reserve=KEEP_S, calm=FINAL_WRITE_S),
+            Step("stop the kernel", self.stop_kernel, reserve=KEEP_S),
+            Step("tell the listeners", self.tell_listeners, reserve=1.0, calm=events.DRAIN_S),
+            Step("close the log", self.close_log),
+            Step("clean up", self.cleanup),
+        ]
+
+    def run(self) -> int:
+        """Every step in order; the process's exit code."""
+        for step in self.steps():
+            step.run(step.budget(self.end))
+        code = self.job.record.exit_code
+        return code if code is not None else 1
+
+    # -- before the results are stored ---------------------------------------------------------
+
+    def fetch_artifacts(self, budget: Budget) -> None:
+        """A remote kernel's artifacts come back into the local artifacts folder."""
+        job = self.job
+        try:
+            if names := job.kernel.fetch_artifacts(job.artifacts, timeout=budget.left()):
+                job.log.info("artifacts_fetched", files=len(names))
+        except (NbjobError, OSError, ValueError, TimeoutError) as exc:
+            job.log.warning("artifacts_not_fetched", reason=str(exc)[:300])
+
+    def late_attempt(self, budget: Budget) -> None:
+        """The run ended (a stop, say) before a remote destination was read: read it now,
+        within ``budget``, so the results go on top as usual; if it cannot be read in time
+        (or was unreadable), they go beside whatever it holds, never over it."""
+        job = self.job
+        if job.attempt is not None or job.s.places.own.is_local:
+            return
+        if self.stopping:
+            found = stop.timebox(job.read_attempt, budget, "reading earlier attempts", at_least=0.5)
+            if isinstance(found.value, attempts.Attempt):
+                job.attempt = found.value
+                job.record.attempt_began(found.value.number, found.value.earlier, None)
+                return
+        self.beside_earlier_attempts()
+
+    def beside_earlier_attempts(self) -> None:
+        """The destination was never read: results go beside what it holds, never over it."""
+        job = self.job
+        stamp = job.record.started_at.replace(":", "").replace("-", "")[:15]
+        job.results.move_to(job.s.places.own.unread(stamp))
+        job.log.warning("results_beside_earlier_attempts", output=job.results.folder.url)
+
+    def close_record(self, _: Budget) -> None:
+        """The run's ending in the record (a stop wins) and the notebook's banners; a failed
+        run's kernel is not needed any more."""
+        job, error = self.job, self.error
+        if job.token.requested:
+            job.log.warning("stop_requested", signal=job.token.signal, grace_s=job.s.stop_grace)
+            if not isinstance(error, StoppedError):
+                reason = job.token.reason or "stopped"
+                error = StoppedError(f"{reason} ({error.reason})" if error else reason)
+        job.record.finished(error, job.results.artifact_names())
+        if job.record.failed_index is not None and job.nb is not None:
+            results.add_banners(job.nb, job.record.failed_index, job.record.reason or "")
+        self.error = error
+        if error is not None and not self.stopping:
+            job.kernel.shutdown(grace=0)
+
+    def checkpoint_for_peers(self, _: Budget) -> None:
+        """Rank 0 of several: the peers see this rank's end while it waits for theirs."""
+        job = self.job
+        if job.s.identity.canonical and job.s.identity.multi:
+            job.results.checkpoint(job.nb, job.record.to_json())
+
+    def wait_for_ranks(self, budget: Budget) -> None:
+        """Rank 0 of several: the other ranks' ends, waited for at most ``--ranks-wait``."""
+        job = self.job
+        ranks.record_ranks(job.record, job.storage, job.s, budget)
+
+    def start_kernel_shutdown(self, _: Budget) -> None:
+        """A finished run's kernel shuts down (its exit handlers run) while the results are
+        written; after the peers, as this kernel may hold their store. After a stop the
+        results come first (``stop_kernel``); a failed run's kernel is killed already."""
+        if self.job.token.requested or self.error is not None:
+            return
+        self.ending = stop.Worker(lambda: self.job.kernel.shutdown(3.0), "the kernel's shutdown")
+
+    # -- the results -----------------------------------------------------------------------------
+
+    def store(self, budget: Budget) -> None:
+        """The final write, bounded by its own timeout (``FINAL_WRITE_S`` when calm, else
+        just short of the budget) and by the budget: it goes on after a stop while the grace
+        allows, then the results stay in the local copy."""
+        job = self.job
+        nb, data = job.nb, job.record.to_json()
+        timeout = min(FINAL_WRITE_S, max(1.0, budget.left() - KEEP_S))
+        done = stop.timebox(
+            lambda: job.results.final(nb, data, timeout=timeout), budget, "the final write"
+        )
+        if done.late:  # the grace ran out first
+            reason = f"{job.token.reason or 'stopped'} during the final write"
+            self._not_stored(StoppedError(f"{reason}; a local copy is in {job.results.spool}"))
+        elif isinstance(done.error, StorageError):
+            self._not_stored(done.error)
+        elif done.error is not None:
+            raise done.error
+        else:
+            self.stored = True
+
+    def _not_stored(self, exc: StorageError | StoppedError) -> None:
+        job = self.job
+        self.keep_workdir = True
+        job.log.error("results_not_stored", reason=exc.reason)
+        job.record.not_stored(exc)
+        reason = str(job.record.reason)
+        if job.record.status == RunStatus.STORAGE_ERROR and "local copy" not in reason:
+            job.record.reason = f"{reason}; a local copy is in {job.results.spool}"
+
+    def report(self, budget: Budget) -> None:
+        job = self.job
+        report.write(
+            job.results,
+            job.nb,
+            job.record,
+            budget,
+            folder=job.nb_folder,
+            enabled=not job.s.no_report,
+            stored=self.stored,
+        )
+
+    def run_end(self, budget: Budget) -> None:
+        """run_end in the log, the log stored once more, the termination message."""
+        job, r = self.job, self.job.record
+        job.log.info(
+            "run_end",
+            status=r.status,
+            exit_code=r.exit_code,
+            reason=r.reason,
+            cell=r.failed_index,
+            duration_s=r.duration_s,
+        )
+        if self.stored:
+            job.results.store_log(budget)
+        else:
+            job.results.keep_local_copy(job.nb, r.to_json())
+        message = r.reason if r.exit_code else f"succeeded: {r.notebook}"
+        platforms.write_termination_message(job.s.termination_log, logs.redact(message or ""))
+
+    # -- after ----------------------------------------------------------------------------------
+
+    def stop_kernel(self, budget: Budget) -> None:
+        """The kernel's end, once the results are written: the graceful shutdown under way is
+        waited for (a stop cuts it short); after a stop the kernel, perhaps still starting, is
+        killed within what is left of the grace."""
+        job = self.job
+        if self.ending is not None:
+            try:
+                self.ending.wait(job.token, "the kernel's shutdown")
+                return
+            except StoppedError:
+                pass
+            except Exception as exc:  # the results are stored: say so, and end as recorded
+                job.log.warning("kernel_shutdown_failed", reason=str(exc)[:300])
+        if job.token.requested:  # a starting kernel may need more than what is left
+            stop.timebox(
+                lambda: job.kernel.shutdown(0), budget, "the kernel's shutdown", at_least=0.5
+            )
+
+    def tell_listeners(self, budget: Budget) -> None:
+        """RunEnded, the last event: external listeners get their share of the time left to
+        take it (their queues drain, then are abandoned)."""
+        job = self.job
+        where = job.results.folder.url if self.stored else str(job.results.spool)
+        ended = job.record.run_ended(where, self.stored, job.results.notebook_name)
+        job.bus.close(ended, max(0.0, budget.left()))
+
+    def close_log(self, _: Budget) -> None:
+        """The results are stored and the log is about to close: the run's last words."""
+        logs.close()
+
+    def cleanup(self, _: Budget) -> None:
+        job = self.job
+        if job.s.workdir:
+            return  # the user's folder: leave it
+        if self.keep_workdir:
+            shutil.rmtree(job.workdir / "bundle", ignore_errors=True)
+            shutil.rmtree(job.workdir / "download", ignore_errors=True)
+        else:
+            shutil.rmtree(job.workdir, ignore_errors=True)
