@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import S3Server, wait_until
-from helpers import make_zip, notebook_json, read_json, run_nbjob, start_nbjob
 from nbjob.artifacts import ArtifactStream, is_temporary, wait_idle
 from nbjob.storage import Storage
+from support import S3Server, make_zip, notebook_json, read_json, run_nbjob, start_nbjob, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 

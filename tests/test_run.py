@@ -16,9 +16,8 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import wait_until
-from helpers import NBJOB, make_notebook, nbjob_env, start_nbjob
-from helpers import run_nbjob as nbjob
+from support import NBJOB, make_notebook, nbjob_env, start_nbjob, wait_until
+from support import run_nbjob as nbjob
 
 
 def notebook(path: Path, *cells: str | tuple[str, list[str]], kernel: str = "python3") -> Path:

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FlakyProxy, S3Server, wait_until
-from helpers import read_json, start_nbjob
 from nbjob import config, events, stop
 from nbjob.errors import StoppedError
 from nbjob.job import Job
+from support import FlakyProxy, S3Server, read_json, start_nbjob, wait_until
 from test_run import events as log_events
 from test_run import notebook
 

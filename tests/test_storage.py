@@ -23,10 +23,21 @@ import nbformat
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from conftest import ACCESS_KEY, REGION, SECRET_KEY, S3Server, wait_until
-from helpers import make_zip, notebook_json, read_json, run_nbjob, start_nbjob, stream_text
 from nbjob.errors import InvalidInputError, StorageError
 from nbjob.storage import Storage
+from support import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    S3Server,
+    make_zip,
+    notebook_json,
+    read_json,
+    run_nbjob,
+    start_nbjob,
+    stream_text,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -20,12 +20,20 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import nbformat
 import pytest
-from conftest import free_port, wait_until
-from helpers import make_zip, notebook_json, read_json, run_nbjob, start_nbjob, stream_text
 from nbjob import logs
 from nbjob.errors import InvalidInputError, StorageError
 from nbjob.storage import REGISTRY, Storage, backend_class, join
 from stores import Store
+from support import (
+    free_port,
+    make_zip,
+    notebook_json,
+    read_json,
+    run_nbjob,
+    start_nbjob,
+    stream_text,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
