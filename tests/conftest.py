@@ -26,7 +26,7 @@ pytest.register_assert_rewrite("support")  # before the import: helpers' asserts
 from support import FlakyProxy, S3Server, moto_server, starts_processes  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).with_name("storage")))
-pytest_plugins = ["support.e2e", "stores"]
+pytest_plugins = ["support.e2e", "stores", "pytester"]
 
 
 @pytest.fixture(scope="session")

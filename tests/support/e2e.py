@@ -6,10 +6,10 @@ starts no process — no ``nbjob``, no kernel, no server. A test is e2e when
 1. it is marked ``e2e`` (``pytestmark = pytest.mark.e2e`` in its module, or on it), or
    ``images`` / ``clusters``;
 2. one of its fixtures, or its own code, starts processes: it refers — directly or through
-   functions and classes defined under tests/ — to a helper marked with ``@starts_processes``
-   (``run_nbjob``, ``start_nbjob``, ``start_server``, the server fixtures...), to nbjob's own
-   kernel starters (``Job``, ``LocalKernel``) or to the standard library's process starters
-   (``subprocess.Popen`` / ``run``, ``os.system``...).
+   functions and classes of the test code (under ``testpaths``) — to a helper marked with
+   ``@starts_processes`` (``run_nbjob``, ``start_nbjob``, ``start_server``, the server
+   fixtures...), to nbjob's own kernel starters (``Job``, ``LocalKernel``) or to the standard
+   library's process starters (``subprocess.Popen`` / ``run``, ``os.system``...).
 
 So a new test that calls the support helpers is e2e with no edit. The rule is a static
 over-approximation; a test it misses (say, a fixture that picks a server by
@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-__all__ = ["MARK", "FastLayerError", "e2e_reason", "starts_processes"]
+__all__ = ["MARK", "FastLayerError", "code_roots", "e2e_reason", "starts_processes"]
 
 MARK = "e2e"
 # Markers that imply e2e (image builds, cluster jobs).
@@ -96,13 +96,19 @@ def _known() -> dict[int, str]:
     return found
 
 
-def _in_tests(obj: Any) -> bool:
-    """Whether ``obj`` (a function or class) is defined in a file under tests/."""
+def _defined_under(obj: Any, roots: tuple[Path, ...]) -> bool:
+    """Whether ``obj`` (a function or class) is defined in a file under one of ``roots``."""
     try:
         source = inspect.getsourcefile(obj)
     except TypeError:
         return False
-    return source is not None and Path(source).resolve().is_relative_to(TESTS)
+    return source is not None and any(Path(source).resolve().is_relative_to(r) for r in roots)
+
+
+def code_roots(config: pytest.Config) -> tuple[Path, ...]:
+    """Where test code lives: the ``testpaths`` (else the rootdir), and this package's tests/."""
+    paths = [config.rootpath / p for p in config.getini("testpaths")] or [config.rootpath]
+    return (*(p.resolve() for p in paths), TESTS)
 
 
 def _codes(code: types.CodeType) -> Iterator[types.CodeType]:
@@ -116,7 +122,8 @@ def _codes(code: types.CodeType) -> Iterator[types.CodeType]:
 class _Scan:
     """Looks through test code for a reference to a process starter (memoised per object)."""
 
-    def __init__(self) -> None:
+    def __init__(self, roots: tuple[Path, ...] = (TESTS,)) -> None:
+        self.roots = roots  # test code is read through; other code (nbjob, libraries) is not
         self.known = _known()
         self.memo: dict[int, str | None] = {}
 
@@ -127,10 +134,10 @@ class _Scan:
         return self.known.get(id(obj))
 
     def find(self, obj: Any) -> str | None:
-        """A starter that ``obj`` is or (through code under tests/) refers to, or None."""
+        """A starter that ``obj`` is or (through test code) refers to, or None."""
         obj = inspect.unwrap(getattr(obj, "__func__", obj))
         found = self.starter(obj)
-        if found or not _in_tests(obj):
+        if found or not _defined_under(obj, self.roots):
             return found
         key = id(obj)
         if key not in self.memo:
@@ -179,7 +186,7 @@ def e2e_reason(item: pytest.Item, scan: _Scan | None = None) -> str | None:
     for name in (MARK, *IMPLIED_BY):
         if item.get_closest_marker(name):
             return f"marked {name}"
-    scan = scan or _Scan()
+    scan = scan or _Scan(code_roots(item.config))
     info = getattr(item, "_fixtureinfo", None)
     for name in getattr(item, "fixturenames", ()):
         for fixturedef in info.name2fixturedefs.get(name, ()) if info else ():
@@ -195,9 +202,9 @@ _REASON = pytest.StashKey[str]()
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that starts processes ``e2e``."""
-    scan = _Scan()
+    scan = _Scan(code_roots(config))
     for item in items:
         reason = e2e_reason(item, scan)
         if reason:
