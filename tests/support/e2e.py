@@ -198,19 +198,25 @@ def e2e_reason(item: pytest.Item, scan: _Scan | None = None) -> str | None:
     return f"uses {found}" if found else None
 
 
-_REASON = pytest.StashKey[str]()
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--e2e-why",
+        action="store_true",
+        help="print why each collected test is e2e (or 'fast'), e.g. with --collect-only -q",
+    )
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that starts processes ``e2e``."""
     scan = _Scan(code_roots(config))
+    why = config.getoption("e2e_why")
     for item in items:
         reason = e2e_reason(item, scan)
-        if reason:
-            item.stash[_REASON] = reason
-            if not item.get_closest_marker(MARK):
-                item.add_marker(MARK)
+        if reason and not item.get_closest_marker(MARK):
+            item.add_marker(MARK)
+        if why:
+            print(f"{item.nodeid}: {reason or 'fast'}")
 
 
 # -- the guard ----------------------------------------------------------------------------------
