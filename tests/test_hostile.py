@@ -15,9 +15,7 @@ import pytest
 from nbjob import bundle, config, prepare, stop
 from nbjob.errors import BundleError
 from nbjob.job import Job
-from support import free_port, notebook_json, read_json, run_nbjob
-from test_run import events as log_events
-from test_run import notebook
+from support import free_port, log_events, notebook, notebook_json, read_json, run_nbjob
 
 pytestmark = pytest.mark.timeout(120)
 

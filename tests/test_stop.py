@@ -24,9 +24,7 @@ import pytest
 from nbjob import config, events, stop
 from nbjob.errors import StoppedError
 from nbjob.job import Job
-from support import FlakyProxy, S3Server, read_json, start_nbjob, wait_until
-from test_run import events as log_events
-from test_run import notebook
+from support import FlakyProxy, S3Server, log_events, notebook, read_json, start_nbjob, wait_until
 
 MARGIN_S = 4.0  # safety margin on top of the grace period (a loaded CI machine)
 

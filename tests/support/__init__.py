@@ -4,8 +4,10 @@ Import from here (``from support import make_notebook, run_nbjob, wait_until``).
 is also a pytest plugin (tests/conftest.py names ``support.e2e``): it marks every test that
 starts a process ``e2e`` and fails a test outside that layer that starts one anyway.
 
-- notebooks: ``make_notebook``, ``notebook_json``, ``make_zip``, ``make_targz``,
-  ``read_json``, ``stream_text``;
+- notebooks: ``make_notebook``, ``notebook`` (code cells only), ``notebook_json``,
+  ``make_zip``, ``make_targz``, ``read_json``, ``stream_text``;
+- results: ``results`` (notebook and run.json of an output folder), ``texts``,
+  ``log_events`` (executor.log), ``cell_ends``;
 - runs: ``run_nbjob`` / ``start_nbjob`` (``nbjob`` as a subprocess in its own session),
   ``nbjob_env``, ``Result``, ``NbjobProcess``, ``NBJOB``;
 - processes: ``start_server`` / ``serve`` (start with a log, bounded readiness, stop by PID or
@@ -26,12 +28,14 @@ from .notebooks import (
     make_notebook,
     make_targz,
     make_zip,
+    notebook,
     notebook_json,
     read_json,
     stream_text,
 )
 from .processes import ServerProcess, descendants, serve, start_server, wait_ready
 from .proxy import FlakyProxy
+from .results import cell_ends, log_events, results, texts
 from .runs import NBJOB, NbjobProcess, Result, nbjob_env, run_nbjob, start_nbjob
 from .s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server, moto_server, s3_env
 from .timing import elapsed, wait_until
@@ -50,17 +54,21 @@ __all__ = [
     "S3Server",
     "ServerProcess",
     "answers",
+    "cell_ends",
     "descendants",
     "elapsed",
     "free_port",
     "free_ports",
+    "log_events",
     "make_notebook",
     "make_targz",
     "make_zip",
     "moto_server",
     "nbjob_env",
+    "notebook",
     "notebook_json",
     "read_json",
+    "results",
     "run_nbjob",
     "s3_env",
     "serve",
@@ -69,6 +77,7 @@ __all__ = [
     "start_server",
     "starts_processes",
     "stream_text",
+    "texts",
     "wait_ready",
     "wait_until",
 ]

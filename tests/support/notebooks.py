@@ -18,6 +18,7 @@ __all__ = [
     "make_notebook",
     "make_targz",
     "make_zip",
+    "notebook",
     "notebook_json",
     "read_json",
     "stream_text",
@@ -96,3 +97,9 @@ def stream_text(nb: Mapping[str, Any]) -> str:
         for o in c.get("outputs", [])
         if o.get("output_type") == "stream"
     )
+
+
+def notebook(path: Path, *cells: str | tuple[str, list[str]], kernel: str = "python3") -> Path:
+    """A notebook of code cells: ``"source"`` or ``("source", [tags])``, for kernel ``kernel``."""
+    spec = {"name": kernel, "language": "python", "display_name": kernel}
+    return make_notebook(path, [c if isinstance(c, str) else ("code", *c) for c in cells], spec)
