@@ -19,9 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nbjob.artifacts import ArtifactStream, is_temporary, wait_idle
+from nbjob.artifacts import ArtifactStream, is_temporary
 from nbjob.storage import Storage
-from support import S3Server, make_zip, notebook_json, read_json, run_nbjob, start_nbjob, wait_until
+from support import (
+    S3Server,
+    make_zip,
+    notebook_json,
+    read_json,
+    run_nbjob,
+    start_nbjob,
+    wait_idle,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -52,7 +52,7 @@ def test_the_guard_stops_a_process_started_out_of_sight_of_the_rule() -> None:
         _GUARD.started = []  # the guard's own check at the end of the test is satisfied
 
 
-SUITE = '''
+SUITE = """
 import subprocess
 
 from support import run_nbjob
@@ -79,7 +79,7 @@ def test_hidden_start_swallowed():
         getattr(subprocess, "run")(["true"])
     except Exception:
         pass
-'''
+"""
 
 
 @pytest.mark.e2e  # pytester's subprocess is out of the rule's sight: declared

@@ -49,9 +49,8 @@ class RayCluster:
 @contextlib.contextmanager
 def ray_head(temp_dir: Path, log: Path) -> Iterator[RayCluster]:
     ray = Path(sys.executable).with_name("ray")
-    (gcs, dashboard, client, node_mgr, obj_mgr, metrics, agent, agent_grpc, env_agent) = (
-        free_ports(9)
-    )
+    ports = free_ports(9)
+    gcs, dashboard, client, node_mgr, obj_mgr, metrics, agent, agent_grpc, env_agent = ports
     cmd = [
         str(ray), "start", "--head", "--block", "--disable-usage-stats",
         f"--node-ip-address={HOST}", f"--port={gcs}",

@@ -15,7 +15,8 @@ starts a process ``e2e`` and fails a test outside that layer that starts one any
   ``descendants``;
 - s3: moto on loopback (``moto_server``), ``S3Server``, the fake credentials, ``s3_env``;
 - proxy: ``FlakyProxy``, a failing HTTP proxy in a thread;
-- net and timing: ``free_port(s)``, ``answers``, ``serves``, ``wait_until``, ``elapsed``;
+- net and timing: ``free_port(s)``, ``answers``, ``serves``, ``wait_until``, ``wait_idle``
+  (an artifact stream has sent all it sees);
 - e2e: ``starts_processes`` (mark a helper or fixture that starts processes), ``MARK``.
 """
 
@@ -38,7 +39,7 @@ from .proxy import FlakyProxy
 from .results import cell_ends, log_events, results, texts
 from .runs import NBJOB, NbjobProcess, Result, nbjob_env, run_nbjob, start_nbjob
 from .s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server, moto_server, s3_env
-from .timing import elapsed, wait_until
+from .timing import wait_idle, wait_until
 
 __all__ = [
     "ACCESS_KEY",
@@ -56,7 +57,6 @@ __all__ = [
     "answers",
     "cell_ends",
     "descendants",
-    "elapsed",
     "free_port",
     "free_ports",
     "log_events",
@@ -78,6 +78,7 @@ __all__ = [
     "starts_processes",
     "stream_text",
     "texts",
+    "wait_idle",
     "wait_ready",
     "wait_until",
 ]

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from nbjob.artifacts import ArtifactStream
+
+__all__ = ["wait_idle", "wait_until"]
 
 T = TypeVar("T")
 
@@ -23,9 +28,8 @@ def wait_until(check: Callable[[], T], timeout: float, interval: float = 0.1) ->
         time.sleep(interval)
 
 
-def elapsed(since: float) -> float:
-    """Seconds from ``since`` (a ``time.monotonic()`` reading) to now."""
-    return time.monotonic() - since
+def wait_idle(stream: ArtifactStream, timeout: float) -> None:
+    """Wait (bounded) until an artifact stream has sent everything now in its folder."""
+    from nbjob.artifacts import scan
 
-
-__all__ = ["elapsed", "wait_until"]
+    wait_until(lambda: not stream.pending(scan(stream.folder)), timeout, 0.05)
