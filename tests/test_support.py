@@ -8,14 +8,21 @@ guard, loudly. The last check runs a small suite in a pytest subprocess, so it i
 from __future__ import annotations
 
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from support import FastLayerError, run_nbjob
+from support import FastLayerError, run_nbjob, serve, start_server
 from support.e2e import _GUARD, _Scan
 
 TESTS = Path(__file__).resolve().parent
+STUBBORN = (
+    "import signal, time\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    "print('listening', flush=True)\n"
+    "time.sleep(600)\n"
+)
 
 
 def _runs_nbjob_through_a_helper(path: Path) -> None:
@@ -95,3 +102,19 @@ def test_a_suite_splits_into_layers_and_the_guard_fails_hidden_starts(
     fast.stdout.fnmatch_lines(["*test_hidden_start*started a process*not an e2e test*"])
     everything = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q")
     everything.stdout.fnmatch_lines(["*4 tests collected*"])
+
+
+def test_a_server_that_ignores_sigterm_is_killed_after_its_grace(tmp_path: Path) -> None:
+    log = tmp_path / "stubborn.log"
+    ready = lambda: "listening" in log.read_text()  # noqa: E731
+    with serve("stubborn", [sys.executable, "-c", STUBBORN], log, ready=ready, timeout=30) as s:
+        assert s.alive()
+        killed = s.stop(grace=0.5)
+    assert killed == [s.pid] and not s.alive()
+    assert s.proc.returncode == -9
+
+
+def test_a_server_that_exits_before_it_is_ready_is_reported_with_its_log(tmp_path: Path) -> None:
+    argv = [sys.executable, "-c", "import sys; print('bad flag --nope'); sys.exit(3)"]
+    with pytest.raises(RuntimeError, match=r"(?s)exited with 3 before early ready.*bad flag"):
+        start_server("early", argv, tmp_path / "early.log", ready=lambda: False, timeout=30)

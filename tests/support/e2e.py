@@ -135,8 +135,10 @@ class _Scan:
 
     def find(self, obj: Any) -> str | None:
         """A starter that ``obj`` is or (through test code) refers to, or None."""
-        obj = inspect.unwrap(getattr(obj, "__func__", obj))
-        found = self.starter(obj)
+        obj = getattr(obj, "__func__", obj)
+        found = self.starter(obj)  # before unwrapping: the mark may sit on a wrapper
+        obj = inspect.unwrap(obj)
+        found = found or self.starter(obj)
         if found or not _defined_under(obj, self.roots):
             return found
         key = id(obj)
