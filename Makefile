@@ -8,12 +8,14 @@ NPM_DIR   := .npm
 NPM_PKGS  := s3rver@3.7.1 azurite@3.37.0
 NPM_STAMP := $(NPM_DIR)/.installed-s3rver-3.7.1-azurite-3.37.0
 
-.PHONY: help venv npm-deps system-deps lint docs test test-fast demo bench images clean
+.PHONY: help venv npm-deps system-deps lint docs test test-fast test-e2e demo bench images clean
 
 help:
 	@echo "make demo   - pack and run the example bundle; results in ./demo-output"
 	@echo "make test   - install everything the tests need, lint, type-check, run all tests"
 	@echo "make docs   - build the documentation site into ./site (mkdocs, warnings as errors)"
+	@echo "make test-fast - the in-process tests only (no nbjob, kernel or server started; seconds)"
+	@echo "make test-e2e  - the tests that start nbjob, kernels or servers (no images, no clusters)"
 	@echo "make bench  - nbjob vs papermill vs nbclient, artifact upload vs aws s3 sync; writes BENCHMARKS.md"
 	@echo "make images - build nbjob-base, then the torch and TF images on it (docker, else podman)"
 	@echo "              (CPU variant without a registry: make images IMAGES_FLAGS=--cpu)"
@@ -60,9 +62,14 @@ docs: venv
 test: venv system-deps lint docs
 	$(BIN)/pytest -ra
 
-# Without the image builds and the Slurm / Ray cluster tests.
+# The in-process layer only: no nbjob, kernel or server process is started (seconds). Tests that
+# start one are marked e2e automatically (tests/support/e2e.py); `make test` runs them all.
 test-fast: venv
-	$(BIN)/pytest -ra -m "not images and not clusters"
+	$(BIN)/pytest -ra -m "not e2e"
+
+# The end-to-end layer without the image builds and the Slurm / Ray cluster tests.
+test-e2e: venv
+	$(BIN)/pytest -ra -m "e2e and not images and not clusters"
 
 demo: venv
 	rm -rf demo-output demo-output.zip

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from helpers import make_targz, make_zip, notebook_json, read_json, run_nbjob, stream_text
 from nbjob import bundle
 from nbjob.errors import BundleError
+from support import make_targz, make_zip, notebook_json, read_json, run_nbjob, stream_text
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,7 +11,9 @@ import pytest
 from nbjob import config, params, platforms
 from nbjob.errors import ParameterError, UsageError
 from nbjob.platforms import Identity, _registry
-from test_run import events, nbjob, notebook, results
+from support import log_events as events
+from support import notebook, results
+from support import run_nbjob as nbjob
 
 
 def resolve(flags: dict[str, object] | None = None, **env: str) -> config.Settings:

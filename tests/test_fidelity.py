@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import nbformat
-from helpers import make_notebook
-from helpers import run_nbjob as nbjob
+from support import make_notebook
+from support import run_nbjob as nbjob
 
 KERAS_BAR = r"""
 import sys

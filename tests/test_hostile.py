@@ -12,13 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
-from helpers import notebook_json, read_json, run_nbjob
 from nbjob import bundle, config, prepare, stop
 from nbjob.errors import BundleError
 from nbjob.job import Job
-from test_run import events as log_events
-from test_run import notebook
+from support import free_port, log_events, notebook, notebook_json, read_json, run_nbjob
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -19,8 +19,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +30,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from support import answers, free_port, serve
 
 ROOT = Path(__file__).resolve().parents[1]
 PODMAN = ROOT / "tests" / "images" / "podman.sh"
@@ -421,39 +420,17 @@ def test_tf_keras_example(tf_image, tmp_path):
 # -- S3 ------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
-def s3_server() -> Iterator[str]:
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """moto's S3 server on 127.0.0.1; the container reaches it with --network host."""
-    port = _free_port()
+    port = free_port()
     moto = shutil.which("moto_server", path=str(BIN)) or shutil.which("moto_server")
     assert moto, "moto_server missing: pip install '.[test]' (moto[server])"
-    proc = subprocess.Popen(
-        [moto, "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            assert time.monotonic() < deadline and proc.poll() is None, "moto_server did not start"
-            time.sleep(0.2)
+    argv = [moto, "-H", "127.0.0.1", "-p", str(port)]
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with serve("moto_server", argv, log, ready=lambda: answers(url), timeout=30):
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 S3_CREDENTIALS = {

@@ -23,12 +23,12 @@ from typing import Any
 
 import nbformat
 import pytest
-from helpers import make_notebook, read_json, run_nbjob
 from nbjob import languages
 from nbjob.config import Settings
 from nbjob.errors import ParameterError
 from nbjob.kernel import KernelSession, open_session, transfer
 from nbjob.kernel.local import installed_kernels
+from support import make_notebook, read_json, run_nbjob
 
 
 @dataclass(frozen=True)

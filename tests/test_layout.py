@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from helpers import run_nbjob
 from nbjob import attempts, config, ranks, runfile
 from nbjob.events import RunStatus
 from nbjob.layout import Destination
 from nbjob.platforms import Identity
 from nbjob.storage import Storage
-from test_run import notebook
+from support import notebook, run_nbjob
 
 
 def test_a_sweep_rank_writes_under_its_shard_and_rank(tmp_path: Path) -> None:

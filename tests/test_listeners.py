@@ -18,8 +18,8 @@ from typing import Any
 
 import nbjob
 import pytest
-from helpers import make_notebook, read_json, run_nbjob
 from nbjob import delivery, events
+from support import make_notebook, read_json, run_nbjob
 
 
 class Log:

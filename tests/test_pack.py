@@ -10,8 +10,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import S3Server
-from helpers import make_notebook, read_json, run_nbjob, stream_text
+from support import S3Server, make_notebook, read_json, run_nbjob, stream_text
 
 pytestmark = pytest.mark.timeout(120)
 

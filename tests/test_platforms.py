@@ -14,9 +14,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import make_notebook, read_json
-from helpers import run_nbjob as nbjob
 from nbjob import config, platforms
+from support import make_notebook, read_json
+from support import run_nbjob as nbjob
 
 KUBERNETES = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "HOSTNAME": "job-0"}
 

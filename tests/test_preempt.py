@@ -19,19 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import S3Server, wait_until
-from helpers import make_zip, notebook_json, read_json, run_nbjob, start_nbjob
-from nbjob.artifacts import ArtifactStream, is_temporary, scan
+from nbjob.artifacts import ArtifactStream, is_temporary
 from nbjob.storage import Options, Storage
+from support import (
+    S3Server,
+    make_zip,
+    notebook_json,
+    read_json,
+    run_nbjob,
+    start_nbjob,
+    wait_idle,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def wait_idle(stream: ArtifactStream, timeout: float) -> None:
-    """Wait until the stream has sent everything it sees."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and stream.pending(scan(stream.folder)):
-        time.sleep(0.05)
 
 
 CHECKPOINTS = (

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import nbjob
-from helpers import make_notebook
+from support import make_notebook
 
 PUBLIC = [
     "CellEnded",

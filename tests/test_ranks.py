@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port, wait_until
-from helpers import make_notebook, read_json, run_nbjob, start_nbjob, stream_text
 from nbjob import config, platforms, ranks
 from nbjob.errors import (
     EXIT_CODES,
@@ -32,6 +30,15 @@ from nbjob.errors import (
 from nbjob.platforms import Identity
 from nbjob.stop import StopToken
 from nbjob.storage import Storage
+from support import (
+    free_port,
+    make_notebook,
+    read_json,
+    run_nbjob,
+    start_nbjob,
+    stream_text,
+    wait_until,
+)
 
 TF_CHIEF = {"chief": ["c:1"], "worker": ["w0:1", "w1:1"], "ps": ["p:1"]}
 

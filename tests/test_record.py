@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import wait_until
 from nbjob import events, results
 from nbjob.errors import CellTimeoutError, StoppedError
 from nbjob.listeners import Checkpointer, LogListener
 from nbjob.record import RunRecord
+from support import wait_until
 
 RUN_JSON_KEYS = [
     "run_id", "status", "exit_code", "reason", "source", "output", "notebook", "failed_cell",

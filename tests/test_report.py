@@ -29,9 +29,8 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import S3Server, wait_until
-from helpers import make_notebook, read_json, run_nbjob, start_nbjob
 from nbjob import report, results
+from support import S3Server, make_notebook, read_json, run_nbjob, start_nbjob, wait_until
 
 # -- notebooks ----------------------------------------------------------------------------------
 

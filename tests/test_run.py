@@ -12,38 +12,21 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import nbformat
 import pytest
-from conftest import wait_until
-from helpers import NBJOB, make_notebook, nbjob_env, start_nbjob
-from helpers import run_nbjob as nbjob
-
-
-def notebook(path: Path, *cells: str | tuple[str, list[str]], kernel: str = "python3") -> Path:
-    """A notebook of code cells: ``"source"`` or ``("source", [tags])``."""
-    spec = {"name": kernel, "language": "python", "display_name": kernel}
-    return make_notebook(path, [c if isinstance(c, str) else ("code", *c) for c in cells], spec)
-
-
-def results(out: Path, name: str = "nb.ipynb") -> tuple[Any, dict[str, Any]]:
-    nb = nbformat.read(out / name, as_version=4)
-    nbformat.validate(nb)
-    return nb, json.loads((out / "run.json").read_text())
-
-
-def texts(cell: Any) -> str:
-    return "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream")
-
-
-def events(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "executor.log").read_text().splitlines()]
-
-
-def cell_ends(out: Path) -> list[tuple[int, str]]:
-    """(cell, status) of every cell_end event in executor.log."""
-    return [(e["cell"], e["status"]) for e in events(out) if e["event"] == "cell_end"]
+from support import (
+    NBJOB,
+    cell_ends,
+    nbjob_env,
+    notebook,
+    results,
+    start_nbjob,
+    texts,
+    wait_until,
+)
+from support import log_events as events
+from support import run_nbjob as nbjob
 
 
 def test_success_magics_shell_helpers_and_displays(tmp_path: Path) -> None:

@@ -22,13 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FlakyProxy, S3Server, wait_until
-from helpers import read_json, start_nbjob
 from nbjob import config, events, stop
 from nbjob.errors import StoppedError
 from nbjob.job import Job
-from test_run import events as log_events
-from test_run import notebook
+from support import FlakyProxy, S3Server, log_events, notebook, read_json, start_nbjob, wait_until
 
 MARGIN_S = 4.0  # safety margin on top of the grace period (a loaded CI machine)
 

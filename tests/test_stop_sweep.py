@@ -18,8 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from conftest import S3Server, wait_until
-from helpers import make_zip, notebook_json, start_nbjob
+from support import S3Server, make_zip, notebook_json, start_nbjob, wait_until
 
 GRACE_S = 5.0
 MARGIN_S = 4.0  # a loaded CI machine

@@ -23,12 +23,23 @@ import nbformat
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from conftest import ACCESS_KEY, REGION, SECRET_KEY, S3Server, wait_until
-from helpers import make_zip, notebook_json, read_json, run_nbjob, start_nbjob, stream_text
 from nbjob.config import resolve, storage_options
 from nbjob.errors import InvalidInputError, StorageError, UsageError
 from nbjob.storage import Capability, Options, Storage, check_destination, check_source
 from nbjob.storage.retry import with_retries
+from support import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    S3Server,
+    make_zip,
+    notebook_json,
+    read_json,
+    run_nbjob,
+    start_nbjob,
+    stream_text,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from slurm import _free_ports, report, unavailable
+from slurm import report, unavailable
+from support import ServerProcess, free_ports, start_server, starts_processes
 
 HOST = "127.0.0.2"
 
@@ -46,64 +45,12 @@ class RayCluster:
     started_s: float  # seconds from `ray start` to the Jobs API answering
 
 
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
-def descendants(pid: int) -> set[int]:
-    """Every process below ``pid`` now (from /proc)."""
-    tree, found, todo = _children(), set(), [pid]
-    while todo:
-        for child in tree.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> list[int]:
-    """SIGTERM to ``ray start``, SIGKILL to what it started that is left after 15 s; those."""
-    pids = descendants(proc.pid)
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and (proc.poll() is None or any(_alive(p) for p in pids)):
-        pids |= descendants(proc.pid) if proc.poll() is None else set()
-        time.sleep(0.2)
-    left = [p for p in pids if _alive(p)]
-    for pid in [proc.pid, *left]:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=10)
-    return left
-
-
+@starts_processes
 @contextlib.contextmanager
 def ray_head(temp_dir: Path, log: Path) -> Iterator[RayCluster]:
     ray = Path(sys.executable).with_name("ray")
-    (gcs, dashboard, client, node_mgr, obj_mgr, metrics, agent, agent_grpc, env_agent) = (
-        _free_ports(9)
-    )
+    ports = free_ports(9)
+    gcs, dashboard, client, node_mgr, obj_mgr, metrics, agent, agent_grpc, env_agent = ports
     cmd = [
         str(ray), "start", "--head", "--block", "--disable-usage-stats",
         f"--node-ip-address={HOST}", f"--port={gcs}",
@@ -118,40 +65,34 @@ def ray_head(temp_dir: Path, log: Path) -> Iterator[RayCluster]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     began = time.monotonic()
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
+    head = start_server("ray start", cmd, log, env=env)
     url = f"http://127.0.0.1:{dashboard}"
     try:
-        _wait_ready(proc, url, log, 180)
+        _wait_ready(head, url, 180)
         yield RayCluster(
             address=f"{HOST}:{gcs}",
             dashboard_url=url,
             temp_dir=temp_dir,
-            pid=proc.pid,
+            pid=head.pid,
             started_s=time.monotonic() - began,
         )
     finally:
-        left = _stop(proc)
+        # With --block, SIGTERM makes `ray start` stop its services; what is left of them
+        # (every process below it, read from /proc) is SIGKILLed after 15 s.
+        left = head.stop(grace=15, tree=True)
         if left:
             print(f"ray: SIGKILLed {len(left)} processes left after SIGTERM", file=sys.stderr)
 
 
-def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: float) -> None:
+def _wait_ready(head: ServerProcess, url: str, timeout: float) -> None:
     """Until a trivial job has run: the Jobs API answers before its agent can take a job."""
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     deadline = time.monotonic() + timeout
     job: str | None = None
     while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ray start exited with {proc.returncode}: {_tail(log)}")
+        if not head.alive():
+            raise RuntimeError(f"ray start exited with {head.proc.returncode}: {head.tail()}")
         try:
             client = JobSubmissionClient(url)
             job = job or client.submit_job(entrypoint="true", submission_id="nbjob-warm-up")
@@ -166,10 +107,6 @@ def _wait_ready(proc: subprocess.Popen[bytes], url: str, log: Path, timeout: flo
         if time.monotonic() > deadline:
             raise RuntimeError(f"Ray's warm-up job did not end within {timeout} s")
         time.sleep(0.5)
-
-
-def _tail(log: Path) -> str:
-    return log.read_text(errors="replace")[-3000:] if log.exists() else ""
 
 
 # Module scope: one module uses it, and the daemons (Ray: ~500 MB, a few idle processes)

@@ -19,16 +19,15 @@ import contextlib
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from support import ServerProcess, free_ports, start_server, starts_processes, wait_ready
 
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "srun", "scancel")
 CPUS = 4  # configured (SlurmdParameters=config_overrides), so a 2-task job fits on any machine
@@ -43,20 +42,6 @@ def unavailable(what: str, reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{what} tests cannot run in CI: {reason}")
     pytest.skip(reason)
-
-
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct free loopback ports (bound together, then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _sbin(name: str) -> str:
@@ -146,46 +131,7 @@ PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 """
 
 
-def _start(cmd: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,  # its own group: the test's Ctrl-C never reaches it
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM by PID, SIGKILL after 10 s."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
-def _wait(
-    check: Callable[[], bool], timeout: float, what: str, procs: list[subprocess.Popen[bytes]]
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args!r} exited with {proc.returncode} before {what}")
-        if check():
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"not {what} within {timeout} s")
-
-
+@starts_processes
 @contextlib.contextmanager
 def slurm(root: Path) -> Iterator[SlurmCluster]:
     """Start munged, slurmctld and slurmd under ``root``; stop them by PID on exit."""
@@ -201,7 +147,7 @@ def slurm(root: Path) -> Iterator[SlurmCluster]:
     key.chmod(0o400)
     munge_dir.chmod(0o755)
     socket_path = munge_dir / "munge.sock"
-    ctld, slurmd_port, srun_lo = _free_ports(3)
+    ctld, slurmd_port, srun_lo = free_ports(3)
     conf = root / "slurm.conf"
     conf.write_text(
         CONF.format(
@@ -223,36 +169,32 @@ def slurm(root: Path) -> Iterator[SlurmCluster]:
         if name.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_")) and name != "SLURM_CONF":
             del env[name]  # a test run inside a Slurm job must not leak its job into ours
     cluster = SlurmCluster(root=root, conf=conf, env=env)
-    procs: list[subprocess.Popen[bytes]] = []
+    daemons: list[ServerProcess] = []
     began = time.monotonic()
+    logs = root / "log"
     try:
-        munged = _start(
+        munged = start_server(
+            "munged",
             [
                 _sbin("munged"),
                 "--foreground",
                 f"--socket={socket_path}",
                 f"--key-file={key}",
                 f"--pid-file={root / 'run' / 'munged.pid'}",
-                f"--log-file={root / 'log' / 'munged.log'}",
+                f"--log-file={logs / 'munged.log'}",
                 f"--seed-file={munge_dir / 'munged.seed'}",
                 "--force",
             ],
-            root / "log" / "munged.out",
-            env,
+            logs / "munged.out",
+            env=env,
         )
-        procs.append(munged)
-        _wait(socket_path.exists, 15, "munged ready", procs)
-        ctld_proc = _start(
-            [_sbin("slurmctld"), "-D", "-f", str(conf)], root / "log" / "slurmctld.out", env
-        )
-        procs.append(ctld_proc)
-        slurmd_proc = _start(
-            [_sbin("slurmd"), "-D", "-f", str(conf), "-N", "localhost"],
-            root / "log" / "slurmd.out",
-            env,
-        )
-        procs.append(slurmd_proc)
-        cluster.pids = {"munged": munged.pid, "slurmctld": ctld_proc.pid, "slurmd": slurmd_proc.pid}
+        daemons.append(munged)
+        wait_ready(socket_path.exists, 15, "munged ready", munged)
+        ctld_argv = [_sbin("slurmctld"), "-D", "-f", str(conf)]
+        daemons.append(start_server("slurmctld", ctld_argv, logs / "slurmctld.out", env=env))
+        slurmd_argv = [_sbin("slurmd"), "-D", "-f", str(conf), "-N", "localhost"]
+        daemons.append(start_server("slurmd", slurmd_argv, logs / "slurmd.out", env=env))
+        cluster.pids = {d.name: d.pid for d in daemons}
 
         def idle() -> bool:
             try:
@@ -268,7 +210,7 @@ def slurm(root: Path) -> Iterator[SlurmCluster]:
             return out.strip() == "idle"
 
         try:
-            _wait(idle, 60, "the node idle", procs)
+            wait_ready(idle, 60, "the node idle", *daemons)
         except RuntimeError as exc:
             raise RuntimeError(f"{exc}\n{cluster.log_tail()}") from None
         cluster.started_s = time.monotonic() - began
@@ -276,8 +218,8 @@ def slurm(root: Path) -> Iterator[SlurmCluster]:
     finally:
         for job in cluster.jobs:  # only the jobs the tests submitted
             subprocess.run(["scancel", job], env=env, capture_output=True, timeout=30)
-        for proc in reversed(procs):
-            _stop(proc)
+        for daemon in reversed(daemons):
+            daemon.stop(grace=10)  # SIGTERM by PID, SIGKILL after 10 s
 
 
 def report(config: pytest.Config, line: str) -> None:

@@ -23,9 +23,8 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import SECRET_KEY, S3Server, wait_until
-from helpers import make_notebook, read_json, stream_text
 from raycluster import RayCluster, ray_cluster
+from support import SECRET_KEY, S3Server, make_notebook, read_json, stream_text, wait_until
 
 __all__ = ["ray_cluster"]  # the fixture, imported for pytest
 

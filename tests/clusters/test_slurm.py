@@ -23,9 +23,8 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import S3Server, free_port, wait_until
-from helpers import make_notebook, read_json, stream_text
 from slurm import SlurmCluster, slurm_cluster
+from support import S3Server, free_port, make_notebook, read_json, stream_text, wait_until
 
 __all__ = ["slurm_cluster"]  # the fixture, imported for pytest
 

@@ -1,7 +1,7 @@
 """Real Jupyter servers on loopback for the kernel-session tests, each with a token.
 
-Test modules import the fixtures (``from peers import jupyter_server_peer, ...``): a second
-conftest.py would replace the one ``from conftest import ...`` finds. A server is started once
+Test modules import the fixtures (``from peers import jupyter_server_peer, ...``), so only the
+modules that need a server see them. A server is started once
 per test session however many modules import its fixture.
 
 - ``jupyter_server_peer`` (session): ``jupyter-server`` with a root folder: it has the Contents
@@ -10,15 +10,14 @@ per test session however many modules import its fixture.
   Enterprise Gateway), so files travel through the kernel.
 
 Both are subprocesses in their own process groups, ready when ``GET /api/kernelspecs`` answers
-200 (bounded wait), stopped by PID at the end.
+200 (bounded wait), stopped by process group at the end (``support.serve``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import signal
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port, wait_until
+from support import free_port, serve, starts_processes
 
 TOKEN = "nbjobGatewayToken-5f3a9c"  # distinctive: tests grep for it in every output
 
@@ -63,34 +62,16 @@ def _ready(url: str) -> bool:
         return False
 
 
+@starts_processes
 def _serve(argv: list[str], root: Path, log: Path, contents_api: bool) -> Iterator[Peer]:
+    """The server in its own process group, stopped with the kernels it started (15 s grace)."""
     port = free_port()
-    out = log.open("wb")
-    proc = subprocess.Popen(
-        [*argv, f"--port={port}"],
-        cwd=root,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith(("NBJOB_", "JUPYTER_GATE"))},
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        if not wait_until(lambda: proc.poll() is not None or _ready(url), 60, 0.2):
-            raise RuntimeError(f"{argv[0]} did not answer on {url} within 60 s; see {log}")
-        if proc.poll() is not None:
-            raise RuntimeError(f"{argv[0]} exited with {proc.returncode}; see {log}")
-        yield Peer(url, TOKEN, root, proc.pid, contents_api)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)  # the server and the kernels it started
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        out.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NBJOB_", "JUPYTER_GATE"))}
+    argv = [*argv, f"--port={port}"]
+    name, ready = Path(argv[0]).name, functools.partial(_ready, url)
+    with serve(name, argv, log, ready=ready, env=env, cwd=root, group=True, grace=15) as server:
+        yield Peer(url, TOKEN, root, server.pid, contents_api)
 
 
 _running: dict[str, Peer] = {}

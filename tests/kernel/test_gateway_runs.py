@@ -16,9 +16,8 @@ from typing import Any
 
 import nbformat
 import pytest
-from conftest import wait_until
-from helpers import make_zip, notebook_json, run_nbjob, start_nbjob, stream_text
 from peers import TOKEN, Peer, jupyter_server_peer, kernel_gateway_peer  # noqa: F401 (fixtures)
+from support import make_zip, notebook_json, run_nbjob, start_nbjob, stream_text, wait_until
 
 HELPER = "def answer():\n    return 41 + 1\n"
 CELLS = [

@@ -1,10 +1,10 @@
 """Storage servers on loopback for the contract suite, and one ``Store`` view of each.
 
-A pytest plugin (tests/conftest.py names it in ``pytest_plugins``), not a conftest.py: a second
-conftest module would replace the one that ``from conftest import ...`` finds.
+A pytest plugin (tests/conftest.py names it in ``pytest_plugins``), so its fixtures reach every
+test; its helpers come from the ``support`` package.
 
 Each server starts once per session, on a free port, as a subprocess in its own session; it is
-stopped by PID at the end. Readiness is a bounded loop. The servers:
+stopped by PID at the end (``support.serve``). Readiness is a bounded loop. The servers:
 
 - moto (``s3_server`` in tests/conftest.py) and s3rver (npm): two independent S3 servers;
 - gcp-storage-emulator (PyPI): Google Cloud Storage, reached through ``STORAGE_EMULATOR_HOST``;
@@ -20,11 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import signal
-import subprocess
 import sys
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -32,7 +28,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ACCESS_KEY, REGION, SECRET_KEY, S3Server, free_port, wait_until
+from support import (
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    S3Server,
+    answers,
+    free_port,
+    s3_env,
+    serve,
+    starts_processes,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 NPM_BIN = ROOT / ".npm" / "node_modules" / ".bin"
@@ -51,56 +57,17 @@ class Server:
     pid: int
 
 
-def _answers(url: str) -> bool:
-    """Any HTTP answer, errors included (Azurite answers 400 to a bare GET /)."""
-    try:
-        with urllib.request.urlopen(url, timeout=1):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except OSError:
-        return False
-
-
-def _start(
-    name: str, argv: list[str], url: str, log_dir: Path, timeout: float = 60
-) -> tuple[subprocess.Popen[bytes], Any]:
-    log = (log_dir / f"{name}.log").open("wb")
-    proc = subprocess.Popen(
-        argv,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    if not wait_until(lambda: proc.poll() is not None or _answers(url + "/"), timeout, 0.2):
-        _stop(proc)
-        raise RuntimeError(f"{name} did not answer on {url} within {timeout} s")
-    if proc.poll() is not None:
-        raise RuntimeError(f"{name} exited with {proc.returncode}; see {log.name}")
-    return proc, log
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL after 1 s (a server may wait for idle keep-alive connections)."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=1)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
+@starts_processes
 def _server(name: str, argv: Callable[[int], list[str]], log_dir: Path) -> Iterator[Server]:
+    """Start a server on a free port; ready when it answers HTTP (bounded); stopped by PID.
+
+    SIGKILL after 1 s: a server may wait for idle keep-alive connections.
+    """
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc, log = _start(name, argv(port), url, log_dir)
-    try:
-        yield Server(url, proc.pid)
-    finally:
-        _stop(proc)
-        log.close()
+    log = log_dir / f"{name}.log"
+    with serve(name, argv(port), log, ready=lambda: answers(url + "/"), grace=1) as server:
+        yield Server(url, server.pid)
 
 
 def _npm_tool(name: str) -> Path:
@@ -194,16 +161,7 @@ def s3_store(name: str, endpoint: str, access_key: str, secret_key: str) -> Stor
     client = boto3.session.Session(
         aws_access_key_id=access_key, aws_secret_access_key=secret_key, region_name=REGION
     ).client("s3", endpoint_url=endpoint, config=Config(s3={"addressing_style": "path"}))
-    env = {
-        "AWS_ACCESS_KEY_ID": access_key,
-        "AWS_SECRET_ACCESS_KEY": secret_key,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "AWS_EC2_METADATA_DISABLED": "true",
-        "NBJOB_S3_ENDPOINT_URL": endpoint,
-        "NBJOB_S3_ADDRESSING_STYLE": "path",
-    }
+    env = {**s3_env(endpoint, access_key, secret_key), "NBJOB_S3_ADDRESSING_STYLE": "path"}
 
     def new_root() -> str:
         bucket = _unique()
@@ -388,6 +346,7 @@ STORES = ["local", "moto", "s3rver", "gcs", "azurite"]
 
 
 @pytest.fixture(params=STORES)
+@starts_processes  # the servers are picked by request.getfixturevalue, which no scan can see
 def store(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Store:
     """Each store in turn: local folders, moto, s3rver, the GCS emulator, Azurite."""
     name = request.param

@@ -20,8 +20,6 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import nbformat
 import pytest
-from conftest import free_port, wait_until
-from helpers import make_zip, notebook_json, read_json, run_nbjob, start_nbjob, stream_text
 from nbjob import logs
 from nbjob.config import storage_options
 from nbjob.errors import InvalidInputError, StorageError
@@ -37,6 +35,16 @@ from nbjob.storage import (
 )
 from nbjob.storage.base import OPERATIONS
 from stores import Store
+from support import (
+    free_port,
+    make_zip,
+    notebook_json,
+    read_json,
+    run_nbjob,
+    start_nbjob,
+    stream_text,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
