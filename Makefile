@@ -52,7 +52,7 @@ system-deps:
 
 lint: venv
 	$(BIN)/ruff check executor tests bench
-	$(BIN)/ruff format --check executor
+	$(BIN)/ruff format --check executor tests bench
 	$(BIN)/mypy
 
 # The manual (docs/, mkdocs.yml); --strict: a warning (a broken link or anchor) is an error.

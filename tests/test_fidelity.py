@@ -149,8 +149,7 @@ def _flood(kernel: Any, n: int, stall_s: float = 0.0) -> tuple[bool, set[int]]:
     import time
 
     code = (
-        f"import sys\nfor i in range({n}):\n"
-        "    sys.stdout.write(f'\\r{i}'); sys.stdout.flush()"
+        f"import sys\nfor i in range({n}):\n    sys.stdout.write(f'\\r{{i}}'); sys.stdout.flush()"
     )
     msg_id = kernel.execute(code)
     time.sleep(stall_s / 2)

@@ -219,7 +219,7 @@ def test_run_json_is_scrubbed_exactly_as_string_by_string(monkeypatch: Any) -> N
     monkeypatch.setattr(logs, "_secrets", None)  # read from the environment on each use
     samples = [
         f"boto said {secret}!",
-        "see https://user:p%40ss\"w@host/x and more",
+        'see https://user:p%40ss"w@host/x and more',
         "https://b/k.zip?X-Amz-Signature=abc&x=1",
         "conn\nAccountKey=zzz;EndpointSuffix=core",  # a parameter after a newline
         "DefaultEndpointsProtocol=https;AccountKey=k\\ey==",

@@ -51,9 +51,7 @@ def _open(kind: str, peer: Peer | None, workdir: Path, run_id: str) -> KernelSes
     environ = peer.env() if peer else {}
     (workdir / "artifacts").mkdir(parents=True, exist_ok=True)
     env = {"NBJOB_ARTIFACTS_DIR": str(workdir / "artifacts")}
-    session = open_session(
-        settings, "python3", workdir, workdir=workdir, env=env, environ=environ
-    )
+    session = open_session(settings, "python3", workdir, workdir=workdir, env=env, environ=environ)
     session.start()
     return session
 
