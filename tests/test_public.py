@@ -6,6 +6,7 @@ Run in fresh interpreters (subprocesses), as a user's program or a job would imp
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,14 @@ print(json.dumps({{"code": code, "seen": seen}}))
     assert result["seen"].count("CellStarted") == 2 and result["seen"].count("CellEnded") == 2
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["status"] == "succeeded"
+
+
+def test_the_architecture_page_names_every_module() -> None:
+    """docs/architecture.md's module table matches the package: every module and subpackage of
+    nbjob has its row, and every row names one that exists."""
+    root = Path(nbjob.__file__).parent
+    page = (Path(__file__).parent.parent / "docs" / "architecture.md").read_text()
+    rows = set(re.findall(r"^\| `([\w./]+)` \|", page, re.M))
+    here = {p.name for p in root.glob("*.py") if p.name != "__main__.py"}
+    here |= {f"{p.name}/" for p in root.iterdir() if (p / "__init__.py").is_file()}
+    assert rows == here
