@@ -6,7 +6,7 @@
 # LD_LIBRARY_PATH; the host needs only the NVIDIA driver + container toolkit. Base first:
 #     docker build -f Dockerfile.base -t nbjob-base:0.1.0 .
 #     docker build -f Dockerfile.tf -t nbjob-tf .
-# CPU build (what the tests do, see README, "Framework images"):
+# CPU build (what the tests do, see docs/images.md):
 #     podman build --build-arg BASE_IMAGE=localhost/nbjob-base:cpu \
 #         --build-arg TF_PACKAGE=tensorflow-cpu==2.21.0 -f Dockerfile.tf -t nbjob-tf:cpu .
 ARG BASE_IMAGE=nbjob-base:0.1.0

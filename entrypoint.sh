@@ -2,7 +2,7 @@
 # nbjob image entrypoint (runs under tini as PID 1): `nbjob run "$@"`.
 # With no arguments the executor takes the job from the environment: NBJOB_SOURCE (and the
 # other NBJOB_* settings) or, on FfDL, RESULT_DIR/MODEL_DIR (bundle at
-# $RESULT_DIR/_submitted_code/model.zip). Exit codes are the executor's (README, "Exit codes").
+# $RESULT_DIR/_submitted_code/model.zip). Exit codes are the executor's (docs/running/index.md, "Exit codes").
 set -eu
 
 if [ "$#" -eq 0 ] && [ -z "${NBJOB_SOURCE:-}" ] && [ -z "${RESULT_DIR:-}" ] && [ -z "${MODEL_DIR:-}" ]; then

@@ -12,7 +12,7 @@ GPUs (default 1), so Ray runs it on a node that has them and sets ``CUDA_VISIBLE
 
 Results go to ``DEST/<submission id>``, and the run id is the submission id (``--submission-id``,
 default ``nbjob-<random>``). Waits for the end (unless ``--no-wait``) and exits with nbjob's
-exit code (0 ok, 1 a cell raised, ..., 143 stopped); see README, "Ray".
+exit code (0 ok, 1 a cell raised, ..., 143 stopped); see docs/platforms.md, "Ray".
 
 Stops: ``ray job stop ID`` (``JobSubmissionClient.stop_job``) sends SIGTERM to the entrypoint
 and everything below it, and SIGKILL after ``RAY_JOB_STOP_WAIT_TIME_S`` (Ray's default: 3 s).

@@ -10,7 +10,7 @@
 # job FAILED and 0 otherwise, a STOPPED job included (nbjob's own exit code is in run.json;
 # `ray job status ID` tells SUCCEEDED from STOPPED). `ray job stop ID`: SIGTERM, then SIGKILL after RAY_JOB_STOP_WAIT_TIME_S
 # (15 s here, Ray's default is 3 s); nbjob stores the results within NBJOB_STOP_GRACE (10 s)
-# and exits 143, and Ray marks the job STOPPED. See ray-job.py for the Jobs API, README "Ray".
+# and exits 143, and Ray marks the job STOPPED. See ray-job.py for the Jobs API, docs/platforms.md, "Ray".
 # Options after DEST are joined into the entrypoint with spaces: no spaces inside one.
 # NBJOB: the command that runs nbjob on the cluster (default nbjob); RAY: the ray CLI.
 set -eu

@@ -2,7 +2,7 @@
 
 Precedence, highest first: command-line flag, ``NBJOB_*`` variable, platform convention
 (see ``platforms``), built-in default. ``OPTIONS`` is the single table of settings: the CLI
-builds its flags from it and the README documents it. It is derived from the ``Settings``
+builds its flags from it and docs/running/index.md documents it. It is derived from the ``Settings``
 fields' metadata, so each default is written once.
 """
 

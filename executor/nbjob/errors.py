@@ -1,7 +1,7 @@
 """Every way a job can end, one exception class per exit code.
 
 The hierarchy maps 1:1 onto the exit-code table that platform retry policies use
-(README, "Exit codes")::
+(docs/running/index.md, "Exit codes")::
 
     NbjobError                      base; never raised itself
     ├── CellExecutionError      1   a cell raised an error

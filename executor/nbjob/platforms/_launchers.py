@@ -48,7 +48,7 @@ def tf_config(env: Mapping[str, str]) -> Identity | None:
 
 Launcher = Callable[[Mapping[str, str]], Identity | None]
 
-# In order; the first that answers wins over every platform's rank (README, "Ranks").
+# In order; the first that answers wins over every platform's rank (docs/running/ranks.md).
 LAUNCHERS: tuple[Launcher, ...] = (torchrun, tf_config)
 
 # The launchers' variables that run.json records.

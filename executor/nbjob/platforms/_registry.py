@@ -24,7 +24,7 @@ DETECTION: tuple[type[Platform], ...] = (Ffdl, Slurm, Volcano, Kubeflow, Ray, Ku
 # Rank, shard and attempt: asked of every platform in this order, detected or not (their
 # variables are each platform's own, and a learner may lack what FfDL's detection needs). The
 # ranks: SLURM_PROCID, VC_TASK_INDEX, LEARNER_ID; the shards: SLURM_ARRAY_TASK_ID, then
-# JOB_COMPLETION_INDEX (README, "Ranks" and "Sweeps").
+# JOB_COMPLETION_INDEX (docs/running/ranks.md, docs/running/sweeps.md).
 PRECEDENCE: tuple[type[Platform], ...] = (Slurm, Volcano, Ffdl, Kubernetes, Kubeflow, Ray, Local)
 
 
