@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol, TypeAlias
 
@@ -84,8 +84,9 @@ class CellState:
     warning: str | None = None  # e.g. the cell's 'idle' never came
 
     def to_json(self) -> dict[str, Any]:
-        """run.json's entry: these keys, in this order, the status as its string."""
-        return {**asdict(self), "status": str(self.status)}
+        """run.json's entry: these keys, in this order, the status as its string (a shallow
+        copy: ``asdict``'s deep copy cost a third of a millisecond a cell at every checkpoint)."""
+        return {**vars(self), "status": str(self.status)}
 
 
 @dataclass(frozen=True)
