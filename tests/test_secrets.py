@@ -12,7 +12,8 @@ from pathlib import Path
 import nbformat
 from nbjob import config, mask
 from nbjob import results as results_mod
-from support import notebook, results, run_nbjob
+from nbjob.storage import Storage
+from support import notebook, results, run_nbjob, wait_until
 
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY"
 KEY_ID = "AKIAZZZEXAMPLE123456"
@@ -140,3 +141,25 @@ def test_banners_are_scrubbed_and_the_report_renders_the_masked_notebook() -> No
     masked = mask.Masker([SECRET_KEY]).notebook(nb)
     assert masked.cells[-1].source == "print('REDACTED')" and SECRET_KEY in nb.cells[-1].source
     nbformat.validate(masked)
+
+
+def test_checkpoints_and_the_local_copy_are_masked_too(tmp_path: Path) -> None:
+    out, log = tmp_path / "out", tmp_path / "executor.log"
+    log.write_text("")
+    masker = mask.Masker([SECRET_KEY, TOKEN])
+    spool = tmp_path / "spool"
+    res = results_mod.Results(
+        Storage(), str(out), "nb.ipynb", log, spool, tmp_path / "art", 3600, masker=masker
+    )
+    cell = nbformat.v4.new_code_cell("print(key)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"{SECRET_KEY}\n")]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    nb.metadata["widgets"] = {"state": {"value": TOKEN}}
+    res.checkpoint(nb, {"status": "running"})  # the background thread writes it
+    assert wait_until((out / "nb.ipynb").is_file, 10)
+    stored = (out / "nb.ipynb").read_text()
+    assert _leaks(stored) == [] and stored.count("REDACTED") == 2
+    res.keep_local_copy(nb, {"status": "failed", "reason": f"key {SECRET_KEY}"})
+    assert _leaks((spool / "nb.ipynb").read_text() + (spool / "run.json").read_text()) == []
+    assert cell.outputs[0]["text"] == f"{SECRET_KEY}\n"  # the notebook in memory is untouched
+    res.final(nb, {"status": "succeeded"}, timeout=10)
