@@ -120,6 +120,7 @@ def for_run(settings: Any, environ: Mapping[str, str] | None = None) -> Masker:
         settings.output,
         getattr(settings, "dest", None),
         getattr(settings, "gateway_url", None),
+        getattr(settings, "s3_endpoint_url", None),
         environ.get("JUPYTER_GATEWAY_URL"),
     )
     return Masker(known_secrets(environ, urls))
