@@ -8,12 +8,14 @@ import hashlib
 import html
 import json
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import nbformat
 from nbjob import config, mask
 from nbjob import results as results_mod
 from nbjob.storage import Storage
-from support import notebook, results, run_nbjob, wait_until
+from support import SECRET_KEY as S3_SECRET_KEY
+from support import S3Server, notebook, results, run_nbjob, wait_until
 
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY"
 KEY_ID = "AKIAZZZEXAMPLE123456"
@@ -100,6 +102,35 @@ def test_no_mask_secrets_stores_outputs_as_they_are(tmp_path: Path) -> None:
     # nbjob's own log and run.json stay scrubbed whatever the option says.
     assert SECRET_KEY not in (out / "executor.log").read_text()
     assert SECRET_KEY not in (out / "run.json").read_text()
+
+
+def test_with_s3_results_a_presigned_source_and_the_keys_are_masked_everywhere(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    nb = notebook(
+        tmp_path / "nb.ipynb",
+        "print(src)",
+        "import os\nprint(os.environ['AWS_SECRET_ACCESS_KEY'])",
+    )
+    s3_server.client.put_object(Bucket=bucket, Key="in/nb.ipynb", Body=nb.read_bytes())
+    source = s3_server.client.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": "in/nb.ipynb"}, ExpiresIn=600
+    )
+    query = dict(pair.split("=", 1) for pair in urlsplit(source).query.split("&"))
+    raw = query.get("X-Amz-Signature") or query["Signature"]  # SigV4 or SigV2, as written
+    signatures = (raw, unquote(raw))
+    out = f"s3://{bucket}/out"
+    result = run_nbjob("run", source, "--output", out, "-p", "src", source, env=s3_server.env)
+    assert result.returncode == 0, result.stderr
+    stored = {key: s3_server.get(bucket, key).decode() for key in s3_server.keys(bucket, "out/")}
+    assert {"out/nb.ipynb", "out/nb.html", "out/run.json", "out/executor.log"} <= set(stored)
+    secrets = (*signatures, S3_SECRET_KEY)
+    leaks = [k for k, text in stored.items() if any(s in text for s in secrets)]
+    assert leaks == [] and not any(s in result.stderr for s in secrets)
+    executed = nbformat.reads(stored["out/nb.ipynb"], as_version=4)
+    code = [c for c in executed.cells if c.cell_type == "code"]
+    assert "Signature=REDACTED" in code[1].outputs[0]["text"]  # the printed URL
+    assert code[2].outputs[0]["text"] == "REDACTED\n"
 
 
 # -- in process --------------------------------------------------------------------------------
