@@ -163,6 +163,12 @@ def test_masked_json_stays_valid_json_with_every_form_of_a_value_masked() -> Non
             "b": ["REDACTED", "abc"],  # "abc": too short to mask
         }
     assert mask.Masker([]).json_bytes(b'{"a": 1}') == b'{"a": 1}' and not mask.Masker(["abc"])
+    quoted = mask.Masker(['x1", "y2'])  # its raw form is the structure between two strings
+    assert json.loads(quoted.json_bytes(json.dumps(["x1", "y2", 'x1", "y2']).encode())) == [
+        "x1",
+        "y2",
+        "REDACTED",
+    ]
 
 
 def test_banners_are_scrubbed_and_the_report_renders_the_masked_notebook() -> None:

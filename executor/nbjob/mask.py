@@ -42,9 +42,12 @@ class Masker:
         self.values = tuple(
             sorted({s for s in secrets if len(s) >= MIN_LENGTH}, key=len, reverse=True)
         )
+        # In serialized JSON a value appears escaped (with or without ``ensure_ascii``); its raw
+        # form differs only when it holds a quote, a backslash or a control character, and then
+        # would match the document's structure, never a string's content.
         forms: dict[bytes, None] = {}
-        for value in self.values:  # as written in text, and escaped in JSON either way
-            for text in (value, _json_inner(value, False), _json_inner(value, True)):
+        for value in self.values:
+            for text in (_json_inner(value, False), _json_inner(value, True)):
                 forms[text.encode("utf-8", "surrogatepass")] = None
         self._forms = tuple(forms)
 
