@@ -74,6 +74,11 @@ def test_any_error_reading_a_parameters_file_is_a_parameter_error(
         params.merge(params.ParameterSources(file=str(file)))
 
 
+def test_parameters_named_like_python_builtins_are_found() -> None:
+    names = {"print": 1, "lr": 0.1, "input": "x", "Print": 2}
+    assert params.shadowed_builtins(names, "Python") == ["print", "input"]
+
+
 def _mod(digits: str) -> int:
     """``int(digits) % PRIME`` without converting the whole string at once (the limit)."""
     rest = 0

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from nbjob import languages, logs
+from nbjob import languages
 from nbjob.errors import ParameterError
 
 INJECTED_TAG = "injected-parameters"
@@ -203,13 +203,6 @@ def inject(nb: Any, parameters: Mapping[str, Any], language: str) -> list[str]:
     if not lang.supports("parameters"):
         able = ", ".join(languages.supporting("parameters"))
         raise ParameterError(f"parameters need a {able} kernel; this notebook's is {language!r}")
-    if lang.name == "python" and (shadowed := [n for n in parameters if hasattr(builtins, n)]):
-        logs.get_logger().warning(
-            "parameter_shadows_builtin",
-            names=shadowed,
-            reason=f"parameter {', '.join(shadowed)} hides Python's built-in of that name"
-            " in the notebook",
-        )
     source = lang.parameters_cell(parameters)
     cell = nbformat.v4.new_code_cell(source, metadata={"tags": [INJECTED_TAG]})
     cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]
@@ -224,6 +217,14 @@ def inject(nb: Any, parameters: Mapping[str, Any], language: str) -> list[str]:
         cells.insert(0, cell)
     nb.cells = cells
     return unknown
+
+
+def shadowed_builtins(parameters: Mapping[str, Any], language: str) -> list[str]:
+    """The parameters named like a Python built-in (``print``, ``input``): the injected cell
+    hides that built-in in the notebook. A warning, not an error: papermill allows it."""
+    if languages.get(language).name != "python":
+        return []
+    return [name for name in parameters if hasattr(builtins, name)]
 
 
 def recordable(parameters: Mapping[str, Any]) -> dict[str, Any]:

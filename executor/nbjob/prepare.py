@@ -125,6 +125,8 @@ def inject_parameters(nb: Any, bundle: bundles.Bundle, s: Settings, log: Any) ->
     language = (nb.metadata.get("kernelspec") or {}).get("language") or languages.DEFAULT_LANGUAGE
     if unknown := params.inject(nb, merged, language):
         log.warning("unknown_parameters", names=unknown)
+    if shadowed := params.shadowed_builtins(merged, language):
+        log.warning("parameter_shadows_builtin", names=shadowed)
     return params.recordable(merged)
 
 
