@@ -283,6 +283,14 @@ class Settings:
         default=False,
         metadata=_opt("--no-report", _bool, "write no HTML report of the executed notebook"),
     )
+    no_mask_secrets: bool = field(
+        default=False,
+        metadata=_opt(
+            "--no-mask-secrets",
+            _bool,
+            "store cell outputs as they are: no masking of the credentials nbjob knows",
+        ),
+    )
     rank: int | None = field(
         default=None,
         metadata=_opt(

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nbjob import attempts, events, layout, logs, prepare, ranks, report, results, stop
+from nbjob import attempts, events, layout, logs, mask, prepare, ranks, report, results, stop
 from nbjob import kernel as kernels
 from nbjob.config import Settings
 from nbjob.errors import (
@@ -121,6 +121,7 @@ class Job:
             self.workdir / "results",
             self.artifacts,
             self.s.checkpoint_interval,
+            masker=mask.for_run(self.s),
         )
         from nbjob.listeners import Checkpointer, LogListener  # nbformat: after the kernel launch
 

@@ -77,11 +77,27 @@ def _load_providers() -> None:
 
 
 def _secret_values() -> list[str]:
-    _load_providers()
-    found = {v for k in SECRET_ENV if (v := os.environ.get(k, ""))}
-    found.update(v for source in _secret_sources for v in source(os.environ))
     # Longest first: a connection string is replaced whole before the key inside it.
-    return sorted((v for v in found if len(v) >= 4), key=len, reverse=True)
+    return sorted((v for v in secret_values(os.environ) if len(v) >= 4), key=len, reverse=True)
+
+
+def secret_values(environ: Mapping[str, str]) -> set[str]:
+    """Every credential value in ``environ``: the gateway token's and each storage backend's
+    (``nbjob.mask`` masks them in the notebooks and reports nbjob stores)."""
+    _load_providers()
+    found = {v for k in SECRET_ENV if (v := environ.get(k, ""))}
+    found.update(v for source in _secret_sources for v in source(environ))
+    return found
+
+
+def is_secret_param(name: str) -> bool:
+    """Whether a URL or connection-string parameter called ``name`` holds a secret: one a
+    storage backend declares (a presigned URL's signature or credential, a SAS signature, an
+    account key) or a token. Not the parameters ``redact`` also hides that are not secret on
+    their own (a SAS's expiry or permissions, ``X-Amz-Date``)."""
+    _load_providers()
+    low = name.lower()
+    return low in ("token", "access_token") or low in {p.lower() for p in _secret_params}
 
 
 _USERINFO = re.compile(r"([a-zA-Z][a-zA-Z0-9+.\-]*://)([^/\s:@]*):([^/\s@]+)@")

@@ -1,10 +1,14 @@
 """Papermill-compatible parameters: parsing, and injection as a tagged cell.
 
 ``-p NAME VALUE`` converts True/False/None, ints and floats like papermill; ``-r`` keeps the
-raw string; files and NBJOB_PARAMETERS are YAML (JSON is YAML too). A parameters file may
-hold a list of parameter sets (a sweep): the shard index picks one (``load_file``). The CLI and
-config only collect the sources as given (``ParameterSources``); ``merge`` parses, validates
-and merges them in one place when the run starts, so every bad parameter, whatever its source,
+raw string; files and NBJOB_PARAMETERS are YAML (JSON is YAML too). Integers stay exact
+whatever their length (up to ``MAX_INT_DIGITS``): Python's int-string conversion limit (4300
+digits) would otherwise make a long ``-p`` integer a float ``inf`` and a long YAML integer an
+error; run.json and the log hold such an integer as a string of its digits (``recordable``).
+A parameters file may hold a list of parameter sets (a sweep): the shard index picks one
+(``load_file``); any error reading it is a ``ParameterError``. The CLI and config only collect
+the sources as given (``ParameterSources``); ``merge`` parses, validates and merges them in one
+place when the run starts, so every bad parameter, whatever its source,
 is a ``ParameterError``: exit 3 with run.json stored. The injected cell is tagged
 ``injected-parameters`` and goes right after the first cell tagged ``parameters`` (replacing an
 injected cell from an earlier run), or at the top when there is none; the notebook's language
@@ -13,7 +17,10 @@ writes its source (``nbjob.languages``: papermill's for Python).
 
 from __future__ import annotations
 
+import builtins
+import decimal
 import keyword
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,25 +33,92 @@ from nbjob.errors import ParameterError
 
 INJECTED_TAG = "injected-parameters"
 PARAMETERS_TAG = "parameters"
+# The longest integer a parameter may be: converting decimal digits costs time quadratic in
+# their number (0.05 s for 20,000 digits); a longer one is a ParameterError (exit 3).
+MAX_INT_DIGITS = 20_000
+# Integers longer than this (in bits; 14,000 bits < 4300 decimal digits, Python's default
+# int-string limit) are held in run.json and the log as strings of their digits.
+LONG_INT_BITS = 14_000
+_DIGITS = re.compile(r"\s*([+-]?)\s*(\d[\d_]*)\s*")
+
+
+def exact_int(text: str) -> int | None:
+    """The integer ``text`` spells in decimal (underscores allowed, as ``int`` takes them),
+    exact whatever its length: Python's own ``int(text)`` refuses more than 4300 digits. None
+    when ``text`` is not one; ``ParameterError`` beyond ``MAX_INT_DIGITS`` digits."""
+    found = _DIGITS.fullmatch(text)
+    if found is None or "__" in found[2] or found[2].endswith("_"):
+        return None
+    digits = found[2].replace("_", "")
+    if len(digits.lstrip("0")) > MAX_INT_DIGITS:
+        raise ParameterError(
+            f"an integer of {len(digits)} digits is longer than nbjob takes ({MAX_INT_DIGITS})"
+        )
+    with decimal.localcontext() as ctx:  # Decimal -> int has no digit limit; exact
+        ctx.prec = len(digits) + 1
+        return int(decimal.Decimal(found[1] + digits))
+
+
+class TooLongInteger(str):
+    """A ``-p`` value that is an integer longer than ``MAX_INT_DIGITS``: ``merge`` refuses it
+    (exit 3 with run.json stored), as it would from any other source."""
 
 
 def convert(value: str) -> Any:
-    """papermill's ``-p`` conversion: True/False/None, then int, then float, else the string."""
+    """papermill's ``-p`` conversion: True/False/None, then int, then float, else the string.
+    Integers are exact whatever their length (``exact_int``), never a float ``inf``."""
     if value in ("True", "False", "None"):
         return {"True": True, "False": False, "None": None}[value]
-    for kind in (int, float):
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        if (number := exact_int(value)) is not None:
+            return number
+    except ParameterError:
+        return TooLongInteger(value)
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader, with integers exact whatever their length (PyYAML's ``int()``
+    raises a plain ValueError beyond 4300 digits)."""
+
+    def construct_yaml_int(self, node: Any) -> Any:
         try:
-            return kind(value)
+            return super().construct_yaml_int(node)
         except ValueError:
-            pass
-    return value
+            number = exact_int(str(self.construct_scalar(node)))
+            if number is None:
+                raise
+            return number
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+def _load_yaml(text: str, origin: str) -> Any:
+    """``text`` as YAML (JSON is YAML too); any error reading it is a ``ParameterError``."""
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except ParameterError as exc:
+        raise ParameterError(f"{origin}: {exc.reason}") from None
+    except yaml.YAMLError as exc:
+        raise ParameterError(f"{origin}: not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ParameterError(f"{origin}: cannot be read: {first[:300]}") from None
 
 
 def parse_mapping(text: str, origin: str) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ParameterError(f"{origin}: not valid YAML/JSON: {str(exc).splitlines()[0]}") from None
+    return _mapping(_load_yaml(text, origin), origin)
+
+
+def _mapping(data: Any, origin: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -58,13 +132,12 @@ def load_file(path: str | Path, shard: int | None = None) -> dict[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
-        raise ParameterError(f"{origin}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        data = None  # parse_mapping reports it
+        raise ParameterError(f"{origin}: {exc.strerror or exc}") from None
+    except (UnicodeError, ValueError) as exc:
+        raise ParameterError(f"{origin}: not UTF-8 text ({exc})") from None
+    data = _load_yaml(text, origin)
     if not isinstance(data, list):
-        return parse_mapping(text, origin)
+        return _mapping(data, origin)
     if shard is None:
         raise ParameterError(
             f"{origin} holds a list of {len(data)} parameter sets (a sweep): pick one with"
@@ -111,6 +184,8 @@ def _check(origin: str, name: Any, value: Any) -> None:
     if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
         raise ParameterError(f"{origin}: {name!r} is not a valid parameter name")
     try:
+        if isinstance(value, TooLongInteger):
+            exact_int(value)  # raises: the reason says how long
         languages.check_value(value)
     except ParameterError as exc:
         raise ParameterError(f"{origin}: parameter {name}: {exc.reason}") from None
@@ -142,3 +217,30 @@ def inject(nb: Any, parameters: Mapping[str, Any], language: str) -> list[str]:
         cells.insert(0, cell)
     nb.cells = cells
     return unknown
+
+
+def shadowed_builtins(parameters: Mapping[str, Any], language: str) -> list[str]:
+    """The parameters named like a Python built-in (``print``, ``input``): the injected cell
+    hides that built-in in the notebook. A warning, not an error: papermill allows it."""
+    if languages.get(language).name != "python":
+        return []
+    return [name for name in parameters if hasattr(builtins, name)]
+
+
+def recordable(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """``parameters`` as run.json and the log hold them: an integer longer than
+    ``LONG_INT_BITS`` becomes the string of its decimal digits (JSON readers, Python's
+    included, refuse numbers that long)."""
+    return {name: _recordable(value) for name, value in parameters.items()}
+
+
+def _recordable(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() <= LONG_INT_BITS:
+            return value
+        return str(decimal.Decimal(value))  # exact, and without int's digit limit
+    if isinstance(value, dict):
+        return {_recordable(k): _recordable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_recordable(v) for v in value]
+    return value

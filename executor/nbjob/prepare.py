@@ -119,12 +119,15 @@ def _check_shape(raw: Any, name: str) -> None:
 
 
 def inject_parameters(nb: Any, bundle: bundles.Bundle, s: Settings, log: Any) -> dict[str, Any]:
-    """Merge and check every parameter source (``params.merge``), inject them; the merged dict."""
+    """Merge and check every parameter source (``params.merge``), inject them; the merged dict
+    as run.json holds it (``params.recordable``)."""
     merged = params.merge(s.parameters, bundle.parameters)
     language = (nb.metadata.get("kernelspec") or {}).get("language") or languages.DEFAULT_LANGUAGE
     if unknown := params.inject(nb, merged, language):
         log.warning("unknown_parameters", names=unknown)
-    return merged
+    if shadowed := params.shadowed_builtins(merged, language):
+        log.warning("parameter_shadows_builtin", names=shadowed)
+    return params.recordable(merged)
 
 
 def kernel_at(

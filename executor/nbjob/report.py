@@ -2,7 +2,8 @@
 
 nbconvert's ``HTMLExporter`` with the lab template renders it: output images are data URLs,
 markdown images from the notebook's folder are embedded (nothing outside it), the widget state
-is in the page, nbjob's red error banners show. nbconvert is imported here only, at the end of
+is in the page, nbjob's red error banners show; the secrets nbjob knows are masked in it as in
+the stored notebook (``nbjob.mask``). nbconvert is imported here only, at the end of
 a run, never at start. ``write`` runs after the notebook and run.json are stored and never at
 their cost: within the time left (a stop's grace, the final-write bound), else skipped with a
 warning; a render or upload failure is a warning in the log and in run.json, never another exit
@@ -185,7 +186,7 @@ def _render_and_put(
 ) -> str | None:
     """Why the report is not stored, or None when it is (and is in the record)."""
     started = time.monotonic()
-    page, why = _boxed(lambda: render(nb, folder), budget)
+    page, why = _boxed(lambda: render(results.masked(nb), folder), budget)  # secrets masked
     if page is None:
         return why
     _, why = _boxed(lambda: _put(results, page), budget)  # only a whole page goes up

@@ -8,7 +8,8 @@ seconds (stretched when serializing or uploading is slow, so the total cost stay
 run's length); a background thread uploads the newest snapshot and drops older ones.
 ``Results.final`` writes the last state with retries; if the destination cannot take it, a
 local copy is kept and its path is in the ``StorageError``'s reason. The HTML report of the
-notebook is ``nbjob.report``'s, written once after ``final``.
+notebook is ``nbjob.report``'s, written once after ``final``. What is stored has the secrets
+nbjob knows masked (``nbjob.mask``; the run's ``Masker``), in the thread that serializes it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from nbjob import logs
 from nbjob.artifacts import ArtifactStream, is_temporary
 from nbjob.errors import StorageError
 from nbjob.layout import ARTIFACTS, LOG, RUN_JSON, Destination
+from nbjob.mask import Masker
 from nbjob.stop import Budget, timebox
 from nbjob.storage import Storage, local_path
 
@@ -50,8 +52,9 @@ def _banner(html: str) -> Any:
 
 
 def add_banners(nb: Any, index: int, reason: str) -> None:
-    """Red banners at the top and right before cell ``index``, as papermill does."""
-    text = reason.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Red banners at the top and right before cell ``index``, as papermill does; the reason
+    scrubbed as run.json's is (``logs.redact``)."""
+    text = logs.redact(reason).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     nb.cells.insert(
         index,
         _banner(f'<span id="nbjob-error-cell" style="{_STYLE}">nbjob stopped here: {text}</span>'),
@@ -102,8 +105,10 @@ class Results:
         spool: Path,
         artifacts: Path,
         interval: float,
+        masker: Masker | None = None,
     ) -> None:
         self.storage = storage
+        self.masker = masker or Masker()  # the secrets masked in what is stored (nbjob.mask)
         self.folder = folder if isinstance(folder, Destination) else Destination(folder)
         self.notebook_name = notebook_name
         self.log_path = log_path
@@ -127,6 +132,21 @@ class Results:
         if self.stream is not None:
             self.stream.start(already_there)
 
+    def _notebook_bytes(self, nb: Any) -> bytes:
+        """The notebook as stored: serialized, the known secrets masked (none: no cost)."""
+        if nb is None:
+            return b""
+        data = notebook_bytes(nb)
+        return self.masker.json_bytes(data) if self.masker else data
+
+    def _record_bytes(self, record: dict[str, Any]) -> bytes:
+        data = record_bytes(record)
+        return self.masker.json_bytes(data) if self.masker else data
+
+    def masked(self, nb: Any) -> Any:
+        """``nb`` as the stored notebook shows it (for the HTML report)."""
+        return self.masker.notebook(nb) if nb is not None else nb
+
     def url(self, name: str) -> str:
         return self.folder.file(name)
 
@@ -140,7 +160,7 @@ class Results:
 
     def checkpoint(self, nb: Any, record: dict[str, Any]) -> None:
         now = time.monotonic()
-        snapshot = (notebook_bytes(nb) if nb is not None else b"", record_bytes(record))
+        snapshot = (self._notebook_bytes(nb), self._record_bytes(record))
         logs.flush()
         with self._cond:
             self._pending = snapshot
@@ -186,8 +206,8 @@ class Results:
             self._cond.notify()
         budget = Budget.within(timeout)
         self._thread.join(timeout=max(0.0, budget.share(0.5).left()))  # a checkpoint under way
-        nb_data = notebook_bytes(nb) if nb is not None else b""
-        record_data = record_bytes(record)
+        nb_data = self._notebook_bytes(nb)
+        record_data = self._record_bytes(record)
         logs.flush()
 
         def write() -> None:
@@ -211,7 +231,7 @@ class Results:
 
     def store_record(self, record: dict[str, Any]) -> None:
         """run.json once more (after the final write; the report's outcome is in it now)."""
-        self.storage.put_bytes(self.folder.run_json, record_bytes(record))
+        self.storage.put_bytes(self.folder.run_json, self._record_bytes(record))
 
     def store_log(self, budget: Budget) -> None:
         """Store the log once more, so the stored copy ends with the run's last event."""
@@ -234,7 +254,7 @@ class Results:
         logs.flush()
         self.spool.mkdir(parents=True, exist_ok=True)
         if self.notebook_name and nb is not None:
-            (self.spool / self.notebook_name).write_bytes(notebook_bytes(nb))
-        (self.spool / RUN_JSON).write_bytes(record_bytes(record))
+            (self.spool / self.notebook_name).write_bytes(self._notebook_bytes(nb))
+        (self.spool / RUN_JSON).write_bytes(self._record_bytes(record))
         if self.log_path.exists() and self.log_path.parent != self.spool:
             shutil.copyfile(self.log_path, self.spool / LOG)

@@ -15,6 +15,12 @@ for it), so an IPython kernel binds one more endpoint without a limit (``_unboun
 The main loop polls the shell and SUB sockets directly, with no thread in between: a relay
 thread that drained SUB into an in-process socket saved no message in a flood with the main
 loop stalled, and cost a thread wake-up per message and up to 0.1 s at shutdown.
+
+Under an arbitrary user id (OpenShift runs images as ``--user 1000680000:0`` with ``HOME=/``)
+the home folder is not writable; IPython and matplotlib would then print warnings on stderr,
+lines that are not JSON in nbjob's JSON log stream. The kernel then gets writable IPython,
+Jupyter and matplotlib folders under the work folder (``writable_homes``), unless the
+environment names its own.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +39,16 @@ import zmq
 
 from nbjob.errors import DeadKernelError, EnvironmentUnfitError, NoSuchKernelError
 from nbjob.kernel.base import Channel, KernelSession, Message
+
+# Folders a kernel writes under HOME, and their names under the work folder's ``home/`` when
+# HOME cannot be written.
+HOME_FOLDERS = {
+    "IPYTHONDIR": "ipython",
+    "JUPYTER_CONFIG_DIR": "jupyter/config",
+    "JUPYTER_DATA_DIR": "jupyter/data",
+    "JUPYTER_RUNTIME_DIR": "jupyter/runtime",
+    "MPLCONFIGDIR": "matplotlib",
+}
 
 # Evaluated in an IPython kernel before nbjob subscribes to its IOPub (_unbounded_kernel_iopub):
 # in the IOPub thread, lift the send limit and bind one more endpoint, whose listener copies
@@ -69,10 +86,19 @@ IPYKERNEL_OPTIONS = ("--HistoryManager.hist_file=:memory:", "--IPythonKernel._ex
 
 def installed_kernels() -> dict[str, dict[str, Any]]:
     """name -> {'language': ..., 'display_name': ...} for every installed kernelspec."""
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    specs = KernelSpecManager().get_all_specs()
+    specs = _spec_manager().get_all_specs()
     return {name: s.get("spec", {}) for name, s in specs.items()}
+
+
+def _spec_manager() -> Any:
+    """jupyter_client's kernelspec finder; without IPython's folder when HOME is not writable
+    (IPython would warn on stderr and use a new temporary folder: no kernels there)."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_core.paths import jupyter_path
+
+    if not os.environ.get("IPYTHONDIR") and not home_writable(os.environ):
+        return KernelSpecManager(kernel_dirs=jupyter_path("kernels"))
+    return KernelSpecManager()
 
 
 def describe_exit(code: int | None) -> str:
@@ -86,6 +112,29 @@ def describe_exit(code: int | None) -> str:
         hint = ", often the out-of-memory killer" if -code == signal.SIGKILL else ""
         return f"was killed by {name}{hint}"
     return f"exited with status {code}"
+
+
+def home_writable(env: Mapping[str, str]) -> bool:
+    """Whether ``env``'s HOME is a folder this process can write (not so for an arbitrary user
+    id with ``HOME=/``)."""
+    home = env.get("HOME", "")
+    return bool(home) and os.path.isdir(home) and os.access(home, os.W_OK)
+
+
+def writable_homes(env: Mapping[str, str], folder: Path) -> dict[str, str]:
+    """The ``HOME_FOLDERS`` variables ``env`` does not set, as folders under ``folder`` (made
+    here), when ``env``'s HOME is missing or not writable; else nothing."""
+    if home_writable(env):
+        return {}
+    homes: dict[str, str] = {}
+    for name, sub in HOME_FOLDERS.items():
+        if env.get(name):
+            continue
+        path = folder / sub
+        with contextlib.suppress(OSError):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            homes[name] = str(path)
+    return homes
 
 
 def _is_ipykernel(km: Any) -> bool:
@@ -146,13 +195,17 @@ class LocalKernel(KernelSession):
 
         env = {**os.environ, **self.env}
         env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+        if self.ipc_dir is not None:  # in the work folder
+            env.update(writable_homes(env, self.ipc_dir.parent / "home"))
         try:
             # Unix sockets in a private folder: no TCP ports, no plain-text traffic warning.
             transport: dict[str, str] = {}
             if self.ipc_dir is not None and len(str(self.ipc_dir)) < 80:
                 self.ipc_dir.mkdir(parents=True, exist_ok=True)
                 transport = {"transport": "ipc", "ip": str(self.ipc_dir / "kernel")}
-            self.km = KernelManager(kernel_name=self.name, **transport)
+            self.km = KernelManager(
+                kernel_name=self.name, kernel_spec_manager=_spec_manager(), **transport
+            )
             extra = list(IPYKERNEL_OPTIONS) if _is_ipykernel(self.km) else []
             self.km.start_kernel(cwd=str(self.cwd), env=env, extra_arguments=extra)
         except NoSuchKernel:

@@ -1,6 +1,9 @@
 """Python (ipykernel and any kernel whose language is ``python``): every capability.
 
-The parameters cell is papermill's: ``# Parameters`` then one ``name = literal`` line each.
+The parameters cell is papermill's: ``# Parameters`` then one ``name = literal`` line each. An
+integer too long for a decimal literal (Python refuses to parse one of more than 4300 digits,
+``sys.set_int_max_str_digits``) is written in hexadecimal, which has no such limit: the same
+exact value in any kernel.
 The helper snippets define a ``_nbjob_*`` function, call it and delete it, so a notebook's
 namespace keeps nothing of nbjob's once a step is done.
 """
@@ -14,6 +17,9 @@ from typing import Any, ClassVar
 from nbjob.languages._base import Language, check_value, finite
 
 __all__ = ["Python"]
+
+# Integers longer than this (in bits; fewer than 4300 decimal digits) are hexadecimal literals.
+_DECIMAL_BITS = 14_000
 
 # What GPUs does the kernel see?
 _GPU_PROBE = r"""
@@ -137,6 +143,8 @@ class Python(Language):
         if isinstance(value, list | tuple):
             return "[" + ", ".join(self.literal(v) for v in value) + "]"
         check_value(value)  # ParameterError for any other type
+        if isinstance(value, int) and value.bit_length() > _DECIMAL_BITS:
+            return hex(value)  # int() of a power-of-two base has no digit limit
         return repr(value)
 
     def assign(self, name: str, source: str) -> str:
