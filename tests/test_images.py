@@ -65,7 +65,8 @@ def test_dockerfiles_are_hadolint_clean_and_complete():
     for path in (BASE_DOCKERFILE, *DOCKERFILES.values()):
         lint = subprocess.run([hadolint, str(path)], capture_output=True, text=True)
         assert lint.returncode == 0, f"{path.name}: {lint.stdout}{lint.stderr}"
-    # The contract the base gives every framework image (docs/images.md, "Adding a framework image").
+    # The contract the base gives every framework image (docs/images.md, "Adding a framework
+    # image").
     text = BASE_DOCKERFILE.read_text()
     assert re.search(r"^ARG PYTHON_IMAGE=\S+$", text, re.M) and "FROM ${PYTHON_IMAGE}\n" in text
     assert text.rstrip().endswith('ENTRYPOINT ["tini", "-g", "--", "/usr/local/bin/entrypoint.sh"]')
