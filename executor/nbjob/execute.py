@@ -304,7 +304,7 @@ class Executor:
             return False
         kind, content = msg["msg_type"], msg["content"]
         if kind == "clear_output":
-            self.widgets.capture(target, None)
+            self.widgets.clear(target, wait=bool(content.get("wait")))
             return True
         if kind == "stream":
             name, text = content.get("name", "stdout"), content.get("text", "")
