@@ -98,6 +98,9 @@ class Executor:
     def run(self, nb: Any) -> bool:
         """Run every code cell; True when a cell ended the run early with SystemExit(0)."""
         self.nb = nb
+        info = self.kernel.info.get("language_info")
+        if info:  # as JupyterLab and nbclient write it: the kernel's, not the saved notebook's
+            nb.metadata["language_info"] = nbformat.from_dict(info)
         for cell in nb.cells:
             if cell.cell_type == "code":
                 cell.outputs = []

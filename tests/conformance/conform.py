@@ -10,8 +10,8 @@ Both notebooks are brought to one canonical form (``canonical``) before they are
   addresses, the kernel's temporary cell files, the test's temporary folder.
 - **what is not the run's result left out**: cell ids and ``nbformat_minor`` (issue 16 item 1,
   another change), cell ``metadata`` except tags (``execution`` timing, papermill's own
-  metadata), empty tag lists, the notebook's metadata except the kernelspec's name and widget
-  state, output ``metadata`` when empty.
+  metadata), empty tag lists, the notebook's metadata except the kernelspec's name, the
+  ``language_info`` and the widget state, output ``metadata`` when empty.
 
 Then ``classify`` names the result: **identical** when the canonical forms are equal;
 **equivalent** when they are equal once the differences in ``EQUIVALENCES`` (each with the
@@ -118,8 +118,8 @@ def outputs(raw: list[Any], mask: Masker) -> list[dict[str, Any]]:
 
 
 def _data(mime: str, value: Any) -> Any:
-    if isinstance(value, list) and mime.startswith("text/"):
-        return "".join(value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "".join(value)  # nbformat writes text (and SVG) as a list of lines
     if isinstance(value, str) and mime.startswith("image/") and mime != "image/svg+xml":
         return "".join(value.split())  # base64 line breaks differ between writers
     return value
@@ -150,8 +150,11 @@ def canonical(nb: dict[str, Any], mask: Masker) -> dict[str, Any]:
             entry["count"] = cell.get("execution_count")
             entry["outputs"] = outputs(cell.get("outputs") or [], mask)
         cells.append(entry)
-    kernel = (nb.get("metadata", {}).get("kernelspec") or {}).get("name")
-    return {"kernel": kernel, "cells": cells, "widgets": widget_state(nb, mask)}
+    metadata = nb.get("metadata", {})
+    kernel = (metadata.get("kernelspec") or {}).get("name")
+    language = mask(metadata.get("language_info") or {})
+    return {"kernel": kernel, "language_info": language, "cells": cells,
+            "widgets": widget_state(nb, mask)}  # fmt: skip
 
 
 # -- differences that are right ----------------------------------------------------------------
@@ -177,6 +180,15 @@ def _assignments(source: str) -> str:
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
             values[node.targets[0].id] = ast.literal_eval(node.value)
     return repr(sorted(values.items()))
+
+
+def _no_pager_outputs(nb: dict[str, Any]) -> dict[str, Any]:
+    cells = [
+        {**c, "outputs": [o for o in c["outputs"] if o.get("output_type") != "display_data"]}
+        if "pager" in c.get("tags", []) else c
+        for c in nb["cells"]
+    ]  # fmt: skip
+    return {**nb, "cells": cells}
 
 
 def _no_widget_state(nb: dict[str, Any]) -> dict[str, Any]:
@@ -209,6 +221,12 @@ EQUIVALENCES: dict[str, Equivalence] = {
         "widget views still render. Compared without widget state when the run failed.",
         _no_widget_state,
         failed_only=True,
+    ),
+    "pager output": Equivalence(
+        "A pager payload (`len?`, `%pdoc`) is shown by JupyterLab as an output of the cell and "
+        "kept by nbjob as a display output; nbclient drops it. Compared without the display "
+        "outputs of the cells tagged `pager` in the suite's notebook.",
+        _no_pager_outputs,
     ),
 }
 

@@ -6,6 +6,7 @@ not two. Both run in the same working folder (the notebook's), with one kernel e
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,8 +53,14 @@ def compare(name: str, peer: str, pair: Pair, tmp: Path) -> Verdict:
     verdict = classify(name, peer, ours, theirs, failed)
     VERDICTS.append(verdict)
     if verdict.result == "wrong":
-        assert verdict.ours == verdict.theirs, f"{name}: nbjob differs from {peer}"
+        pytest.fail(f"{name}: nbjob (-) differs from {peer} (+):\n{diff(verdict)}")
     return verdict
+
+
+def diff(verdict: Verdict) -> str:
+    a, b = (json.dumps(x, indent=1, ensure_ascii=False).splitlines() for x in
+            (verdict.ours, verdict.theirs))  # fmt: skip
+    return "\n".join(difflib.unified_diff(a, b, "nbjob", verdict.peer, n=4, lineterm=""))
 
 
 def check_valid(notebook: dict[str, Any]) -> None:
