@@ -282,4 +282,7 @@ def summary(verdicts: list[Verdict]) -> str:
         lines.append(f"{v.name:<40} {v.peer:<9} {v.result:<11} {', '.join(v.used)}")
     counts = {r: sum(v.result == r for v in verdicts) for r in ("identical", "equivalent", "wrong")}
     lines.append(", ".join(f"{n} {r}" for r, n in counts.items()) + f" of {len(verdicts)}")
+    used = sorted({key for v in verdicts for key in v.used})
+    lines += ["", "why each equivalence is right:"] if used else []
+    lines += [f"- {key}: {EQUIVALENCES[key].reason}" for key in used]
     return "\n".join(lines)
