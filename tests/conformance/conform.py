@@ -8,10 +8,10 @@ Both notebooks are brought to one canonical form (``canonical``) before they are
   unfolded; nbjob writes what JupyterLab shows. Output widgets' captured streams the same way.
 - **volatile values masked** (``VOLATILE``): dates, uuids and widget model ids, memory
   addresses, the kernel's temporary cell files, the test's temporary folder.
-- **what is not the run's result left out**: cell ids and ``nbformat_minor`` (issue 16 item 1,
-  another change), cell ``metadata`` except tags (``execution`` timing, papermill's own
-  metadata), empty tag lists, the notebook's metadata except the kernelspec's name, the
-  ``language_info`` and the widget state, output ``metadata`` when empty.
+- **what is the runner's own left out**: cell ids and ``nbformat_minor`` (issue 16 item 1,
+  another change), the ``execution`` timing and ``papermill`` entries of cell metadata,
+  papermill's notebook metadata, empty tag lists and empty output ``metadata``. The rest of
+  the metadata (the user's, ``kernelspec``, ``language_info``) is compared.
 
 Then ``classify`` names the result: **identical** when the canonical forms are equal;
 **equivalent** when they are equal once the differences in ``EQUIVALENCES`` (each with the
@@ -32,6 +32,9 @@ VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGETS = "application/vnd.jupyter.widget-state+json"
 BANNER_TAGS = ("nbjob-error-banner", "papermill-error-cell-tag")
 INJECTED = "injected-parameters"
+# What each runner writes about its own run: timing (nbclient, nbjob) and papermill's record.
+RUNNERS_CELL_METADATA = ("execution", "papermill")
+RUNNERS_METADATA = ("papermill", "widgets")  # widget state is compared on its own
 
 VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)?"), "<date>"),
@@ -139,22 +142,24 @@ def widget_state(nb: dict[str, Any], mask: Masker) -> list[str]:
 
 
 def canonical(nb: dict[str, Any], mask: Masker) -> dict[str, Any]:
-    """The notebook as compared: cells (type, source, tags, count, outputs) and widgets."""
+    """The notebook as compared: its metadata, cells (type, source, tags, the rest of their
+    metadata, count, outputs) and widget state, less what is the runner's own."""
     cells = []
     for cell in nb["cells"]:
-        tags = list((cell.get("metadata") or {}).get("tags") or [])
+        metadata = dict(cell.get("metadata") or {})
+        tags = list(metadata.pop("tags", None) or [])
         entry: dict[str, Any] = {"type": cell["cell_type"], "source": _text(cell.get("source"))}
         if tags:
             entry["tags"] = tags
+        metadata = {k: v for k, v in metadata.items() if k not in RUNNERS_CELL_METADATA}
+        if metadata:
+            entry["metadata"] = mask(metadata)
         if cell["cell_type"] == "code":
             entry["count"] = cell.get("execution_count")
             entry["outputs"] = outputs(cell.get("outputs") or [], mask)
         cells.append(entry)
-    metadata = nb.get("metadata", {})
-    kernel = (metadata.get("kernelspec") or {}).get("name")
-    language = mask(metadata.get("language_info") or {})
-    return {"kernel": kernel, "language_info": language, "cells": cells,
-            "widgets": widget_state(nb, mask)}  # fmt: skip
+    metadata = {k: v for k, v in (nb.get("metadata") or {}).items() if k not in RUNNERS_METADATA}
+    return {"metadata": mask(metadata), "cells": cells, "widgets": widget_state(nb, mask)}
 
 
 # -- differences that are right ----------------------------------------------------------------
