@@ -19,7 +19,7 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbjob.config import OPTIONS
-from runs import check_valid, compare, run_pair
+from pairs import check_valid, compare, run_pair
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ from typing import Any
 import nbformat
 import papermill
 import pytest
+from pairs import check_valid, compare, run_pair
 from papermill.exceptions import PapermillExecutionError
-from runs import check_valid, compare, run_pair
 
 pytestmark = pytest.mark.e2e
 
