@@ -98,6 +98,9 @@ class Executor:
     def run(self, nb: Any) -> bool:
         """Run every code cell; True when a cell ended the run early with SystemExit(0)."""
         self.nb = nb
+        info = self.kernel.info.get("language_info")
+        if info:  # as JupyterLab and nbclient write it: the kernel's, not the saved notebook's
+            nb.metadata["language_info"] = nbformat.from_dict(info)
         for cell in nb.cells:
             if cell.cell_type == "code":
                 cell.outputs = []
@@ -304,7 +307,7 @@ class Executor:
             return False
         kind, content = msg["msg_type"], msg["content"]
         if kind == "clear_output":
-            self.widgets.capture(target, None)
+            self.widgets.clear(target, wait=bool(content.get("wait")))
             return True
         if kind == "stream":
             name, text = content.get("name", "stdout"), content.get("text", "")

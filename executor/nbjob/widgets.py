@@ -10,13 +10,21 @@ at every checkpoint and whatever ends the run, not only after the last cell succ
 
 ``ipywidgets.Output`` capture as in JupyterLab: while an Output model's ``msg_id`` is the
 running request's, that request's outputs go into the model's ``outputs``, not the cell.
+JupyterLab registers a message hook when a model's ``msg_id`` is set and the hook registered
+last runs first, so with nested widgets (``with inner: ... with outer: print()``) the widget
+*entered* last captures; the order in which ``msg_id`` updates arrive is that order.
+``clear_output(wait=True)`` in a widget clears it when the next output arrives, and the
+widget's streams fold ``\\r`` and ``\\b`` as cells do (``outputs.LineFolder``).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+from dataclasses import dataclass, field
 from typing import Any
+
+from nbjob.outputs import LineFolder
 
 MIME = "application/vnd.jupyter.widget-state+json"
 TARGET = "jupyter.widget"
@@ -30,6 +38,16 @@ def _set_path(state: dict[str, Any], path: list[Any], value: Any) -> None:
     obj[path[-1]] = value
 
 
+@dataclass
+class _View:
+    """What an Output widget's view holds beyond its state: a deferred clear, its last stream."""
+
+    clear_pending: bool = False
+    stream: dict[str, Any] | None = None  # the last stream output, folded by ``folder``
+    folder: LineFolder = field(default_factory=LineFolder)
+    done: str = ""  # the completed lines of ``stream``
+
+
 class WidgetState:
     """Widget models by comm id, from the comm messages of the run."""
 
@@ -37,6 +55,8 @@ class WidgetState:
         self.models: dict[str, dict[str, Any]] = {}
         self.buffers: dict[str, dict[str, dict[str, Any]]] = {}  # model → path → buffer
         self.changed = False
+        self._entered: list[str] = []  # Output models with a msg_id, in the order it was set
+        self._views: dict[str, _View] = {}
 
     def handle(self, msg: dict[str, Any]) -> None:
         kind, content = msg["msg_type"], msg["content"]
@@ -53,11 +73,19 @@ class WidgetState:
         elif kind == "comm_close" and comm_id in self.models:
             del self.models[comm_id]
             self.buffers.pop(comm_id, None)
+            self._views.pop(comm_id, None)
+            if comm_id in self._entered:
+                self._entered.remove(comm_id)
             self.changed = True
 
     def _merge(self, comm_id: str, data: dict[str, Any], msg: dict[str, Any]) -> None:
         state = self.models[comm_id]
-        state.update(data.get("state") or {})
+        update = data.get("state") or {}
+        state.update(update)
+        if "msg_id" in update:
+            self._entered_now(comm_id, state.get("msg_id") or "")
+        if "outputs" in update and comm_id in self._views:
+            self._views[comm_id].stream = None  # set by the kernel (append_stdout): start afresh
         paths = data.get("buffer_paths") or []
         for path, buffer in zip(paths, msg.get("buffers") or [], strict=False):
             raw = bytes(buffer)
@@ -73,28 +101,68 @@ class WidgetState:
 
     # -- Output widget capture -----------------------------------------------------------------
 
-    def capturing(self, msg_id: str) -> dict[str, Any] | None:
-        """The state of an Output widget capturing the request ``msg_id``'s outputs, if any."""
-        for state in reversed(self.models.values()):
+    def _entered_now(self, comm_id: str, msg_id: str) -> None:
+        """An Output model's ``msg_id`` changed: set, it captures before the ones set earlier."""
+        if comm_id in self._entered:
+            self._entered.remove(comm_id)
+        if msg_id:
+            self._entered.append(comm_id)
+
+    def _capturer(self, msg_id: str) -> str | None:
+        for comm_id in reversed(self._entered):
+            state = self.models[comm_id]
             if state.get("_model_name") == "OutputModel" and state.get("msg_id") == msg_id:
-                return state
+                return comm_id
         return None
 
+    def capturing(self, msg_id: str) -> dict[str, Any] | None:
+        """The state of the Output widget capturing the request ``msg_id``'s outputs, if any:
+        of those whose ``msg_id`` it is, the one entered last."""
+        comm_id = self._capturer(msg_id)
+        return None if comm_id is None else self.models[comm_id]
+
+    def _view(self, state: dict[str, Any]) -> _View:
+        comm_id = next((c for c in reversed(self._entered) if self.models[c] is state), "")
+        return self._views.setdefault(comm_id, _View())
+
+    def clear(self, state: dict[str, Any], wait: bool = False) -> None:
+        """``clear_output`` in an Output widget; ``wait``: when the next output arrives."""
+        view = self._view(state)
+        if wait:
+            view.clear_pending = True
+            return
+        state["outputs"] = []
+        view.clear_pending, view.stream = False, None
+        self.changed = True
+
     def capture(self, state: dict[str, Any], output: dict[str, Any] | None) -> None:
-        """Append an output to an Output widget (None: clear it)."""
-        outputs = state.setdefault("outputs", [])
+        """Append an output to an Output widget (None: clear it now)."""
+        view = self._view(state)
+        if output is None or view.clear_pending:
+            self.clear(state)
         if output is None:
-            outputs.clear()
-        elif (
-            output.get("output_type") == "stream"
-            and outputs
-            and outputs[-1].get("output_type") == "stream"
-            and outputs[-1].get("name") == output.get("name")
-        ):
-            outputs[-1] = {**outputs[-1], "text": outputs[-1]["text"] + output["text"]}
+            return
+        outputs = state.setdefault("outputs", [])
+        last: dict[str, Any] = outputs[-1] if outputs else {}
+        same = last.get("output_type") == "stream" and last.get("name") == output.get("name")
+        if output.get("output_type") != "stream":
+            outputs.append(output)
+        elif same and last is view.stream:
+            self._fold(view, output["text"])
+        elif same:  # a stream the kernel set (append_stdout): go on from its text
+            view.stream, view.folder, view.done = last, LineFolder(), ""
+            self._fold(view, last.get("text", "") + output["text"])
         else:
             outputs.append(output)
+            view.stream, view.folder, view.done = output, LineFolder(), ""
+            self._fold(view, output["text"])
         self.changed = True
+
+    @staticmethod
+    def _fold(view: _View, text: str) -> None:
+        assert view.stream is not None
+        view.done += "".join(view.folder.feed(text))
+        view.stream["text"] = view.done + view.folder.line
 
     # -- the notebook --------------------------------------------------------------------------
 
