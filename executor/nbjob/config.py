@@ -283,6 +283,12 @@ class Settings:
         default=False,
         metadata=_opt("--no-report", _bool, "write no HTML report of the executed notebook"),
     )
+    allow_errors: bool = field(
+        default=False,
+        metadata=_opt(
+            "--allow-errors", _bool, "run every cell; an error stays in its cell, the run exits 0"
+        ),
+    )
     rank: int | None = field(
         default=None,
         metadata=_opt(
