@@ -100,7 +100,9 @@ def read_notebook(path: Path, log: Any) -> Any:
     raw = _from_v3(raw, path.name)
     _check_shape(raw, path.name)
     try:
-        nb = nbformat.reads(json.dumps(raw), as_version=4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # duplicate ids: repaired below, and logged
+            nb = nbformat.reads(json.dumps(raw), as_version=4)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise NotebookError(f"{path.name} is not a valid notebook: {type(exc).__name__}") from None
     nb, upgraded = current(nb)
