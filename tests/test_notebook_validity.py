@@ -17,7 +17,7 @@ from typing import Any
 import nbformat
 import pytest
 from nbjob import prepare
-from nbjob.execute import pager_outputs, timestamp
+from nbjob.outputs import pager_outputs, timestamp
 from support import PYTHON3, make_notebook, notebook, results, run_nbjob, texts
 
 pytestmark = pytest.mark.timeout(180)

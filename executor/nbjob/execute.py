@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from typing import Any
 
 import nbformat
@@ -34,7 +33,7 @@ from nbjob.errors import (
 from nbjob.events import CellState, CellStatus
 from nbjob.kernel import KernelSession
 from nbjob.logs import now_iso
-from nbjob.outputs import CellOutputs, Displays
+from nbjob.outputs import CellOutputs, Displays, pager_outputs, timestamp
 from nbjob.stop import StopToken
 from nbjob.widgets import WidgetState
 
@@ -51,8 +50,6 @@ SKIP_TAG = "skip-execution"
 SCRAP_MIME = "application/scrapbook.scrap."  # json+json, text+json, ...
 _CAPTURED = ("stream", "display_data", "execute_result", "error", "clear_output")
 RAISES_TAG = "raises-exception"
-PAGER_MIMES = ("text/plain", "text/html")  # what of a pager payload a cell's output keeps
-TIMING_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # metadata.execution's dates, as nbclient writes them
 
 
 class _Cell:
@@ -356,36 +353,6 @@ def _outcome(cell: Any, content: dict[str, Any]) -> tuple[CellStatus, dict[str, 
     if RAISES_TAG in cell.metadata.get("tags", []):
         return CellStatus.COMPLETED, error
     return CellStatus.FAILED, error
-
-
-def timestamp(msg: dict[str, Any]) -> str:
-    """The message's date (its header's, set by the kernel) in UTC, as nbclient writes it
-    (``TIMING_FORMAT``); now when the message has none."""
-    date = (msg.get("header") or {}).get("date")
-    if isinstance(date, str):
-        try:
-            date = datetime.fromisoformat(date.replace("Z", "+00:00"))
-        except ValueError:
-            date = None
-    if not isinstance(date, datetime):
-        date = datetime.now(timezone.utc)
-    elif date.tzinfo is not None:
-        date = date.astimezone(timezone.utc)
-    return date.strftime(TIMING_FORMAT)
-
-
-def pager_outputs(content: dict[str, Any]) -> list[Any]:
-    """The reply's pager payloads (``len?``, ``obj??``, ``%pdoc``) as display outputs, the
-    text and HTML JupyterLab shows for them as the cell's output."""
-    outputs = []
-    for payload in content.get("payload") or []:
-        if not isinstance(payload, dict) or payload.get("source") != "page":
-            continue
-        data = payload.get("data") or {"text/plain": payload.get("text", "")}
-        kept = {m: data[m] for m in PAGER_MIMES if isinstance(data.get(m), str) and data[m]}
-        if kept:
-            outputs.append(nbformat.v4.new_output("display_data", data=kept))
-    return outputs
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:
