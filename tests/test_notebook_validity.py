@@ -19,6 +19,7 @@ import pytest
 from nbjob import prepare
 from nbjob.outputs import pager_outputs, timestamp
 from support import PYTHON3, make_notebook, notebook, results, run_nbjob, texts
+from support.results import output_folder, validate_written
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -269,3 +270,26 @@ def test_a_banner_on_a_run_read_back_validates(tmp_path: Path) -> None:
     again = prepare.read_notebook(out / "nb.ipynb", _Log())
     nbformat.validate(again)
     assert [c.cell_type for c in again.cells] == ["code"]
+
+
+# -- the suite-wide check ----------------------------------------------------------------------
+
+
+def test_the_suite_checks_every_notebook_a_run_writes(tmp_path: Path) -> None:
+    """``run_nbjob`` validates its output folder: found from the flags, the variable or the
+    default; an object store is not looked at; a notebook missing ids fails the test."""
+    found = output_folder(["run", "nb.ipynb", "--output", "out"], {}, tmp_path)
+    assert found == tmp_path / "out"
+    assert output_folder(["run", "nb.ipynb"], {"NBJOB_OUTPUT": "env-out"}, tmp_path) == (
+        tmp_path / "env-out"
+    )
+    assert output_folder(["run", "nb.ipynb"], {}, tmp_path) == tmp_path / "nbjob-output"
+    assert output_folder(["run", "nb.ipynb", "-o", "s3://b/p"], {}, tmp_path) is None
+    assert output_folder(["pack", "nb.ipynb", "-o", "nb.zip"], {}, tmp_path) is None
+    written = _v4(tmp_path / "out" / "ranks" / "1" / "nb.ipynb", 5)
+    validate_written(found)  # valid: nothing to say
+    raw = json.loads(written.read_text())
+    raw["nbformat_minor"] = 4  # ids in a 4.4 notebook: what nbjob used to write
+    written.write_text(json.dumps(raw))
+    with pytest.raises(AssertionError, match="nbjob wrote an invalid notebook"):
+        validate_written(found)

@@ -10,7 +10,15 @@ from typing import Any
 
 import nbformat
 
-__all__ = ["cell_ends", "log_events", "output_folder", "results", "texts", "validate_written"]
+__all__ = [
+    "cell_ends",
+    "log_events",
+    "output_folder",
+    "results",
+    "texts",
+    "valid_notebook",
+    "validate_written",
+]
 
 _URL = ("s3://", "gs://", "gcs://", "az://", "azure://", "http://", "https://")
 
