@@ -16,7 +16,10 @@ from typing import Any
 
 import nbformat
 import pytest
-from nbjob import prepare
+from nbjob import events, prepare
+from nbjob.errors import CellExecutionError
+from nbjob.execute import Executor
+from nbjob.kernel.fake import FakeKernel, Step, reply, status, stream
 from nbjob.outputs import pager_outputs, timestamp
 from support import PYTHON3, make_notebook, notebook, results, run_nbjob, texts
 from support.results import output_folder, validate_written
@@ -293,3 +296,44 @@ def test_the_suite_checks_every_notebook_a_run_writes(tmp_path: Path) -> None:
     written.write_text(json.dumps(raw))
     with pytest.raises(AssertionError, match="nbjob wrote an invalid notebook"):
         validate_written(found)
+
+
+# -- the executor, on scripted messages --------------------------------------------------------
+
+
+def _script(code: str) -> list[Step]:
+    """Each cell as a kernel answers it: ``bad`` raises, ``page`` sends a pager payload."""
+    start = [status("busy"), Step("iopub", "execute_input", {"execution_count": 1})]
+    if code == "bad":
+        error = {"ename": "ValueError", "evalue": "x", "traceback": ["ValueError: x"]}
+        return [*start, Step("iopub", "error", error), reply("error", **error), status("idle")]
+    if code == "page":
+        page = {"source": "page", "data": {"text/plain": "Docstring:\nhelp"}, "start": 0}
+        return [*start, stream("before\n"), reply(payload=[page]), status("idle")]
+    return [*start, stream(f"{code}\n"), reply(), status("idle")]
+
+
+def _scripted(*sources: str, **options: Any) -> tuple[Executor, Any]:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(s) for s in sources]
+    executor = Executor(FakeKernel(_script), events.Bus([]), **options)
+    executor.run(nb)
+    return executor, nb
+
+
+def test_allow_errors_keeps_running_after_a_failed_cell() -> None:
+    executor, nb = _scripted("one", "bad", "two", "bad", "three", allow_errors=True)
+    statuses = [executor.results[i].status for i in range(5)]
+    assert statuses == ["completed", "failed", "completed", "failed", "completed"]
+    assert executor.results[3].error == {"ename": "ValueError", "evalue": "x"}
+    assert [o.output_type for o in nb.cells[1].outputs] == ["error"]
+    assert nb.cells[4].outputs[0].text == "three\n"
+    with pytest.raises(CellExecutionError, match=r"^In \[1\] \(cell 1\) raised ValueError: x$"):
+        _scripted("one", "bad", "two")
+
+
+def test_a_pager_payload_follows_the_cells_other_outputs() -> None:
+    _, nb = _scripted("page")
+    assert [o.output_type for o in nb.cells[0].outputs] == ["stream", "display_data"]
+    assert nb.cells[0].outputs[1].data == {"text/plain": "Docstring:\nhelp"}
+    assert sorted(nb.cells[0].metadata["execution"]) == sorted(TIMING_KEYS)
