@@ -16,7 +16,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from nbjob import events, prepare
+from nbjob import events, pack, prepare
 from nbjob.errors import CellExecutionError
 from nbjob.execute import Executor
 from nbjob.kernel.fake import FakeKernel, Step, reply, status, stream
@@ -337,3 +337,8 @@ def test_a_pager_payload_follows_the_cells_other_outputs() -> None:
     assert [o.output_type for o in nb.cells[0].outputs] == ["stream", "display_data"]
     assert nb.cells[0].outputs[1].data == {"text/plain": "Docstring:\nhelp"}
     assert sorted(nb.cells[0].metadata["execution"]) == sorted(TIMING_KEYS)
+
+
+def test_an_nbformat_3_notebook_can_be_packed(tmp_path: Path) -> None:
+    path = _v3(tmp_path / "nb.ipynb")
+    assert pack.collect(path, None, None) == {"nb.ipynb": path}
