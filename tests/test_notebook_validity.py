@@ -122,6 +122,25 @@ def test_a_4_5_notebook_keeps_its_ids_and_bad_ones_are_repaired(tmp_path: Path) 
     assert upgraded and upgraded[0]["from_minor"] == 5 and upgraded[0]["ids_repaired"] >= 1
 
 
+def test_what_the_schema_refuses_is_dropped_on_reading(tmp_path: Path) -> None:
+    """Metadata of the wrong type and keys a cell may not have (a hand-edited or
+    tool-written notebook): the executed notebook would be invalid, so they go."""
+    path = _v4(tmp_path / "nb.ipynb", 5)
+    raw = json.loads(path.read_text())
+    raw["cells"][0]["metadata"]["collapsed"] = "yes"
+    raw["cells"][1]["outputs"] = []  # a markdown cell with outputs
+    raw["cells"][1]["execution_count"] = 3
+    path.write_text(json.dumps(raw))
+    log = _Log()
+    nb = prepare.read_notebook(path, log)
+    nbformat.validate(nb)
+    assert nb.cells[0].metadata == {"tags": ["parameters"]}  # "collapsed" went
+    assert sorted(nb.cells[1]) == ["cell_type", "id", "metadata", "source"]
+    repaired = dict(log.events)["notebook_repaired"]
+    assert repaired["dropped_keys"] == ["cells[].execution_count", "cells[].outputs"]
+    assert "notebook_invalid" not in dict(log.events)
+
+
 @pytest.mark.parametrize("version", ["3.0", "4.0", "4.4", "4.5"])
 def test_a_run_writes_a_valid_notebook_with_parameters_and_banners(
     tmp_path: Path, version: str

@@ -86,7 +86,8 @@ def read_notebook(path: Path, log: Any) -> Any:
     An nbformat 3 notebook is converted to 4 first, then checked like any other. Every
     notebook is brought to 4.5 with an id on every cell (``current``), as papermill and
     JupyterLab do: the cells nbjob adds (parameters, error banners) carry ids, which a notebook
-    older than 4.5 may not have, so the executed notebook is always nbformat-valid.
+    older than 4.5 may not have, so the executed notebook is always nbformat-valid. Metadata
+    the schema does not allow is dropped.
     """
     import nbformat
 
@@ -105,14 +106,35 @@ def read_notebook(path: Path, log: Any) -> Any:
             nb = nbformat.reads(json.dumps(raw), as_version=4)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise NotebookError(f"{path.name} is not a valid notebook: {type(exc).__name__}") from None
-    nb, upgraded = current(nb)
+    upgraded = current(nb)
     if upgraded is not None:
         log.info("notebook_upgraded", **upgraded)
+    nb = _valid(nb, log)
+    results.remove_banners(nb)
+    return nb
+
+
+def _valid(nb: Any, log: Any) -> Any:
+    """``nb``, or when the schema refuses it, a copy without the metadata the schema does not
+    allow (``nbformat.validator.normalize``); what is still wrong is logged, and run anyway."""
+    import nbformat
+
+    try:
+        nbformat.validate(nb)
+        return nb
+    except nbformat.ValidationError:
+        pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stripped, normalized = nbformat.validator.normalize(nb, strip_invalid_metadata=True)
+    nb = nbformat.from_dict(normalized)
+    dropped = _drop_unknown_keys(nb)
+    if stripped or dropped:
+        log.info("notebook_repaired", metadata_fixes=stripped, dropped_keys=dropped)
     try:
         nbformat.validate(nb)
     except nbformat.ValidationError as exc:
         log.warning("notebook_invalid", reason=str(exc).splitlines()[0][:300])
-    results.remove_banners(nb)
     return nb
 
 
@@ -132,13 +154,35 @@ def _from_v3(raw: Any, name: str) -> Any:
         ) from None
 
 
+_TEXT_CELL = frozenset({"id", "cell_type", "metadata", "source", "attachments"})
+_CELL_KEYS = {
+    "code": frozenset({"id", "cell_type", "metadata", "source", "outputs", "execution_count"}),
+    "markdown": _TEXT_CELL,
+    "raw": _TEXT_CELL,
+}
+_NOTEBOOK_KEYS = frozenset({"metadata", "nbformat", "nbformat_minor", "cells"})
+
+
+def _drop_unknown_keys(nb: Any) -> list[str]:
+    """Remove the keys the schema does not allow in the notebook and its cells (a markdown
+    cell's ``outputs``, a tool's own key); their names."""
+    dropped = [key for key in nb if key not in _NOTEBOOK_KEYS]
+    for key in dropped:
+        del nb[key]
+    for cell in nb.cells:
+        allowed = _CELL_KEYS.get(cell.get("cell_type"), frozenset(cell))
+        for key in [k for k in cell if k not in allowed]:
+            del cell[key]
+            dropped.append(f"cells[].{key}")
+    return sorted(set(dropped))
+
+
 _CELL_ID = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
 
 
-def current(nb: Any) -> tuple[Any, dict[str, Any] | None]:
-    """``nb`` as nbformat 4.5, every cell with a unique, valid id and metadata the schema
-    allows (the upgrade papermill makes on reading); with what changed, or None when nothing
-    did."""
+def current(nb: Any) -> dict[str, Any] | None:
+    """Bring ``nb`` to nbformat 4.5 in place, every cell with a unique, valid id (the upgrade
+    papermill makes on reading); what changed, or None when nothing did."""
     import nbformat
 
     minor = nb.get("nbformat_minor")
@@ -154,13 +198,9 @@ def current(nb: Any) -> tuple[Any, dict[str, Any] | None]:
             cell["id"] = nbformat.v4.nbbase.random_cell_id()
             repaired += 1
         seen.add(cell["id"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        stripped, normalized = nbformat.validator.normalize(nb, strip_invalid_metadata=True)
-    if minor >= 5 and not repaired and not stripped:
-        return nb, None
-    changes = {"from_minor": minor, "ids_repaired": repaired, "metadata_fixes": stripped}
-    return nbformat.from_dict(normalized), changes
+    if minor >= 5 and not repaired:
+        return None
+    return {"from_minor": minor, "ids_repaired": repaired}
 
 
 def _check_shape(raw: Any, name: str) -> None:
