@@ -208,7 +208,7 @@ def test_a_run_on_a_plug_in_platform_records_it(acme: Path, tmp_path: Path) -> N
     assert record["platform"]["name"] == "acme" and record["run_id"] == "acme-7"
     assert record["platform"]["ACME_JOB"] == "acme-7"
     reason = (tmp_path / "acme-termination").read_text().strip()
-    assert reason == "cell 0 raised ValueError: acme"
+    assert reason == "In [1] (cell 0) raised ValueError: acme"
 
 
 def test_a_volcano_run_is_recorded_as_volcano(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from support import wait_until
 
 RUN_JSON_KEYS = [
     "run_id", "status", "exit_code", "reason", "source", "output", "notebook", "failed_cell",
+    "errors",
     "started_at", "ended_at", "duration_s", "parameters", "kernel", "gpus", "gpu_probe",
     "unmet_requirements", "cells", "artifacts", "report", "platform", "versions", "host",
     "progress", "metrics", "attempt", "earlier_attempts", "resumed_from", "identity", "shard",

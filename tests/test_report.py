@@ -254,9 +254,19 @@ def test_a_successful_run_shows_the_last_progress_bar_the_plot_and_the_widget(
 @pytest.mark.parametrize(
     ("cell", "flags", "code", "reason"),
     [
-        ("raise ValueError('bad <data>')", [], 1, "cell 1 raised ValueError: bad <data>"),
-        ("import time\ntime.sleep(60)", ["--cell-timeout", "2"], 4, "cell 1 ran longer than 2 s"),
-        ("import os\nos._exit(3)", [], 5, "kernel exited with status 3 while running cell 1"),
+        ("raise ValueError('bad <data>')", [], 1, "In [2] (cell 1) raised ValueError: bad <data>"),
+        (
+            "import time\ntime.sleep(60)",
+            ["--cell-timeout", "2"],
+            4,
+            "In [2] (cell 1) ran longer than 2 s",
+        ),
+        (
+            "import os\nos._exit(3)",
+            [],
+            5,
+            "kernel exited with status 3 while running In [2] (cell 1)",
+        ),
     ],
     ids=["failing-cell", "timeout", "dead-kernel"],
 )

@@ -532,7 +532,7 @@ def test_termination_log_and_no_stray_kernels(tmp_path: Path) -> None:
     term_log.write_text("")
     proc = nbjob("run", nb, "--output", tmp_path / "out", "--termination-log", term_log)
     assert proc.returncode == 1
-    assert term_log.read_text().strip() == "cell 1 raised RuntimeError: boom"
+    assert term_log.read_text().strip() == "In [2] (cell 1) raised RuntimeError: boom"
     pid = int((tmp_path / "kernel.pid").read_text())
     assert wait_until(lambda: not Path(f"/proc/{pid}").exists(), 10)
 

@@ -291,6 +291,12 @@ class Settings:
             "store cell outputs as they are: no masking of the credentials nbjob knows",
         ),
     )
+    allow_errors: bool = field(
+        default=False,
+        metadata=_opt(
+            "--allow-errors", _bool, "run every cell; an error stays in its cell, the run exits 0"
+        ),
+    )
     rank: int | None = field(
         default=None,
         metadata=_opt(

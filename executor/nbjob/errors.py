@@ -144,6 +144,15 @@ class PeerLostError(NbjobError):
     status = "peer_lost"
 
 
+def cell_name(index: int, execution_count: int | None) -> str:
+    """A code cell in the user's words: ``In [7] (cell 15)``, the execution count JupyterLab
+    shows first, the cell's index in the notebook (markdown cells count) second; ``cell 15``
+    for a cell that never started."""
+    if execution_count is None:
+        return f"cell {index}"
+    return f"In [{execution_count}] (cell {index})"
+
+
 EXIT_CODES: dict[int, type[NbjobError]] = {
     cls.exit_code: cls
     for cls in (

@@ -28,11 +28,12 @@ from nbjob.errors import (
     CellTimeoutError,
     RunTimeoutError,
     StoppedError,
+    cell_name,
 )
 from nbjob.events import CellState, CellStatus
 from nbjob.kernel import KernelSession
 from nbjob.logs import now_iso
-from nbjob.outputs import CellOutputs, Displays
+from nbjob.outputs import CellOutputs, Displays, pager_outputs, timestamp
 from nbjob.stop import StopToken
 from nbjob.widgets import WidgetState
 
@@ -77,6 +78,7 @@ class Executor:
         max_output_bytes: int = 1_000_000,
         stop: StopToken | None = None,
         stop_wait: float = INTERRUPT_WAIT_S,
+        allow_errors: bool = False,
     ) -> None:
         self.kernel = kernel
         self.bus = bus
@@ -85,6 +87,7 @@ class Executor:
         self.max_output_bytes = max_output_bytes
         self.stop = stop or StopToken()
         self.stop_wait = stop_wait  # after a stop request, how long the cell may wind down
+        self.allow_errors = allow_errors  # a failed cell stays failed; the next cells still run
         self.results: dict[int, CellState] = {}  # each code cell's state, by index
         self.displays = Displays()
         self.widgets = WidgetState()
@@ -124,7 +127,7 @@ class Executor:
         state = _Cell(cell, self.max_output_bytes, self.displays)
         started_at, t0 = now_iso(), time.monotonic()
         self._update(index, status=CellStatus.RUNNING, started_at=started_at)
-        cell.metadata["execution"] = {"iopub.status.busy": started_at}
+        cell.metadata["execution"] = {}  # the kernel's dates, as nbclient records them
         self.bus.publish(events.CellStarted(index, started_at))
         msg_id = self.kernel.execute(cell.source, store_history=True)
         cell_deadline = t0 + self.cell_timeout if self.cell_timeout else None
@@ -136,16 +139,20 @@ class Executor:
             self._end(index, state, t0)
             raise
         content = reply["content"]
+        cell.metadata["execution"]["shell.execute_reply"] = timestamp(reply)
         if content.get("execution_count") is not None:
             cell.execution_count = content["execution_count"]
+        for output in pager_outputs(content):
+            state.out.add(output)
         status, error = _outcome(cell, content)
         self._update(index, status=status, error=error)
         result = self._end(index, state, t0)
-        if status == CellStatus.FAILED:
+        if status == CellStatus.FAILED and not self.allow_errors:
             assert error is not None
             ename, evalue = error["ename"], error["evalue"]
             raise CellExecutionError(
-                f"cell {index} raised {ename}: {evalue}".strip(),
+                f"{cell_name(index, cell.execution_count)} raised {ename}"
+                + (f": {evalue}" if evalue.strip() else ""),
                 cell_index=index,
                 ename=ename,
                 evalue=evalue,
@@ -161,15 +168,13 @@ class Executor:
         """The cell is over: its outputs finished, its end in the notebook and on the bus."""
         state.out.finish()
         self.widgets.write(self.nb)
-        ended_at = now_iso()
         result = self._update(
             index,
-            ended_at=ended_at,
+            ended_at=now_iso(),
             duration_s=round(time.monotonic() - t0, 4),
             output_truncated=state.truncated,
             execution_count=state.cell.execution_count,
         )
-        state.cell.metadata["execution"]["shell.execute_reply"] = ended_at
         self.bus.publish(events.CellEnded(result))
         return result
 
@@ -187,7 +192,7 @@ class Executor:
             if self.stop.requested:
                 self._wind_down(index, msg_id, state, CellStatus.INTERRUPTED, self.stop_wait)
                 raise StoppedError(
-                    f"{self.stop.reason or 'stopped'} while cell {index} was running",
+                    f"{self.stop.reason or 'stopped'} while {self._name(index, state)} was running",
                     cell_index=index,
                 )
             limit = _earliest(deadline, self.run_deadline)
@@ -195,12 +200,13 @@ class Executor:
                 self._wind_down(index, msg_id, state, CellStatus.TIMED_OUT, INTERRUPT_WAIT_S)
                 if deadline is not None and limit == deadline:
                     raise CellTimeoutError(
-                        f"cell {index} ran longer than {self.cell_timeout:g} s (--cell-timeout)",
+                        f"{self._name(index, state)} ran longer than {self.cell_timeout:g} s "
+                        "(--cell-timeout)",
                         cell_index=index,
                     )
                 raise RunTimeoutError(
                     f"the run took longer than its time limit (--timeout); "
-                    f"cell {index} was running",
+                    f"{self._name(index, state)} was running",
                     cell_index=index,
                 )
             wait = POLL_S if limit is None else max(0.0, min(POLL_S, limit - now))
@@ -214,12 +220,18 @@ class Executor:
                 if not self.kernel.alive():
                     self._drain_iopub(index, msg_id, state)
                     self._update(index, status=CellStatus.KERNEL_DIED)
-                    raise self.kernel.died(f"while running cell {index}", cell_index=index)
+                    raise self.kernel.died(
+                        f"while running {self._name(index, state)}", cell_index=index
+                    )
             state.out.sync()  # a checkpoint may follow
             self.widgets.write(self.nb)
             self.bus.publish(events.TICK)
         assert reply is not None  # the loop only ends with a reply
         return reply
+
+    @staticmethod
+    def _name(index: int, state: _Cell) -> str:
+        return cell_name(index, state.cell.execution_count)
 
     def _wind_down(
         self,
@@ -273,8 +285,12 @@ class Executor:
         if kind in _CAPTURED and self._captured(index, msg):
             return
         if kind == "status":
-            state.idle = state.idle or content.get("execution_state") == "idle"
+            execution_state = content.get("execution_state")
+            if execution_state in ("busy", "idle"):
+                state.cell.metadata["execution"][f"iopub.status.{execution_state}"] = timestamp(msg)
+            state.idle = state.idle or execution_state == "idle"
         elif kind == "execute_input":
+            state.cell.metadata["execution"]["iopub.execute_input"] = timestamp(msg)
             state.cell.execution_count = content.get("execution_count")
         elif kind == "stream":
             self.bus.publish(

@@ -247,6 +247,7 @@ class Job:
             max_output_bytes=self.s.max_output_bytes,
             stop=self.watch.token,
             stop_wait=min(5.0, self.s.stop_grace / 3),
+            allow_errors=self.s.allow_errors,
         )
         self.log.info("execute_start", cells=len(executor.code_cells(self.nb)))
         self.bus.publish(self.record.run_started())

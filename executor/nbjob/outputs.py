@@ -11,6 +11,9 @@ over keeps its head and its newest ``max_bytes / 2`` bytes (the tail), with one 
 between them. Other streams, displays and later outputs are still kept (a stream output started
 after the cap shows its own tail); ``clear_output`` starts afresh.
 
+Pager payloads (``pager_outputs``: ``len?``, ``obj??``) become display outputs, as JupyterLab
+shows them; ``timestamp`` gives a message's date as nbclient writes ``metadata.execution``.
+
 Display ids (``Displays``): ``update_display_data`` changes every output shown with that id,
 in any cell of the run.
 
@@ -23,12 +26,15 @@ from __future__ import annotations
 
 import re
 from collections import deque
+from datetime import datetime, timezone
 from typing import Any
 
 import nbformat
 
 _CONTROL = re.compile(r"(\r|\n|\x08+)")  # a run of backspaces is one part
 LINE_LIMIT = 64 * 1024  # a line longer than this (no newline, cursor at its end) is committed
+PAGER_MIMES = ("text/plain", "text/html")  # what of a pager payload a cell's output keeps
+TIMING_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"  # metadata.execution's dates, as nbclient writes them
 
 
 def marker(left_out: int) -> str:
@@ -226,3 +232,33 @@ class Displays:
         for output in self._by_id.get(display_id or "", []):
             output["data"] = nbformat.from_dict(content.get("data", {}))
             output["metadata"] = nbformat.from_dict(content.get("metadata", {}))
+
+
+def timestamp(msg: dict[str, Any]) -> str:
+    """The message's date (its header's, set by the kernel) in UTC, as nbclient writes it
+    (``TIMING_FORMAT``); now when the message has none."""
+    date = (msg.get("header") or {}).get("date")
+    if isinstance(date, str):
+        try:
+            date = datetime.fromisoformat(date.replace("Z", "+00:00"))
+        except ValueError:
+            date = None
+    if not isinstance(date, datetime):
+        date = datetime.now(timezone.utc)
+    elif date.tzinfo is not None:
+        date = date.astimezone(timezone.utc)
+    return date.strftime(TIMING_FORMAT)
+
+
+def pager_outputs(content: dict[str, Any]) -> list[Any]:
+    """The reply's pager payloads (``len?``, ``obj??``, ``%pdoc``) as display outputs, the
+    text and HTML JupyterLab shows for them as the cell's output."""
+    outputs = []
+    for payload in content.get("payload") or []:
+        if not isinstance(payload, dict) or payload.get("source") != "page":
+            continue
+        data = payload.get("data") or {"text/plain": payload.get("text", "")}
+        kept = {m: data[m] for m in PAGER_MIMES if isinstance(data.get(m), str) and data[m]}
+        if kept:
+            outputs.append(nbformat.v4.new_output("display_data", data=kept))
+    return outputs

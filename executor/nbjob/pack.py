@@ -29,7 +29,10 @@ def _check_notebook(notebook: Path) -> None:
         data = json.loads(notebook.read_text(encoding="utf-8"))
     except (ValueError, OSError) as exc:
         raise UsageError(f"{notebook}: not a notebook ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
+    cells = data.get("cells") if isinstance(data, dict) else None
+    if isinstance(data, dict) and data.get("nbformat") == 3:  # run upgrades it to 4.5
+        cells = data.get("worksheets")
+    if not isinstance(cells, list):
         raise UsageError(f"{notebook}: not a notebook (no cells)")
 
 

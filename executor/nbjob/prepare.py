@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -78,7 +80,15 @@ def open_source(
 
 
 def read_notebook(path: Path, log: Any) -> Any:
-    """The notebook at ``path`` without stale error banners; NotebookError when unreadable."""
+    """The notebook at ``path`` as nbformat 4.5, without stale error banners; NotebookError
+    when unreadable.
+
+    An nbformat 3 notebook is converted to 4 first, then checked like any other. Every
+    notebook is brought to 4.5 with an id on every cell (``current``), as papermill and
+    JupyterLab do: the cells nbjob adds (parameters, error banners) carry ids, which a notebook
+    older than 4.5 may not have, so the executed notebook is always nbformat-valid. Metadata
+    the schema does not allow is dropped.
+    """
     import nbformat
 
     try:
@@ -88,17 +98,109 @@ def read_notebook(path: Path, log: Any) -> Any:
         raise NotebookError(
             f"{path.name} is not a readable notebook: {str(exc).splitlines()[0][:300]}"
         ) from None
+    raw = _from_v3(raw, path.name)
     _check_shape(raw, path.name)
     try:
-        nb = nbformat.reads(json.dumps(raw), as_version=4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # duplicate ids: repaired below, and logged
+            nb = nbformat.reads(json.dumps(raw), as_version=4)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise NotebookError(f"{path.name} is not a valid notebook: {type(exc).__name__}") from None
+    upgraded = current(nb)
+    if upgraded is not None:
+        log.info("notebook_upgraded", **upgraded)
+    nb = _valid(nb, log)
+    results.remove_banners(nb)
+    return nb
+
+
+def _valid(nb: Any, log: Any) -> Any:
+    """``nb``, or when the schema refuses it, a copy without the metadata the schema does not
+    allow (``nbformat.validator.normalize``); what is still wrong is logged, and run anyway."""
+    import nbformat
+
+    try:
+        nbformat.validate(nb)
+        return nb
+    except nbformat.ValidationError:
+        pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stripped, normalized = nbformat.validator.normalize(nb, strip_invalid_metadata=True)
+    nb = nbformat.from_dict(normalized)
+    dropped = _drop_unknown_keys(nb)
+    if stripped or dropped:
+        log.info("notebook_repaired", metadata_fixes=stripped, dropped_keys=dropped)
     try:
         nbformat.validate(nb)
     except nbformat.ValidationError as exc:
         log.warning("notebook_invalid", reason=str(exc).splitlines()[0][:300])
-    results.remove_banners(nb)
     return nb
+
+
+def _from_v3(raw: Any, name: str) -> Any:
+    """An nbformat 3 notebook (worksheets of cells) as nbformat 4; anything else as it is."""
+    import nbformat
+
+    if not isinstance(raw, dict) or raw.get("nbformat") != 3 or "cells" in raw:
+        return raw
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its validity is checked after the upgrade
+            return json.loads(nbformat.writes(nbformat.reads(json.dumps(raw), as_version=4)))
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        raise NotebookError(
+            f"{name} is an nbformat 3 notebook that cannot be upgraded: {type(exc).__name__}"
+        ) from None
+
+
+_TEXT_CELL = frozenset({"id", "cell_type", "metadata", "source", "attachments"})
+_CELL_KEYS = {
+    "code": frozenset({"id", "cell_type", "metadata", "source", "outputs", "execution_count"}),
+    "markdown": _TEXT_CELL,
+    "raw": _TEXT_CELL,
+}
+_NOTEBOOK_KEYS = frozenset({"metadata", "nbformat", "nbformat_minor", "cells"})
+
+
+def _drop_unknown_keys(nb: Any) -> list[str]:
+    """Remove the keys the schema does not allow in the notebook and its cells (a markdown
+    cell's ``outputs``, a tool's own key); their names."""
+    dropped = [key for key in nb if key not in _NOTEBOOK_KEYS]
+    for key in dropped:
+        del nb[key]
+    for cell in nb.cells:
+        allowed = _CELL_KEYS.get(cell.get("cell_type"), frozenset(cell))
+        for key in [k for k in cell if k not in allowed]:
+            del cell[key]
+            dropped.append(f"cells[].{key}")
+    return sorted(set(dropped))
+
+
+_CELL_ID = re.compile(r"^[a-zA-Z0-9-_]{1,64}$")
+
+
+def current(nb: Any) -> dict[str, Any] | None:
+    """Bring ``nb`` to nbformat 4.5 in place, every cell with a unique, valid id (the upgrade
+    papermill makes on reading); what changed, or None when nothing did."""
+    import nbformat
+
+    minor = nb.get("nbformat_minor")
+    minor = minor if isinstance(minor, int) else 0
+    if minor < 5:
+        nb["nbformat_minor"] = minor
+        nbformat.v4.upgrade(nb, from_version=4, from_minor=minor)  # ids for every cell
+    seen: set[str] = set()
+    repaired = 0
+    for cell in nb.cells:
+        cell_id = cell.get("id")
+        if not isinstance(cell_id, str) or not _CELL_ID.match(cell_id) or cell_id in seen:
+            cell["id"] = nbformat.v4.nbbase.random_cell_id()
+            repaired += 1
+        seen.add(cell["id"])
+    if minor >= 5 and not repaired:
+        return None
+    return {"from_minor": minor, "ids_repaired": repaired}
 
 
 def _check_shape(raw: Any, name: str) -> None:

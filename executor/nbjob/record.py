@@ -255,6 +255,15 @@ class RunRecord:
             self.status, self.exit_code = RunStatus(error.status), error.exit_code
             self.reason = error.reason
 
+    def errors(self) -> list[dict[str, Any]]:
+        """Every cell that raised and was not expected to (``--allow-errors`` runs them all):
+        its index, execution count (``In [n]``), ename and evalue."""
+        return [
+            {"index": c.index, "execution_count": c.execution_count, **c.error}
+            for c in self.cells.values()
+            if c.status == CellStatus.FAILED and c.error
+        ]
+
     @property
     def failed_index(self) -> int | None:
         return None if self.failed_cell is None else int(self.failed_cell["index"])
@@ -279,6 +288,7 @@ class RunRecord:
             "output": self.output,
             "notebook": self.notebook,
             "failed_cell": self.failed_cell,
+            "errors": self.errors(),
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "duration_s": self.duration_s,

@@ -135,7 +135,10 @@ def test_remote_kernel_death_exit_5(jupyter_server_peer: Peer, tmp_path: Path) -
     nb, record = outputs(out)
     assert "before" in stream_text(nb)  # partial results stored
     assert record["status"] == "kernel_died" and record["failed_cell"]["index"] == 1
-    assert "remote kernel died" in record["reason"] and "while running cell 1" in record["reason"]
+    assert (
+        "remote kernel died" in record["reason"]
+        and "while running In [2] (cell 1)" in record["reason"]
+    )
     assert [c["status"] for c in record["cells"]] == ["completed", "kernel_died", "pending"]
 
 

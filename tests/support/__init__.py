@@ -6,8 +6,10 @@ starts a process ``e2e`` and fails a test outside that layer that starts one any
 
 - notebooks: ``make_notebook``, ``notebook`` (code cells only), ``notebook_json``,
   ``make_zip``, ``make_targz``, ``read_json``, ``stream_text``;
-- results: ``results`` (notebook and run.json of an output folder), ``texts``,
-  ``log_events`` (executor.log), ``cell_ends``;
+- results: ``results`` (notebook, validated, and run.json of an output folder), ``texts``,
+  ``log_events`` (executor.log), ``cell_ends``, ``valid_notebook``; every notebook a
+  ``run_nbjob`` / ``start_nbjob`` run leaves in its local output folder is validated when the
+  run is waited for (``validate_written``), so every e2e test checks it;
 - runs: ``run_nbjob`` / ``start_nbjob`` (``nbjob`` as a subprocess in its own session),
   ``nbjob_env``, ``Result``, ``NbjobProcess``, ``NBJOB``;
 - processes: ``start_server`` / ``serve`` (start with a log, bounded readiness, stop by PID or
@@ -36,7 +38,7 @@ from .notebooks import (
 )
 from .processes import ServerProcess, descendants, serve, start_server, wait_ready
 from .proxy import FlakyProxy
-from .results import cell_ends, log_events, results, texts
+from .results import cell_ends, log_events, results, texts, valid_notebook, validate_written
 from .runs import NBJOB, NbjobProcess, Result, nbjob_env, run_nbjob, start_nbjob
 from .s3 import ACCESS_KEY, REGION, SECRET_KEY, S3Server, moto_server, s3_env
 from .timing import wait_idle, wait_until
@@ -78,6 +80,8 @@ __all__ = [
     "starts_processes",
     "stream_text",
     "texts",
+    "valid_notebook",
+    "validate_written",
     "wait_idle",
     "wait_ready",
     "wait_until",

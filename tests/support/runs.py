@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from .e2e import starts_processes
+from .results import output_folder, validate_written
 
 __all__ = ["NBJOB", "NbjobProcess", "Result", "nbjob_env", "run_nbjob", "start_nbjob"]
 
@@ -55,6 +56,8 @@ class NbjobProcess:
         # Files, not pipes: a test may watch the run for a while without reading its output.
         self._out = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as this object)
         self._err = tempfile.TemporaryFile()  # noqa: SIM115
+        args = [str(a) for a in args]
+        self.written = output_folder(args, nbjob_env(env), cwd)  # validated after the run
         self.proc = subprocess.Popen(
             [NBJOB, *map(str, args)],
             env=nbjob_env(env),
@@ -75,6 +78,7 @@ class NbjobProcess:
         except subprocess.TimeoutExpired:
             self.kill()
             raise AssertionError(f"nbjob did not end within {timeout} s: {self.output()}") from None
+        validate_written(self.written)  # every notebook nbjob writes must be valid
         return Result(code, *self.output())
 
     def kill(self) -> None:
