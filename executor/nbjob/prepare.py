@@ -190,6 +190,7 @@ def current(nb: Any) -> dict[str, Any] | None:
     if minor < 5:
         nb["nbformat_minor"] = minor
         nbformat.v4.upgrade(nb, from_version=4, from_minor=minor)  # ids for every cell
+        nb.metadata.pop("orig_nbformat_minor", None)  # nbformat's mark; papermill writes none
     seen: set[str] = set()
     repaired = 0
     for cell in nb.cells:
