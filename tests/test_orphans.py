@@ -140,9 +140,7 @@ def test_as_pid_1_and_under_an_init(tmp_path: Path, init: str) -> None:
     argv = [*_namespaced(init), NBJOB, "run", str(nb), "--output", str(out)]
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-    names = {
-        n for e in log_events(out) if e["event"] == "orphans_ended" for n in e["names"]
-    }
+    names = {n for e in log_events(out) if e["event"] == "orphans_ended" for n in e["names"]}
     assert "sleep" in names  # both sleeps: the daemon and the background job
     ended = [e for e in log_events(out) if e["event"] == "orphans_ended"]
     assert any(e["where"] == "below nbjob" for e in ended), ended  # the daemon came to nbjob
