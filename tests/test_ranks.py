@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nbjob import config, platforms, ranks
+from nbjob import config, peerwatch, platforms, ranks
 from nbjob.errors import (
     EXIT_CODES,
     CellExecutionError,
@@ -534,11 +534,11 @@ def settings_for(dest: Path) -> config.Settings:
 def test_a_heartbeat_is_stale_only_after_it_was_seen_moving() -> None:
     """Pure bookkeeping with a given clock: an old record that never beats is never stale; a
     beat that stops is, after the bound; the time this rank itself was away counts little."""
-    beat = ranks._Beat()
+    beat = peerwatch._Beat()
     for second in range(100):  # an earlier attempt's record: one value, forever
         beat.observe("t0", float(second), cap=3.0)
     assert not beat.stale(30.0)
-    beat = ranks._Beat()
+    beat = peerwatch._Beat()
     for second in range(10):  # a beat a second, then silence
         beat.observe(f"t{second}", float(second), cap=3.0)
     for second in range(10, 40):
@@ -546,7 +546,7 @@ def test_a_heartbeat_is_stale_only_after_it_was_seen_moving() -> None:
     assert beat.still_s == 30.0 and not beat.stale(30.0)
     beat.observe("t9", 41.0, cap=3.0)
     assert beat.stale(30.0)
-    beat = ranks._Beat()
+    beat = peerwatch._Beat()
     beat.observe("a", 0.0, cap=3.0)
     beat.observe("b", 1.0, cap=3.0)
     beat.observe("b", 500.0, cap=3.0)  # this rank was suspended: 3 s of it count
@@ -565,7 +565,7 @@ def test_watch_loses_a_peer_whose_heartbeat_stops(
 ) -> None:
     """Rank 1's record beats, then stands still while its cell runs: rank 0's watch ends the
     cell (``lost``), and rank 0's end does not wait for rank 1's final record."""
-    monkeypatch.setattr(ranks, "STALE_MIN_S", 2.0)  # the bound, short for the test
+    monkeypatch.setattr(peerwatch, "STALE_MIN_S", 2.0)  # the bound, short for the test
     peer = tmp_path / "ranks/1"
     settings = dataclasses.replace(settings_for(tmp_path), checkpoint_interval=0.5)
     with ranks.PeerWatch(Storage(), settings, StopToken(), own_record()) as watch:
@@ -593,7 +593,7 @@ def test_watch_leaves_a_peer_alone_that_is_not_in_a_cell(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A peer between cells or in its own end (no running cell) may stay silent."""
-    monkeypatch.setattr(ranks, "STALE_MIN_S", 1.0)
+    monkeypatch.setattr(peerwatch, "STALE_MIN_S", 1.0)
     peer = tmp_path / "ranks/1"
     with ranks.PeerWatch(Storage(), settings_for(tmp_path), StopToken(), own_record()) as watch:
         for n in range(3):
@@ -656,7 +656,7 @@ def test_a_frozen_rank_is_lost_by_its_heartbeat(tmp_path: Path) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(kernel1, signal.SIGKILL)
     assert rank0.returncode == 200, rank0.stderr[-3000:]
-    assert ranks.STALE_MIN_S < took < ranks.STALE_MIN_S + 3.4 + 10, took
+    assert peerwatch.STALE_MIN_S < took < peerwatch.STALE_MIN_S + 3.4 + 10, took
     run = read_json(out / "run.json")
     assert run["status"] == "peer_lost"
     assert run["reason"].startswith("rank 0 lost a peer: rank 1 froze (its heartbeat stopped")
