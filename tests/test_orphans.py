@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,38 @@ def test_daemons_a_cell_started_end_with_the_run(tmp_path: Path, code: int) -> N
         for pid in (daemon, background):
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+STUBBORN = """import os, pathlib, signal, subprocess, time
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # like a collective stuck in C++
+child = subprocess.Popen(["sh", "-c", "trap '' TERM INT; while :; do sleep 1; done"])
+pathlib.Path(os.environ["PIDS"], "stubborn").write_text(str(child.pid))
+print("stubborn", flush=True)
+while True:
+    time.sleep(0.1)"""
+
+
+def test_a_timed_out_kernel_that_ignores_the_interrupt_is_killed_after_5_s(tmp_path: Path) -> None:
+    """--cell-timeout 2 on a cell that ignores SIGINT, with a child that ignores SIGTERM: the
+    kernel is killed 5 s after the interrupt (exit 4), and the child with its group."""
+    nb = make_notebook(tmp_path / "nb.ipynb", [STUBBORN])
+    out, pids = tmp_path / "out", tmp_path / "pids"
+    pids.mkdir()
+    proc = start_nbjob("run", nb, "--output", out, "--cell-timeout", "2", env={"PIDS": str(pids)})
+    child = pid_in(pids / "stubborn")
+    started = time.monotonic()
+    try:
+        result = proc.wait(60)
+        took = time.monotonic() - started
+        assert result.returncode == 4, result.stderr[-3000:]
+        assert 2 + 5 <= took + 0.5 < 2 + 5 + 6, took  # the limit, the 5 s wind-down, the end
+        assert read_json(out / "run.json")["cells"][0]["status"] == "timed_out"
+        assert wait_until(lambda: not alive(child), timeout=5)
+        ended = orphans_logged(out)
+        assert ended.get(child) == "the kernel's process group", ended
+    finally:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
 
 
 INIT = """import os, subprocess, sys
