@@ -195,9 +195,40 @@ def test_proc_reading() -> None:
 def test_subreaper_flag_is_set() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     flag = ctypes.c_int(0)
+    assert not reaper.is_subreaper()
     try:
-        assert reaper.become_subreaper()
+        assert reaper.become_subreaper() and reaper.is_subreaper()
         assert libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0) == 0
         assert flag.value == 1
     finally:  # pytest itself must not stay the subreaper of later tests' orphans
         libc.prctl(reaper.PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+    assert not reaper.is_subreaper()
+
+
+@pytest.mark.parametrize("asked", [True, False])
+def test_embedding_ends_orphans_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, asked: bool
+) -> None:
+    """``nbjob.run(settings, end_orphans=True)``: the daemon is ended too, and this process is
+    no subreaper afterwards; without it only the kernel's process group is ended."""
+    import nbjob
+
+    nb = make_notebook(tmp_path / "nb.ipynb", [DAEMONS, "print('done')"])
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    monkeypatch.setenv("PIDS", str(pids))
+    settings = nbjob.resolve({"source": str(nb), "output": str(tmp_path / "out")}, {})
+    daemon = background = 0
+    try:
+        assert nbjob.run(settings, end_orphans=asked) == 0
+        daemon, background = pid_in(pids / "daemon"), pid_in(pids / "background")
+        assert wait_until(lambda: not alive(background), timeout=5)
+        if asked:
+            assert wait_until(lambda: not alive(daemon), timeout=5)
+        else:
+            assert alive(daemon)  # reparented elsewhere: the program's to handle
+        assert not reaper.is_subreaper()
+    finally:
+        for pid in (daemon, background):
+            if pid and alive(pid):
+                os.kill(pid, signal.SIGKILL)

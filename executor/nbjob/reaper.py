@@ -30,8 +30,10 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+PR_GET_CHILD_SUBREAPER = 37
 TERM_WAIT_S = 2.0  # after SIGTERM, how long processes left behind get before SIGKILL
 POLL_S = 0.05
 PROC = Path("/proc")
@@ -107,15 +109,24 @@ def stopped(pid: int) -> bool:
     return p is not None and p.state == "T"
 
 
-def become_subreaper() -> bool:
-    """Make this process the child subreaper of its descendants (Linux; False elsewhere)."""
+def _prctl(option: int, arg: Any) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+        return bool(ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0) == 0)
     except (OSError, AttributeError):
         return False
+
+
+def become_subreaper(on: bool = True) -> bool:
+    """Make this process the child subreaper of its descendants (``on=False``: no longer);
+    whether that worked (Linux only)."""
+    return _prctl(PR_SET_CHILD_SUBREAPER, int(on))
+
+
+def is_subreaper() -> bool:
+    flag = ctypes.c_int(0)
+    return _prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag)) and flag.value != 0
 
 
 def _signal(procs: Iterable[Proc], sig: signal.Signals) -> None:
@@ -165,6 +176,7 @@ class Orphans:
     and was not then (what the run left behind)."""
 
     def __init__(self) -> None:
+        self.was_subreaper = is_subreaper()  # the command line makes itself one at its start
         self.subreaper = become_subreaper()
         self.before = {p.key for p in descendants()}
 
@@ -176,6 +188,8 @@ class Orphans:
         ended = end(self.left(), wait)
         me = os.getpid()
         reap(p for p in processes() if p.ppid == me and p.state == "Z" and p.key not in self.before)
+        if self.subreaper and not self.was_subreaper:  # an embedding program: as it was
+            become_subreaper(False)
         return ended
 
 
