@@ -78,7 +78,7 @@ class Finish:
             Step("report", self.report, reserve=REPORT_KEEP_S, calm=FINAL_WRITE_S),
             Step("run end", self.run_end, reserve=KEEP_S, calm=FINAL_WRITE_S),
             Step("stop the kernel", self.stop_kernel, reserve=KEEP_S),
-            Step("end orphans", self.end_orphans, reserve=KEEP_S, calm=ORPHANS_S),
+            Step("end orphans", self.end_orphans, reserve=REPORT_KEEP_S, calm=ORPHANS_S),
             Step("tell the listeners", self.tell_listeners, reserve=1.0, calm=events.DRAIN_S),
             Step("close the log", self.close_log),
             Step("clean up", self.cleanup),

@@ -161,7 +161,8 @@ class LocalKernel(KernelSession):
             extra = list(IPYKERNEL_OPTIONS) if _is_ipykernel(self.km) else []
             self.km.start_kernel(cwd=str(self.cwd), env=env, extra_arguments=extra)
             process = self._process()
-            self.pgid = getattr(self.km.provisioner, "pgid", None) or getattr(process, "pid", None)
+            pgid = getattr(self.km.provisioner, "pgid", None) or getattr(process, "pid", None)
+            self.pgid = pgid if pgid != os.getpgrp() else None  # never nbjob's own group
         except NoSuchKernel:
             raise NoSuchKernelError(f"No such kernel: {self.name!r} is not installed") from None
         except OSError as exc:
