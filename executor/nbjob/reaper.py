@@ -184,13 +184,16 @@ class Orphans:
         return [p for p in descendants() if p.key not in self.before and p.state != "Z"]
 
     def end(self, wait: float = TERM_WAIT_S) -> tuple[list[Proc], list[Proc]]:
-        """End what the run left below this process, then reap the run's zombies."""
-        ended = end(self.left(), wait)
+        """End what the run left below this process (twice: a process may start another as it
+        ends), then reap the run's zombies."""
+        ended, killed = end(self.left(), wait)
+        late, late_killed = end(self.left(), 0.0)
+        ended, killed = ended + late, killed + late_killed
         me = os.getpid()
         reap(p for p in processes() if p.ppid == me and p.state == "Z" and p.key not in self.before)
         if self.subreaper and not self.was_subreaper:  # an embedding program: as it was
             become_subreaper(False)
-        return ended
+        return ended, killed
 
 
 def summary(ended: list[Proc], killed: list[Proc]) -> dict[str, object]:
