@@ -9,6 +9,7 @@ of rank 1) mid-collective.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nbjob import config, platforms, ranks
+from nbjob import config, peerwatch, platforms, ranks
 from nbjob.errors import (
     EXIT_CODES,
     CellExecutionError,
@@ -525,6 +526,145 @@ def test_watch_passes_a_real_stop_on_at_once(tmp_path: Path) -> None:
 def settings_for(dest: Path) -> config.Settings:
     return config.resolve({"source": "a.ipynb", "output": str(dest), "rank": "0",
                            "world_size": "2"}, {})  # fmt: skip
+
+
+# -- frozen peers: heartbeats ---------------------------------------------------------------------
+
+
+def test_a_heartbeat_is_stale_only_after_it_was_seen_moving() -> None:
+    """Pure bookkeeping with a given clock: an old record that never beats is never stale; a
+    beat that stops is, after the bound; the time this rank itself was away counts little."""
+    beat = peerwatch._Beat()
+    for second in range(100):  # an earlier attempt's record: one value, forever
+        beat.observe("t0", float(second), cap=3.0)
+    assert not beat.stale(30.0)
+    beat = peerwatch._Beat()
+    for second in range(10):  # a beat a second, then silence
+        beat.observe(f"t{second}", float(second), cap=3.0)
+    for second in range(10, 40):
+        beat.observe("t9", float(second), cap=3.0)
+    assert beat.still_s == 30.0 and not beat.stale(30.0)
+    beat.observe("t9", 41.0, cap=3.0)
+    assert beat.stale(30.0)
+    beat = peerwatch._Beat()
+    beat.observe("a", 0.0, cap=3.0)
+    beat.observe("b", 1.0, cap=3.0)
+    beat.observe("b", 500.0, cap=3.0)  # this rank was suspended: 3 s of it count
+    assert beat.still_s == 3.0 and not beat.stale(30.0)
+    beat.observe("c", 501.0, cap=3.0)  # a gap seen between beats stretches the bound
+    assert beat.longest_s == 4.0 and beat.still_s == 0.0
+
+
+def running_record(beat: str, **fields: Any) -> dict[str, Any]:
+    return {"status": "running", "started_at": "2026-01-01T10:00:00.000+00:00",
+            "progress": {"running_cell": 1}, "heartbeat_at": beat, **fields}  # fmt: skip
+
+
+def test_watch_loses_a_peer_whose_heartbeat_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rank 1's record beats, then stands still while its cell runs: rank 0's watch ends the
+    cell (``lost``), and rank 0's end does not wait for rank 1's final record."""
+    monkeypatch.setattr(peerwatch, "STALE_MIN_S", 2.0)  # the bound, short for the test
+    peer = tmp_path / "ranks/1"
+    settings = dataclasses.replace(settings_for(tmp_path), checkpoint_interval=0.5)
+    with ranks.PeerWatch(Storage(), settings, StopToken(), own_record()) as watch:
+        assert watch.stale_after == 2.0
+        for n in range(4):  # beating: nothing happens
+            write_record(peer, **running_record(f"2026-01-01T10:00:0{n}.000+00:00"))
+            time.sleep(ranks.WATCH_S * 0.7)
+        assert not watch.token.requested
+        frozen = time.monotonic()
+        assert wait_until(lambda: watch.token.requested, timeout=10)
+        took = time.monotonic() - frozen
+    assert 2.0 < took < 5.0, took  # the bound, plus a read or two
+    assert watch.lost and watch.lost.startswith("rank 1 froze (its heartbeat stopped")
+    assert "while its cell 1 was running" in watch.lost and 1 in watch.stale
+    lost = ranks.classify(StoppedError("stopped", cell_index=2), Identity(0, 2), watch)
+    assert isinstance(lost, PeerLostError) and "rank 1 froze" in lost.reason
+    started = time.monotonic()
+    entries, _ = ranks.gather(Storage(), str(tmp_path), Identity(0, 2), own_record(), 30.0,
+                              gone=watch.stale)  # fmt: skip
+    assert time.monotonic() - started < 1.0  # not waited for
+    assert entries[1]["status"] == "unknown" and "heartbeat stopped" in entries[1]["reason"]
+
+
+def test_watch_leaves_a_peer_alone_that_is_not_in_a_cell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer between cells or in its own end (no running cell) may stay silent."""
+    monkeypatch.setattr(peerwatch, "STALE_MIN_S", 1.0)
+    peer = tmp_path / "ranks/1"
+    with ranks.PeerWatch(Storage(), settings_for(tmp_path), StopToken(), own_record()) as watch:
+        for n in range(3):
+            write_record(peer, **running_record(f"2026-01-01T10:00:0{n}.000+00:00",
+                                                progress={"running_cell": None}))  # fmt: skip
+            time.sleep(ranks.WATCH_S * 0.7)
+        time.sleep(ranks.WATCH_S * 4)
+        assert not watch.token.requested and watch.lost is None
+
+
+FROZEN_RANK = "--checkpoint-interval", "1", "--ranks-wait", "20"
+PATIENT_SETUP = SETUP.replace("seconds=30", "seconds=300")  # gloo's own timeout out of the way
+assert PATIENT_SETUP != SETUP
+
+
+def test_a_stopped_kernel_ends_its_rank_and_the_peer_loses_it(tmp_path: Path) -> None:
+    """Rank 1's kernel SIGSTOPped mid-collective (its connections stay open): rank 1 kills it
+    after three checkpoint intervals (at least 5 s) and ends kernel_died (5); rank 0 ends
+    peer_lost (200) soon after."""
+    nb = make_notebook(tmp_path / "src" / "ddp.ipynb", [PATIENT_SETUP, COLLECTIVES])
+    out = tmp_path / "out"
+    with killed_after(start_ranks(nb, out, tmp_path, *FROZEN_RANK)) as procs:
+        pid_of(tmp_path / "kernel-0.pid")
+        kernel1 = pid_of(tmp_path / "kernel-1.pid")
+        os.kill(kernel1, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            rank0 = procs[0].wait(90)
+            took = time.monotonic() - stopped
+            rank1 = procs[1].wait(30)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(kernel1, signal.SIGKILL)
+    assert (rank0.returncode, rank1.returncode) == (200, 5), rank1.stderr[-3000:]
+    # frozen_after (5 s), rank 1's record, a watch read or gloo's reset, the wind-down (3.3 s)
+    assert took < 5 + ranks.WATCH_S + 3.4 + 8, took
+    run1 = read_json(out / "ranks/1/run.json")
+    assert run1["status"] == "kernel_died"
+    assert run1["reason"].startswith("rank 1's kernel was stopped by a signal (SIGSTOP) for ")
+    assert "while cell 1 was running: killed, so that the other ranks" in run1["reason"]
+    run = read_json(out / "run.json")
+    assert run["status"] == "peer_lost" and run["first_failed_rank"] == 1
+
+
+def test_a_frozen_rank_is_lost_by_its_heartbeat(tmp_path: Path) -> None:
+    """All of rank 1 SIGSTOPped (a hung node: nbjob and kernel, connections open): its run.json
+    stops beating; rank 0 ends peer_lost within the bound (30 s, as 3 x 1 s is less) plus the
+    interrupt wait, without waiting --ranks-wait for rank 1's final record."""
+    nb = make_notebook(tmp_path / "src" / "ddp.ipynb", [PATIENT_SETUP, COLLECTIVES])
+    out = tmp_path / "out"
+    with killed_after(start_ranks(nb, out, tmp_path, *FROZEN_RANK)) as procs:
+        pid_of(tmp_path / "kernel-0.pid")
+        kernel1 = pid_of(tmp_path / "kernel-1.pid")
+        time.sleep(3)  # rank 0 sees rank 1's heartbeat move
+        os.kill(procs[1].proc.pid, signal.SIGSTOP)
+        os.kill(kernel1, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            rank0 = procs[0].wait(120)
+            took = time.monotonic() - stopped
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(kernel1, signal.SIGKILL)
+    assert rank0.returncode == 200, rank0.stderr[-3000:]
+    assert peerwatch.STALE_MIN_S < took < peerwatch.STALE_MIN_S + 3.4 + 15, took
+    run = read_json(out / "run.json")
+    assert run["status"] == "peer_lost"
+    assert run["reason"].startswith("rank 0 lost a peer: rank 1 froze (its heartbeat stopped")
+    entries = {e["rank"]: e for e in run["ranks"]}
+    assert entries[1]["status"] == "unknown" and "heartbeat stopped" in entries[1]["reason"]
+    assert run["first_failed_rank"] == 1 and run["ranks_waited_s"] < 5
 
 
 # -- sweeps ----------------------------------------------------------------------------------------

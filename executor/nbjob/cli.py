@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nbjob import __version__, stop
+from nbjob import __version__, reaper, stop
 from nbjob.errors import NbjobError, UsageError
 
 EPILOG = """exit codes: 0 success, 1 a cell raised, 2 usage, 3 invalid input, 4 timeout,
@@ -132,7 +132,7 @@ def _run(args: argparse.Namespace, token: stop.StopToken) -> int:
     flags = {opt.name: getattr(args, opt.name) for opt in OPTIONS}
     flags["source"] = args.source
     settings = resolve(flags, os.environ, _parameters(args))
-    return run(settings, token, install_signals=True, configure_logging=True)
+    return run(settings, token, install_signals=True, configure_logging=True, end_orphans=True)
 
 
 def _pack(args: argparse.Namespace) -> int:
@@ -204,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     argv = list(argv)
     token = _early_stop_token(argv)  # first: before the heavy imports
+    if token is not None:  # nbjob run: orphans below it come to it, not to PID 1
+        reaper.become_subreaper()
     _skip_slow_imports()
     try:
         parser = build_parser()

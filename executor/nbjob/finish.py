@@ -5,8 +5,8 @@ takes the same steps, in this order (``Finish.steps``): bring a remote kernel's 
 back, read a remote destination that was not read yet, close the record (the notebook's
 banners), checkpoint for the peer ranks, wait for them (rank 0), start the kernel's shutdown,
 store the results, write the report, log ``run_end`` and store the log once more with the
-termination message, stop the kernel, tell the listeners (``RunEnded``), close the log, clean
-up.
+termination message, stop the kernel, end the processes the run left behind (``nbjob.reaper``),
+tell the listeners (``RunEnded``), close the log, clean up.
 
 They share one ``stop.Budget``: nothing pressing, each step may take its calm limit (the final
 write ``FINAL_WRITE_S``); after a stop, what is left of the stop's grace. A step declares its
@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from nbjob import attempts, events, logs, platforms, ranks, report, results, stop
+from nbjob import attempts, events, logs, platforms, ranks, reaper, report, results, stop
 from nbjob.errors import NbjobError, StoppedError, StorageError
 from nbjob.events import RunStatus
 from nbjob.stop import Budget
@@ -35,6 +35,7 @@ FINAL_WRITE_S = 300.0  # how long the final write may take when nothing else is 
 FETCH_S = FINAL_WRITE_S / 5  # how long a remote kernel's artifacts may take to come back
 KEEP_S = 0.5  # of a stop's grace: kept after the writes for the kernel's kill and the exit
 REPORT_KEEP_S = 1.5  # of a stop's grace: kept after the report for run.json, the log, the kill
+ORPHANS_S = 5.0  # how long ending what the run left behind may take when nothing is pressing
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class Finish:
             Step("report", self.report, reserve=REPORT_KEEP_S, calm=FINAL_WRITE_S),
             Step("run end", self.run_end, reserve=KEEP_S, calm=FINAL_WRITE_S),
             Step("stop the kernel", self.stop_kernel, reserve=KEEP_S),
+            Step("end orphans", self.end_orphans, reserve=REPORT_KEEP_S, calm=ORPHANS_S),
             Step("tell the listeners", self.tell_listeners, reserve=1.0, calm=events.DRAIN_S),
             Step("close the log", self.close_log),
             Step("clean up", self.cleanup),
@@ -147,7 +149,8 @@ class Finish:
     def wait_for_ranks(self, budget: Budget) -> None:
         """Rank 0 of several: the other ranks' ends, waited for at most ``--ranks-wait``."""
         job = self.job
-        ranks.record_ranks(job.record, job.storage, job.s, budget)
+        gone = job.watch.stale if job.watch is not None else None  # frozen: not waited for
+        ranks.record_ranks(job.record, job.storage, job.s, budget, gone)
 
     def start_kernel_shutdown(self, _: Budget) -> None:
         """A finished run's kernel shuts down (its exit handlers run) while the results are
@@ -237,6 +240,19 @@ class Finish:
             stop.timebox(
                 lambda: job.kernel.shutdown(0), budget, "the kernel's shutdown", at_least=0.5
             )
+
+    def end_orphans(self, budget: Budget) -> None:
+        """Once the kernel is gone, what the run left below nbjob (a cell's daemon, reparented
+        to nbjob as the subreaper) is ended — TERM, a short wait, KILL — and named in the log,
+        stored once more when something was ended (the kernel's group too, after a stop)."""
+        job = self.job
+        if job.orphans is None:
+            return
+        ended, killed = job.orphans.end(max(0.0, min(reaper.TERM_WAIT_S, budget.left() / 2)))
+        if ended:
+            job.log.warning("orphans_ended", where="below nbjob", **reaper.summary(ended, killed))
+        if self.stored and (ended or job.token.requested):
+            job.results.store_log(budget)
 
     def tell_listeners(self, budget: Budget) -> None:
         """RunEnded, the last event: external listeners get their share of the time left to

@@ -19,7 +19,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nbjob import attempts, events, layout, logs, mask, prepare, ranks, report, results, stop
+from nbjob import (
+    attempts,
+    events,
+    layout,
+    logs,
+    mask,
+    prepare,
+    ranks,
+    reaper,
+    report,
+    results,
+    stop,
+)
 from nbjob import kernel as kernels
 from nbjob.config import Settings
 from nbjob.errors import (
@@ -71,6 +83,7 @@ class Job:
         self.nb_folder: Path | None = None  # the notebook's folder in the bundle (its images)
         self.attempt: attempts.Attempt | None = None
         self.watch: ranks.PeerWatch | None = None  # the peers' records, while cells run
+        self.orphans: reaper.Orphans | None = None  # what was below nbjob when it began
 
     # -- the job -------------------------------------------------------------------------------
 
@@ -238,7 +251,8 @@ class Job:
 
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise RunTimeoutError("the run took longer than its time limit before cells ran")
-        self.watch = ranks.PeerWatch(self.storage, self.s, self.token, self.record.to_json())
+        own = self.record.to_json()
+        self.watch = ranks.PeerWatch(self.storage, self.s, self.token, own, self.kernel)
         executor = Executor(
             self.kernel,
             self.bus,
@@ -263,6 +277,7 @@ def run(
     *,
     install_signals: bool = False,
     configure_logging: bool = False,
+    end_orphans: bool = False,
 ) -> int:
     """Run one job; the return value is the process exit code.
 
@@ -275,6 +290,9 @@ def run(
     (the run's log, executor.log, is written either way; a run may then be started from any
     thread, and Ctrl-C is the program's KeyboardInterrupt, not a graceful stop: for that, set
     the token from the program's own handler, or ask for ``install_signals``).
+    ``end_orphans``: make this process a child subreaper and, at the end, end the processes the
+    run left below it that were not there when it began (``nbjob.reaper``); for a program that
+    runs one job at a time. The kernel's own process group is ended either way.
     ``UsageError`` for an unknown plug-in, before any kernel starts.
     """
     from nbjob.listeners import plugins
@@ -284,4 +302,7 @@ def run(
         token = stop.StopToken()
     if install_signals:
         stop.install(token, settings.stop_signals)
-    return Job(settings, token, external, configure_logging).run()
+    orphans = reaper.Orphans() if end_orphans else None  # before the kernel starts
+    job = Job(settings, token, external, configure_logging)
+    job.orphans = orphans
+    return job.run()

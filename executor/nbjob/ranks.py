@@ -16,14 +16,15 @@ bug: ``classify`` turns it into ``PeerLostError`` (status ``peer_lost``, exit 20
 retry recipes retry. A collective that hangs instead of failing is ended by ``PeerWatch``: while
 cells run it reads the other ranks' run.json, and one of them failed interrupts the cell like a
 stop, which ``classify`` also makes ``peer_lost``.
+
+A peer that hangs without failing (a frozen node) is found by its heartbeat, and a rank whose
+own kernel is stopped ends it: both in ``nbjob.peerwatch``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -37,21 +38,33 @@ from nbjob.errors import (
     StoppedError,
     StorageError,
 )
-from nbjob.events import RunStatus
 from nbjob.layout import Destination
+from nbjob.peerwatch import POLL_S, STALE_S, WATCH_PEERS, WATCH_S, PeerWatch, current, parse_time
 from nbjob.platforms import Identity
 from nbjob.runfile import RunView
-from nbjob.stop import Budget, StopToken
+from nbjob.stop import Budget
 from nbjob.storage import Storage
 
 if TYPE_CHECKING:
     from nbjob.config import Settings
     from nbjob.record import RunRecord
 
-POLL_S = 0.5
-WATCH_S = 1.0  # how often a running rank reads its peers' run.json ...
-WATCH_PEERS = 4  # ... and how many of them at a time (round-robin)
-STALE_S = 300.0  # a final record that ended this long before rank 0 started is an old one
+__all__ = [
+    "ABORT_WAIT_S",
+    "PEER_ERRORS",
+    "PEER_MESSAGES",
+    "POLL_S",
+    "STALE_S",
+    "WATCH_PEERS",
+    "WATCH_S",
+    "PeerWatch",
+    "classify",
+    "failed_at",
+    "first_failed",
+    "gather",
+    "record_ranks",
+]
+
 ABORT_WAIT_S = 5.0  # how long a rank whose kernel aborted looks for a peer that failed
 
 # torch.distributed's own error classes (torch >= 2.1) and the messages gloo / NCCL give when
@@ -70,7 +83,13 @@ PEER_MESSAGES = re.compile(
 def classify(error: NbjobError, me: Identity, watch: PeerWatch | None = None) -> NbjobError:
     """A cell error of a multi-rank run that says a peer went away becomes ``PeerLostError``;
     so does the end of a cell the ``PeerWatch`` cut short because a peer's run.json failed."""
-    lost = watch.lost if watch is not None and not watch.outer.requested else None
+    watching = watch is not None and not watch.outer.requested
+    if watching and watch and watch.frozen and isinstance(error, StoppedError | DeadKernelError):
+        index = error.details.get("cell_index")
+        where = f" while cell {index} was running" if index is not None else ""
+        reason = f"{watch.frozen}{where}: killed, so that the other ranks do not wait on it"
+        return DeadKernelError(reason, **error.details)
+    lost = watch.lost if watch is not None and watching else None
     if lost and isinstance(error, StoppedError):
         index = error.details.get("cell_index")
         where = f" while cell {index} was running" if index is not None else ""
@@ -99,13 +118,6 @@ def _aborted(error: NbjobError, me: Identity) -> bool:
 # -- rank 0's end: the other ranks' records ------------------------------------------------------
 
 
-def _time(text: Any) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(str(text))
-    except ValueError:
-        return None
-
-
 def failed_at(record: RunView) -> str | None:
     """When a record's run failed: its failed cell's end, else the run's end."""
     index = record.failed_cell
@@ -115,22 +127,18 @@ def failed_at(record: RunView) -> str | None:
     return record.ended_at
 
 
-def _current(record: RunView | None, own: RunView) -> bool:
-    """A final record of this run (same run id, not one that ended before this run began)."""
-    if record is None or not record.final or record.run_id != own.run_id:
-        return False
-    ended, began = _time(record.ended_at), _time(own.started_at)
-    return not (ended and began and (began - ended).total_seconds() > STALE_S)
-
-
-def _entry(rank: int, record: RunView | None, own: RunView) -> dict[str, Any]:
+def _entry(
+    rank: int, record: RunView | None, own: RunView, gone: str | None = None
+) -> dict[str, Any]:
     if record is None:
         return {"rank": rank, "status": "missing", "exit_code": None, "reason": "no run.json"}
-    if not _current(record, own):
+    if not current(record, own):
         seen = record.get("status") or record.status.value
         if record.run_id not in (None, own.run_id):
             seen = "another run"
         why = f"no final run.json of this run (last seen: {seen})"
+        if gone:
+            why = f"{why}; {gone}"
         return {"rank": rank, "status": "unknown", "exit_code": None, "reason": why}
     return {
         "rank": rank,
@@ -164,9 +172,12 @@ def gather(
     own: dict[str, Any],
     wait_s: float,
     stopped: Callable[[], bool] = lambda: False,
+    gone: dict[int, str] | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """Every rank's entry (rank 0's from ``own``) after waiting at most ``wait_s`` seconds;
-    ``dest``: the run's top folder."""
+    ``dest``: the run's top folder; ``gone``: ranks whose heartbeat stopped (why), read but
+    not waited for."""
+    gone = gone or {}
     started = time.monotonic()
     mine = RunView.of(own)
     if stopped():  # the stop grace is for this rank's own results: nothing is read
@@ -176,13 +187,15 @@ def gather(
     seen: dict[int, RunView | None] = {}
     while True:
         for rank in others:
-            if not _current(seen.get(rank), mine):
+            if not current(seen.get(rank), mine):
                 seen[rank] = runfile.peek(storage, top.rank(rank).run_json)
         left = wait_s - (time.monotonic() - started)
-        if left <= 0 or stopped() or all(_current(seen.get(r), mine) for r in others):
+        waited = [r for r in others if r not in gone]
+        if left <= 0 or stopped() or all(current(seen.get(r), mine) for r in waited):
             break
         time.sleep(min(POLL_S, left))
-    entries = [_entry(0, mine, mine)] + [_entry(r, seen.get(r), mine) for r in others]
+    entries = [_entry(0, mine, mine)]
+    entries += [_entry(r, seen.get(r), mine, gone.get(r)) for r in others]
     return entries, round(time.monotonic() - started, 2)
 
 
@@ -191,7 +204,7 @@ def first_failed(entries: list[dict[str, Any]]) -> int | None:
 
     def earliest(group: list[dict[str, Any]]) -> int:
         def when(e: dict[str, Any]) -> tuple[float, int]:
-            t = _time(e.get("failed_at") or e.get("ended_at"))
+            t = parse_time(e.get("failed_at") or e.get("ended_at"))
             return (t.timestamp() if t else float("inf"), e["rank"])
 
         return int(min(group, key=when)["rank"])
@@ -206,111 +219,24 @@ def first_failed(entries: list[dict[str, Any]]) -> int | None:
     return earliest(lost) if lost else None
 
 
-def record_ranks(record: RunRecord, storage: Storage, settings: Settings, budget: Budget) -> None:
+def record_ranks(
+    record: RunRecord,
+    storage: Storage,
+    settings: Settings,
+    budget: Budget,
+    gone: dict[int, str] | None = None,
+) -> None:
     """Rank 0 of a multi-rank run: every rank's end in its record, read within ``budget``
-    (none read once stopping: the grace is for this rank's own results)."""
+    (none read once stopping: the grace is for this rank's own results); ranks whose
+    heartbeat stopped (``gone``, from ``PeerWatch.stale``) are read but not waited for."""
     me = settings.identity
     if not (me.canonical and me.multi):
         return
     token = budget.token
     stopped = (lambda: token.requested) if token is not None else (lambda: False)
     own, top = record.to_json(), settings.places.top.url
-    entries, waited = gather(storage, top, me, own, budget.left(), stopped)
+    entries, waited = gather(storage, top, me, own, budget.left(), stopped, gone)
     first = first_failed(entries)
     record.ranks_gathered(entries, first, waited)
     if first not in (None, 0) and record.status == PeerLostError.status:
         record.reason = f"{record.reason}; rank {first} went first"
-
-
-# -- while cells run: the peers' records -----------------------------------------------------------
-
-
-class PeerWatch:
-    """Reads the other ranks' run.json while cells run (``WATCH_PEERS`` every ``WATCH_S``).
-
-    ``token`` is the stop token the executor watches: requested when the process's own
-    (``outer``) is, at once, and also when a peer's run.json of this run says it failed after
-    this run began (``lost`` says which): a collective that hangs on a dead peer instead of
-    failing is then interrupted like a stop, and ``classify`` makes that ending ``peer_lost``.
-    """
-
-    def __init__(
-        self, storage: Storage, settings: Settings, outer: StopToken, own: dict[str, Any]
-    ) -> None:
-        self.storage, self.top, self.own = storage, settings.places.top, RunView.of(own)
-        me = settings.identity
-        self.peers = [r for r in range(me.world_size or 1) if r != me.rank]
-        self.outer = outer
-        self._token = _Either(outer)
-        self.lost: str | None = None
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="peers", daemon=True)
-
-    @property
-    def token(self) -> StopToken:
-        """The token for the executor: the process's own when there is no peer to watch."""
-        return self._token if self.peers else self.outer
-
-    def __enter__(self) -> PeerWatch:
-        if self.peers:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._done.set()
-        if self._thread.is_alive():
-            self._thread.join(WATCH_S * 2)
-
-    def _loop(self) -> None:
-        turn = 0
-        while not self._done.wait(WATCH_S) and not self._token.requested:
-            for _ in range(min(WATCH_PEERS, len(self.peers))):
-                rank, turn = self.peers[turn % len(self.peers)], turn + 1
-                if self._failed(rank):
-                    return
-
-    def _failed(self, rank: int) -> bool:
-        if (failure := self._failure(rank)) is None:
-            return False
-        self.lost = failure
-        self._token.request(self.lost)
-        return True
-
-    def _failure(self, rank: int, *, lost_too: bool = True) -> str | None:
-        """How the peer's run of this attempt failed, or None (running, succeeded, older)."""
-        record = runfile.peek(self.storage, self.top.rank(rank).run_json)
-        if record is None or not _current(record, self.own) or not record.failed:
-            return None
-        if not lost_too and record.status is RunStatus.PEER_LOST:
-            return None
-        ended, began = _time(record.ended_at), _time(self.own.started_at)
-        if ended is None or began is None or ended < began:
-            return None  # an earlier attempt's end, not this run's
-        return f"rank {rank} ended {record.get('status')} (exit {record.exit_code})"
-
-    def failed_peer(self, seconds: float) -> str | None:
-        """A peer that failed on its own (not of a lost peer: that one lost this rank), looked
-        for during at most ``seconds`` (its final record may still be on its way)."""
-        deadline = time.monotonic() + seconds
-        while self.peers and not self.outer.requested:
-            for rank in self.peers:
-                if failure := self._failure(rank, lost_too=False):
-                    return failure
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(POLL_S)
-        return None
-
-
-class _Either(StopToken):
-    """Requested when this token is, or when ``outer`` is (its reason and signal, then)."""
-
-    def __init__(self, outer: StopToken) -> None:
-        super().__init__()
-        self.outer = outer
-
-    @property
-    def requested(self) -> bool:
-        if self.outer.requested:  # the first request wins: a no-op once this one was made
-            self.request(self.outer.reason or "stopped", self.outer.signal)
-        return super().requested

@@ -2,6 +2,9 @@
 
 The kernel runs in its own process session (jupyter_client's launcher), so a platform's SIGTERM
 reaches nbjob alone; nbjob then interrupts or kills the kernel's whole process group itself.
+Whenever the kernel stops, what is left of its process group (``os.system("server &")`` from a
+cell) is ended too (``nbjob.reaper``: TERM, a short wait, KILL; at once after a forced stop),
+and logged as ``orphans_ended``.
 Liveness is the kernel process's exit status, read without blocking. Messages come from the
 shell and IOPub ZMQ sockets, polled together in ``next_message``.
 
@@ -37,6 +40,7 @@ from typing import Any
 
 import zmq
 
+from nbjob import logs, reaper
 from nbjob.errors import DeadKernelError, EnvironmentUnfitError, NoSuchKernelError
 from nbjob.kernel.base import Channel, KernelSession, Message
 
@@ -164,6 +168,7 @@ class LocalKernel(KernelSession):
         self._poller: zmq.Poller | None = None
         self._pending: deque[Message] = deque()
         self._shutting_down = threading.Lock()  # held by the one shutdown that closes sockets
+        self.pgid: int | None = None  # the kernel's process group (its own session)
 
     def kernelspecs(self) -> dict[str, dict[str, Any]]:
         return installed_kernels()
@@ -208,6 +213,9 @@ class LocalKernel(KernelSession):
             )
             extra = list(IPYKERNEL_OPTIONS) if _is_ipykernel(self.km) else []
             self.km.start_kernel(cwd=str(self.cwd), env=env, extra_arguments=extra)
+            process = self._process()
+            pgid = getattr(self.km.provisioner, "pgid", None) or getattr(process, "pid", None)
+            self.pgid = pgid if pgid != os.getpgrp() else None  # never nbjob's own group
         except NoSuchKernel:
             raise NoSuchKernelError(f"No such kernel: {self.name!r} is not installed") from None
         except OSError as exc:
@@ -360,6 +368,11 @@ class LocalKernel(KernelSession):
     def alive(self) -> bool:
         return self.km is not None and self.exit_code() is None
 
+    def stopped(self) -> bool:
+        """Whether the kernel process is stopped (SIGSTOP, SIGTSTP): alive, but frozen."""
+        process = self._process()
+        return process is not None and process.poll() is None and reaper.stopped(process.pid)
+
     def died(self, when: str, cell_index: int | None = None) -> DeadKernelError:
         code = self.exit_code()
         return DeadKernelError(
@@ -390,6 +403,11 @@ class LocalKernel(KernelSession):
         self._poller = None
         if self.km is None:
             return
+        left = self._group_leftovers()
+        self._stop_kernel(grace)
+        self._end_group(left, grace)
+
+    def _stop_kernel(self, grace: float) -> None:
         try:
             if self.alive() and grace > 0:
                 self.km.shutdown_wait_time = grace
@@ -405,8 +423,37 @@ class LocalKernel(KernelSession):
         return getattr(getattr(self.km, "provisioner", None), "process", None)
 
     def _kill_group(self) -> None:
-        """SIGKILL to the kernel's process group (its own session), touching nothing else."""
-        process = self._process()
-        if process is not None and process.poll() is None:
+        """SIGKILL to the kernel's process group (its own session), touching nothing else; also
+        once the kernel is gone, as what it started may still be there."""
+        if self.pgid is not None and (reaper.group(self.pgid) or not reaper.PROC.is_dir()):
             with contextlib.suppress(OSError):
-                os.killpg(process.pid, signal.SIGKILL)
+                os.killpg(self.pgid, signal.SIGKILL)
+
+    def kill(self) -> None:
+        """The kernel and its process group, killed now; safe from any thread (no socket is
+        touched: the next ``alive`` says it died)."""
+        self._kill_group()
+
+    def _group_leftovers(self) -> list[reaper.Proc]:
+        """What the kernel's process group holds besides the kernel itself."""
+        process = self._process()
+        kernel = getattr(process, "pid", None)
+        if self.pgid is None:
+            return []
+        return [p for p in reaper.group(self.pgid) if p.pid != kernel]
+
+    def _end_group(self, seen: list[reaper.Proc], grace: float) -> None:
+        """The kernel has stopped: end what is left of its process group (TERM, a short wait,
+        KILL; at once when ``grace`` is 0) and name what was there in the log."""
+        if self.pgid is None:
+            return
+        if not reaper.PROC.is_dir():  # no /proc to look in: the group, blindly
+            self._kill_group()
+            return
+        ended, killed = reaper.end(reaper.group(self.pgid), min(grace, reaper.TERM_WAIT_S))
+        keys = {p.key for p in ended}
+        ended += [p for p in seen if p.key not in keys]  # ended with the kernel's own stop
+        if ended:
+            logs.get_logger().warning(
+                "orphans_ended", where="the kernel's process group", **reaper.summary(ended, killed)
+            )
