@@ -38,7 +38,7 @@ from support import (
 
 pytestmark = pytest.mark.timeout(180)
 
-SLOW = "import time\nfor _ in range(80):\n    time.sleep(0.1)\nprint(\"done\")"  # ~8 s
+SLOW = 'import time\nfor _ in range(80):\n    time.sleep(0.1)\nprint("done")'  # ~8 s
 
 
 def lease_data(**changes: Any) -> bytes:
