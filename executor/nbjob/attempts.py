@@ -157,8 +157,10 @@ def read(
         held = lease.acquire(storage, own, s.run_id, started_at or "", s.checkpoint_interval, token)
     except ConcurrentAttemptError as exc:
         return exc
-    except (OSError, StorageError) as exc:
-        return StorageError(f"cannot take the lease at {own}: {getattr(exc, 'reason', exc)}")
+    except StorageError as exc:  # the lease is the first read of the destination
+        return StorageError(f"cannot read earlier attempts: {exc.reason}")
+    except OSError as exc:
+        return StorageError(f"cannot read earlier attempts at {own}: {exc}")
     try:
         a = begin(storage, own, s.run_id, s.attempt, not s.no_resume)
         if a.earlier and a.resume_from is None and own.is_local:
