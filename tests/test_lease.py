@@ -214,6 +214,8 @@ def check_one_ran(
         ("concurrent_attempt", 8, None)
     ]
     assert "this attempt stopped before its first cell" in beside[0]["reason"]
+    assert "; its record: " in loser.last_event["reason"]
+    assert "attempts/concurrent-" in loser.last_event["reason"]
 
 
 def test_two_attempts_at_once_on_a_local_destination(tmp_path: Path) -> None:

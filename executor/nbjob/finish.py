@@ -136,7 +136,10 @@ class Finish:
         job.results.artifacts.mkdir(exist_ok=True)
         if job.attempt is None:
             job.record.stepped_aside()
-        job.log.warning("results_beside_another_attempt", output=job.results.folder.url)
+        where = logs.redact(job.results.folder.url)
+        if isinstance(self.error, ConcurrentAttemptError):  # the one line says where it is
+            self.error = ConcurrentAttemptError(f"{self.error.reason}; its record: {where}")
+        job.log.warning("results_beside_another_attempt", output=where)
 
     def close_record(self, _: Budget) -> None:
         """The run's ending in the record (a stop wins) and the notebook's banners; a failed
