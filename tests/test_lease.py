@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 from nbjob import attempts, lease, logs
-from nbjob.errors import ConcurrentAttemptError
+from nbjob.errors import ConcurrentAttemptError, StorageError
 from nbjob.layout import Destination
+from nbjob.record import RunRecord
 from nbjob.storage import Options, Storage, join
 from stores import Store
 from support import (
@@ -92,9 +93,30 @@ def test_a_store_that_cannot_create_exclusively_goes_unleased(tmp_path: Path) ->
         def exclusive(self, url: str) -> bool:
             return False
 
+    class Refuses(Storage):  # a store answering 501 to If-None-Match
+        def create_exclusive(self, url: str, data: bytes) -> bool:
+            raise StorageError(f"create {url} failed: 501 NotImplemented")
+
     held = lease.acquire(NoExclusive(), Destination(str(tmp_path)), "r", "t", 2.0)
     assert isinstance(held, lease.Unleased) and held.facts()["held"] is False
     assert "cannot create a file only if absent" in held.reason
+    refused = lease.acquire(Refuses(), Destination(str(tmp_path)), "r", "t", 2.0)
+    assert isinstance(refused, lease.Unleased) and "501 NotImplemented" in refused.reason
+    # The run goes on, and says so: in run.json and as a warning in the log.
+    record, said = RunRecord.start("r", "nb.ipynb", str(tmp_path), "local", {}), Said()
+    attempts.announce(attempts.Attempt(lease=refused), record, said)
+    assert record.to_json()["lease"] == {"held": False, "reason": refused.reason}
+    assert said.lines == [("warning", "no_lease", {"reason": refused.reason})]
+
+
+class Said:
+    """What was logged (the log's interface: a method per level)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[str, str, dict[str, Any]]] = []
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self.lines.append(("warning", event, fields))
 
 
 # -- the lease's rules ----------------------------------------------------------------------------

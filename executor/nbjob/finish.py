@@ -116,6 +116,7 @@ class Finish:
             if isinstance(found.value, attempts.Attempt):
                 job.attempt = found.value
                 job.record.attempt_began(found.value.number, found.value.earlier, None)
+                attempts.announce(found.value, job.record, job.log)
                 return
         self.beside_earlier_attempts()
 

@@ -261,7 +261,11 @@ def acquire(
         holder = _current(storage, dest)
         if holder is None or _stale(holder, watched, stale_s):
             generation = 1 if holder is None else holder.generation + 1
-            if _create(storage, dest, generation, info):
+            try:
+                created = _create(storage, dest, generation, info)
+            except StorageError as exc:  # e.g. 501: a store that has no conditional writes
+                return Unleased(f"the store refused a conditional create: {exc.reason}")
+            if created:
                 if holder is not None:  # the stale one, no longer needed
                     with contextlib.suppress(StorageError, OSError):
                         storage.remove(dest.lease_file(holder.generation))
