@@ -239,14 +239,14 @@ class Finish:
         platforms.write_termination_message(job.s.termination_log, logs.redact(message or ""))
 
     def release_lease(self, budget: Budget) -> None:
-        """The destination is free for the next attempt once the results are stored."""
+        """The destination is free for the next attempt once the results are stored (after
+        run_end, the log's last line: a lease that cannot be removed goes stale instead;
+        when the store failed the final write, it is not tried again)."""
         job = self.job
         held = job.attempt.lease if job.attempt is not None else None
         if held is not None:
-            done = stop.timebox(lambda: held.release(budget.left()), budget, "the lease's release")
-            if not done.ok:
-                why = "no answer" if done.late else str(done.error)[:300]
-                job.log.warning("lease_not_released", reason=why)
+            left, stored = budget.left(), self.stored
+            stop.timebox(lambda: held.release(left, remove=stored), budget, "the lease's release")
 
     # -- after ----------------------------------------------------------------------------------
 

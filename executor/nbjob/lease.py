@@ -142,7 +142,7 @@ class Unleased:
     def lost(self) -> bool:
         return False
 
-    def release(self, timeout: float = 0.0) -> None:
+    def release(self, timeout: float = 0.0, remove: bool = True) -> None:
         """Nothing to release."""
 
 
@@ -204,13 +204,14 @@ class Lease:
                     self._warned = True
                     logs.get_logger().warning("lease_not_renewed", reason=str(exc)[:300])
 
-    def release(self, timeout: float = 5.0) -> None:
-        """Stop renewing and remove the lease (a lost one is the new holder's: left alone)."""
+    def release(self, timeout: float = 5.0, remove: bool = True) -> None:
+        """Stop renewing and remove the lease (a lost one is the new holder's: left alone;
+        ``remove=False``: left to go stale, for a store that just failed the results)."""
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=min(5.0, max(0.0, timeout / 2)))
         _TOKENS.pop(self.url, None)
-        if not self.lost:
+        if remove and not self.lost:
             self.storage.remove(self.url)
 
 
