@@ -27,6 +27,7 @@ unleased, and says so (``Unleased``).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import secrets
@@ -104,8 +105,6 @@ class Holder:
 
     def heartbeat_age(self) -> float | None:
         """Seconds since its heartbeat by this host's clock (None: none readable)."""
-        import datetime as dt
-
         text = self.data.get("heartbeat_at")
         try:
             when = dt.datetime.fromisoformat(str(text))
