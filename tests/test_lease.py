@@ -163,6 +163,17 @@ def test_a_dead_holder_here_or_an_old_heartbeat_is_taken_over(tmp_path: Path) ->
     held.release()
 
 
+def test_a_restarted_containers_own_pid_is_not_alive(tmp_path: Path) -> None:
+    """A container restarted in its pod: same host name, and nbjob has the same pid (1, say)
+    as the attempt that died; a lease of that pid not held by this process is stale."""
+    storage, dest = Storage(), Destination(str(tmp_path))
+    mine = lease_data(host=socket.gethostname(), pid=os.getpid())
+    storage.create_exclusive(dest.lease_file(1), mine)
+    held = lease.acquire(storage, dest, "r", "t", 2.0)
+    assert isinstance(held, lease.Lease) and held.generation == 2
+    held.release()
+
+
 def test_another_hosts_lease_is_watched(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A fresh lease of another host: alive once it is seen renewed; stale once it did not
     change for the stale time while watched (whatever the clocks say)."""
