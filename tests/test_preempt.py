@@ -180,7 +180,7 @@ def test_sigkill_then_retry_resumes_from_the_checkpoint_in_s3(
     record = _s3_json(s3_server, bucket, "runs/r1/run.json")
     assert record and (record["attempt"], record["resumed_from"]) == (2, 1)
     assert [e["attempt"] for e in record["earlier_attempts"]] == [1]
-    assert record["earlier_attempts"][0]["status"] == "running"  # it never finished
+    assert record["earlier_attempts"][0]["status"] == "ended_without_record"  # SIGKILLed
     nb = s3_server.get(bucket, "runs/r1/nb.ipynb").decode()
     assert f"attempt 2 starts at epoch {saved['epoch']}" in nb and "done at epoch 6" in nb
     keys = s3_server.keys(bucket, "runs/r1/attempts/")

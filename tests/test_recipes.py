@@ -116,8 +116,9 @@ def test_pod_failure_policy_maps_the_exit_code_table():
     fail, ignore = by_action["FailJob"], by_action["Ignore"]
     # A bug in the notebook, bad usage, bad input or an unfit image: retrying cannot help.
     assert fail == {1, 2, 3, 7}
-    # Stopped by the platform (eviction, preemption, drain): a disruption, not a failure.
-    assert ignore == {143}
+    # Stopped by the platform (eviction, preemption, drain): a disruption, not a failure; and
+    # another attempt holding the destination (8): failing the Job would end the one running.
+    assert ignore == {8, 143}
     assert {
         "action": "Ignore",
         "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
@@ -178,7 +179,7 @@ def test_indexed_job_sweep_manifest(tmp_path: Path) -> None:
     assert params.merge(settings.parameters) == sweep[2]
     # Exit codes: a shard that cannot succeed fails its index only; the rest as in k8s-job.yaml.
     routes = exit_code_routes(job)
-    assert routes == {"FailIndex": {1, 2, 3, 7}, "Ignore": {143}, "Count": {4, 5, 6, 200}}
+    assert routes == {"FailIndex": {1, 2, 3, 7}, "Ignore": {8, 143}, "Count": {4, 5, 6, 200}}
     assert set().union(*routes.values()) == set(EXIT_CODES)
 
 

@@ -17,7 +17,8 @@ RUN_JSON_KEYS = [
     "errors",
     "started_at", "ended_at", "duration_s", "parameters", "kernel", "gpus", "gpu_probe",
     "unmet_requirements", "cells", "artifacts", "report", "platform", "versions", "host",
-    "progress", "metrics", "attempt", "earlier_attempts", "resumed_from", "identity", "shard",
+    "progress", "heartbeat_at", "metrics", "attempt", "earlier_attempts", "resumed_from",
+    "lease", "identity", "shard",
 ]  # fmt: skip
 
 

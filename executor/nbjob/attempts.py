@@ -8,6 +8,15 @@ platform's (``--attempt`` / ``NBJOB_ATTEMPT``, Slurm's ``SLURM_RESTART_COUNT`` +
 ``NBJOB_RESTART_COUNT`` + 1) when that is higher than the destination's, else the destination's
 + 1, so a number is never reused.
 
+One writer: before it reads or writes anything at the destination, an attempt takes its lease
+(``nbjob.lease``); another live attempt there makes it stop (``ConcurrentAttemptError``).
+
+An earlier attempt whose run.json still says ``running`` died without a word (an OOM kill of
+the whole container, a lost node, SIGKILL): it is kept as ``ended_without_record``, with when
+it was last seen (its ``heartbeat_at``), the cell that was running and where the platform's
+own record of the end is (``unrecorded``), in ``earlier_attempts``, ``attempts/<n>/run.json``
+and the log (``announce``).
+
 Resume: when the earlier attempt had the same run id, its artifacts (``artifacts/`` at the
 destination) are restored into the local artifacts folder before the first cell.
 
@@ -17,23 +26,39 @@ cannot be parsed is kept, and summed up, as ``UNREADABLE_SHOWN``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbjob import runfile
-from nbjob.errors import StorageError
+from nbjob import lease, runfile
+from nbjob.errors import ConcurrentAttemptError, NbjobError, StorageError
+from nbjob.events import RunStatus
 from nbjob.layout import LOG, Destination
 from nbjob.runfile import RunView
 from nbjob.storage import Storage
 
 if TYPE_CHECKING:
     from nbjob.config import Settings
+    from nbjob.record import RunRecord
+    from nbjob.stop import StopToken
 
 UNREADABLE_SHOWN = "unreadable run.json"  # an unreadable earlier run.json's status, as kept
 _SUMMARY = ("attempt", "status", "exit_code", "reason", "started_at", "ended_at", "duration_s")
+_UNRECORDED = ("last_seen_at", "running_cell")  # in the summary of one that ended unrecorded
+# Where each platform keeps its own record of how a process ended, when nbjob could not.
+_PLATFORM_RECORD = {
+    "kubernetes": "the pod's status.containerStatuses[].lastState.terminated.reason "
+    "(e.g. OOMKilled) and exitCode, or the node's events",
+    "slurm": "sacct -j <job> --format=State,ExitCode,Reason",
+    "ray": "the Ray job's logs and 'ray job status'",
+    "local": "the exit status its shell or supervisor saw (dmesg shows an out-of-memory kill)",
+}
+_PLATFORM_RECORD["kubeflow"] = _PLATFORM_RECORD["volcano"] = _PLATFORM_RECORD["kubernetes"]
+_PLATFORM_RECORD["ffdl"] = _PLATFORM_RECORD["kubernetes"]
+_ANY_PLATFORM = "the platform's own record (Kubernetes: lastState.terminated.reason)"
 
 
 @dataclass
@@ -41,13 +66,71 @@ class Attempt:
     number: int = 1
     earlier: list[dict[str, Any]] = field(default_factory=list)  # summaries, oldest first
     resume_from: int | None = None  # the earlier attempt whose artifacts are restored
+    lease: lease.Lease | lease.Unleased | None = None  # this attempt's hold on the destination
+
+    @property
+    def lost(self) -> bool:
+        """Another attempt took this one's lease over (it thought this one dead)."""
+        return self.lease is not None and self.lease.lost
+
+    @property
+    def unrecorded(self) -> list[dict[str, Any]]:
+        """The earlier attempts that ended without a record."""
+        status = RunStatus.ENDED_WITHOUT_RECORD.value
+        return [e for e in self.earlier if e.get("status") == status]
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:
     """The short form of an earlier attempt's run.json kept in this one's."""
     data = {k: record.get(k) for k in _SUMMARY}
     data["attempt"] = RunView.of(record).attempt
+    data.update({k: record[k] for k in _UNRECORDED if k in record})
     return data
+
+
+def unrecorded(record: dict[str, Any]) -> dict[str, Any]:
+    """An earlier record still ``running``, as what it is: an attempt that ended without a
+    record. When it was last seen (its heartbeat, else its last progress), the cell that was
+    running, and where the platform's own record of its end is."""
+    view = RunView.of(record)
+    progress = view.get("progress") if isinstance(view.get("progress"), dict) else {}
+    seen = view.get("heartbeat_at") or progress.get("updated_at") or view.started_at
+    cell = progress.get("running_cell")
+    if cell is None:
+        cell = next((c.get("index") for c in view.cells() if c.get("status") == "running"), None)
+    platform = view.get("platform") if isinstance(view.get("platform"), dict) else {}
+    where = _PLATFORM_RECORD.get(str(platform.get("name")), _ANY_PLATFORM)
+    during = f"while cell {cell} ran" if cell is not None else "before any cell ran"
+    reason = (
+        f"ended without a record: last seen {seen or 'never'} {during}; it was killed or its "
+        f"machine lost (an out-of-memory kill of the container, SIGKILL, a lost node): see {where}"
+    )
+    return {
+        **record,
+        "status": RunStatus.ENDED_WITHOUT_RECORD.value,
+        "exit_code": None,
+        "reason": reason,
+        "last_seen_at": seen,
+        "running_cell": cell,
+    }
+
+
+def announce(a: Attempt, record: RunRecord, log: Any) -> None:
+    """This attempt's lease in the record, and in the log what a user should know: no lease
+    (a store that cannot create exclusively), earlier attempts that ended without a record."""
+    if a.lease is not None:
+        record.lease_taken(a.lease.facts())
+        if isinstance(a.lease, lease.Unleased):
+            log.warning("no_lease", reason=a.lease.reason)
+    for earlier in a.unrecorded:
+        if earlier is a.earlier[-1]:  # the older ones were announced by their successors
+            log.warning(
+                "earlier_attempt_ended_without_record",
+                attempt=earlier.get("attempt"),
+                last_seen_at=earlier.get("last_seen_at"),
+                running_cell=earlier.get("running_cell"),
+                reason=earlier.get("reason"),
+            )
 
 
 def _previous(storage: Storage, dest: Destination) -> dict[str, Any] | None:
@@ -58,18 +141,39 @@ def _previous(storage: Storage, dest: Destination) -> dict[str, Any] | None:
     return view.data or {"status": UNREADABLE_SHOWN}
 
 
-def read(storage: Storage, s: Settings, artifacts: Path) -> Attempt | StorageError:
-    """``begin`` for these settings (a local destination's artifacts set aside with
-    --no-resume); the reason as a ``StorageError`` when the destination cannot be read."""
+def read(
+    storage: Storage,
+    s: Settings,
+    artifacts: Path,
+    started_at: str | None = None,
+    token: StopToken | None = None,
+) -> Attempt | NbjobError:
+    """The destination's lease taken (``nbjob.lease``), then ``begin`` for these settings (a
+    local destination's artifacts set aside with --no-resume). The reason as an error when
+    another attempt holds the destination (``ConcurrentAttemptError``) or it cannot be read
+    (``StorageError``)."""
     own = s.places.own
+    try:
+        held = lease.acquire(storage, own, s.run_id, started_at or "", s.checkpoint_interval, token)
+    except ConcurrentAttemptError as exc:
+        return exc
+    except StorageError as exc:  # the lease is the first read of the destination
+        return StorageError(f"cannot read earlier attempts: {exc.reason}")
+    except OSError as exc:
+        return StorageError(f"cannot read earlier attempts at {own}: {exc}")
     try:
         a = begin(storage, own, s.run_id, s.attempt, not s.no_resume)
         if a.earlier and a.resume_from is None and own.is_local:
             set_aside_local_artifacts(artifacts, own, a.earlier[-1]["attempt"])
-    except OSError as exc:
+        a.lease = held
+        if isinstance(held, lease.Lease):
+            held.set_attempt(a.number)
+    except (OSError, StorageError) as exc:
+        with contextlib.suppress(OSError, StorageError):
+            held.release()
+        if isinstance(exc, StorageError):
+            return StorageError(f"cannot read earlier attempts: {exc.reason}")
         return StorageError(f"cannot read earlier attempts at {own}: {exc}")
-    except StorageError as exc:
-        return StorageError(f"cannot read earlier attempts: {exc.reason}")
     return a
 
 
@@ -81,6 +185,8 @@ def begin(
     if previous is None:
         return Attempt(number=given or 1)
     view = RunView.of(previous)
+    if view.status is RunStatus.RUNNING:  # its writer is gone: we hold the lease
+        previous = unrecorded(previous)
     before = view.attempt
     archive(storage, dest, previous, before)
     return Attempt(

@@ -18,6 +18,7 @@ The hierarchy maps 1:1 onto the exit-code table that platform retry policies use
     ├── EnvironmentUnfitError   7   this machine cannot run the job
     │   ├── NoSuchKernelError
     │   └── GPUNotVisibleError
+    ├── ConcurrentAttemptError  8   another live attempt holds the destination's lease
     ├── InternalError           1   a bug in nbjob (status internal_error, with a traceback)
     ├── StoppedError          143   SIGTERM / SIGINT from the platform
     └── PeerLostError         200   a collective failed because another rank died or went away
@@ -120,6 +121,14 @@ class GPUNotVisibleError(EnvironmentUnfitError):
     """A GPU was required, and the kernel sees none."""
 
 
+class ConcurrentAttemptError(NbjobError):
+    """Another attempt of the run is alive and holds the destination (``nbjob.lease``): this
+    one stops before its first cell, its results beside (``attempts/concurrent-<start>/``)."""
+
+    exit_code = 8
+    status = "concurrent_attempt"
+
+
 class InternalError(NbjobError):
     """A bug in nbjob itself (not the notebook): its traceback is in executor.log and run.json."""
 
@@ -163,6 +172,7 @@ EXIT_CODES: dict[int, type[NbjobError]] = {
         DeadKernelError,
         StorageError,
         EnvironmentUnfitError,
+        ConcurrentAttemptError,
         StoppedError,
         PeerLostError,
     )

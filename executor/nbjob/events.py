@@ -44,7 +44,8 @@ class CellStatus(str, Enum):
 
 class RunStatus(str, Enum):
     """A run's status in run.json: ``running`` until it ends, then one per exit code
-    (``nbjob.errors``), ``unreadable`` for a run.json that could not be read."""
+    (``nbjob.errors``), ``unreadable`` for a run.json that could not be read;
+    ``ended_without_record`` for an earlier attempt that died without writing its end."""
 
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -55,6 +56,8 @@ class RunStatus(str, Enum):
     KERNEL_DIED = "kernel_died"
     STORAGE_ERROR = "storage_error"
     ENVIRONMENT_UNFIT = "environment_unfit"
+    CONCURRENT_ATTEMPT = "concurrent_attempt"
+    ENDED_WITHOUT_RECORD = "ended_without_record"  # an earlier attempt's, as a later one saw it
     INTERNAL_ERROR = "internal_error"
     STOPPED = "stopped"
     PEER_LOST = "peer_lost"

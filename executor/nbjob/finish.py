@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from nbjob import attempts, events, logs, platforms, ranks, reaper, report, results, stop
-from nbjob.errors import NbjobError, StoppedError, StorageError
+from nbjob.errors import ConcurrentAttemptError, NbjobError, StoppedError, StorageError
 from nbjob.events import RunStatus
 from nbjob.stop import Budget
 
@@ -77,6 +77,7 @@ class Finish:
             Step("final store", self.store, reserve=KEEP_S),
             Step("report", self.report, reserve=REPORT_KEEP_S, calm=FINAL_WRITE_S),
             Step("run end", self.run_end, reserve=KEEP_S, calm=FINAL_WRITE_S),
+            Step("release the lease", self.release_lease, 1 / 2, KEEP_S, 0.5, calm=30),
             Step("stop the kernel", self.stop_kernel, reserve=KEEP_S),
             Step("end orphans", self.end_orphans, reserve=REPORT_KEEP_S, calm=ORPHANS_S),
             Step("tell the listeners", self.tell_listeners, reserve=1.0, calm=events.DRAIN_S),
@@ -107,6 +108,9 @@ class Finish:
         within ``budget``, so the results go on top as usual; if it cannot be read in time
         (or was unreadable), they go beside whatever it holds, never over it."""
         job = self.job
+        if isinstance(self.error, ConcurrentAttemptError) or (job.attempt and job.attempt.lost):
+            self.step_aside()
+            return
         if job.attempt is not None or job.s.places.own.is_local:
             return
         if self.stopping:
@@ -114,6 +118,7 @@ class Finish:
             if isinstance(found.value, attempts.Attempt):
                 job.attempt = found.value
                 job.record.attempt_began(found.value.number, found.value.earlier, None)
+                attempts.announce(found.value, job.record, job.log)
                 return
         self.beside_earlier_attempts()
 
@@ -123,6 +128,21 @@ class Finish:
         stamp = job.record.started_at.replace(":", "").replace("-", "")[:15]
         job.results.move_to(job.s.places.own.unread(stamp))
         job.log.warning("results_beside_earlier_attempts", output=job.results.folder.url)
+
+    def step_aside(self) -> None:
+        """Another attempt holds the destination (or took it over): this one's results go
+        beside it, never over it, and never among its artifacts."""
+        job = self.job
+        stamp = job.record.started_at.replace(":", "").replace("-", "")[:15]
+        job.results.move_to(job.s.places.own.concurrent(stamp))
+        job.results.artifacts = job.workdir / "own-artifacts"
+        job.results.artifacts.mkdir(exist_ok=True)
+        if job.attempt is None:
+            job.record.stepped_aside()
+        where = logs.redact(job.results.folder.url)
+        if isinstance(self.error, ConcurrentAttemptError):  # the one line says where it is
+            self.error = ConcurrentAttemptError(f"{self.error.reason}; its record: {where}")
+        job.log.warning("results_beside_another_attempt", output=where)
 
     def close_record(self, _: Budget) -> None:
         """The run's ending in the record (a stop wins) and the notebook's banners; a failed
@@ -220,6 +240,16 @@ class Finish:
             job.results.keep_local_copy(job.nb, r.to_json())
         message = r.reason if r.exit_code else f"succeeded: {r.notebook}"
         platforms.write_termination_message(job.s.termination_log, logs.redact(message or ""))
+
+    def release_lease(self, budget: Budget) -> None:
+        """The destination is free for the next attempt once the results are stored (after
+        run_end, the log's last line: a lease that cannot be removed goes stale instead;
+        when the store failed the final write, it is not tried again)."""
+        job = self.job
+        held = job.attempt.lease if job.attempt is not None else None
+        if held is not None:
+            left, stored = budget.left(), self.stored
+            stop.timebox(lambda: held.release(left, remove=stored), budget, "the lease's release")
 
     # -- after ----------------------------------------------------------------------------------
 

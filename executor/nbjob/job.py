@@ -35,6 +35,7 @@ from nbjob import (
 from nbjob import kernel as kernels
 from nbjob.config import Settings
 from nbjob.errors import (
+    ConcurrentAttemptError,
     InternalError,
     NbjobError,
     RunTimeoutError,
@@ -111,15 +112,17 @@ class Job:
             error = InternalError(f"internal error: {type(exc).__name__}: {exc}")
         return Finish(self, error).run()
 
-    def _open_results(self) -> StorageError | None:
+    def _open_results(self) -> NbjobError | None:
         """The log, the results writer and the event bus; the error if the output is unusable."""
-        error: StorageError | None = None
+        error: NbjobError | None = None
         try:
             log_files = [self._log_path()]
         except StorageError as exc:  # the results folder cannot be made: still log, exit 6
             log_files, error = [self.workdir / layout.LOG], exc
         if error is None and self.s.places.own.is_local:  # before the log file is truncated
             error = self._begin_attempt()
+        if isinstance(error, ConcurrentAttemptError):  # never the log another attempt holds
+            log_files = [self.workdir / layout.LOG]
         if self.s.log_dir:
             log_files.append(Path(self.s.log_dir) / layout.LOG)
         logs.configure(
@@ -144,17 +147,20 @@ class Job:
             self.bus.subscribe(listener)
         return error
 
-    def _begin_attempt(self) -> StorageError | None:
-        """Keep an earlier attempt's results under attempts/<n>/ and learn this one's number."""
+    def _begin_attempt(self) -> NbjobError | None:
+        """Take the destination's lease, keep an earlier attempt's results under attempts/<n>/
+        and learn this one's number."""
         found = self.read_attempt()
-        if isinstance(found, StorageError):
+        if isinstance(found, NbjobError):
             return found
         self.attempt = found
         return None
 
-    def read_attempt(self) -> attempts.Attempt | StorageError:
-        """The destination's earlier attempts (``nbjob.attempts``); here and at the end."""
-        return attempts.read(self.storage, self.s, self.artifacts)
+    def read_attempt(self) -> attempts.Attempt | NbjobError:
+        """The lease and the destination's earlier attempts (``nbjob.attempts``); here and at
+        the end."""
+        r = self.record
+        return attempts.read(self.storage, self.s, self.artifacts, r.started_at, self.token)
 
     def _resume(self) -> list[str]:
         """Attempt n > 1: the earlier attempt's artifacts, restored before the first cell."""
@@ -206,6 +212,7 @@ class Job:
             resumed_from=self.attempt.resume_from,
             restored=len(restored),
         )
+        attempts.announce(self.attempt, self.record, self.log)
         bundle = prepare.open_source(s, self.storage, self.workdir, self.token, self.log)
         self.results.notebook_name = bundle.notebook.name
         self.nb_folder = bundle.notebook.parent

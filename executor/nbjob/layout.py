@@ -7,6 +7,8 @@ Every file and folder nbjob writes or reads at a destination is spelled here and
       artifacts/                 what the notebook wrote to $NBJOB_ARTIFACTS_DIR
       attempts/<n>/              an earlier attempt's results, kept before this one writes
       attempts/unread-<stamp>/   this attempt's results when the top could not be read
+      attempts/concurrent-<stamp>/  an attempt's that found another alive (it ran no cell)
+      .nbjob-lease/<g>.json      the lease of the attempt writing here (generation g)
       ranks/<r>/                 rank r > 0's results (the same set)
 
 ``Places`` says which folder is the run's *top* (``top``) and which is *this process's*
@@ -27,6 +29,7 @@ ARTIFACTS = "artifacts"  # files the notebook writes to $NBJOB_ARTIFACTS_DIR
 ATTEMPTS = "attempts"
 RANKS = "ranks"
 SHARDS = "shards"
+LEASE = ".nbjob-lease"  # one writer per folder: the holder's lease, one file per generation
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,19 @@ class Destination:
     def unread(self, stamp: str) -> Destination:
         """Where an attempt goes that could not read this folder: beside it, never over it."""
         return Destination(self.file(f"{ATTEMPTS}/unread-{stamp}"))
+
+    def concurrent(self, stamp: str) -> Destination:
+        """Where an attempt goes that found another attempt alive here (``nbjob.lease``)."""
+        return Destination(self.file(f"{ATTEMPTS}/concurrent-{stamp}"))
+
+    @property
+    def lease(self) -> str:
+        """The folder of this folder's lease files (``nbjob.lease``)."""
+        return self.file(LEASE)
+
+    def lease_file(self, generation: int) -> str:
+        """Generation ``generation``'s lease: created only if absent, removed at the end."""
+        return self.file(f"{LEASE}/{generation}.json")
 
     def rank(self, rank: int) -> Destination:
         """Rank ``rank``'s folder under a run's top (rank 0's is the top itself)."""

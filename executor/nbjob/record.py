@@ -85,9 +85,10 @@ class RunRecord:
     artifacts: list[str] = field(default_factory=list)
     versions: dict[str, str | None] = field(default_factory=versions)
     host: dict[str, Any] = field(default_factory=host)
-    attempt: int = 1
+    attempt: int | None = 1  # None: an attempt that stopped before it had a number
     earlier_attempts: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None
+    lease: dict[str, Any] | None = None  # this attempt's hold on its destination (nbjob.lease)
     traceback: str | None = None  # an internal error's (never in the notebook)
     identity: dict[str, Any] = field(default_factory=dict)  # rank, world size, source
     shard: int | None = None
@@ -155,6 +156,14 @@ class RunRecord:
         self.attempt, self.earlier_attempts = number, list(earlier)
         self.resumed_from = resumed_from
 
+    def lease_taken(self, facts: dict[str, Any]) -> None:
+        """This attempt's lease on its destination: held (its generation), or why not."""
+        self.lease = dict(facts)
+
+    def stepped_aside(self) -> None:
+        """Another attempt holds the destination: this one has no number (it never read it)."""
+        self.attempt = None
+
     # -- cells (from the executor's events) ----------------------------------------------------
 
     def on_event(self, event: events.Event) -> None:
@@ -219,7 +228,7 @@ class RunRecord:
         """The event for the run's start: the facts gathered so far."""
         return events.RunStarted(
             self.run_id,
-            self.attempt,
+            self.attempt or 1,
             dict(self.identity),
             dict(self.parameters),
             self.notebook,
@@ -304,10 +313,12 @@ class RunRecord:
             "versions": self.versions,
             "host": self.host,
             "progress": self.progress(),
+            "heartbeat_at": logs.now_iso(),  # when this was written: a later attempt's clue
             "metrics": self.metrics,
             "attempt": self.attempt,
             "earlier_attempts": self.earlier_attempts,
             "resumed_from": self.resumed_from,
+            "lease": self.lease,
             "identity": self.identity,
             "shard": self.shard,
             **self._ranks_json(),

@@ -10,6 +10,10 @@ gs            Google Cloud Storage         ``gcs.py`` (google-cloud-storage)    
 az, abfs(s)   Azure Blob Storage           ``azure.py`` (azure-storage-blob)       read, list, write
 ============  ===========================  ======================================  =================
 
+Each writing backend can also create an object only if it is absent (``Capability.EXCLUSIVE``:
+``O_CREAT | O_EXCL``, S3 ``If-None-Match: *``, GCS ``ifGenerationMatch=0``, Azure
+``If-None-Match: *``), which the destination's lease (``nbjob.lease``) is built on.
+
 Add a backend in one file: a module with a ``Backend`` subclass (``base.py``) and one line in
 ``REGISTRY``. ``Storage`` is the facade the rest of nbjob uses: one per run, built from the
 settings' ``Options``, it makes each backend on first use, so a run that never touches GCS never
@@ -104,9 +108,9 @@ def _targets() -> str:
 
 
 # What a run does with each end: fetch its source; read and list earlier attempts at its
-# destination, then write its results there.
+# destination, then write its results there (EXCLUSIVE, for the lease, is welcome, not needed).
 SOURCE_NEEDS = frozenset({Capability.READ})
-DESTINATION_NEEDS = frozenset(Capability)
+DESTINATION_NEEDS = frozenset({Capability.READ, Capability.LIST, Capability.WRITE})
 
 
 def check_source(url: str) -> None:
@@ -205,6 +209,18 @@ class Storage:
     def check_writable(self, url: str) -> None:
         """Fail early (before any cell runs) when the destination cannot be written."""
         self._writer(url).check_writable(url)
+
+    def exclusive(self, url: str) -> bool:
+        """Whether ``url``'s backend can create an object only if absent (``EXCLUSIVE``)."""
+        return Capability.EXCLUSIVE in self.backend(url).capabilities
+
+    def create_exclusive(self, url: str, data: bytes) -> bool:
+        """Create ``url`` holding ``data`` if there is none: True when this call created it."""
+        return self._able(url, Capability.EXCLUSIVE).create_exclusive(url, data)
+
+    def remove(self, url: str) -> None:
+        """Remove the object ``url`` (none there: nothing to do)."""
+        self._able(url, Capability.EXCLUSIVE).remove(url)
 
 
 _register_secrets()

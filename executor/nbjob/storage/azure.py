@@ -10,6 +10,7 @@ principal variables...). ``AZURE_STORAGE_BLOB_ENDPOINT`` overrides the account's
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -151,6 +152,29 @@ class AzureBackend(Backend):
                 )
 
         with_retries(self, "upload", url, upload)
+
+    def create_exclusive(self, url: str, data: bytes) -> bool:
+        """Put Blob with ``If-None-Match: *`` (``overwrite=False``): 409 (the blob exists) or
+        412 is False."""
+        from azure.core.exceptions import ResourceExistsError, ResourceModifiedError
+
+        def put() -> bool:
+            try:
+                self._blob(url).upload_blob(data, overwrite=False)
+            except (ResourceExistsError, ResourceModifiedError):
+                return False
+            return True
+
+        return with_retries(self, "create", url, put)
+
+    def remove(self, url: str) -> None:
+        from azure.core.exceptions import ResourceNotFoundError
+
+        def delete() -> None:
+            with contextlib.suppress(ResourceNotFoundError):
+                self._blob(url).delete_blob()
+
+        with_retries(self, "remove", url, delete)
 
     def get_bytes(self, url: str) -> bytes | None:
         from azure.core.exceptions import ResourceNotFoundError

@@ -59,12 +59,15 @@ class Options:
 
 
 class Capability(str, Enum):
-    """What a backend can do with a URL; a run needs READ of its source and all three of its
-    destination (earlier attempts are read and listed there before results are written)."""
+    """What a backend can do with a URL; a run needs READ of its source and READ, LIST and
+    WRITE of its destination (earlier attempts are read and listed there before results are
+    written). EXCLUSIVE (create an object only if it is absent, and remove it) lets a run
+    hold the destination's lease (``nbjob.lease``); without it the run goes on unleased."""
 
     READ = "read"  # fetch, get_bytes
     LIST = "list"  # list_names
     WRITE = "write"  # put_bytes, put_file, check_writable
+    EXCLUSIVE = "exclusive"  # create_exclusive, remove
 
 
 # The Backend methods each capability stands for (a backend overrides exactly these).
@@ -72,6 +75,7 @@ OPERATIONS: dict[Capability, tuple[str, ...]] = {
     Capability.READ: ("fetch", "get_bytes"),
     Capability.LIST: ("list_names",),
     Capability.WRITE: ("put_bytes", "put_file"),
+    Capability.EXCLUSIVE: ("create_exclusive", "remove"),
 }
 
 
@@ -127,6 +131,16 @@ class Backend:
 
     def list_names(self, url: str) -> list[str]:
         """Names (relative, ``/``-separated, sorted) of every object under the folder ``url``."""
+        raise NotImplementedError
+
+    def create_exclusive(self, url: str, data: bytes) -> bool:
+        """Create the object ``url`` holding ``data`` only if there is none: True when this
+        call created it, False when one exists (or another writer's create is under way).
+        Atomic against any other writer using it (a conditional create on object stores)."""
+        raise NotImplementedError
+
+    def remove(self, url: str) -> None:
+        """Remove the object ``url`` (none there: nothing to do)."""
         raise NotImplementedError
 
     def check_writable(self, url: str) -> None:

@@ -9,6 +9,7 @@ retries, so a dead endpoint fails in seconds, not after the client's 120 s deadl
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -106,6 +107,34 @@ class GCSBackend(Backend):
             blob.upload_from_filename(str(path), retry=None, timeout=self.timeouts)
 
         with_retries(self, "upload", url, upload)
+
+    def create_exclusive(self, url: str, data: bytes) -> bool:
+        """An upload with ``ifGenerationMatch=0``: 412 (the object exists) is False."""
+        from google.api_core.exceptions import PreconditionFailed
+
+        def put() -> bool:
+            try:
+                self._blob(url).upload_from_string(
+                    data,
+                    content_type="application/json",
+                    if_generation_match=0,
+                    retry=None,
+                    timeout=self.timeouts,
+                )
+            except PreconditionFailed:
+                return False
+            return True
+
+        return with_retries(self, "create", url, put)
+
+    def remove(self, url: str) -> None:
+        from google.api_core.exceptions import NotFound
+
+        def delete() -> None:
+            with contextlib.suppress(NotFound):
+                self._blob(url).delete(retry=None, timeout=self.timeouts)
+
+        with_retries(self, "remove", url, delete)
 
     def get_bytes(self, url: str) -> bytes | None:
         from google.api_core.exceptions import NotFound

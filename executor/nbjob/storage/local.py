@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -46,6 +47,27 @@ class LocalBackend(Backend):
         if not root.is_dir():
             return []
         return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+    def create_exclusive(self, url: str, data: bytes) -> bool:
+        """``O_CREAT | O_EXCL``: one creator wins, on NFS (v3+) too; the data is then written."""
+        path = local_path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
+    def remove(self, url: str) -> None:
+        """Remove the file, and its folder once empty (a folder is not a prefix: it stays)."""
+        path = local_path(url)
+        path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            path.parent.rmdir()
 
     def check_writable(self, url: str) -> None:
         try:

@@ -97,6 +97,36 @@ class S3Backend(Backend):
 
         with_retries(self, "upload", url, upload)
 
+    def create_exclusive(self, url: str, data: bytes) -> bool:
+        """PutObject with ``If-None-Match: *``: 412 (the key exists) or 409 (another
+        conditional write to it is under way) is False. Stores that ignore the header (older
+        MinIO, s3rver) overwrite: ``nbjob.lease`` reads its lease back to notice that."""
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_url(url, "an S3", EXAMPLE)
+
+        def put() -> bool:
+            try:
+                self.s3().put_object(
+                    Bucket=bucket,
+                    Key=key,
+                    Body=data,
+                    ContentType="application/json",
+                    IfNoneMatch="*",
+                )
+            except ClientError as exc:
+                status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if status in (409, 412):
+                    return False
+                raise
+            return True
+
+        return with_retries(self, "create", url, put)
+
+    def remove(self, url: str) -> None:
+        bucket, key = split_url(url, "an S3", EXAMPLE)
+        with_retries(self, "remove", url, lambda: self.s3().delete_object(Bucket=bucket, Key=key))
+
     def get_bytes(self, url: str) -> bytes | None:
         from botocore.exceptions import ClientError
 
