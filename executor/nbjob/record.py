@@ -89,6 +89,7 @@ class RunRecord:
     earlier_attempts: list[dict[str, Any]] = field(default_factory=list)
     resumed_from: int | None = None
     traceback: str | None = None  # an internal error's (never in the notebook)
+    log_dropped: dict[str, int] = field(default_factory=dict)  # log events lost, by place
     identity: dict[str, Any] = field(default_factory=dict)  # rank, world size, source
     shard: int | None = None
     ranks: list[dict[str, Any]] | None = None  # rank 0 of a multi-rank run: every rank's end
@@ -302,4 +303,5 @@ class RunRecord:
             "shard": self.shard,
             **self._ranks_json(),
             **({"traceback": self.traceback} if self.traceback else {}),
+            **({"log_dropped": self.log_dropped} if self.log_dropped else {}),
         }
