@@ -198,7 +198,11 @@ class _File(_Output):
     def __init__(self, path: Path, truncate: bool) -> None:
         super().__init__(str(path))
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.raw = path.open("wb" if truncate else "ab", buffering=0)
+        # Always appending (O_APPEND): after a cut-off line is taken out, the next event goes
+        # at the new end, not at the old offset past it (a hole of NULs).
+        self.raw = path.open("ab", buffering=0)
+        if truncate:
+            self.raw.truncate(0)
 
     def _write(self, line: str) -> None:
         data = memoryview(line.encode("utf-8", "replace"))
