@@ -121,21 +121,25 @@ def test_a_full_log_file_drops_and_counts_its_events_and_the_console_is_told_onc
     ]
 
 
-def test_a_closed_console_is_dropped_and_the_log_file_keeps_every_event(tmp_path: Path) -> None:
+def test_a_closed_console_is_dropped_and_the_log_file_keeps_every_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     read, write = os.pipe()
     os.close(read)  # the reader has gone, as with `nbjob run ... | head -1`
-    console = os.fdopen(write, "w")
-    sink = logs.Sink(console, True, [logs._File(tmp_path / "executor.log", truncate=True)])
-    for i in range(3):
-        sink.msg({"event": "stream", "text": f"line {i}", "level": "info"})
-    assert sink.dropped() == {"stderr": 3}
-    console.write("more\n")  # what else writes to it goes nowhere now, without an error
-    console.flush()
+    with os.fdopen(write, "w") as console:
+        monkeypatch.setattr("sys.stderr", console)
+        logs.configure("json", [tmp_path / "executor.log"], truncate=True)
+        try:
+            for i in range(3):
+                logs.get_logger().info("stream", text=f"line {i}")
+            assert logs.dropped() == {"stderr": 3}
+        finally:
+            logs.close()
+        console.write("more\n")  # what else writes to it goes nowhere now, without an error
+        console.flush()
     events = [json.loads(line) for line in (tmp_path / "executor.log").read_text().splitlines()]
     assert [e["event"] for e in events] == ["stream", "log_write_failed", "stream", "stream"]
     assert events[1]["target"] == "stderr" and "Broken pipe" in events[1]["reason"]
-    sink.close()
-    console.close()
 
 
 def test_a_full_disk_is_not_retried_wherever_the_client_wraps_it() -> None:

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from nbjob import __version__, logs, stop
+from nbjob import __version__, stop
 from nbjob.errors import NbjobError, UsageError
+from nbjob.logplaces import silence
 
 EPILOG = """exit codes: 0 success, 1 a cell raised, 2 usage, 3 invalid input, 4 timeout,
 5 kernel died, 6 storage error, 7 environment unfit, 143 stopped (SIGTERM/SIGINT or
@@ -170,7 +171,7 @@ def _say(text: str, stream: TextIO) -> None:
     try:
         print(text, file=stream, flush=True)
     except BrokenPipeError:
-        logs.silence(stream)
+        silence(stream)
     except (OSError, ValueError):
         pass
 
@@ -182,7 +183,7 @@ def _settle_console() -> None:
         try:
             stream.flush()
         except (OSError, ValueError):
-            logs.silence(stream)
+            silence(stream)
 
 
 def _early_stop_token(argv: Sequence[str]) -> stop.StopToken | None:

@@ -7,7 +7,6 @@ Cell stream output is logged as it arrives, so ``kubectl logs`` shows it live.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import importlib
 import json
@@ -17,6 +16,8 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import IO, Any
+
+from nbjob.logplaces import Console, File, Output
 
 # Query parameters that carry signatures or tokens in presigned URLs (AWS SigV2/V4, IBM COS,
 # GCS, Azure SAS). Their values are replaced; the rest of the URL stays readable.
@@ -150,114 +151,6 @@ def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
     return event
 
 
-class _Output:
-    """One place the log goes (a file, the console). A write that fails (a full disk, a closed
-    console, an I/O error) is counted and never raised: logging never fails a cell or the run.
-    A file is tried again at the next event (space may come back); a console whose reader has
-    gone (a closed pipe) is given up for good."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.dropped = 0  # events not written
-        self.error: str | None = None  # why the last write failed, until one succeeds
-        self.gone = False  # never written to again
-
-    def write(self, line: str) -> bool:
-        """Write one event's ``line``; False when it was dropped."""
-        if self.gone:
-            self.dropped += 1
-            return False
-        try:
-            self._write(line)
-        except (OSError, ValueError) as exc:  # ValueError: the stream was closed under us
-            self.dropped += 1
-            self.error = _why(exc)
-            self.gone = self._gone(exc)
-            return False
-        self.error = None
-        return True
-
-    def _write(self, line: str) -> None:
-        raise NotImplementedError
-
-    def _gone(self, exc: Exception) -> bool:
-        return False
-
-    def flush(self) -> None:
-        """Nothing is buffered: each event is written at once."""
-
-    def close(self) -> None:
-        """Nothing to release by default."""
-
-
-class _File(_Output):
-    """A log file, written one event at a time without a buffer (the file holds every event
-    up to the last, even after a kill). A line the disk could only partly take is cut off
-    again, so the file stays whole JSON lines."""
-
-    def __init__(self, path: Path, truncate: bool) -> None:
-        super().__init__(str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Always appending (O_APPEND): after a cut-off line is taken out, the next event goes
-        # at the new end, not at the old offset past it (a hole of NULs).
-        self.raw = path.open("ab", buffering=0)
-        if truncate:
-            self.raw.truncate(0)
-
-    def _write(self, line: str) -> None:
-        data = memoryview(line.encode("utf-8", "replace"))
-        written = 0
-        try:
-            while written < len(data):
-                written += self.raw.write(data[written:]) or 0
-        except OSError:
-            if written:  # the start of the line went in: take it out again
-                with contextlib.suppress(OSError):
-                    end = os.fstat(self.raw.fileno()).st_size
-                    os.ftruncate(self.raw.fileno(), max(0, end - written))
-            raise
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.raw.close()
-
-
-class _Console(_Output):
-    """stderr: JSON lines or readable lines. A closed pipe (``nbjob run ... | head -1``, a log
-    shipper that went away) is replaced by /dev/null, so neither nbjob nor a library writing
-    to stderr, nor Python's own exit, meets the broken pipe again."""
-
-    def __init__(self, stream: IO[str], json_lines: bool) -> None:
-        super().__init__("stderr")
-        self.stream, self.json_lines = stream, json_lines
-
-    def _write(self, line: str) -> None:
-        self.stream.write(line)
-        self.stream.flush()
-
-    def _gone(self, exc: Exception) -> bool:
-        if isinstance(exc, BrokenPipeError):
-            silence(self.stream)
-            return True
-        return isinstance(exc, ValueError)
-
-
-def silence(stream: IO[str]) -> None:
-    """Point ``stream``'s file descriptor at /dev/null (its reader has gone): what is still
-    buffered, and whatever writes to it later, then goes nowhere instead of failing."""
-    with contextlib.suppress(OSError, ValueError):
-        fd = stream.fileno()
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, fd)
-        os.close(null)
-
-
-def _why(exc: Exception) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror} (errno {exc.errno})"
-    return str(exc) or type(exc).__name__
-
-
 class Sink:
     """The structlog 'logger': writes each finished event to the files and the console.
 
@@ -267,14 +160,14 @@ class Sink:
     so a reader knows where the gap is.
     """
 
-    def __init__(self, console: IO[str], console_json: bool, files: Iterable[_Output] = ()) -> None:
-        self.console = _Console(console, console_json)
+    def __init__(self, console: IO[str], console_json: bool, files: Iterable[Output] = ()) -> None:
+        self.console = Console(console, console_json)
         self.files = list(files)
         self._told: set[str] = set()  # places whose failure was told
         self._gap: dict[str, int] = {}  # place -> drops when its last gap was told
 
     @property
-    def outputs(self) -> list[_Output]:
+    def outputs(self) -> list[Output]:
         return [*self.files, self.console]
 
     def msg(self, event: dict[str, Any]) -> None:
@@ -291,7 +184,7 @@ class Sink:
 
     debug = info = warning = warn = error = critical = exception = log = msg
 
-    def _resume(self, out: _Output) -> None:
+    def _resume(self, out: Output) -> None:
         """A file that dropped events and may take them again: the gap, said in the file."""
         if out.dropped > self._gap.get(out.name, 0) and out is not self.console and not out.gone:
             gap = out.dropped - self._gap.get(out.name, 0)
@@ -301,7 +194,7 @@ class Sink:
             else:
                 out.dropped -= 1  # the gap's own line is not one of the run's events
 
-    def _tell(self, failed: _Output, name: str, **fields: Any) -> None:
+    def _tell(self, failed: Output, name: str, **fields: Any) -> None:
         event = _warning(name, **fields)
         for out in self.outputs:
             if out is failed or out.error is not None:
@@ -387,7 +280,7 @@ def configure(
         _sink.close()
     _secrets = _secret_values()
     console_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
-    _sink = Sink(sys.stderr, console_json, [_File(path, truncate) for path in files])
+    _sink = Sink(sys.stderr, console_json, [File(path, truncate) for path in files])
     if global_structlog:
         import structlog
 
