@@ -253,8 +253,7 @@ class Results:
             try:
                 self._copy_to(folder, nb, record)
             except OSError as exc:
-                errors.append(_why(exc))
-                shutil.rmtree(folder, ignore_errors=True)  # a partial copy frees its room again
+                errors.append(_why(exc))  # an earlier, whole copy there is kept
                 continue
             self.spool = folder
             return f"a local copy is in {folder}"
