@@ -217,6 +217,30 @@ def test_a_results_folder_that_fills_during_a_run_is_a_storage_error_with_a_loca
     assert result.last_event["event"] == "run_end" and result.last_event["level"] == "error"
 
 
+def test_with_the_work_folder_full_too_the_local_copy_goes_where_there_is_room(
+    tmp_path: Path, tmpfs: Mount
+) -> None:
+    """The results folder and the work folder share the full disk: the local copy goes to
+    the temporary folder ($TMPDIR), named in the reason."""
+    disk = tmpfs("disk", "30m")
+    nb = notebook(
+        tmp_path / "nb.ipynb", FILL.format(folder="os.environ['NBJOB_ARTIFACTS_DIR']", lines=300)
+    )
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    result = run_nbjob(
+        "run", nb, "--output", disk / "out", "--workdir", disk / "work", env={"TMPDIR": str(spill)}
+    )
+    no_traceback(result.stderr)
+    assert result.returncode == 6, result.stderr[-2000:]
+    reason = read_json(disk / "out" / "run.json")["reason"]
+    copy = Path(reason.split("a local copy is in ")[1])
+    assert copy.parent == spill
+    executed, copied = results(copy)
+    assert copied["status"] == "storage_error"
+    assert "line while full 299" in texts(executed.cells[0])
+
+
 def test_a_disk_full_for_a_while_fails_no_cell_and_the_log_says_what_it_lost(
     tmp_path: Path, tmpfs: Mount
 ) -> None:
