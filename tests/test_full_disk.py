@@ -185,7 +185,13 @@ def test_a_closed_console_ends_the_run_as_it_would_have(
     code_cells = [c for c in executed.cells if c.cell_type == "code"]  # a failure adds banners
     assert texts(code_cells[0]).endswith("line 299\n")
     assert record["log_dropped"]["stderr"] > 0
-    assert any(e["event"] == "log_write_failed" for e in log_events(out))
+    events = log_events(out)
+    assert any(e["event"] == "log_write_failed" for e in events)
+    level = "info" if code == 0 else "error"  # what log collectors alert on
+    assert [e["level"] for e in events if e["event"] in ("cell_end", "run_end")][-2:] == [
+        level,
+        level,
+    ]
 
 
 # -- a full disk -----------------------------------------------------------------------------------
