@@ -2,9 +2,10 @@
 
 A write goes to a temporary file with a short name (``.nbjob-`` and 8 characters, whatever the
 target's name: a notebook may be named with up to 255 bytes) and is then renamed over the
-target. On a full disk (or quota), a small file that fits in the space its older version
-already holds (run.json, the record that says how the run ended) is overwritten in place
-instead: its end must get through when nothing else can.
+target. On a full disk (or quota), ``run.json`` — the record that says how the run ended,
+whose older version would say ``running`` — is overwritten in place instead when it fits in
+the space that older version already holds: its end must get through when nothing else can.
+Other files are not (a stale notebook is at least a whole one).
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ class LocalBackend(Backend):
         try:
             atomic_write(target, data)
         except OSError as exc:
-            if exc.errno not in FULL or not _overwrite_in_place(target, data):
+            if exc.errno not in FULL or target.name not in IN_PLACE:
+                raise
+            if not _overwrite_in_place(target, data):
                 raise
 
     def put_file(self, url: str, path: Path) -> None:
@@ -75,6 +78,7 @@ class LocalBackend(Backend):
 
 
 FULL = (errno.ENOSPC, errno.EDQUOT)  # no room: the disk or the user's quota
+IN_PLACE = ("run.json",)  # overwritten in place on a full disk (``nbjob.layout.RUN_JSON``)
 
 
 def _overwrite_in_place(path: Path, data: bytes) -> bool:
