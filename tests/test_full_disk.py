@@ -121,6 +121,21 @@ def test_a_full_log_file_drops_and_counts_its_events_and_the_console_is_told_onc
     ]
 
 
+def test_a_log_folder_that_cannot_be_made_is_a_place_that_drops_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nowhere = Path("/dev/null/logs/executor.log")  # its folder can never be made
+    logs.configure("json", [nowhere, tmp_path / "executor.log"], truncate=True)
+    try:
+        logs.get_logger().info("run_start")
+        assert logs.dropped() == {str(nowhere): 1}
+    finally:
+        logs.close()
+    told = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [e["event"] for e in told] == ["run_start", "log_write_failed"]
+    assert told[1]["target"] == str(nowhere)
+
+
 def test_a_closed_console_is_dropped_and_the_log_file_keeps_every_event(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

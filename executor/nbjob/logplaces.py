@@ -10,11 +10,12 @@ gone is given up for good and pointed at /dev/null (``silence``).
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import IO
 
-__all__ = ["Console", "File", "Output", "silence"]
+__all__ = ["Console", "File", "Output", "silence", "why"]
 
 
 class Output:
@@ -35,7 +36,7 @@ class Output:
             self._write(line)
         except (OSError, ValueError) as exc:  # ValueError: the stream was closed under us
             self.dropped += 1
-            self.error = _why(exc)
+            self.error = why(exc)
             self.gone = self._gone(exc)
             return False
         self.error = None
@@ -61,18 +62,26 @@ class File(Output):
 
     def __init__(self, path: Path, truncate: bool) -> None:
         super().__init__(str(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Always appending (O_APPEND): after a cut-off line is taken out, the next event goes
-        # at the new end, not at the old offset past it (a hole of NULs).
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
-        self.raw = os.fdopen(os.open(path, flags, 0o666), "ab", buffering=0)
+        self.raw: IO[bytes] | None = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Always appending (O_APPEND): after a cut-off line is taken out, the next event
+            # goes at the new end, not at the old offset past it (a hole of NULs).
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (os.O_TRUNC if truncate else 0)
+            self.raw = os.fdopen(os.open(path, flags, 0o666), "ab", buffering=0)
+        except OSError as exc:  # no folder, no room for one: this place takes no event
+            self.error, self.gone = why(exc), True
 
     def _write(self, line: str) -> None:
+        assert self.raw is not None  # else gone
         data = memoryview(line.encode("utf-8", "replace"))
         written = 0
         try:
             while written < len(data):
-                written += self.raw.write(data[written:]) or 0
+                n = self.raw.write(data[written:])
+                if not n:  # a descriptor that takes nothing now (non-blocking)
+                    raise BlockingIOError(errno.EAGAIN, "the log file takes nothing now")
+                written += n
         except OSError:
             if written:  # the start of the line went in: take it out again
                 with contextlib.suppress(OSError):
@@ -81,8 +90,9 @@ class File(Output):
             raise
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.raw.close()
+        if self.raw is not None:
+            with contextlib.suppress(OSError):
+                self.raw.close()
 
 
 class Console(Output):
@@ -115,7 +125,8 @@ def silence(stream: IO[str]) -> None:
         os.close(null)
 
 
-def _why(exc: Exception) -> str:
+def why(exc: Exception) -> str:
+    """A failed write's reason in one line: the OS's words and the errno."""
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror} (errno {exc.errno})"
     return str(exc) or type(exc).__name__
