@@ -335,6 +335,22 @@ def test_a_small_bundle_runs_on_a_small_work_folder_and_a_big_one_is_exit_7_with
     assert "(20.0 MiB unpacked + 3.0 MiB kept free), 10.0 MiB free" in record["reason"]
 
 
+def test_a_work_folder_that_cannot_be_made_is_exit_7_in_one_line(
+    tmp_path: Path, tmpfs: Mount
+) -> None:
+    """A disk with no inode left: not even the work folder can be made."""
+    disk = tmpfs("disk", "1m,nr_inodes=3")
+    with contextlib.suppress(OSError):
+        for name in "abc":
+            (disk / name).touch()
+    nb = notebook(tmp_path / "nb.ipynb", "print('never')")
+    result = run_nbjob("run", nb, "--output", tmp_path / "out", "--workdir", disk / "work")
+    no_traceback(result.stderr)
+    assert result.returncode == 7, result.stderr
+    assert "disk cannot take the run's files" in result.stderr
+    assert "No space left on device" in result.stderr
+
+
 def test_a_download_into_a_full_work_folder_fails_at_once(
     tmp_path: Path,
     tmpfs: Mount,

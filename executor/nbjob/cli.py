@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from nbjob import __version__, stop
-from nbjob.errors import NbjobError, UsageError
+from nbjob.errors import EnvironmentUnfitError, NbjobError, UsageError
 from nbjob.logplaces import silence
 
 EPILOG = """exit codes: 0 success, 1 a cell raised, 2 usage, 3 invalid input, 4 timeout,
@@ -176,6 +176,21 @@ def _say(text: str, stream: TextIO) -> None:
         pass
 
 
+def _no_room(exc: OSError) -> int:
+    """A disk that cannot take the run's first files (a full or read-only work folder, no
+    inodes left) is this machine's problem: one line and exit 7, not a traceback."""
+    from nbjob.storage.retry import local_disk_error
+
+    if local_disk_error(exc) is None:
+        raise exc
+    where = f" ({exc.filename})" if exc.filename else ""
+    _say(
+        f"nbjob: error: this machine's disk cannot take the run's files{where}: {exc.strerror}",
+        sys.stderr,
+    )
+    return EnvironmentUnfitError.exit_code
+
+
 def _settle_console() -> None:
     """Before Python's exit flushes stdout and stderr (a flush that fails there turns the
     exit status into 120): a console whose reader has gone is pointed at /dev/null."""
@@ -240,6 +255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NbjobError as exc:
         _say(f"nbjob: error: {exc.reason}", sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # before the run could record anything: the work folder, say
+        return _no_room(exc)
     except KeyboardInterrupt:
         _say("nbjob: stopped", sys.stderr)
         return 143
