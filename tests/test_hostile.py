@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from nbjob import bundle, config, prepare, stop
-from nbjob.errors import BundleError
+from nbjob.errors import EnvironmentUnfitError
 from nbjob.job import Job
 from support import free_port, log_events, notebook, notebook_json, read_json, run_nbjob
 
@@ -137,14 +137,19 @@ def test_duplicate_entry_names_are_exit_3(tmp_path: Path, kind: str) -> None:
 def test_unpacking_stops_when_the_disk_is_nearly_full(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A work folder without room for the bundle and the reserve is this machine's problem
+    (exit 7), said with the numbers. (tests/test_full_disk.py fills a real file system.)"""
     archive = tmp_path / "b.zip"
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("nb.ipynb", NB)
-    monkeypatch.setattr(bundle, "free_bytes", lambda _p: bundle.DISK_RESERVE + 10)
-    with pytest.raises(BundleError, match="not enough free"):
+    kept = bundle.reserve(tmp_path, len(NB))
+    monkeypatch.setattr(bundle, "free_bytes", lambda _p: len(NB) + kept - 1)
+    with pytest.raises(EnvironmentUnfitError, match=r"room for the bundle: .* needed .* free"):
         bundle.unpack(archive, tmp_path / "x", 100, 1 << 30)
+    monkeypatch.setattr(bundle, "free_bytes", lambda _p: len(NB) + kept)
+    bundle.unpack(archive, tmp_path / "z", 100, 1 << 30)
     monkeypatch.setattr(bundle, "free_bytes", lambda _p: 0)
-    with pytest.raises(BundleError, match="nearly full"):
+    with pytest.raises(EnvironmentUnfitError, match="0 B free"):
         bundle.unpack(archive, tmp_path / "y", 100, 1 << 30)
 
 

@@ -145,9 +145,20 @@ def test_preparation_steps() -> None:
 class FakeLog:
     def __init__(self) -> None:
         self.lines: list[tuple[str, dict[str, object]]] = []
+        self.levels: list[str] = []
+
+    def _at(self, level: str, event: str, fields: dict[str, object]) -> None:
+        self.lines.append((event, fields))
+        self.levels.append(level)
 
     def info(self, event: str, **fields: object) -> None:
-        self.lines.append((event, fields))
+        self._at("info", event, fields)
+
+    def warning(self, event: str, **fields: object) -> None:
+        self._at("warning", event, fields)
+
+    def error(self, event: str, **fields: object) -> None:
+        self._at("error", event, fields)
 
 
 def test_log_listener_event_names_and_fields() -> None:
@@ -169,6 +180,7 @@ def test_log_listener_event_names_and_fields() -> None:
             {"cell": 2, "status": "kernel_died", "execution_count": 3, "duration_s": 0.5},
         ),
     ]
+    assert log.levels == ["info", "info", "error"]  # a cell that failed: at error
 
 
 def test_checkpointer_writes_the_record_when_due(tmp_path: Path) -> None:

@@ -9,10 +9,17 @@ is entered, so zipping a project folder works.
 The notebook is, in order: ``--notebook``, the manifest's ``notebook``, or the single notebook
 at the bundle root. The manifest (``nbjob.json`` / ``nbjob.yaml``, written by ``nbjob pack``)
 may also give default ``parameters`` and a ``kernel``.
+
+Unpacking keeps some of the work folder's disk free for the run itself (``reserve``): 1 MiB
+plus a tenth of what the bundle declares it unpacks to (a tar's own size, as it declares no
+total), at most 5 % of the file system's size and at most 256 MiB. A bundle that does not fit
+with it, or a disk that fills up while unpacking, is ``EnvironmentUnfitError`` (exit 7: this
+machine, not the bundle) with the numbers: needed and free.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import lzma
 import shutil
@@ -29,7 +36,7 @@ from typing import IO, Any
 
 import yaml
 
-from nbjob.errors import BundleError
+from nbjob.errors import BundleError, EnvironmentUnfitError
 
 MANIFEST_NAMES = ("nbjob.json", "nbjob.yaml", "nbjob.yml")
 _CHUNK = 1 << 20
@@ -59,12 +66,41 @@ class Bundle:
 
 MAX_RATIO = 100  # unpacked bytes per compressed byte, beyond which an archive is a bomb
 RATIO_FLOOR = 64 << 20  # ratios are judged once this much is unpacked (or declared)
-DISK_RESERVE = 256 << 20  # free disk left untouched by unpacking
+DISK_RESERVE = 256 << 20  # at most this much free disk is left untouched by unpacking
+RESERVE_MIN = 1 << 20  # at least this much (plus a tenth of the bundle)
+RESERVE_SHARE = 0.05  # of the file system's size, at most
 _DISK_CHECK_EVERY = 32 << 20
+_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 def free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
+
+
+def reserve(path: Path, declared: int) -> int:
+    """The free disk unpacking leaves untouched at ``path``, for a bundle that declares
+    ``declared`` unpacked bytes: it scales with both, so a small bundle runs on a small disk."""
+    size = shutil.disk_usage(path).total
+    return int(min(DISK_RESERVE, RESERVE_SHARE * size, RESERVE_MIN + declared / 10))
+
+
+def size_text(n: float) -> str:
+    """``n`` bytes for a person: ``803 B``, ``1.0 MiB``, ``2.5 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _no_room(dest: Path, needed: int, free: int, detail: str) -> EnvironmentUnfitError:
+    """The work folder's disk cannot take the bundle: exit 7, with the numbers."""
+    return EnvironmentUnfitError(
+        f"the work folder {dest} has no room for the bundle: {size_text(needed)} needed "
+        f"({detail}), {size_text(free)} free",
+        needed=needed,
+        free=free,
+    )
 
 
 class _Budget:
@@ -75,6 +111,7 @@ class _Budget:
         self.names: set[Path] = set()
         self.consumed: Callable[[], int] | None = None  # compressed bytes read so far
         self._next_disk_check = 0
+        self.reserve = reserve(dest, 0)  # until the bundle says what it holds
 
     def new_file(self, target: Path, name: str) -> None:
         if target in self.names:
@@ -87,8 +124,11 @@ class _Budget:
             raise BundleError(
                 f"bundle unpacks to more than {self.max_bytes} bytes (limit: --max-bundle-bytes)"
             )
-        if total > free_bytes(self.dest) - DISK_RESERVE:
-            raise BundleError(f"bundle unpacks to {total} bytes; the disk has not enough free")
+        self.reserve = reserve(self.dest, total)
+        free = free_bytes(self.dest)
+        if total + self.reserve > free:
+            detail = f"{size_text(total)} unpacked + {size_text(self.reserve)} kept free"
+            raise _no_room(self.dest, total + self.reserve, free, detail)
 
     def _consumed(self) -> int:
         """Compressed bytes read so far (huge when unknown: no ratio check)."""
@@ -103,8 +143,10 @@ class _Budget:
             raise BundleError(f"bundle expands more than {MAX_RATIO} times: a compression bomb")
         if self.bytes >= self._next_disk_check:
             self._next_disk_check = self.bytes + _DISK_CHECK_EVERY
-            if free_bytes(self.dest) < DISK_RESERVE:
-                raise BundleError("the disk is nearly full while unpacking the bundle")
+            free = free_bytes(self.dest)
+            if free < self.reserve:
+                detail = f"kept free, with {size_text(self.bytes)} unpacked so far"
+                raise _no_room(self.dest, self.reserve, free, detail)
 
     def entry(self) -> None:
         self.files += 1
@@ -231,8 +273,9 @@ def unpack(archive: Path, dest: Path, max_files: int, max_bytes: int) -> None:
     kind = archive_kind(archive)
     dest.mkdir(parents=True, exist_ok=True)
     budget = _Budget(max_files, max_bytes, dest)
-    if free_bytes(dest) < DISK_RESERVE:
-        raise BundleError("the disk is nearly full: no room to unpack the bundle")
+    budget.reserve = reserve(dest, archive.stat().st_size)
+    if (free := free_bytes(dest)) < budget.reserve:
+        raise _no_room(dest, budget.reserve, free, "kept free, before unpacking")
     try:
         if kind == "zip":
             _unpack_zip(archive, dest, budget)
@@ -251,6 +294,10 @@ def unpack(archive: Path, dest: Path, max_files: int, max_bytes: int) -> None:
         ValueError,  # e.g. an entry name that is not valid UTF-8
         NotImplementedError,  # e.g. an unsupported zip compression method
     ) as exc:
+        if isinstance(exc, OSError) and exc.errno in _FULL:  # the disk, not the archive
+            detail = f"the disk filled up with {size_text(budget.bytes)} unpacked"
+            free = free_bytes(dest) if dest.exists() else 0
+            raise _no_room(dest, budget.bytes + budget.reserve, free, detail) from None
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BundleError(f"{archive.name} is a damaged archive: {reason}") from None
 

@@ -11,10 +11,11 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from nbjob import __version__, reaper, stop
-from nbjob.errors import NbjobError, UsageError
+from nbjob.errors import EnvironmentUnfitError, NbjobError, UsageError
+from nbjob.logplaces import silence
 
 EPILOG = """exit codes: 0 success, 1 a cell raised, 2 usage, 3 invalid input, 4 timeout,
 5 kernel died, 6 storage error, 7 environment unfit, 143 stopped (SIGTERM/SIGINT or
@@ -150,7 +151,7 @@ def _pack(args: argparse.Namespace) -> int:
         Path(args.requirements) if args.requirements else None,
         merge(ParameterSources(flags=_parameters(args))),
     )
-    print(f"packed {len(names)} files into {output}: {', '.join(names)}", file=sys.stderr)
+    _say(f"packed {len(names)} files into {output}: {', '.join(names)}", sys.stderr)
     target = str(output)
     if args.upload:
         url = args.upload.rstrip("/")
@@ -158,10 +159,46 @@ def _pack(args: argparse.Namespace) -> int:
             url = f"{url}/{output.name}"
         options = storage_options({"s3_endpoint_url": args.s3_endpoint_url}, os.environ)
         Storage(options).put_file(url, output)
-        print(f"uploaded to {url}", file=sys.stderr)
+        _say(f"uploaded to {url}", sys.stderr)
         target = url
-    print(f"nbjob run {target}")
+    _say(f"nbjob run {target}", sys.stdout)
     return 0
+
+
+def _say(text: str, stream: TextIO) -> None:
+    """One line for the user; a console that cannot take it (a closed pipe, an I/O error)
+    never changes what the command did nor its exit code."""
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        silence(stream)
+    except (OSError, ValueError):
+        pass
+
+
+def _no_room(exc: OSError) -> int:
+    """A disk that cannot take the run's first files (a full or read-only work folder, no
+    inodes left) is this machine's problem: one line and exit 7, not a traceback."""
+    from nbjob.storage.retry import local_disk_error
+
+    if local_disk_error(exc) is None:
+        raise exc
+    where = f" ({exc.filename})" if exc.filename else ""
+    _say(
+        f"nbjob: error: this machine's disk cannot take the run's files{where}: {exc.strerror}",
+        sys.stderr,
+    )
+    return EnvironmentUnfitError.exit_code
+
+
+def _settle_console() -> None:
+    """Before Python's exit flushes stdout and stderr (a flush that fails there turns the
+    exit status into 120): a console whose reader has gone is pointed at /dev/null."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            silence(stream)
 
 
 def _early_stop_token(argv: Sequence[str]) -> stop.StopToken | None:
@@ -199,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     if argv is None:
         code = main(sys.argv[1:])
+        _settle_console()
         stop.ignore_from_now_on()
         stop.exit_within(EXIT_S, code)
         return code
@@ -214,11 +252,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, token or stop.StopToken())
         if args.command == "pack":
             return _pack(args)
-        parser.print_usage(sys.stderr)
+        _say(parser.format_usage().rstrip(), sys.stderr)
         return UsageError.exit_code
     except NbjobError as exc:
-        print(f"nbjob: error: {exc.reason}", file=sys.stderr)
+        _say(f"nbjob: error: {exc.reason}", sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # before the run could record anything: the work folder, say
+        return _no_room(exc)
     except KeyboardInterrupt:
-        print("nbjob: stopped", file=sys.stderr)
+        _say("nbjob: stopped", sys.stderr)
         return 143

@@ -38,6 +38,14 @@ REPORT_KEEP_S = 1.5  # of a stop's grace: kept after the report for run.json, th
 ORPHANS_S = 5.0  # how long ending what the run left behind may take when nothing is pressing
 
 
+def run_level(status: RunStatus) -> str:
+    """The log level of ``run_end``: a success at ``info``, a stop (the platform's wish) at
+    ``warning``, every other ending at ``error`` (log collectors alert on it)."""
+    if status == RunStatus.SUCCEEDED:
+        return "info"
+    return "warning" if status == RunStatus.STOPPED else "error"
+
+
 @dataclass(frozen=True)
 class Step:
     """One step of the end: ``run(budget)``, its budget ``share`` of what is left of the
@@ -154,6 +162,7 @@ class Finish:
                 reason = job.token.reason or "stopped"
                 error = StoppedError(f"{reason} ({error.reason})" if error else reason)
         job.record.finished(error, job.results.artifact_names())
+        job.record.log_dropped = logs.dropped()  # again at run_end: the final write may add some
         if job.record.failed_index is not None and job.nb is not None:
             results.add_banners(job.nb, job.record.failed_index, job.record.reason or "")
         self.error = error
@@ -196,13 +205,18 @@ class Finish:
             reason = f"{job.token.reason or 'stopped'} during the final write"
             self._not_stored(StoppedError(f"{reason}; a local copy is in {job.results.spool}"))
         elif isinstance(done.error, StorageError):
-            self._not_stored(done.error)
+            self._not_stored(done.error, budget)
+        elif isinstance(done.error, OSError):  # any OSError there is a storage error too
+            why = done.error.strerror or str(done.error)
+            self._not_stored(StorageError(f"results not stored: {why}"), budget)
         elif done.error is not None:
             raise done.error
         else:
             self.stored = True
 
-    def _not_stored(self, exc: StorageError | StoppedError) -> None:
+    def _not_stored(self, exc: StorageError | StoppedError, budget: Budget | None = None) -> None:
+        """The results are in the local copy; the destination's run.json, written first, is
+        told the final outcome once more (``budget`` allowing), so it never says less."""
         job = self.job
         self.keep_workdir = True
         job.log.error("results_not_stored", reason=exc.reason)
@@ -210,6 +224,9 @@ class Finish:
         reason = str(job.record.reason)
         if job.record.status == RunStatus.STORAGE_ERROR and "local copy" not in reason:
             job.record.reason = f"{reason}; a local copy is in {job.results.spool}"
+        if budget is not None:
+            data = job.record.to_json()
+            stop.timebox(lambda: job.results.store_record(data), budget, "run.json", at_least=0.5)
 
     def report(self, budget: Budget) -> None:
         job = self.job
@@ -226,13 +243,16 @@ class Finish:
     def run_end(self, budget: Budget) -> None:
         """run_end in the log, the log stored once more, the termination message."""
         job, r = self.job, self.job.record
-        job.log.info(
+        r.log_dropped = logs.dropped()
+        log = getattr(job.log, run_level(r.status))
+        log(
             "run_end",
             status=r.status,
             exit_code=r.exit_code,
             reason=r.reason,
             cell=r.failed_index,
             duration_s=r.duration_s,
+            **({"log_dropped": r.log_dropped} if r.log_dropped else {}),
         )
         if self.stored:
             job.results.store_log(budget)

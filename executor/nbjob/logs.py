@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from pathlib import Path
 from typing import IO, Any
 
+from nbjob.logplaces import Console, File, Output
+
 # Query parameters that carry signatures or tokens in presigned URLs (AWS SigV2/V4, IBM COS,
 # GCS, Azure SAS). Their values are replaced; the rest of the URL stays readable.
 _SECRET_QUERY = re.compile(
@@ -166,21 +168,59 @@ def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMappi
 
 
 class Sink:
-    """The structlog 'logger': writes each finished event to the files and the console."""
+    """The structlog 'logger': writes each finished event to the files and the console.
 
-    def __init__(self, console: IO[str], console_json: bool, files: Iterable[IO[str]]) -> None:
-        self.console = console
-        self.console_json = console_json
+    A write that fails is dropped and counted (``dropped``); the first failure of each place
+    is told once, as a ``log_write_failed`` warning, to the places that still take events;
+    when a file takes events again it first gets a ``log_lines_dropped`` line with the count,
+    so a reader knows where the gap is.
+    """
+
+    def __init__(self, console: IO[str], console_json: bool, files: Iterable[Output] = ()) -> None:
+        self.console = Console(console, console_json)
         self.files = list(files)
+        self._told: set[str] = set()  # places whose failure was told
+        self._gap: dict[str, int] = {}  # place -> drops when its last gap was told
+
+    @property
+    def outputs(self) -> list[Output]:
+        return [*self.files, self.console]
 
     def msg(self, event: dict[str, Any]) -> None:
         line = json.dumps(event, default=str, ensure_ascii=False) + "\n"
-        for f in self.files:
-            f.write(line)
-        self.console.write(line if self.console_json else _readable(event))
-        self.console.flush()
+        for out in self.outputs:
+            self._resume(out)
+            out.write(
+                line if out is not self.console or self.console.json_lines else _readable(event)
+            )
+        for out in self.outputs:
+            if out.error is not None and out.name not in self._told:
+                self._told.add(out.name)
+                self._tell(out, "log_write_failed", target=out.name, reason=out.error)
 
     debug = info = warning = warn = error = critical = exception = log = msg
+
+    def _resume(self, out: Output) -> None:
+        """A file that dropped events and may take them again: the gap, said in the file."""
+        if out.dropped > self._gap.get(out.name, 0) and out is not self.console and not out.gone:
+            gap = out.dropped - self._gap.get(out.name, 0)
+            event = _warning("log_lines_dropped", target=out.name, dropped=gap)
+            if out.write(json.dumps(event, ensure_ascii=False) + "\n"):
+                self._gap[out.name] = out.dropped
+            else:
+                out.dropped -= 1  # the gap's own line is not one of the run's events
+
+    def _tell(self, failed: Output, name: str, **fields: Any) -> None:
+        event = _warning(name, **fields)
+        for out in self.outputs:
+            if out is failed or out.error is not None:
+                continue
+            text = json.dumps(event, ensure_ascii=False) + "\n"
+            out.write(_readable(event) if out is self.console and not out.json_lines else text)
+
+    def dropped(self) -> dict[str, int]:
+        """Events each place could not take, for the places that lost any."""
+        return {out.name: out.dropped for out in self.outputs if out.dropped}
 
     def flush(self) -> None:
         for f in self.files:
@@ -190,6 +230,10 @@ class Sink:
         for f in self.files:
             f.close()
         self.files = []
+
+
+def _warning(name: str, **fields: Any) -> dict[str, Any]:
+    return {"event": name, **fields, "level": "warning", "ts": now_iso()}
 
 
 def _readable(event: dict[str, Any]) -> str:
@@ -213,7 +257,7 @@ _sink: Sink | None = None  # the open run's
 
 def _console() -> Sink:
     """Where nbjob logs when no run's log is open: stderr only."""
-    return Sink(sys.stderr, not sys.stderr.isatty(), [])
+    return Sink(sys.stderr, not sys.stderr.isatty())
 
 
 class _Current:
@@ -252,11 +296,7 @@ def configure(
         _sink.close()
     _secrets = _secret_values()
     console_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
-    handles = []
-    for path in files:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handles.append(path.open("w" if truncate else "a", encoding="utf-8"))
-    _sink = Sink(sys.stderr, console_json, handles)
+    _sink = Sink(sys.stderr, console_json, [File(path, truncate) for path in files])
     if global_structlog:
         import structlog
 
@@ -281,6 +321,12 @@ def get_logger(**bound: Any) -> Any:
         cache_logger_on_first_use=False,
         **bound,
     )
+
+
+def dropped() -> dict[str, int]:
+    """Events the open run's log could not write, by place (a file's path, ``stderr``): a full
+    disk, a closed console. Empty when nothing was lost."""
+    return _sink.dropped() if _sink is not None else {}
 
 
 def flush() -> None:

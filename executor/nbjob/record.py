@@ -90,6 +90,7 @@ class RunRecord:
     resumed_from: int | None = None
     lease: dict[str, Any] | None = None  # this attempt's hold on its destination (nbjob.lease)
     traceback: str | None = None  # an internal error's (never in the notebook)
+    log_dropped: dict[str, int] = field(default_factory=dict)  # log events lost, by place
     identity: dict[str, Any] = field(default_factory=dict)  # rank, world size, source
     shard: int | None = None
     ranks: list[dict[str, Any]] | None = None  # rank 0 of a multi-rank run: every rank's end
@@ -323,4 +324,5 @@ class RunRecord:
             "shard": self.shard,
             **self._ranks_json(),
             **({"traceback": self.traceback} if self.traceback else {}),
+            **({"log_dropped": self.log_dropped} if self.log_dropped else {}),
         }

@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from nbjob import logs
 from nbjob.artifacts import ArtifactStream, is_temporary
-from nbjob.errors import StorageError
+from nbjob.errors import NbjobError, StorageError
 from nbjob.layout import ARTIFACTS, LOG, RUN_JSON, Destination
 from nbjob.mask import Masker
 from nbjob.stop import Budget, timebox
@@ -189,11 +192,25 @@ class Results:
             self._next_due = max(self._next_due, time.monotonic() + 4 * took)
 
     def _write(self, nb_data: bytes, record_data: bytes) -> None:
+        """run.json first and on its own (the small file with the reason gets through when the
+        notebook cannot), then the notebook and the log: each is tried whatever happened to
+        the others. ``StorageError`` naming each file that was not stored."""
+        puts: list[tuple[str, Callable[[], None]]] = [
+            (RUN_JSON, lambda: self.storage.put_bytes(self.folder.run_json, record_data))
+        ]
         if self.notebook_name and nb_data:
-            self.storage.put_bytes(self.url(self.notebook_name), nb_data)
-        self.storage.put_bytes(self.folder.run_json, record_data)
+            url = self.url(self.notebook_name)
+            puts.append(("the notebook", lambda: self.storage.put_bytes(url, nb_data)))
         if not self._is_log_local():
-            self.storage.put_file(self.folder.log, self.log_path)
+            puts.append((LOG, lambda: self.storage.put_file(self.folder.log, self.log_path)))
+        failed = []
+        for name, put in puts:
+            try:
+                put()
+            except Exception as exc:  # any failure: the next file is still tried
+                failed.append(f"{name}: {_why(exc)}")
+        if failed:
+            raise StorageError("; ".join(failed))
 
     def _is_log_local(self) -> bool:
         return self.folder.is_local and local_path(self.folder.log) == self.log_path
@@ -222,11 +239,10 @@ class Results:
         if self.stream is not None:
             self.stream.close()
         if not done.ok:
-            why = f"no answer within {left:.0f} s" if done.late else str(done.error)
-            self.keep_local_copy(nb, record)
+            why = f"no answer within {left:.0f} s" if done.late else _why(done.error)
+            copy = self.keep_local_copy(nb, record)
             raise StorageError(
-                f"results not stored at {logs.redact(self.folder.url)} ({why}); "
-                f"a local copy is in {self.spool}"
+                f"results not stored at {logs.redact(self.folder.url)} ({why}); {copy}"
             )
 
     def store_record(self, record: dict[str, Any]) -> None:
@@ -249,12 +265,34 @@ class Results:
             if p.is_file() and not is_temporary(p.relative_to(self.artifacts).as_posix())
         )
 
-    def keep_local_copy(self, nb: Any, record: dict[str, Any]) -> None:
-        """Results that could not be stored go to the spool folder (named in the reason)."""
-        logs.flush()
-        self.spool.mkdir(parents=True, exist_ok=True)
+    def keep_local_copy(self, nb: Any, record: dict[str, Any]) -> str:
+        """Results that could not be stored go to the spool folder, or where there is room
+        (the temporary folder) when its disk is full; what happened, said for the reason."""
+        errors = []
+        for folder in (self.spool, Path(tempfile.gettempdir()) / f"nbjob-results-{os.getpid()}"):
+            try:
+                self._copy_to(folder, nb, record)
+            except OSError as exc:
+                errors.append(_why(exc))  # an earlier, whole copy there is kept
+                continue
+            self.spool = folder
+            return f"a local copy is in {folder}"
+        return f"no local copy either ({errors[-1]})"
+
+    def _copy_to(self, folder: Path, nb: Any, record: dict[str, Any]) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RUN_JSON).write_bytes(self._record_bytes(record))  # the reason first
         if self.notebook_name and nb is not None:
-            (self.spool / self.notebook_name).write_bytes(self._notebook_bytes(nb))
-        (self.spool / RUN_JSON).write_bytes(self._record_bytes(record))
-        if self.log_path.exists() and self.log_path.parent != self.spool:
-            shutil.copyfile(self.log_path, self.spool / LOG)
+            (folder / self.notebook_name).write_bytes(self._notebook_bytes(nb))
+        if self.log_path.exists() and self.log_path.parent != folder:
+            shutil.copyfile(self.log_path, folder / LOG)
+
+
+def _why(exc: BaseException | None) -> str:
+    """One line for a failed write: the store's reason, or the OS's (no path: a temporary
+    file's name says nothing)."""
+    if isinstance(exc, NbjobError):
+        return exc.reason
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return " ".join(str(exc).split()) or type(exc).__name__

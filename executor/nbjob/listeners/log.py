@@ -10,6 +10,20 @@ from nbjob.outputs import LineFolder
 
 PROGRESS_EVERY_S = 5.0  # a line only being rewritten (\r, \b) is logged at most this often
 
+# A cell's end at the level log collectors alert on: a cell that failed (raised, timed out, lost
+# its kernel) at ``error``; one interrupted by a stop at ``warning``; the others at ``info``.
+_CELL_LEVELS = {
+    events.CellStatus.FAILED: "error",
+    events.CellStatus.TIMED_OUT: "error",
+    events.CellStatus.KERNEL_DIED: "error",
+    events.CellStatus.INTERRUPTED: "warning",
+}
+
+
+def cell_level(status: events.CellStatus | str) -> str:
+    """The log level of a ``cell_end`` with ``status``."""
+    return _CELL_LEVELS.get(events.CellStatus(status), "info")
+
 
 class LogListener:
     """cell_start / stream / cell_end events in executor.log (and on stderr).
@@ -69,7 +83,8 @@ class LogListener:
         self._flush(cell.index)
         if cell.warning:
             self.log.warning("cell_warning", cell=cell.index, warning=cell.warning)
-        self.log.info(
+        log = getattr(self.log, cell_level(cell.status))
+        log(
             "cell_end",
             cell=cell.index,
             status=str(cell.status),

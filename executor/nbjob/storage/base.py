@@ -179,9 +179,14 @@ def target_in(dest_dir: Path, url: str) -> Path:
     return dest_dir / (Path(urlsplit(url).path).name or "bundle")
 
 
+TEMP_PREFIX = ".nbjob-"  # temporary files beside a target: ".nbjob-" and 8 random characters
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    # A short name, whatever the target's: ".<name>.XXXX" would pass NAME_MAX (255 bytes) for
+    # a name of 246 bytes or more.
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -1,16 +1,26 @@
-"""Local paths and file:// URLs: fetch returns the path as it is; writes are atomic."""
+"""Local paths and file:// URLs: fetch returns the path as it is; writes are atomic.
+
+A write goes to a temporary file with a short name (``.nbjob-`` and 8 characters, whatever the
+target's name: a notebook may be named with up to 255 bytes) and is then renamed over the
+target. On a full disk (or quota), ``run.json`` — the record that says how the run ended,
+whose older version would say ``running`` — is overwritten in place instead when it fits in
+the space that older version already holds: its end must get through when nothing else can.
+Other files are not (a stale notebook is at least a whole one).
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from nbjob.errors import InvalidInputError, StorageError
 
-from .base import Backend, atomic_write
+from .base import TEMP_PREFIX, Backend, atomic_write
 
 
 def local_path(url: str) -> Path:
@@ -28,15 +38,28 @@ class LocalBackend(Backend):
         return path
 
     def put_bytes(self, url: str, data: bytes, content_type: str = "application/json") -> None:
-        atomic_write(local_path(url), data)
+        target = local_path(url)
+        try:
+            atomic_write(target, data)
+        except OSError as exc:
+            if exc.errno not in FULL or target.name not in IN_PLACE:
+                raise
+            if not _overwrite_in_place(target, data):
+                raise
 
     def put_file(self, url: str, path: Path) -> None:
         target = local_path(url)
         if target.resolve() != path.resolve():
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, target)
+            fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=target.parent)
+            os.close(fd)
+            try:
+                shutil.copyfile(path, tmp)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
 
     def get_bytes(self, url: str) -> bytes | None:
         path = local_path(url)
@@ -74,3 +97,25 @@ class LocalBackend(Backend):
             local_path(url).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"cannot create results folder {url}: {exc.strerror}") from None
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)  # no room: the disk or the user's quota
+IN_PLACE = ("run.json",)  # overwritten in place on a full disk (``nbjob.layout.RUN_JSON``)
+
+
+def _overwrite_in_place(path: Path, data: bytes) -> bool:
+    """Write ``data`` over ``path`` where it fits in the blocks the file already holds (no new
+    space is needed then); False when it does not fit. Not atomic: the fallback of a full disk
+    only, for a file whose stale content would say the run is still running."""
+    try:
+        held = path.stat().st_blocks * 512
+    except OSError:
+        return False
+    if len(data) > held:
+        return False
+    with path.open("r+b") as f:
+        f.write(data)
+        f.truncate()
+        f.flush()
+        os.fsync(f.fileno())
+    return True

@@ -5,6 +5,10 @@ such bucket, access denied, bad credentials) fail at once; transient ones (conne
 resets, 5xx, 429) are tried again with exponential backoff, ``Options.attempts`` tries in all.
 What still fails raises ``StorageError`` with a one-line, credential-free reason.
 
+A local disk that cannot take what is downloaded (no space, a quota, a read-only file system:
+``errno`` ENOSPC, EDQUOT, EROFS, wherever it sits in the exception's chain) is not the store's
+fault and no retry helps: it fails at once as ``EnvironmentUnfitError`` (exit 7).
+
 ``--storage-attempts`` (``NBJOB_STORAGE_ATTEMPTS``, default 5) sets the tries per operation
 (the clients make at most ``CLIENT_TRIES`` of each request inside one). Time is bounded as
 well: a request waits at most a sixth of ``--storage-timeout`` (default 60 s) for an answer,
@@ -14,17 +18,19 @@ is exit 6 within it.
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from nbjob.errors import NbjobError, StorageError
+from nbjob.errors import EnvironmentUnfitError, NbjobError, StorageError
 from nbjob.logs import redact
 
 from .base import Backend
 
 BACKOFF_S = 0.5  # doubled after each failed try
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+LOCAL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # this machine's disk: never retried
 
 T = TypeVar("T")
 
@@ -54,6 +60,12 @@ def with_retries(backend: Backend, what: str, url: str, call: Callable[[], T]) -
         except NbjobError:
             raise
         except Exception as exc:
+            if (disk := local_disk_error(exc)) is not None:
+                backend.outage_since = None  # the store answered; this machine cannot keep it
+                raise EnvironmentUnfitError(
+                    f"{what} {redact(url)} failed: this machine's disk cannot take it "
+                    f"({disk.strerror or disk})"
+                ) from None
             transient, reason = backend.classify(exc)
             if not transient:
                 backend.outage_since = None  # an answer, if a bad one
@@ -67,6 +79,18 @@ def with_retries(backend: Backend, what: str, url: str, call: Callable[[], T]) -
         time.sleep(delay)
         delay *= 2
     raise AssertionError("unreachable")
+
+
+def local_disk_error(exc: BaseException) -> OSError | None:
+    """The OSError for a full or read-only local disk in ``exc``'s chain (clients wrap it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in LOCAL_DISK:
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _outage(backend: Backend) -> float:
