@@ -28,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from support import terminal
+
 VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGETS = "application/vnd.jupyter.widget-state+json"
 BANNER_TAGS = ("nbjob-error-banner", "papermill-error-cell-tag")
@@ -45,28 +47,9 @@ VOLATILE: tuple[tuple[re.Pattern[str], str], ...] = (
 
 
 def fold(text: str) -> str:
-    """JupyterLab's stream text: ``\\r`` returns to the line's start and later characters
-    overwrite in place; ``\\b`` deletes the character before the cursor, never a newline."""
-    done: list[str] = []
-    line: list[str] = []
-    cursor = 0
-    for char in text:
-        if char == "\n":
-            done.append("".join(line) + "\n")
-            line, cursor = [], 0
-        elif char == "\r":
-            cursor = 0
-        elif char == "\b":
-            if cursor:
-                del line[cursor - 1]
-                cursor -= 1
-        elif cursor < len(line):
-            line[cursor] = char
-            cursor += 1
-        else:
-            line.append(char)
-            cursor += 1
-    return "".join(done) + "".join(line)
+    """JupyterLab's stream text (``support.terminal``, the reference model), as one string."""
+    done, line = terminal(text)
+    return "".join(done) + line
 
 
 def _text(value: Any) -> str:

@@ -13,6 +13,7 @@ from nbjob import events
 from nbjob.execute import Executor
 from nbjob.kernel.fake import FakeKernel, cell, clear, display, stream
 from nbjob.outputs import CellOutputs, Displays, LineFolder
+from support import terminal
 
 
 def run_cell(*steps: Any, max_output_bytes: int = 1_000_000) -> list[Any]:
@@ -136,29 +137,10 @@ def test_scrapbook_glue_outputs_become_metrics() -> None:
     assert record.to_json()["metrics"] == {"accuracy": 0.98, "note": "ok"}
 
 
-def _terminal(text: str) -> tuple[list[str], str]:
-    """A character-at-a-time reference model of JupyterLab's \\r and \\b."""
-    done, line, cursor = [], [], 0
-    for ch in text:
-        if ch == "\n":
-            done.append("".join(line) + "\n")
-            line, cursor = [], 0
-        elif ch == "\r":
-            cursor = 0
-        elif ch == "\b":
-            if cursor:
-                del line[cursor - 1]
-                cursor -= 1
-        else:
-            line[cursor : cursor + 1] = [ch]
-            cursor += 1
-    return done, "".join(line)
-
-
 def test_folding_agrees_with_a_character_model_however_text_is_split() -> None:
     texts = ["a\nbc\nd", "abc\rx\n", "ab\bc\nd\n\n", "12345\rab\b\bXYZW\n", "\r\r\n\bq"]
     for text in texts:
         for cut in range(len(text) + 1):
             folder = LineFolder()
             got = folder.feed(text[:cut]) + folder.feed(text[cut:])
-            assert (got, folder.line) == _terminal(text), (text, cut)
+            assert (got, folder.line) == terminal(text), (text, cut)

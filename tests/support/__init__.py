@@ -5,7 +5,8 @@ is also a pytest plugin (tests/conftest.py names ``support.e2e``): it marks ever
 starts a process ``e2e`` and fails a test outside that layer that starts one anyway.
 
 - notebooks: ``make_notebook``, ``notebook`` (code cells only), ``notebook_json``,
-  ``make_zip``, ``make_targz``, ``read_json``, ``stream_text``;
+  ``make_zip``, ``make_targz``, ``read_json``, ``stream_text``, ``terminal`` (JupyterLab's
+  ``\\r`` / ``\\b`` folding, a reference model);
 - results: ``results`` (notebook, validated, and run.json of an output folder), ``texts``,
   ``log_events`` (executor.log), ``cell_ends``, ``valid_notebook``; every notebook a
   ``run_nbjob`` / ``start_nbjob`` run leaves in its local output folder is validated when the
@@ -35,6 +36,7 @@ from .notebooks import (
     notebook_json,
     read_json,
     stream_text,
+    terminal,
 )
 from .processes import ServerProcess, descendants, serve, start_server, wait_ready
 from .proxy import FlakyProxy
@@ -79,6 +81,7 @@ __all__ = [
     "start_server",
     "starts_processes",
     "stream_text",
+    "terminal",
     "texts",
     "valid_notebook",
     "validate_written",

@@ -103,3 +103,27 @@ def notebook(path: Path, *cells: str | tuple[str, list[str]], kernel: str = "pyt
     """A notebook of code cells: ``"source"`` or ``("source", [tags])``, for kernel ``kernel``."""
     spec = {"name": kernel, "language": "python", "display_name": kernel}
     return make_notebook(path, [c if isinstance(c, str) else ("code", *c) for c in cells], spec)
+
+
+def terminal(text: str) -> tuple[list[str], str]:
+    """A character-at-a-time reference model of how JupyterLab shows stream text: the completed
+    lines and the line still being written. ``\\r`` returns to the line's start and later
+    characters overwrite in place; ``\\b`` deletes the character before the cursor, never a
+    newline."""
+    done: list[str] = []
+    line: list[str] = []
+    cursor = 0
+    for char in text:
+        if char == "\n":
+            done.append("".join(line) + "\n")
+            line, cursor = [], 0
+        elif char == "\r":
+            cursor = 0
+        elif char == "\b":
+            if cursor:
+                del line[cursor - 1]
+                cursor -= 1
+        else:
+            line[cursor : cursor + 1] = [char]
+            cursor += 1
+    return done, "".join(line)
