@@ -26,6 +26,7 @@ from botocore.exceptions import ClientError
 from nbjob.config import resolve, storage_options
 from nbjob.errors import InvalidInputError, StorageError, UsageError
 from nbjob.storage import Capability, Options, Storage, check_destination, check_source
+from nbjob.storage.base import CLIENT_TRIES
 from nbjob.storage.retry import with_retries
 from support import (
     ACCESS_KEY,
@@ -159,6 +160,21 @@ def test_transient_503s_are_retried(
     assert result.returncode == 0, result.stderr
     assert proxy.failed == 3  # the run did meet the 503s
     check_results(*s3_results(s3_server, bucket, "results/flaky"))
+
+
+def test_one_try_is_at_most_two_s3_requests(
+    s3_server: S3Server, bucket: str, flaky_proxy: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The documented bound: each try of the retry loop makes at most CLIENT_TRIES (2) requests
+    through the S3 client's own retries (in botocore's standard mode ``max_attempts`` counts
+    the first request)."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    proxy = flaky_proxy(fail_first=100)
+    storage = Storage(Options(endpoint_url=proxy.url, attempts=1, timeout=30))
+    with pytest.raises(StorageError):
+        storage.get_bytes(f"s3://{bucket}/never-there")
+    assert proxy.requests == CLIENT_TRIES == 2
 
 
 @pytest.mark.parametrize("kind", ["s3", "https"])
