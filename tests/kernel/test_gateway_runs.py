@@ -9,6 +9,7 @@ none of the outputs.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 from pathlib import Path
@@ -135,10 +136,10 @@ def test_remote_kernel_death_exit_5(jupyter_server_peer: Peer, tmp_path: Path) -
     nb, record = outputs(out)
     assert "before" in stream_text(nb)  # partial results stored
     assert record["status"] == "kernel_died" and record["failed_cell"]["index"] == 1
-    assert (
-        "remote kernel died" in record["reason"]
-        and "while running In [2] (cell 1)" in record["reason"]
-    )
+    # "In [2] (cell 1)" when the kernel's execute_input came before it died; a kernel killed
+    # at once may never send it, and then only the index is known.
+    assert "remote kernel died" in record["reason"]
+    assert re.search(r"while running (In \[2\] \(cell 1\)|cell 1)", record["reason"])
     assert [c["status"] for c in record["cells"]] == ["completed", "kernel_died", "pending"]
 
 
