@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+APT_GET ?= apt-get
 # Storage servers the contract tests start on loopback (npm packages; pinned).
 NPM_DIR   := .npm
 NPM_PKGS  := s3rver@3.7.1 azurite@3.37.0
@@ -37,17 +38,20 @@ $(NPM_STAMP):
 
 npm-deps: $(NPM_STAMP)
 
-# Debian packages the tests need (podman builds and runs the images; headless chromium
+# Debian packages the tests need, those missing only (podman builds and runs the images; headless chromium
 # looks at the HTML reports; slurm-wlm — munged, slurmctld, slurmd and the clients — runs the
 # Slurm cluster tests); root only.
 system-deps:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  ! (command -v podman && command -v runc && command -v debootstrap && \
-	     command -v chromium && command -v slurmctld && command -v slurmd && \
-	     command -v munged) >/dev/null; then \
-	  echo "installing podman runc debootstrap chromium slurm-wlm"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends podman runc debootstrap chromium slurm-wlm >/dev/null; \
+	@missing=""; \
+	for need in podman:podman runc:runc debootstrap:debootstrap chromium:chromium \
+	    slurmctld:slurm-wlm slurmd:slurm-wlm munged:slurm-wlm; do \
+	  command -v $${need%%:*} >/dev/null && continue; \
+	  case " $$missing " in *" $${need#*:} "*) ;; *) missing="$$missing $${need#*:}" ;; esac; \
+	done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v $(APT_GET) >/dev/null; then \
+	  echo "installing$$missing"; \
+	  $(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq \
+	    --no-install-recommends $$missing >/dev/null; \
 	fi
 
 lint: venv
@@ -60,7 +64,7 @@ docs: venv
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 
 test: venv system-deps lint docs
-	$(BIN)/pytest -ra
+	$(BIN)/pytest -ra --durations=25
 
 # The in-process layer only: no nbjob, kernel or server process is started (seconds). Tests that
 # start one are marked e2e automatically (tests/support/e2e.py); `make test` runs them all.

@@ -3,9 +3,10 @@ they would expect it to."""
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
-from nbjob import mask
+from nbjob import cli, mask
 from support import notebook, results, run_nbjob
 
 LONG_TOKEN = "FwoGZXIvYXdzEFAKEsessionTOKEN0123456789"  # as long as a real one: still masked
@@ -35,3 +36,16 @@ def test_dummy_credentials_of_a_local_store_do_not_mask_ordinary_words(tmp_path:
     for text in (result.stderr, log, (out / "nb.html").read_text()):
         assert "test passed: test" in text and mask.MASK in text
         assert LONG_TOKEN not in text
+
+
+def test_the_help_names_every_source_and_explains_every_option() -> None:
+    """``nbjob run --help`` names every scheme a source can have; ``nbjob pack --help`` says
+    what each of its options is for."""
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    run_help = " ".join(commands.choices["run"].format_help().split())
+    assert "s3://, gs:// or az://" in run_help and "file://" in run_help
+    pack = commands.choices["pack"]
+    unexplained = [a.option_strings for a in pack._actions if not a.help]
+    assert unexplained == []
+    assert "S3-compatible endpoint" in " ".join(pack.format_help().split())

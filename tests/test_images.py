@@ -712,7 +712,7 @@ print("steps done", flush=True)"""
 @contextlib.contextmanager
 def _replicas(image: str, bundle: Path, out: Path) -> Iterator[list[Container]]:
     """Two PyTorchJob replicas of one pod, started (rank 1 joins rank 0's network namespace);
-    both removed afterwards."""
+    both removed afterwards, rank 1 first."""
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "WORLD_SIZE": "2",
            "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "NBJOB_RUN_ID": "ddp-1"}  # fmt: skip
     volumes = {bundle: "/bundle:ro", out: "/out"}
@@ -728,7 +728,9 @@ def _replicas(image: str, bundle: Path, out: Path) -> Iterator[list[Container]]:
             box.start()
         yield boxes
     finally:
-        for box in boxes:
+        # Rank 1 first: podman refuses to remove rank 0 while rank 1 uses its network namespace
+        # (rank 0's `rm` then fails quietly and both exited containers stay behind).
+        for box in reversed(boxes):
             box.remove()
 
 

@@ -37,9 +37,13 @@ def name_for(notebook_name: str) -> str:
     return PurePosixPath(notebook_name).stem + ".html"
 
 
-def render(nb: Any, folder: Path | None = None) -> bytes:
-    """The notebook as one self-contained HTML page (JupyterLab's look)."""
-    resources = {"metadata": {"path": str(folder)}} if folder is not None else {}
+def render(nb: Any, folder: Path | None = None, title: str = "") -> bytes:
+    """The notebook as one self-contained HTML page (JupyterLab's look), titled ``title`` (the
+    notebook's name, as ``jupyter nbconvert`` titles it)."""
+    metadata = {"name": title} if title else {}
+    if folder is not None:
+        metadata["path"] = str(folder)
+    resources = {"metadata": metadata} if metadata else {}
     body, _ = _exporter().from_notebook_node(nb, resources=resources)
     return body.encode("utf-8")
 
@@ -186,7 +190,8 @@ def _render_and_put(
 ) -> str | None:
     """Why the report is not stored, or None when it is (and is in the record)."""
     started = time.monotonic()
-    page, why = _boxed(lambda: render(results.masked(nb), folder), budget)  # secrets masked
+    title = PurePosixPath(results.notebook_name or "").stem
+    page, why = _boxed(lambda: render(results.masked(nb), folder, title), budget)  # masked
     if page is None:
         return why
     _, why = _boxed(lambda: _put(results, page), budget)  # only a whole page goes up
