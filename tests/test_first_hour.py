@@ -4,9 +4,15 @@ they would expect it to."""
 from __future__ import annotations
 
 import argparse
+import ast
+import importlib.util
+import re
+import sys
 from pathlib import Path
 
-from nbjob import cli, mask
+import nbformat
+import pytest
+from nbjob import bundle, cli, mask
 from support import notebook, results, run_nbjob
 
 LONG_TOKEN = "FwoGZXIvYXdzEFAKEsessionTOKEN0123456789"  # as long as a real one: still masked
@@ -49,3 +55,49 @@ def test_the_help_names_every_source_and_explains_every_option() -> None:
     unexplained = [a.option_strings for a in pack._actions if not a.help]
     assert unexplained == []
     assert "S3-compatible endpoint" in " ".join(pack.format_help().split())
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+# Each example, the modules its notebook imports that Python does not ship, and the
+# distributions its requirements.txt must name for them.
+IMPORTS = {
+    "torch-digits": {"numpy": "numpy", "sklearn": "scikit-learn", "torch": "torch"},
+    "tf-digits": {"numpy": "numpy", "sklearn": "scikit-learn", "keras": "keras"},
+}
+
+
+@pytest.mark.parametrize("example", sorted(IMPORTS))
+def test_each_example_declares_what_its_notebook_imports(example: str) -> None:
+    """nbjob's requirements check can warn only about what requirements.txt names."""
+    folder = EXAMPLES / example
+    (nb_path,) = folder.glob("*.ipynb")
+    imported = set()
+    for cell in nbformat.read(nb_path, as_version=4).cells:
+        if cell.cell_type == "code":
+            for node in ast.walk(ast.parse(cell.source)):
+                if isinstance(node, ast.Import):
+                    imported |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module:
+                    imported.add(node.module.split(".")[0])
+    third_party = imported - set(sys.stdlib_module_names) - {"IPython", "tensorflow"}
+    assert third_party == set(IMPORTS[example])
+    assert set(bundle.requirement_lines(folder)) == set(IMPORTS[example].values())
+
+
+def test_the_torch_example_runs_as_shipped_and_records_its_accuracy(tmp_path: Path) -> None:
+    """``nbjob run examples/torch-digits``, the folder as it is: every requirement met, the
+    final accuracy in run.json's metrics as the notebook printed it."""
+    needed = IMPORTS["torch-digits"]
+    missing = [dist for module, dist in needed.items() if not importlib.util.find_spec(module)]
+    if missing:
+        pytest.skip(f"needs {', '.join(missing)} (make test installs them; the images have them)")
+    out = tmp_path / "out"
+    result = run_nbjob("run", EXAMPLES / "torch-digits", "--output", out, timeout=300)
+    assert result.returncode == 0, result.stderr
+    executed, record = results(out, "digits_torch.ipynb")
+    printed = "".join(
+        o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs
+    )
+    (shown,) = re.findall(r"^accuracy=([0-9.]+)$", printed, re.M)
+    assert record["unmet_requirements"] == []
+    assert round(record["metrics"]["accuracy"], 4) == float(shown) > 0.9

@@ -395,6 +395,9 @@ def test_torch_example_from_read_only_folder_without_network(torch_image, tmp_pa
     assert metrics["framework"] == "torch" and metrics["accuracy"] == pytest.approx(
         accuracy, abs=1e-4
     )
+    # The example records it as a metric too, and its requirements.txt is met in the image.
+    assert run["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    assert run["unmet_requirements"] == []
     assert run["gpus"] == []  # no GPU here; recorded, not required
 
 
@@ -410,11 +413,13 @@ def test_tf_keras_example(tf_image, tmp_path):
         volumes={ROOT / "examples/tf-digits": "/bundle:ro", out: "/out"},
     ).run(timeout=300)
     assert proc.returncode == 0, explain(proc, out)
-    assert read_json(out / "run.json")["status"] == "succeeded"
+    run = read_json(out / "run.json")
+    assert run["status"] == "succeeded" and run["unmet_requirements"] == []
     accuracy = accuracy_of(out / "digits_keras.ipynb")
     assert accuracy > 0.9
     metrics = read_json(out / "artifacts" / "metrics.json")
     assert metrics["accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    assert run["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-4)
     assert "tensorflow 2.21" in stdout_of(out / "digits_keras.ipynb")
 
 
