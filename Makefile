@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# nbjob alone (what `make demo` needs: its notebook imports nothing else); STAMP implies it.
+CORE_STAMP := $(VENV)/.installed-core
 APT_GET ?= apt-get
 # Storage servers the contract tests start on loopback (npm packages; pinned).
 NPM_DIR   := .npm
@@ -12,8 +14,9 @@ NPM_STAMP := $(NPM_DIR)/.installed-s3rver-3.7.1-azurite-3.37.0
 .PHONY: help venv npm-deps system-deps lint docs test test-fast test-e2e demo bench images clean
 
 help:
-	@echo "make demo   - pack and run the example bundle; results in ./demo-output"
+	@echo "make demo   - install nbjob only, pack and run the example bundle; results in ./demo-output"
 	@echo "make test   - install everything the tests need, lint, type-check, run all tests"
+	@echo "              (15-40 min, ~7 GB of disk; starts real Slurm, Ray and podman containers)"
 	@echo "make docs   - build the documentation site into ./site (mkdocs, warnings as errors)"
 	@echo "make test-fast - the in-process tests only (no nbjob, kernel or server started; seconds)"
 	@echo "make test-e2e  - the tests that start nbjob, kernels or servers (no images, no clusters)"
@@ -25,6 +28,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,bench,docs]'
+	touch $@ $(CORE_STAMP)
+
+$(CORE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e .
 	touch $@
 
 venv: $(STAMP) npm-deps
@@ -75,13 +83,17 @@ test-fast: venv
 test-e2e: venv
 	$(BIN)/pytest -ra -m "e2e and not images and not clusters"
 
-demo: venv
+# nbjob only, not the test and bench tooling; the bundle stays, so the command printed at the
+# end runs it again.
+demo: $(CORE_STAMP)
 	rm -rf demo-output demo-output.zip
-	$(BIN)/nbjob pack examples/demo/demo.ipynb -o demo-output.zip
+	$(BIN)/nbjob pack examples/demo/demo.ipynb -o demo-output.zip >/dev/null
 	$(BIN)/nbjob run demo-output.zip --output demo-output --log-format console \
 	  -p epochs 30; \
-	  code=$$?; rm -f demo-output.zip; \
+	  code=$$?; \
 	  echo; echo "exit code $$code; results in $(CURDIR)/demo-output:"; ls -l demo-output; \
+	  echo; echo "run the bundle again (a new attempt in the same folder):"; \
+	  echo "  $(BIN)/nbjob run demo-output.zip --output demo-output -p epochs 30"; \
 	  exit $$code
 
 bench: venv
@@ -92,4 +104,4 @@ images: venv
 	bash tests/images/build.sh $(IMAGES_FLAGS)
 
 clean:
-	rm -rf $(VENV) $(NPM_DIR) site demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(NPM_DIR) site demo-output demo-output.zip .pytest_cache .mypy_cache .ruff_cache
