@@ -16,7 +16,7 @@ NPM_STAMP := $(NPM_DIR)/.installed-s3rver-3.7.1-azurite-3.37.0
 help:
 	@echo "make demo   - install nbjob only, pack and run the example bundle; results in ./demo-output"
 	@echo "make test   - install everything the tests need, lint, type-check, run all tests"
-	@echo "              (15-40 min, ~7 GB of disk; starts real Slurm, Ray and podman containers)"
+	@echo "              (15-40 min, several GB; starts real Slurm, Ray and podman containers)"
 	@echo "make docs   - build the documentation site into ./site (mkdocs, warnings as errors)"
 	@echo "make test-fast - the in-process tests only (no nbjob, kernel or server started; seconds)"
 	@echo "make test-e2e  - the tests that start nbjob, kernels or servers (no images, no clusters)"
