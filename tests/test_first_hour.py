@@ -5,9 +5,14 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import importlib.util
+import json
+import os
 import re
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -101,3 +106,40 @@ def test_the_torch_example_runs_as_shipped_and_records_its_accuracy(tmp_path: Pa
     (shown,) = re.findall(r"^accuracy=([0-9.]+)$", printed, re.M)
     assert record["unmet_requirements"] == []
     assert round(record["metrics"]["accuracy"], 4) == float(shown) > 0.9
+
+
+@contextlib.contextmanager
+def _unwritable(folder: Path) -> Iterator[Path]:
+    """An existing folder nbjob cannot write: read-only by mode for a user, a read-only tmpfs
+    mounted on it for root (whom modes do not stop)."""
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(0o755)
+        return
+    mount = ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)]
+    if subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("root, and no read-only tmpfs can be mounted here")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_an_output_folder_nbjob_cannot_write_is_exit_6_with_a_reason(tmp_path: Path) -> None:
+    """As with ``docker run -v "$PWD/out:/out"`` and a root-owned ./out: exit 6 (storage) before
+    any cell runs, the reason naming the folder and the local copy of the record, no traceback."""
+    nb = notebook(tmp_path / "nb.ipynb", "print('ran')")
+    with _unwritable(tmp_path / "out") as out:
+        result = run_nbjob("run", nb, "--output", out)
+    assert result.returncode == 6, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    events = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
+    (end,) = [e for e in events if e["event"] == "run_end"]
+    assert end["status"] == "storage_error" and str(out) in end["reason"]
+    copy = Path(re.findall(r"a local copy is in (\S+)", end["reason"])[0])
+    assert json.loads((copy / "run.json").read_text())["status"] == "storage_error"
+    assert not any(e["event"] == "cell_start" for e in events)  # found out before any work
