@@ -11,10 +11,11 @@ NPM_DIR   := .npm
 NPM_PKGS  := s3rver@3.7.1 azurite@3.37.0
 NPM_STAMP := $(NPM_DIR)/.installed-s3rver-3.7.1-azurite-3.37.0
 
-.PHONY: help venv npm-deps system-deps lint docs test test-fast test-e2e demo bench images clean
+.PHONY: help venv npm-deps system-deps lint docs test test-fast test-e2e demo demo-s3 bench images clean
 
 help:
 	@echo "make demo   - install nbjob only, pack and run the example bundle; results in ./demo-output"
+	@echo "make demo-s3 - the same against a local S3 server: pack, upload, run, stop midway, resume"
 	@echo "make test   - install everything the tests need, lint, type-check, run all tests"
 	@echo "              (15-40 min, several GB; starts real Slurm, Ray and podman containers)"
 	@echo "make docs   - build the documentation site into ./site (mkdocs, warnings as errors)"
@@ -96,6 +97,13 @@ demo: $(CORE_STAMP)
 	  echo "  $(BIN)/nbjob run demo-output.zip --output demo-output -p epochs 30"; \
 	  exit $$code
 
+# The README's local-S3 walkthrough: a local S3-compatible server (moto), pack and upload, a run
+# from s3:// to s3:// stopped midway, the same command again resuming it.
+demo-s3: $(CORE_STAMP)
+	$(BIN)/pip install -q 'moto[server]'
+	rm -f steps.zip moto.log
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo-s3/walkthrough.sh
+
 bench: venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/artifacts.py $(ARTIFACTS_BENCH_ARGS)
@@ -104,4 +112,4 @@ images: venv
 	bash tests/images/build.sh $(IMAGES_FLAGS)
 
 clean:
-	rm -rf $(VENV) $(NPM_DIR) site demo-output demo-output.zip .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(NPM_DIR) site demo-output demo-output.zip steps.zip moto.log .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,8 @@ import importlib.util
 import json
 import os
 import re
+import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbjob import bundle, cli, mask
-from support import notebook, results, run_nbjob
+from support import free_port, notebook, results, run_nbjob
 
 LONG_TOKEN = "FwoGZXIvYXdzEFAKEsessionTOKEN0123456789"  # as long as a real one: still masked
 
@@ -143,3 +145,71 @@ def test_an_output_folder_nbjob_cannot_write_is_exit_6_with_a_reason(tmp_path: P
     copy = Path(re.findall(r"a local copy is in (\S+)", end["reason"])[0])
     assert json.loads((copy / "run.json").read_text())["status"] == "storage_error"
     assert not any(e["event"] == "cell_start" for e in events)  # found out before any work
+
+
+ROOT = EXAMPLES.parent
+WALKTHROUGH = EXAMPLES / "demo-s3" / "walkthrough.sh"
+
+
+def _readme_walkthrough() -> str:
+    """The README's bash block that starts the local S3 server."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    (block,) = [b for b in blocks if "moto_server -p 9000" in b]
+    return str(block)
+
+
+def test_the_readme_shows_the_walkthrough_make_demo_s3_runs() -> None:
+    assert _readme_walkthrough() == WALKTHROUGH.read_text().split("set -euo pipefail\n", 1)[1]
+
+
+def test_the_local_s3_walkthrough_works_as_written(tmp_path: Path) -> None:
+    """The README's lines, run as they are (on a free port instead of 9000) in a folder with
+    the repository's examples: pack, upload, a run stopped midway (143), the same command
+    again resuming it (attempt 2, the saved place restored)."""
+    if shutil.which("moto_server") is None or shutil.which("curl") is None:
+        pytest.skip("needs moto_server (make test installs moto[server]) and curl")
+    (tmp_path / "examples").symlink_to(EXAMPLES)
+    port = free_port()
+    script = _readme_walkthrough().replace("9000", str(port))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "NBJOB_"))}
+    proc = subprocess.Popen(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the server too, whatever happened
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "stopped: exit 143" in stdout
+    last = stdout.strip().splitlines()[-1]
+    found = re.fullmatch(r"succeeded attempt 2 (\{.*\})", last)
+    assert found, stdout[-2000:]
+    metrics = ast.literal_eval(found.group(1))
+    assert metrics["resumed_after"] > 0 and metrics["resumed_after"] + metrics["steps_run"] == 40
+    assert "resumed_from=1" in stderr or '"resumed_from": 1' in stderr
+
+
+def test_a_recorded_metric_leaves_stderr_json_lines_only(tmp_path: Path) -> None:
+    """The examples' way of recording a metric: in run.json, and no nbconvert warning about
+    an output it cannot show breaks the JSON lines of stderr."""
+    record = (
+        "from IPython.display import display\n"
+        "display({'application/scrapbook.scrap.json+json':\n"
+        "         {'name': 'accuracy', 'data': 0.97, 'encoder': 'json', 'version': 1}},\n"
+        "        raw=True, metadata={'scrapbook': {'name': 'accuracy'}})"
+    )
+    nb = notebook(tmp_path / "nb.ipynb", record)
+    out = tmp_path / "out"
+    result = run_nbjob("run", nb, "--output", out)
+    assert result.returncode == 0, result.stderr
+    assert results(out)[1]["metrics"] == {"accuracy": 0.97}
+    not_json = []
+    for line in result.stderr.splitlines():
+        try:
+            json.loads(line)
+        except ValueError:
+            not_json.append(line)
+    assert not_json == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -88,6 +89,10 @@ def _exporter() -> Any:
     """
     from jinja2 import pass_context
     from nbconvert import HTMLExporter  # heavy: only ever imported at the end of a run
+
+    # A metric (a scrapbook scrap, nothing to show) would make nbconvert print a warning to
+    # stderr, which is JSON lines only (and the page rightly shows nothing for it).
+    warnings.filterwarnings("ignore", "Your element with mimetype", UserWarning)
     from nbconvert.exporters.templateexporter import TemplateExporter
     from nbconvert.filters.highlight import Highlight2HTML
     from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
