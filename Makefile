@@ -3,16 +3,21 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# nbjob alone (what `make demo` needs: its notebook imports nothing else); STAMP implies it.
+CORE_STAMP := $(VENV)/.installed-core
+APT_GET ?= apt-get
 # Storage servers the contract tests start on loopback (npm packages; pinned).
 NPM_DIR   := .npm
 NPM_PKGS  := s3rver@3.7.1 azurite@3.37.0
 NPM_STAMP := $(NPM_DIR)/.installed-s3rver-3.7.1-azurite-3.37.0
 
-.PHONY: help venv npm-deps system-deps lint docs test test-fast test-e2e demo bench images clean
+.PHONY: help venv npm-deps system-deps lint docs test test-fast test-e2e demo demo-s3 bench images clean
 
 help:
-	@echo "make demo   - pack and run the example bundle; results in ./demo-output"
+	@echo "make demo   - install nbjob only, pack and run the example bundle; results in ./demo-output"
+	@echo "make demo-s3 - the same against a local S3 server: pack, upload, run, stop midway, resume"
 	@echo "make test   - install everything the tests need, lint, type-check, run all tests"
+	@echo "              (15-40 min, several GB; starts real Slurm, Ray and podman containers)"
 	@echo "make docs   - build the documentation site into ./site (mkdocs, warnings as errors)"
 	@echo "make test-fast - the in-process tests only (no nbjob, kernel or server started; seconds)"
 	@echo "make test-e2e  - the tests that start nbjob, kernels or servers (no images, no clusters)"
@@ -24,6 +29,11 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,bench,docs]'
+	touch $@ $(CORE_STAMP)
+
+$(CORE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e .
 	touch $@
 
 venv: $(STAMP) npm-deps
@@ -37,17 +47,20 @@ $(NPM_STAMP):
 
 npm-deps: $(NPM_STAMP)
 
-# Debian packages the tests need (podman builds and runs the images; headless chromium
+# Debian packages the tests need, those missing only (podman builds and runs the images; headless chromium
 # looks at the HTML reports; slurm-wlm — munged, slurmctld, slurmd and the clients — runs the
 # Slurm cluster tests); root only.
 system-deps:
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
-	  ! (command -v podman && command -v runc && command -v debootstrap && \
-	     command -v chromium && command -v slurmctld && command -v slurmd && \
-	     command -v munged) >/dev/null; then \
-	  echo "installing podman runc debootstrap chromium slurm-wlm"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    --no-install-recommends podman runc debootstrap chromium slurm-wlm >/dev/null; \
+	@missing=""; \
+	for need in podman:podman runc:runc debootstrap:debootstrap chromium:chromium \
+	    slurmctld:slurm-wlm slurmd:slurm-wlm munged:slurm-wlm; do \
+	  command -v $${need%%:*} >/dev/null && continue; \
+	  case " $$missing " in *" $${need#*:} "*) ;; *) missing="$$missing $${need#*:}" ;; esac; \
+	done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v $(APT_GET) >/dev/null; then \
+	  echo "installing$$missing"; \
+	  $(APT_GET) update -qq && DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq \
+	    --no-install-recommends $$missing >/dev/null; \
 	fi
 
 lint: venv
@@ -60,7 +73,7 @@ docs: venv
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
 
 test: venv system-deps lint docs
-	$(BIN)/pytest -ra
+	$(BIN)/pytest -ra --durations=25
 
 # The in-process layer only: no nbjob, kernel or server process is started (seconds). Tests that
 # start one are marked e2e automatically (tests/support/e2e.py); `make test` runs them all.
@@ -71,14 +84,25 @@ test-fast: venv
 test-e2e: venv
 	$(BIN)/pytest -ra -m "e2e and not images and not clusters"
 
-demo: venv
+# nbjob only, not the test and bench tooling; the bundle stays, so the command printed at the
+# end runs it again.
+demo: $(CORE_STAMP)
 	rm -rf demo-output demo-output.zip
-	$(BIN)/nbjob pack examples/demo/demo.ipynb -o demo-output.zip
+	$(BIN)/nbjob pack examples/demo/demo.ipynb -o demo-output.zip >/dev/null
 	$(BIN)/nbjob run demo-output.zip --output demo-output --log-format console \
 	  -p epochs 30; \
-	  code=$$?; rm -f demo-output.zip; \
+	  code=$$?; \
 	  echo; echo "exit code $$code; results in $(CURDIR)/demo-output:"; ls -l demo-output; \
+	  echo; echo "run the bundle again (a new attempt in the same folder):"; \
+	  echo "  $(BIN)/nbjob run demo-output.zip --output demo-output -p epochs 30"; \
 	  exit $$code
+
+# The README's local-S3 walkthrough: a local S3-compatible server (moto), pack and upload, a run
+# from s3:// to s3:// stopped midway, the same command again resuming it.
+demo-s3: $(CORE_STAMP)
+	$(BIN)/pip install -q 'moto[server]'
+	rm -f steps.zip moto.log
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo-s3/walkthrough.sh
 
 bench: venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
@@ -88,4 +112,4 @@ images: venv
 	bash tests/images/build.sh $(IMAGES_FLAGS)
 
 clean:
-	rm -rf $(VENV) $(NPM_DIR) site demo-output .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(NPM_DIR) site demo-output demo-output.zip steps.zip moto.log .pytest_cache .mypy_cache .ruff_cache

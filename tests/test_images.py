@@ -395,6 +395,9 @@ def test_torch_example_from_read_only_folder_without_network(torch_image, tmp_pa
     assert metrics["framework"] == "torch" and metrics["accuracy"] == pytest.approx(
         accuracy, abs=1e-4
     )
+    # The example records it as a metric too, and its requirements.txt is met in the image.
+    assert run["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    assert run["unmet_requirements"] == []
     assert run["gpus"] == []  # no GPU here; recorded, not required
 
 
@@ -410,11 +413,13 @@ def test_tf_keras_example(tf_image, tmp_path):
         volumes={ROOT / "examples/tf-digits": "/bundle:ro", out: "/out"},
     ).run(timeout=300)
     assert proc.returncode == 0, explain(proc, out)
-    assert read_json(out / "run.json")["status"] == "succeeded"
+    run = read_json(out / "run.json")
+    assert run["status"] == "succeeded" and run["unmet_requirements"] == []
     accuracy = accuracy_of(out / "digits_keras.ipynb")
     assert accuracy > 0.9
     metrics = read_json(out / "artifacts" / "metrics.json")
     assert metrics["accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    assert run["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-4)
     assert "tensorflow 2.21" in stdout_of(out / "digits_keras.ipynb")
 
 
@@ -712,7 +717,7 @@ print("steps done", flush=True)"""
 @contextlib.contextmanager
 def _replicas(image: str, bundle: Path, out: Path) -> Iterator[list[Container]]:
     """Two PyTorchJob replicas of one pod, started (rank 1 joins rank 0's network namespace);
-    both removed afterwards."""
+    both removed afterwards, rank 1 first."""
     env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500", "WORLD_SIZE": "2",
            "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "NBJOB_RUN_ID": "ddp-1"}  # fmt: skip
     volumes = {bundle: "/bundle:ro", out: "/out"}
@@ -728,7 +733,9 @@ def _replicas(image: str, bundle: Path, out: Path) -> Iterator[list[Container]]:
             box.start()
         yield boxes
     finally:
-        for box in boxes:
+        # Rank 1 first: podman refuses to remove rank 0 while rank 1 uses its network namespace
+        # (rank 0's `rm` then fails quietly and both exited containers stay behind).
+        for box in reversed(boxes):
             box.remove()
 
 

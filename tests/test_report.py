@@ -289,6 +289,16 @@ def test_a_failed_run_shows_the_error_banner(
     assert "This run did not finish" in seen["text"] and "first cell ran" in seen["text"]
 
 
+def test_the_page_is_titled_with_the_notebooks_name(tmp_path: Path) -> None:
+    """As ``jupyter nbconvert`` titles it: a browser tab says which run it shows."""
+    nb = notebook(tmp_path / "train <v2>.ipynb", "print(1)")
+    out = tmp_path / "out"
+    result = run_nbjob("run", nb, "--output", out)
+    assert result.returncode == 0, result.stderr
+    page = (out / "train <v2>.html").read_text()
+    assert re.findall(r"<title>(.*?)</title>", page) == ["train &lt;v2&gt;"]
+
+
 def test_no_report_writes_none(tmp_path: Path) -> None:
     nb = notebook(tmp_path / "nb.ipynb", "print(1)")
     out = tmp_path / "out"

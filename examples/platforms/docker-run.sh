@@ -4,6 +4,14 @@
 # (0 ok, 1 a cell raised, 2 usage, 3 invalid input, 4 timeout, 5 kernel died, 6 storage,
 # 7 environment unfit, 143 stopped). Checked by tests/test_images.py (run with podman).
 # Not meant to be run as a script: copy the line you need.
+#
+# Image names: `make images` tags nbjob-torch:latest and nbjob-tf:latest (CUDA builds); the CPU
+# build (`make images IMAGES_FLAGS=--cpu`, what the tests build) tags localhost/nbjob-torch:cpu
+# and localhost/nbjob-tf:cpu: use those names after it. The images run as uid 1000, so a
+# results folder mounted from the host must exist and be writable by that uid first, e.g.
+#   mkdir -p out && chmod 777 out        (or: sudo chown 1000 out)
+# (a folder nbjob cannot write is exit 6, storage, with a local copy of the results named in
+# the log; docker itself creates a missing ./out owned by root.)
 
 # 1. Bundle from a local folder (read-only), results into ./out, no network at all:
 docker run --rm --network none -v "$PWD/examples/torch-digits:/bundle:ro" -v "$PWD/out:/out" nbjob-torch:latest /bundle --output /out

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         "source",
         nargs="?",
         metavar="SOURCE",
-        help="notebook, folder, .zip/.tar.gz: local, file://, https:// or s3://",
+        help="notebook, folder, .zip/.tar.gz: local, file://, http(s)://, s3://, gs:// or az://",
     )
     _parameter_actions(run)
     for opt in OPTIONS:
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
             )
 
     pack = sub.add_parser("pack", help="build a deterministic bundle from a notebook")
-    pack.add_argument("notebook", metavar="NOTEBOOK")
+    pack.add_argument("notebook", metavar="NOTEBOOK", help="the .ipynb to pack")
     pack.add_argument(
         "-o",
         "--output",
@@ -112,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--requirements", metavar="FILE", help="requirements.txt to include")
     pack.add_argument("--upload", metavar="S3_URL", help="also upload the bundle to s3://...")
     pack.add_argument(
-        "--s3-endpoint-url", metavar="URL", default=os.environ.get("NBJOB_S3_ENDPOINT_URL")
+        "--s3-endpoint-url",
+        metavar="URL",
+        default=os.environ.get("NBJOB_S3_ENDPOINT_URL"),
+        help="S3-compatible endpoint for --upload (MinIO, IBM COS, Ceph, a local server)"
+        " [NBJOB_S3_ENDPOINT_URL]",
     )
     _parameter_actions(pack)
     return parser

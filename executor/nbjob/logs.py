@@ -36,6 +36,10 @@ SECRET_ENV = (
 # first scrub, so redaction never depends on what the process happened to import. Their
 # declarations import no client library.
 _PROVIDERS = ("nbjob.storage",)
+# Credential values shorter than this are left alone, here and in ``nbjob.mask``: replacing
+# every ``test`` (a local object store's dummy credentials) would garble ordinary output and
+# hide nothing worth hiding. Real keys and tokens are far longer.
+MIN_SECRET_LENGTH = 8
 
 
 # Credential values to scrub: read from the environment once by configure() (a run's environment
@@ -80,7 +84,9 @@ def _load_providers() -> None:
 
 def _secret_values() -> list[str]:
     # Longest first: a connection string is replaced whole before the key inside it.
-    return sorted((v for v in secret_values(os.environ) if len(v) >= 4), key=len, reverse=True)
+    return sorted(
+        (v for v in secret_values(os.environ) if len(v) >= MIN_SECRET_LENGTH), key=len, reverse=True
+    )
 
 
 def secret_values(environ: Mapping[str, str]) -> set[str]:

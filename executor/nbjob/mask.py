@@ -8,8 +8,8 @@ knows (``known_secrets``): every storage backend's credential variables (the sto
 registry's ``credential_env``, a GCS key file's private key and the secrets inside an Azure
 connection string included), the gateway token, and the secrets of the URLs it was given
 (presigned-URL signatures and credentials, a ``user:password@``). Each is replaced by
-``MASK``; values shorter than ``MIN_LENGTH`` characters are left alone (masking ``abc`` would
-garble ordinary output and hide nothing).
+``MASK``; values shorter than ``MIN_LENGTH`` (8) characters are left alone, here and in the log
+(masking the dummy credential ``test`` would garble ordinary output and hide nothing).
 
 A ``Masker`` is built once per run (``for_run``) and masks serialized JSON documents
 (``json_bytes``): one substring search per form of each value (2-25 ms a value for a 20 MB
@@ -32,7 +32,7 @@ from nbjob import logs
 __all__ = ["MASK", "MIN_LENGTH", "Masker", "for_run", "known_secrets", "url_secrets"]
 
 MASK = "REDACTED"  # the word nbjob's log and run.json use for what they scrub
-MIN_LENGTH = 6
+MIN_LENGTH = logs.MIN_SECRET_LENGTH  # one threshold for what is stored and what is logged
 
 
 class Masker:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
@@ -37,9 +38,13 @@ def name_for(notebook_name: str) -> str:
     return PurePosixPath(notebook_name).stem + ".html"
 
 
-def render(nb: Any, folder: Path | None = None) -> bytes:
-    """The notebook as one self-contained HTML page (JupyterLab's look)."""
-    resources = {"metadata": {"path": str(folder)}} if folder is not None else {}
+def render(nb: Any, folder: Path | None = None, title: str = "") -> bytes:
+    """The notebook as one self-contained HTML page (JupyterLab's look), titled ``title`` (the
+    notebook's name, as ``jupyter nbconvert`` titles it)."""
+    metadata = {"name": title} if title else {}
+    if folder is not None:
+        metadata["path"] = str(folder)
+    resources = {"metadata": metadata} if metadata else {}
     body, _ = _exporter().from_notebook_node(nb, resources=resources)
     return body.encode("utf-8")
 
@@ -84,6 +89,10 @@ def _exporter() -> Any:
     """
     from jinja2 import pass_context
     from nbconvert import HTMLExporter  # heavy: only ever imported at the end of a run
+
+    # A metric (a scrapbook scrap, nothing to show) would make nbconvert print a warning to
+    # stderr, which is JSON lines only (and the page rightly shows nothing for it).
+    warnings.filterwarnings("ignore", "Your element with mimetype", UserWarning)
     from nbconvert.exporters.templateexporter import TemplateExporter
     from nbconvert.filters.highlight import Highlight2HTML
     from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
@@ -186,7 +195,8 @@ def _render_and_put(
 ) -> str | None:
     """Why the report is not stored, or None when it is (and is in the record)."""
     started = time.monotonic()
-    page, why = _boxed(lambda: render(results.masked(nb), folder), budget)  # secrets masked
+    title = PurePosixPath(results.notebook_name or "").stem
+    page, why = _boxed(lambda: render(results.masked(nb), folder, title), budget)  # masked
     if page is None:
         return why
     _, why = _boxed(lambda: _put(results, page), budget)  # only a whole page goes up

@@ -7,8 +7,8 @@
 #   tests/images/podman.sh --install       apt-get install podman runc debootstrap (root only)
 #   tests/images/podman.sh --env           print the export lines (eval "$(... --env)")
 #
-# Why each setting (see shared notes, containers.md): crun fails on this kernel's hybrid
-# cgroups -> runc + cgroupfs; podman asks for more open files than the hard limit unless
+# Why each setting (docs/images.md, section "Building", says it in short): crun fails on this
+# kernel's hybrid cgroups -> runc + cgroupfs; podman asks for more open files than the hard limit unless
 # default_ulimits says otherwise; no registry is reachable, so the base is made by debootstrap
 # and the machine's extra CA certificates go into it (outbound TLS is intercepted here).
 set -euo pipefail
@@ -28,9 +28,10 @@ install_packages() {
         echo "podman.sh: missing ${missing[*]} and not root: cannot install" >&2
         return 1
     fi
+    echo "podman.sh: installing ${missing[*]}" >&2
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        podman runc debootstrap >/dev/null
+        "${missing[@]}" >/dev/null
 }
 
 write_config() {
