@@ -624,12 +624,15 @@ def test_podman_kill_then_rerun_resumes_from_the_checkpoint_and_keeps_attempt_1(
     assert proc.returncode == 0, explain(proc, out)
     run = read_json(out / "run.json")
     assert (run["attempt"], run["resumed_from"]) == (2, 1)
-    assert [(e["attempt"], e["status"]) for e in run["earlier_attempts"]] == [(1, "running")]
+    # Killed without a word: recorded as such from its last heartbeat, not "running" forever.
+    earlier = [(e["attempt"], e["status"]) for e in run["earlier_attempts"]]
+    assert earlier == [(1, "ended_without_record")]
     printed = stdout_of(out / "digits_torch.ipynb")
     resumed = re.findall(r"attempt 2: resumed at epoch (\d+)", printed)
     assert resumed and 0 < int(resumed[0]) < 300, printed
     assert accuracy_of(out / "digits_torch.ipynb") > 0.9
-    assert read_json(out / "attempts" / "1" / "run.json")["attempt"] == 1
+    kept = read_json(out / "attempts" / "1" / "run.json")
+    assert (kept["attempt"], kept["status"]) == (1, "ended_without_record")
     assert "resumed at epoch" not in stdout_of(out / "attempts" / "1" / "digits_torch.ipynb")
 
 
