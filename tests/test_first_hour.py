@@ -166,12 +166,16 @@ def test_the_local_s3_walkthrough_works_as_written(tmp_path: Path) -> None:
     """The README's lines, run as they are (on a free port instead of 9000) in a folder with
     the repository's examples: pack, upload, a run stopped midway (143), the same command
     again resuming it (attempt 2, the saved place restored)."""
-    if shutil.which("moto_server") is None or shutil.which("curl") is None:
+    # The venv's commands (nbjob, moto_server) first on PATH, as `make demo-s3` puts them and
+    # an activated venv would: CI runs the tests without activating it.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    if shutil.which("moto_server", path=path) is None or shutil.which("curl") is None:
         pytest.skip("needs moto_server (make test installs moto[server]) and curl")
     (tmp_path / "examples").symlink_to(EXAMPLES)
     port = free_port()
     script = _readme_walkthrough().replace("9000", str(port))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "NBJOB_"))}
+    env["PATH"] = path
     proc = subprocess.Popen(
         ["bash", "-euo", "pipefail", "-c", script],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -42,6 +42,10 @@ for _ in range(100):
     if (pids / "daemon").exists() and (pids / "background").exists():
         break
     time.sleep(0.05)
+for _ in range(1200):  # the test has seen both alive: the run may go on (and end)
+    if (pids / "go").exists():
+        break
+    time.sleep(0.05)
 print("started")"""
 
 ENDINGS: dict[int, tuple[list[str], list[str]]] = {
@@ -84,6 +88,7 @@ def test_daemons_a_cell_started_end_with_the_run(tmp_path: Path, code: int) -> N
     daemon, background = pid_in(pids / "daemon"), pid_in(pids / "background")
     try:
         assert alive(daemon) and alive(background)
+        (pids / "go").touch()  # only now may the run end (else it could end them first)
         if code == 143:
             assert wait_until(lambda: "waiting" in (out / "nb.ipynb").read_text(), timeout=30)
             os.kill(proc.proc.pid, signal.SIGTERM)
@@ -168,6 +173,7 @@ def test_as_pid_1_and_under_an_init(tmp_path: Path, init: str) -> None:
     nb = make_notebook(tmp_path / "nb.ipynb", [DAEMONS, "print('done')"])
     out, pids = tmp_path / "out", tmp_path / "pids"
     pids.mkdir()
+    (pids / "go").touch()  # nothing to look at before the run ends
     env: dict[str, Any] = {k: v for k, v in os.environ.items() if not k.startswith("NBJOB_")}
     env.update(PIDS=str(pids), NBJOB_LOG_FORMAT="json")
     argv = [*_namespaced(init), NBJOB, "run", str(nb), "--output", str(out)]
@@ -216,6 +222,7 @@ def test_embedding_ends_orphans_only_when_asked(
     nb = make_notebook(tmp_path / "nb.ipynb", [DAEMONS, "print('done')"])
     pids = tmp_path / "pids"
     pids.mkdir()
+    (pids / "go").touch()  # the test looks only after the run
     monkeypatch.setenv("PIDS", str(pids))
     settings = nbjob.resolve({"source": str(nb), "output": str(tmp_path / "out")}, {})
     daemon = background = 0
