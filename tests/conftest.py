@@ -5,7 +5,8 @@
   credentials and ``NBJOB_S3_ENDPOINT_URL``) to pass to ``nbjob``.
 - ``bucket``: a fresh, uniquely named bucket on that server (each test gets its own).
 - ``flaky_proxy``: a factory ``flaky_proxy(fail_first=N)`` for an HTTP proxy in front of moto that
-  answers 503 to the first N requests and then forwards; ``proxy.vanish()`` closes it so that
+  answers 503 to the first N requests and then forwards (``hold="run.json", hold_s=S``: holds
+  the first request for such a path S seconds); ``proxy.vanish()`` closes it so that
   later requests get "connection refused". Proxies are stopped after the test.
 
 Helpers (notebooks, running ``nbjob``, servers, waiting) live in the ``support`` package, which
@@ -47,8 +48,10 @@ def flaky_proxy(s3_server: S3Server) -> Iterator[Callable[..., FlakyProxy]]:
     """Factory: ``flaky_proxy(fail_first=3, status=503)`` -> a FlakyProxy in front of moto."""
     proxies: list[FlakyProxy] = []
 
-    def make(fail_first: int = 0, status: int = 503) -> FlakyProxy:
-        proxy = FlakyProxy(s3_server.endpoint_url, fail_first, status)
+    def make(
+        fail_first: int = 0, status: int = 503, hold: str | None = None, hold_s: float = 0.0
+    ) -> FlakyProxy:
+        proxy = FlakyProxy(s3_server.endpoint_url, fail_first, status, hold, hold_s)
         proxies.append(proxy)
         return proxy
 

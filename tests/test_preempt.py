@@ -321,3 +321,27 @@ def test_an_unread_destination_is_never_overwritten(
     assert len(keys) == 2 and keys[0].startswith("r/attempts/unread-"), keys
     record = json.loads(s3_server.get(bucket, keys[1]))
     assert keys[1].endswith("/run.json") and record["status"] == "storage_error"
+
+
+def test_a_stop_while_earlier_attempts_are_read_still_puts_the_record_on_top(
+    s3_server: S3Server, bucket: str, tmp_path: Path, flaky_proxy: Any
+) -> None:
+    """The read a stop interrupts is waited for at the end (never a second read, which would
+    meet this attempt's own lease): run.json goes on top, not under attempts/unread-*."""
+    proxy = flaky_proxy(hold="r/run.json", hold_s=1.5)  # the lease taken, run.json is slow
+    source = make_zip(tmp_path / "b.zip", {"nb.ipynb": notebook_json(["print(1)"])})
+    run = start_nbjob(
+        "run", source, "--output", f"s3://{bucket}/r", "--stop-grace", "8",
+        env=s3_server.env_for(proxy.url),
+    )  # fmt: skip
+    try:
+        assert proxy.held.wait(30)
+        run.proc.send_signal(signal.SIGTERM)
+        result = run.wait(timeout=30)
+    finally:
+        run.kill()
+    assert result.returncode == 143, result.stderr
+    record = json.loads(s3_server.get(bucket, "r/run.json"))
+    assert record["status"] == "stopped", record
+    assert record["reason"] == "stopped by SIGTERM during reading earlier attempts", record
+    assert not s3_server.keys(bucket, "r/attempts/"), s3_server.keys(bucket, "r/")

@@ -121,12 +121,16 @@ class Finish:
             return
         if job.attempt is not None or job.s.places.own.is_local:
             return
-        if self.stopping:
-            found = stop.timebox(job.read_attempt, budget, "reading earlier attempts", at_least=0.5)
+        if self.stopping:  # the read a stop interrupted goes on (never a second lease)
+            reading = job.reading or stop.Worker(job.read_attempt, "reading earlier attempts")
+            found = reading.within(budget, at_least=0.5)
             if isinstance(found.value, attempts.Attempt):
                 job.attempt = found.value
                 job.record.attempt_began(found.value.number, found.value.earlier, None)
                 attempts.announce(found.value, job.record, job.log)
+                return
+            if isinstance(found.value, ConcurrentAttemptError):
+                self.step_aside()
                 return
         self.beside_earlier_attempts()
 

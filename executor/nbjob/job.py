@@ -85,6 +85,8 @@ class Job:
         self.attempt: attempts.Attempt | None = None
         self.watch: ranks.PeerWatch | None = None  # the peers' records, while cells run
         self.orphans: reaper.Orphans | None = None  # what was below nbjob when it began
+        # A remote destination's read, kept: a stop may abandon it, the end waits on it again.
+        self.reading: stop.Worker[attempts.Attempt | NbjobError] | None = None
 
     # -- the job -------------------------------------------------------------------------------
 
@@ -198,10 +200,13 @@ class Job:
         from nbjob.execute import code_cells
 
         s = self.s
-        if self.attempt is None:  # a remote destination
-            error = stop.wait_for(self.token, self._begin_attempt, "reading earlier attempts")
-            if error is not None:
-                raise error
+        if self.attempt is None:  # a remote destination: read while a stop may come
+            self.token.check("before reading earlier attempts")
+            self.reading = stop.Worker(self.read_attempt, "reading earlier attempts")
+            found = self.reading.wait(self.token, "reading earlier attempts")
+            if isinstance(found, NbjobError):
+                raise found
+            self.attempt = found
         assert self.attempt is not None
         restored = stop.wait_for(self.token, self._resume, "restoring artifacts")
         self.results.stream_artifacts(restored)

@@ -162,6 +162,19 @@ class Worker(Generic[T]):
             token.check(f"during {what}")
         return self.result()
 
+    def within(self, budget: Budget, *, at_least: float = 0.0, poll: float = POLL_S) -> Outcome[T]:
+        """Its outcome, waited for while ``budget`` has time left (at least ``at_least``
+        seconds); late (the thread left running) after that. ``timebox`` in one call."""
+        started = time.monotonic()
+        while self.thread.is_alive():
+            left = max(budget.left(), at_least - (time.monotonic() - started))
+            if left <= 0:
+                return _late(budget)
+            self.thread.join(min(poll, left))
+        if self.error:
+            return Outcome(error=self.error[0])
+        return Outcome(value=self.value[0])
+
     def result(self) -> T:
         if self.error:
             raise self.error[0]
@@ -262,18 +275,9 @@ def timebox(
     with its own timeouts or with the process). Nothing starts when no time is left."""
     if not isinstance(budget, Budget):
         budget = Budget.within(budget)
-    started = time.monotonic()
     if budget.left() <= 0 and at_least <= 0:
         return _late(budget)
-    worker = Worker(work, what)
-    while worker.thread.is_alive():
-        left = max(budget.left(), at_least - (time.monotonic() - started))
-        if left <= 0:
-            return _late(budget)
-        worker.thread.join(min(poll, left))
-    if worker.error:
-        return Outcome(error=worker.error[0])
-    return Outcome(value=worker.value[0])
+    return Worker(work, what).within(budget, at_least=at_least, poll=poll)
 
 
 def _late(budget: Budget) -> Outcome[Any]:

@@ -1,8 +1,10 @@
 """An HTTP proxy in front of an S3 server that fails the first requests, then forwards.
 
 ``FlakyProxy(upstream, fail_first=N)`` answers ``status`` (503) to the first N requests;
-``vanish()`` closes its port so that later requests get "connection refused". It runs in a
-thread of the test process (no process is started).
+``hold="run.json", hold_s=S`` holds the first request whose path holds that text S seconds
+before forwarding it (a slow store, to stop a run in the middle of a read); ``held`` is set
+when it arrives. ``vanish()`` closes its port so that later requests get "connection refused".
+It runs in a thread of the test process (no process is started).
 """
 
 from __future__ import annotations
@@ -28,10 +30,20 @@ _HOP_BY_HOP = {
 class FlakyProxy:
     """HTTP proxy to ``upstream`` answering ``status`` to the first ``fail_first`` requests."""
 
-    def __init__(self, upstream: str, fail_first: int = 0, status: int = 503) -> None:
+    def __init__(
+        self,
+        upstream: str,
+        fail_first: int = 0,
+        status: int = 503,
+        hold: str | None = None,
+        hold_s: float = 0.0,
+    ) -> None:
         self.upstream = upstream.split("://", 1)[1].rstrip("/")  # host:port
         self.fail_first = fail_first
         self.status = status
+        self.hold = hold
+        self.hold_s = hold_s
+        self.held = threading.Event()
         self.requests = 0  # every request received
         self.failed = 0  # requests answered with ``status``
         self._lock = threading.Lock()
@@ -43,9 +55,15 @@ class FlakyProxy:
         self._thread.start()
         self._open = True
 
-    def _should_fail(self) -> bool:
+    def _should_fail(self, path: str) -> bool:
         with self._lock:
             self.requests += 1
+            hold = self.hold is not None and self.hold in path and not self.held.is_set()
+            if hold:
+                self.held.set()
+        if hold:
+            threading.Event().wait(self.hold_s)
+        with self._lock:
             if self.failed < self.fail_first:
                 self.failed += 1
                 return True
@@ -84,7 +102,7 @@ class FlakyProxy:
 
             def _forward(self) -> None:
                 body = self._body()
-                if proxy._should_fail():
+                if proxy._should_fail(self.path):
                     error = (
                         b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>ServiceUnavailable"
                         b"</Code><Message>flaky proxy</Message></Error>"
