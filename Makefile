@@ -48,11 +48,11 @@ $(NPM_STAMP):
 npm-deps: $(NPM_STAMP)
 
 # Debian packages the tests need, those missing only (podman builds and runs the images; headless chromium
-# looks at the HTML reports; slurm-wlm — munged, slurmctld, slurmd and the clients — runs the
+# looks at the HTML reports; tini is the init the orphan tests run under; slurm-wlm — munged, slurmctld, slurmd and the clients — runs the
 # Slurm cluster tests); root only.
 system-deps:
 	@missing=""; \
-	for need in podman:podman runc:runc debootstrap:debootstrap chromium:chromium \
+	for need in podman:podman runc:runc debootstrap:debootstrap chromium:chromium tini:tini \
 	    slurmctld:slurm-wlm slurmd:slurm-wlm munged:slurm-wlm; do \
 	  command -v $${need%%:*} >/dev/null && continue; \
 	  case " $$missing " in *" $${need#*:} "*) ;; *) missing="$$missing $${need#*:}" ;; esac; \
