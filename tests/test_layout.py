@@ -66,7 +66,7 @@ def test_an_unreadable_run_json_is_kept_and_reported_the_same_way_by_attempts_an
     assert entries[1]["status"] == "unknown" and "last seen: unreadable" in entries[1]["reason"]
     # The next attempt's view: the earlier one is kept aside and summed up as unreadable.
     (tmp_path / "run.json").write_bytes(b"not json")
-    begun = attempts.begin(Storage(), Destination(str(tmp_path)), "r1", None, True)
+    begun = attempts.begin(Storage(), Destination(str(tmp_path)), attempts.Continuing("r1"))
     assert begun.number == 2 and begun.earlier[0]["status"] == attempts.UNREADABLE_SHOWN
     kept = json.loads((tmp_path / "attempts" / "1" / "run.json").read_text())
     assert kept == {"status": "unreadable run.json"}

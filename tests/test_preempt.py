@@ -130,6 +130,7 @@ EPOCHS = (
     "ckpt = art / 'state.json'\n"
     "start = json.loads(ckpt.read_text())['epoch'] if ckpt.exists() else 0\n"
     "print(f'attempt {{os.environ[\"NBJOB_ATTEMPT\"]}} starts at epoch {{start}}')\n"
+    "epoch = start\n"
     "for epoch in range(start + 1, {epochs} + 1):\n"
     "    time.sleep({every})\n"
     "    (art / 'state.json.tmp').write_text(json.dumps({{'epoch': epoch}}))\n"
@@ -220,6 +221,38 @@ def test_sigterm_then_retry_resumes_locally_and_no_resume_starts_over(tmp_path: 
     assert [e["attempt"] for e in record["earlier_attempts"]] == [1, 2]
     assert "attempt 3 starts at epoch 0" in (dest / "nb.ipynb").read_text()
     assert json.loads((dest / "attempts/2/artifacts/state.json").read_text())["epoch"] == 4
+
+
+def test_the_same_command_again_continues_the_run_and_new_run_starts_another(
+    tmp_path: Path,
+) -> None:
+    """No run id given (a rerun by hand): the second attempt takes the destination's run id
+    and resumes; the log says why. ``--new-run``: a run of its own, nothing restored."""
+    source, _ = _epochs_bundle(tmp_path, epochs=4, every=0.5)
+    dest = tmp_path / "out"
+    first = start_nbjob("run", source, "--output", dest)
+    state = dest / "artifacts" / "state.json"
+    assert wait_until(lambda: state.exists() and json.loads(state.read_text())["epoch"] >= 2, 60)
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.wait(30).returncode == 143
+    epoch, run_id = json.loads(state.read_text())["epoch"], read_json(dest / "run.json")["run_id"]
+
+    second = run_nbjob("run", source, "--output", dest)
+    assert second.returncode == 0, second.stderr
+    record = read_json(dest / "run.json")
+    assert (record["run_id"], record["attempt"], record["resumed_from"]) == (run_id, 2, 1)
+    assert f"attempt 2 starts at epoch {epoch}" in (dest / "nb.ipynb").read_text()
+    said = next(e for e in second.events if e["event"] == "attempt")
+    assert said["resume"].startswith("a rerun continues the destination's run"), said
+    assert {e["run_id"] for e in second.events if "run_id" in e} == {run_id}
+
+    third = run_nbjob("run", source, "--output", dest, "--new-run")
+    assert third.returncode == 0, third.stderr
+    record = read_json(dest / "run.json")
+    assert record["run_id"] != run_id and (record["attempt"], record["resumed_from"]) == (3, None)
+    assert "attempt 3 starts at epoch 0" in (dest / "nb.ipynb").read_text()
+    said = next(e for e in third.events if e["event"] == "attempt")
+    assert said["resume"] == "--new-run given", said
 
 
 def test_the_platform_s_attempt_number(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ until curl -s -o /dev/null "$NBJOB_S3_ENDPOINT_URL"; do sleep 0.2; done
 python -c "import boto3; boto3.client('s3', endpoint_url='$NBJOB_S3_ENDPOINT_URL').create_bucket(Bucket='demo')"
 nbjob pack examples/demo-s3/steps.ipynb -o steps.zip --upload s3://demo/bundles/
 # Stopped after 10 s (SIGTERM, as a platform stops a job): exit 143, the partial results kept.
-timeout --preserve-status -s TERM 10 nbjob run s3://demo/bundles/steps.zip --output s3://demo/runs/steps --run-id steps-1 || echo "stopped: exit $?"
+timeout --preserve-status -s TERM 10 nbjob run s3://demo/bundles/steps.zip --output s3://demo/runs/steps || echo "stopped: exit $?"
 # The same command again: attempt 2 restores the saved place and goes on from there.
-nbjob run s3://demo/bundles/steps.zip --output s3://demo/runs/steps --run-id steps-1
+nbjob run s3://demo/bundles/steps.zip --output s3://demo/runs/steps
 python -c "import boto3, json; r = json.load(boto3.client('s3', endpoint_url='$NBJOB_S3_ENDPOINT_URL').get_object(Bucket='demo', Key='runs/steps/run.json')['Body']); print(r['status'], 'attempt', r['attempt'], r['metrics'])"
 kill $S3_PID

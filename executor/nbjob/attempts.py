@@ -66,6 +66,8 @@ class Attempt:
     number: int = 1
     earlier: list[dict[str, Any]] = field(default_factory=list)  # summaries, oldest first
     resume_from: int | None = None  # the earlier attempt whose artifacts are restored
+    run_id: str | None = None  # the earlier attempt's run id, when this attempt continues it
+    why: str = "no earlier attempt"  # why it resumes or not, in words for the log
     lease: lease.Lease | lease.Unleased | None = None  # this attempt's hold on the destination
 
     @property
@@ -162,12 +164,12 @@ def read(
     except OSError as exc:
         return StorageError(f"cannot read earlier attempts at {own}: {exc}")
     try:
-        a = begin(storage, own, s.run_id, s.attempt, not s.no_resume)
+        a = begin(storage, own, Continuing.of(s), s.attempt)
         if a.earlier and a.resume_from is None and own.is_local:
             set_aside_local_artifacts(artifacts, own, a.earlier[-1]["attempt"])
         a.lease = held
         if isinstance(held, lease.Lease):
-            held.set_attempt(a.number)
+            held.set_attempt(a.number, a.run_id)
     except (OSError, StorageError) as exc:
         with contextlib.suppress(OSError, StorageError):
             held.release()
@@ -177,22 +179,52 @@ def read(
     return a
 
 
+@dataclass(frozen=True)
+class Continuing:
+    """How an attempt relates to what the destination holds: its run id, whether it may take
+    an earlier attempt's run id (its own was made up: a rerun by hand), whether it resumes."""
+
+    run_id: str
+    adopt: bool = False
+    resume: bool = True
+    why_not: str = ""  # the option that turned resuming off
+
+    @classmethod
+    def of(cls, s: Settings) -> Continuing:
+        why_not = "--new-run" if s.new_run else "--no-resume" if s.no_resume else ""
+        return cls(s.run_id, s.run_id_made and not s.new_run, not why_not, why_not)
+
+    def judge(self, earlier_id: str | None, before: int) -> tuple[str, int | None, str]:
+        """(this attempt's run id, the attempt it resumes from or None, why, in words)."""
+        run_id = earlier_id if self.adopt and earlier_id else self.run_id
+        if not self.resume:
+            return run_id, None, f"{self.why_not} given"
+        if earlier_id != run_id:
+            return run_id, None, f"the earlier attempt was another run ({earlier_id or 'no id'})"
+        if run_id != self.run_id:
+            return run_id, before, "a rerun continues the destination's run (--new-run: not)"
+        return run_id, before, "the same run id"
+
+
 def begin(
-    storage: Storage, dest: Destination, run_id: str, given: int | None, resume: bool
+    storage: Storage, dest: Destination, how: Continuing, given: int | None = None
 ) -> Attempt:
     """Read the destination; keep an earlier attempt under attempts/<n>/; this attempt's facts."""
     previous = _previous(storage, dest)
     if previous is None:
-        return Attempt(number=given or 1)
+        return Attempt(number=given or 1, run_id=how.run_id)
     view = RunView.of(previous)
     if view.status is RunStatus.RUNNING:  # its writer is gone: we hold the lease
         previous = unrecorded(previous)
     before = view.attempt
     archive(storage, dest, previous, before)
+    run_id, resume_from, why = how.judge(view.run_id, before)
     return Attempt(
         number=max(given or 0, before + 1),
         earlier=[*view.earlier_attempts, summary(previous)],
-        resume_from=before if resume and view.run_id == run_id else None,
+        resume_from=resume_from,
+        run_id=run_id,
+        why=why,
     )
 
 

@@ -279,6 +279,14 @@ class Settings:
         default=False,
         metadata=_opt("--no-resume", _bool, "do not restore an earlier attempt's artifacts"),
     )
+    new_run: bool = field(
+        default=False,
+        metadata=_opt(
+            "--new-run",
+            _bool,
+            "a new run even where the destination holds an earlier one (nothing restored)",
+        ),
+    )
     no_report: bool = field(
         default=False,
         metadata=_opt("--no-report", _bool, "write no HTML report of the executed notebook"),
@@ -341,6 +349,8 @@ class Settings:
     parameters: params.ParameterSources = field(default_factory=params.ParameterSources)
     platform: platforms.Placement = field(default_factory=platforms.Placement)
     dest: str = ""  # the run's top folder (``output`` is under ranks/<r>/ for rank r > 0)
+    # Made here (no --run-id, no platform's): an earlier attempt's run id is taken instead.
+    run_id_made: bool = False
 
     @property
     def identity(self) -> platforms.Identity:
@@ -396,7 +406,8 @@ def resolve(
     source = flags.get("source") or env.get("NBJOB_SOURCE") or placed.source
     if not source:
         raise UsageError("no notebook source given: pass SOURCE or set NBJOB_SOURCE")
-    run_id = values.pop("run_id") or placed.run_id or new_run_id()
+    given_id = values.pop("run_id") or placed.run_id
+    run_id = given_id or new_run_id()
     values["attempt"] = values["attempt"] or placed.attempt
     values["termination_log"] = values["termination_log"] or placed.termination_log or ""
     base = values.pop("output") or placed.output or join("nbjob-output", run_id)
@@ -417,6 +428,7 @@ def resolve(
         source=source,
         output=places.own.url,
         run_id=run_id,
+        run_id_made=not given_id,
         parameters_file=sources.file,
         parameters=sources,
         platform=placed,

@@ -125,7 +125,7 @@ class Finish:
             reading = job.reading or stop.Worker(job.read_attempt, "reading earlier attempts")
             found = reading.within(budget, at_least=0.5)
             if isinstance(found.value, attempts.Attempt):
-                job.attempt = found.value
+                job.take_attempt(found.value)
                 job.record.attempt_began(found.value.number, found.value.earlier, None)
                 attempts.announce(found.value, job.record, job.log)
                 return

@@ -12,6 +12,7 @@ steps and their time budget, is ``nbjob.finish``'s; where things go, ``nbjob.lay
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 import traceback
@@ -85,6 +86,7 @@ class Job:
         self.attempt: attempts.Attempt | None = None
         self.watch: ranks.PeerWatch | None = None  # the peers' records, while cells run
         self.orphans: reaper.Orphans | None = None  # what was below nbjob when it began
+        self.log: Any = None  # the run's logger, once its log is open (``_open_results``)
         # A remote destination's read, kept: a stop may abandon it, the end waits on it again.
         self.reading: stop.Worker[attempts.Attempt | NbjobError] | None = None
 
@@ -155,8 +157,19 @@ class Job:
         found = self.read_attempt()
         if isinstance(found, NbjobError):
             return found
-        self.attempt = found
+        self.take_attempt(found)
         return None
+
+    def take_attempt(self, a: attempts.Attempt) -> None:
+        """This attempt's facts, once the destination was read. A rerun by hand (no run id
+        given) continues the destination's run: its run id from now on, in the record and
+        the log."""
+        self.attempt = a
+        if a.run_id and a.run_id != self.s.run_id:
+            self.s = dataclasses.replace(self.s, run_id=a.run_id)
+            self.record.run_id = a.run_id
+            if self.log is not None:
+                logs.rebind(self.log, run_id=a.run_id)
 
     def read_attempt(self) -> attempts.Attempt | NbjobError:
         """The lease and the destination's earlier attempts (``nbjob.attempts``); here and at
@@ -206,7 +219,7 @@ class Job:
             found = self.reading.wait(self.token, "reading earlier attempts")
             if isinstance(found, NbjobError):
                 raise found
-            self.attempt = found
+            self.take_attempt(found)
         assert self.attempt is not None
         restored = stop.wait_for(self.token, self._resume, "restoring artifacts")
         self.results.stream_artifacts(restored)
@@ -216,6 +229,7 @@ class Job:
             earlier=len(self.attempt.earlier),
             resumed_from=self.attempt.resume_from,
             restored=len(restored),
+            resume=self.attempt.why,
         )
         attempts.announce(self.attempt, self.record, self.log)
         bundle = prepare.open_source(s, self.storage, self.workdir, self.token, self.log)

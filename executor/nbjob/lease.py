@@ -178,9 +178,12 @@ class Lease:
         self._thread.start()
         return self
 
-    def set_attempt(self, number: int) -> None:
-        """This attempt's number, known once the destination was read: in the lease too."""
+    def set_attempt(self, number: int, run_id: str | None = None) -> None:
+        """This attempt's number (and run id: a rerun continues the destination's), known
+        once the destination was read: in the lease too."""
         self.info["attempt"] = number
+        if run_id:
+            self.info["run_id"] = run_id
         self.renew()
 
     def renew(self) -> None:

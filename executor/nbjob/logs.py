@@ -329,6 +329,12 @@ def get_logger(**bound: Any) -> Any:
     )
 
 
+def rebind(logger: Any, **values: Any) -> None:
+    """Change values bound to ``logger`` (from ``get_logger``) in place, for every holder of
+    it: a rerun learns the run id it continues only once the destination was read."""
+    logger._context.update(values)
+
+
 def dropped() -> dict[str, int]:
     """Events the open run's log could not write, by place (a file's path, ``stderr``): a full
     disk, a closed console. Empty when nothing was lost."""

@@ -27,6 +27,18 @@ class Result(NamedTuple):
     stderr: str
 
     @property
+    def events(self) -> list[dict[str, Any]]:
+        """Every JSON log line on stderr, in order."""
+        found = []
+        for line in self.stderr.splitlines():
+            if line.startswith("{"):
+                try:
+                    found.append(dict(json.loads(line)))
+                except ValueError:
+                    continue
+        return found
+
+    @property
     def last_event(self) -> dict[str, Any]:
         """The last JSON log line on stderr (``run_end`` for ``nbjob run``), or {}."""
         for line in reversed(self.stderr.splitlines()):
