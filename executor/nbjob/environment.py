@@ -25,8 +25,6 @@ same temporary folder); a folder already complete there is used as it is.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -34,17 +32,15 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nbjob import logs
+from nbjob import envcache, logs
 from nbjob.errors import EnvironmentUnfitError
-from nbjob.storage import Storage, join
+from nbjob.storage import Storage
 
 REQUIREMENTS = "requirements.txt"
 WHEELHOUSE = "wheelhouse"
@@ -153,15 +149,15 @@ def prepare(
     key = cache_key(req.read_text(encoding="utf-8", errors="replace"), base, facts, wheelhouse)
     path = overlays_root() / key[:24]
     report.key, report.path, report.offline = key, str(path), wheelhouse is not None
-    with _locked(path):
+    with envcache.locked(path):
         if (path / META).is_file():
             report.source, report.cache = "folder", "hit"
-        elif cache_url and _download(storage, cache_url, key, path, log):
+        elif cache_url and envcache.download(storage, cache_url, key, path, META, log):
             report.source, report.cache = "cache", "hit"
         else:
             _build(path, base, facts, req, wheelhouse, log)
             if cache_url:
-                _upload(storage, cache_url, key, path, log)
+                envcache.upload(storage, cache_url, key, path, log)
     meta = json.loads((path / META).read_text())
     report.installer, report.installed = meta["installer"], meta["installed"]
     report.requirements = meta["requirements"]
@@ -372,68 +368,3 @@ def last_line(output: str) -> str:
     lines = [line for line in lines if line and not line.lower().startswith(skip)]
     line = (lines or ["no output"])[-1]
     return logs.redact(line)[:400]
-
-
-# -- the cache ----------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One builder or unpacker per overlay on this node (shards sharing a node wait)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.parent / f"{path.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _archive_url(cache_url: str, key: str) -> str:
-    return join(cache_url, f"{key}.tar.gz")
-
-
-def _download(storage: Storage, cache_url: str, key: str, path: Path, log: Any) -> bool:
-    """Unpack the cached overlay at ``path``; False when there is none or it cannot be read."""
-    started = time.monotonic()
-    try:
-        if f"{key}.tar.gz" not in storage.list_names(cache_url):
-            return False
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            archive = storage.fetch(_archive_url(cache_url, key), Path(tmp))
-            part = Path(tmp) / "overlay"
-            with tarfile.open(archive, "r:gz") as tar:
-                _extract(tar, part)
-            if not (part / META).is_file():
-                return False
-            shutil.rmtree(path, ignore_errors=True)
-            part.rename(path)
-    except Exception as exc:  # a cache that fails is a miss, never the run's end
-        log.warning("env_cache_unreadable", error=logs.redact(str(exc))[:300])
-        return False
-    size = (path / META).stat().st_size
-    log.info("env_cache_hit", seconds=round(time.monotonic() - started, 3), meta_bytes=size)
-    return True
-
-
-def _extract(tar: tarfile.TarFile, dest: Path) -> None:
-    if hasattr(tarfile, "tar_filter"):  # refuses absolute and escaping names
-        tar.extractall(dest, filter="tar")
-    else:  # pragma: no cover - Python without extraction filters
-        tar.extractall(dest)
-
-
-def _upload(storage: Storage, cache_url: str, key: str, path: Path, log: Any) -> None:
-    """Keep the overlay as ``<key>.tar.gz`` at the cache; a failure is logged, never fatal."""
-    started = time.monotonic()
-    try:
-        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-            archive = Path(tmp) / f"{key}.tar.gz"
-            with tarfile.open(archive, "w:gz", compresslevel=1) as tar:
-                tar.add(path, arcname=".")
-            storage.put_file(_archive_url(cache_url, key), archive)
-            size = archive.stat().st_size
-    except Exception as exc:
-        log.warning("env_cache_not_written", error=logs.redact(str(exc))[:300])
-        return
-    log.info("env_cache_written", bytes=size, seconds=round(time.monotonic() - started, 3))
