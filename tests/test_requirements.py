@@ -18,7 +18,17 @@ from typing import Any
 
 import pytest
 from nbjob import environment
-from support import answers, free_port, log_events, notebook_json, results, run_nbjob, serve, texts
+from support import (
+    S3Server,
+    answers,
+    free_port,
+    log_events,
+    notebook_json,
+    results,
+    run_nbjob,
+    serve,
+    texts,
+)
 
 PACKAGE = "nbjob_tinypkg"
 CELL = (
@@ -128,6 +138,23 @@ def test_cache_hit_on_second_run(tmp_path: Path, wheels: Path) -> None:
     print(f"\ninstall (miss): {miss['seconds']} s; from the cache (hit): {hit['seconds']} s")
 
 
+def test_cache_in_s3(tmp_path: Path, wheels: Path, s3_server: S3Server, bucket: str) -> None:
+    """The cache at any store nbjob writes: an S3 prefix (moto on loopback)."""
+    folder = bundle(tmp_path, f"{PACKAGE}\n", wheels)
+    env = {**s3_server.env, **env_for(tmp_path)}
+    args = ["--install-requirements", "--env-cache", f"s3://{bucket}/envs"]
+    first = run_nbjob("run", folder, "--output", tmp_path / "out1", *args, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    miss = check_installed(tmp_path / "out1")
+    assert s3_server.keys(bucket) == [f"envs/{miss['key']}.tar.gz"]
+    shutil.rmtree(miss["path"])
+    second = run_nbjob("run", folder, "--output", tmp_path / "out2", *args, env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    hit = check_installed(tmp_path / "out2")
+    assert (miss["cache"], hit["cache"], hit["from"]) == ("miss", "hit", "cache")
+    print(f"\ns3 cache: install {miss['seconds']} s, hit {hit['seconds']} s")
+
+
 def test_local_index_and_no_credentials_logged(tmp_path: Path, wheels: Path) -> None:
     port = free_port()
     argv = [sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1", "-p", str(port)]
@@ -157,11 +184,11 @@ def test_unknown_requirement_ends_with_7(tmp_path: Path, wheels: Path, installer
     r = run_nbjob("run", folder, "--output", out, "--install-requirements", env=env)
     assert r.returncode == 7, r.stderr[-3000:]
     run = json.loads((out / "run.json").read_text())
-    assert run["status"] == "environment_unfit" or run["exit_code"] == 7
+    assert (run["status"], run["exit_code"]) == ("environment_unfit", 7)
     reason = run["reason"]
     assert "\n" not in reason and "nbjob-no-such-package-xyz" in reason, reason
     assert reason.startswith(f"installing the requirements failed ({installer})")
-    assert r.last_event.get("reason") == reason or reason in r.stderr
+    assert r.last_event["event"] == "run_end" and r.last_event["reason"] == reason
     assert not list((tmp_path / "tmp" / "nbjob-envs").glob("*/bin"))  # nothing half-made kept
     print(f"\n{installer}: {reason}")
 
