@@ -94,6 +94,7 @@ def check_installed(out: Path) -> dict[str, Any]:
 
 @pytest.mark.parametrize("installer", ["uv", "pip"])
 def test_wheelhouse_installs_offline(tmp_path: Path, wheels: Path, installer: str) -> None:
+    # nbformat is the image's and not in the wheelhouse: kept, never installed again
     folder = bundle(tmp_path, f"{PACKAGE}==1.2.3\nnbformat\n", wheels)
     env = env_for(tmp_path, PIP_INDEX_URL="http://127.0.0.1:9/none", UV_INDEX_URL="")
     if installer == "pip":
@@ -105,6 +106,19 @@ def test_wheelhouse_installs_offline(tmp_path: Path, wheels: Path, installer: st
     assert found["installer"] == installer
     assert found["offline"] is True and found["cache"] == "off"
     print(f"\n{installer} offline install: {found['seconds']} s")
+
+
+def test_without_requirements_nothing_is_made(tmp_path: Path) -> None:
+    folder = tmp_path / "bundle"
+    folder.mkdir()
+    (folder / "nb.ipynb").write_bytes(notebook_json(["import sys; print('prefix', sys.prefix)"]))
+    out = tmp_path / "out"
+    r = run_nbjob("run", folder, "--output", out, "--install-requirements", env=env_for(tmp_path))
+    assert r.returncode == 0, r.stderr[-3000:]
+    nb, run = results(out)
+    assert run["environment"]["installed"] == [] and run["environment"]["cache"] == "off"
+    assert f"prefix {sys.prefix}" in texts(nb.cells[0])  # the image's own interpreter
+    assert not (tmp_path / "tmp" / "nbjob-envs").exists()
 
 
 def test_default_installs_nothing(tmp_path: Path, wheels: Path) -> None:

@@ -135,10 +135,10 @@ def prepare(
     cache, an earlier run on this node or a new install; ``EnvironmentUnfitError`` (exit 7)
     when the kernel is not a Python one or the install fails."""
     started = time.monotonic()
-    report = Report(cache="miss" if cache_url else "off")
     req = root / REQUIREMENTS
-    if not req.is_file():
-        return None, report
+    if not req.is_file():  # nothing to install: the image's environment as it is
+        return None, Report()
+    report = Report(cache="miss" if cache_url else "off")
     base = kernel_python(argv)
     if base is None:
         raise EnvironmentUnfitError(

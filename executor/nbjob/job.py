@@ -17,11 +17,10 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbjob import (
     attempts,
-    environment,
     events,
     layout,
     logs,
@@ -46,6 +45,9 @@ from nbjob.errors import (
 from nbjob.finish import Finish
 from nbjob.record import RunRecord
 from nbjob.storage import Storage, local_path
+
+if TYPE_CHECKING:
+    from nbjob.environment import Overlay, Report
 
 
 class Job:
@@ -80,7 +82,7 @@ class Job:
         # bundle folder; the notebook may still ask for another kernel or folder (_kernel_at).
         self.artifacts = results.artifacts_dir(settings.places.own, self.workdir)
         cwd = prepare.kernel_cwd(settings.source, self.workdir)
-        self.overlay: environment.Overlay | None = None  # --install-requirements
+        self.overlay: Overlay | None = None  # --install-requirements
         self.kernel = self._new_kernel(settings.kernel or kernels.DEFAULT_KERNEL, cwd)
         if not settings.install_requirements:  # else it starts from the overlay, once made
             self.kernel.start_in_background()
@@ -270,7 +272,9 @@ class Job:
         if kernels.session_kind(self.s) != "local":
             raise EnvironmentUnfitError("--install-requirements needs a local kernel")
 
-        def make() -> tuple[environment.Overlay | None, environment.Report]:
+        from nbjob import environment  # only when asked for
+
+        def make() -> tuple[Overlay | None, Report]:
             argv = list(spec.get("argv") or [])
             return environment.prepare(root, argv, self.s.env_cache, self.storage, self.log)
 
