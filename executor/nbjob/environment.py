@@ -18,9 +18,10 @@ never logged).
 
 Cache (``--env-cache URL``): the overlay is keyed by a hash of the requirements, the
 interpreter (path, version, platform), the image's packages and the wheelhouse's listing, kept
-as ``<key>.tar.gz`` at the URL, and unpacked on a hit. A venv is not relocatable, so it always
-lives at the same absolute path, ``$TMPDIR/nbjob-envs/<key>`` (the same on every node with the
-same temporary folder); a folder already complete there is used as it is.
+as ``<key>.tar.gz`` at the URL, and unpacked on a hit (``nbjob.envcache``). A venv is not
+relocatable, so it always lives at the same absolute path, ``$TMPDIR/nbjob-envs/<key[:24]>``
+(the same on every node with the same temporary folder, which is part of the key); a folder
+already complete there is used as it is.
 """
 
 from __future__ import annotations
@@ -142,7 +143,8 @@ def prepare(
     base = kernel_python(argv)
     if base is None:
         raise EnvironmentUnfitError(
-            f"--install-requirements needs a Python kernel; this kernel starts {argv[:1]}"
+            "--install-requirements needs a kernel started by a Python interpreter; this one"
+            f" starts {argv[0] if argv else 'nothing known'!r}"
         )
     wheelhouse = root / WHEELHOUSE if (root / WHEELHOUSE).is_dir() else None
     facts = describe(base)
