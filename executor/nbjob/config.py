@@ -345,6 +345,24 @@ class Settings:
             repeat=True,
         ),
     )
+    install_requirements: bool = field(
+        default=False,
+        metadata=_opt(
+            "--install-requirements",
+            _bool,
+            "install the bundle's requirements.txt into an environment over the image's and"
+            " start the kernel from it (default: install nothing)",
+        ),
+    )
+    env_cache: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--env-cache",
+            str,
+            "folder or s3://... keeping installed environments (with --install-requirements)",
+            "URL",
+        ),
+    )
     # Not options: from the platform, and the parameters as given (merged at run time).
     parameters: params.ParameterSources = field(default_factory=params.ParameterSources)
     platform: platforms.Placement = field(default_factory=platforms.Placement)
@@ -416,6 +434,8 @@ def resolve(
     # run starts its kernel, not failures of a run that could store nothing.
     check_source(source)
     check_destination(base)
+    if values["env_cache"]:
+        check_destination(values["env_cache"], "--env-cache")
     places = Places.place(base, values["shard"], placed.identity.rank)
 
     sources = params.ParameterSources(

@@ -18,7 +18,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbjob import (
     attempts,
@@ -37,6 +37,7 @@ from nbjob import kernel as kernels
 from nbjob.config import Settings
 from nbjob.errors import (
     ConcurrentAttemptError,
+    EnvironmentUnfitError,
     InternalError,
     NbjobError,
     RunTimeoutError,
@@ -45,6 +46,9 @@ from nbjob.errors import (
 from nbjob.finish import Finish
 from nbjob.record import RunRecord
 from nbjob.storage import Storage, local_path
+
+if TYPE_CHECKING:
+    from nbjob.environment import Overlay, Report
 
 
 class Job:
@@ -79,8 +83,10 @@ class Job:
         # bundle folder; the notebook may still ask for another kernel or folder (_kernel_at).
         self.artifacts = results.artifacts_dir(settings.places.own, self.workdir)
         cwd = prepare.kernel_cwd(settings.source, self.workdir)
+        self.overlay: Overlay | None = None  # --install-requirements
         self.kernel = self._new_kernel(settings.kernel or kernels.DEFAULT_KERNEL, cwd)
-        self.kernel.start_in_background()
+        if not settings.install_requirements:  # else it starts from the overlay, once made
+            self.kernel.start_in_background()
         self.nb: Any = None
         self.nb_folder: Path | None = None  # the notebook's folder in the bundle (its images)
         self.attempt: attempts.Attempt | None = None
@@ -198,6 +204,7 @@ class Job:
     def _new_kernel(self, name: str, cwd: Path) -> kernels.KernelSession:
         # A local kernel inherits NBJOB_ARTIFACTS_DIR: notebooks save models and metrics there
         # (a remote kernel gets a folder of its own, brought back at the end).
+        overlay = self.overlay
         return kernels.open_session(
             self.s,
             name,
@@ -206,7 +213,9 @@ class Job:
             env={
                 "NBJOB_ARTIFACTS_DIR": str(self.artifacts),
                 **({"NBJOB_ATTEMPT": str(self.s.attempt)} if self.s.attempt else {}),
+                **(overlay.kernel_env() if overlay else {}),
             },
+            python=str(overlay.python) if overlay else None,
         )
 
     def _prepare(self) -> None:
@@ -239,6 +248,8 @@ class Job:
         self.nb = prepare.read_notebook(bundle.notebook, self.log)
         installed = stop.wait_for(self.token, self.kernel.kernelspecs, "the kernel list")
         name = kernels.choose(self.nb.metadata, s.kernel or bundle.kernel, installed)
+        if s.install_requirements:
+            self._install_requirements(bundle.root, name, installed[name], bundle.notebook)
         self.record.parameters_merged(prepare.inject_parameters(self.nb, bundle, s, self.log))
         self.bus.publish(events.CellsListed(tuple(code_cells(self.nb))))
 
@@ -266,6 +277,26 @@ class Job:
         prepare.check_environment(
             kernel, bundle.root, s.require_gpu, self.token, self.record, self.log
         )
+
+    def _install_requirements(
+        self, root: Path, name: str, spec: dict[str, Any], notebook: Path
+    ) -> None:
+        """The overlay environment with the bundle's requirements (``nbjob.environment``),
+        recorded; the kernel then starts from it."""
+        if kernels.session_kind(self.s) != "local":
+            raise EnvironmentUnfitError("--install-requirements needs a local kernel")
+
+        from nbjob import environment  # only when asked for
+
+        def make() -> tuple[Overlay | None, Report]:
+            argv = list(spec.get("argv") or [])
+            return environment.prepare(root, argv, self.s.env_cache, self.storage, self.log)
+
+        self.overlay, report = stop.wait_for(self.token, make, "the requirements install")
+        self.record.environment_prepared(report.to_json())
+        self.log.info("environment", **report.to_json())
+        self.kernel = self._new_kernel(name, notebook.parent.resolve())
+        self.kernel.start_in_background()
 
     def _replace_kernel(self, name: str, cwd: Path) -> kernels.KernelSession:
         """Another kernel (not started yet), the job's from now on: a stop shuts it down."""

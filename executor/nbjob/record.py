@@ -81,6 +81,7 @@ class RunRecord:
     gpus: list[Any] = field(default_factory=list)
     gpu_probe: dict[str, Any] | None = None
     unmet_requirements: list[str] = field(default_factory=list)
+    environment: dict[str, Any] | None = None  # --install-requirements (nbjob.environment)
     cells: dict[int, CellState] = field(default_factory=dict)  # by notebook index, in order
     artifacts: list[str] = field(default_factory=list)
     versions: dict[str, str | None] = field(default_factory=versions)
@@ -121,6 +122,9 @@ class RunRecord:
 
     def requirements_checked(self, unmet: list[str]) -> None:
         self.unmet_requirements = list(unmet)
+
+    def environment_prepared(self, environment: dict[str, Any]) -> None:
+        self.environment = dict(environment)
 
     def parameters_merged(self, parameters: dict[str, Any]) -> None:
         self.parameters = dict(parameters)
@@ -325,4 +329,5 @@ class RunRecord:
             **self._ranks_json(),
             **({"traceback": self.traceback} if self.traceback else {}),
             **({"log_dropped": self.log_dropped} if self.log_dropped else {}),
+            **({"environment": self.environment} if self.environment else {}),
         }

@@ -45,12 +45,13 @@ class SessionOptions:
     gateway_url: str | None = None
     gateway_token: str | None = None
     request_timeout: float = 60.0
+    python: str | None = None  # a local Python kernel's interpreter instead of its spec's
 
 
 def _local(name: str, cwd: Path, o: SessionOptions) -> KernelSession:
     from nbjob.kernel.local import LocalKernel
 
-    return LocalKernel(name, cwd, o.startup_timeout, o.workdir / "ipc", env=o.env)
+    return LocalKernel(name, cwd, o.startup_timeout, o.workdir / "ipc", env=o.env, python=o.python)
 
 
 def _gateway(name: str, cwd: Path, o: SessionOptions) -> KernelSession:
@@ -89,6 +90,7 @@ def open_session(
     workdir: Path,
     env: dict[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
+    python: str | None = None,
 ) -> KernelSession:
     """A new, unstarted session of the kind the settings ask for."""
     environ = os.environ if environ is None else environ
@@ -100,6 +102,7 @@ def open_session(
         gateway_url=gateway_url(settings, environ),
         gateway_token=gateway_token(environ),
         request_timeout=getattr(settings, "gateway_request_timeout", 60.0),
+        python=python,
     )
     return KINDS[session_kind(settings, environ)](name, cwd, options)
 

@@ -159,9 +159,11 @@ class LocalKernel(KernelSession):
         startup_timeout: float,
         ipc_dir: Path | None = None,
         env: dict[str, str] | None = None,
+        python: str | None = None,
     ) -> None:
         super().__init__(name, cwd, startup_timeout)
         self.env = env or {}
+        self.python = python  # the interpreter to start instead of the spec's (an overlay's)
         self.ipc_dir = ipc_dir
         self.km: Any = None
         self.client: Any = None
@@ -211,6 +213,8 @@ class LocalKernel(KernelSession):
             self.km = KernelManager(
                 kernel_name=self.name, kernel_spec_manager=_spec_manager(), **transport
             )
+            if self.python:  # --install-requirements: the same kernel, from the overlay
+                self.km.kernel_spec.argv = [self.python, *self.km.kernel_spec.argv[1:]]
             extra = list(IPYKERNEL_OPTIONS) if _is_ipykernel(self.km) else []
             self.km.start_kernel(cwd=str(self.cwd), env=env, extra_arguments=extra)
             process = self._process()
