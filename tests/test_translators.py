@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -276,3 +277,13 @@ def test_the_r_cell_gives_r_the_values() -> None:
     )
     got = json.loads(done.stdout)
     assert got == {name: r_holds(v) for name, v in VALUES.items()}
+
+
+def test_the_manual_lists_every_language() -> None:
+    """docs/running/languages.md's first table has a row for each registered language."""
+    page = Path(__file__).resolve().parents[1] / "docs" / "running" / "languages.md"
+    lines = page.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| Language (kernelspec"))
+    rows = lines[start + 2 : lines.index("", start)]
+    listed = {name.strip().lower() for row in rows for name in row.split("|")[1].split(",")}
+    assert set(languages.names()) <= listed
