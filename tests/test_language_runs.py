@@ -8,16 +8,21 @@ reason, where a kernel is absent.
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
 from nbjob import prepare
-from support import make_notebook, results, run_nbjob, texts
+from support import answers, free_port, make_notebook, results, run_nbjob, serve, texts
 from support.kernels import kernel_specs, missing
 
+TOKEN = "nbjob-languages-token"
 LACKS = ["gpu_probe", "requirements_check", "file_transfer"]
 PARAMETERS = {
     "msg": 'it\'s "quoted"\\ ü',
@@ -105,6 +110,56 @@ def test_a_bash_notebook_runs_with_parameters_in_the_kernel_asked_for(
     assert texts(nb.cells[3]) == "3 two 3.5\nattempt 1\n"
     assert nb.metadata.kernelspec == {"name": "bash", "display_name": "Bash", "language": "bash"}
     assert nb.metadata.language_info.name == "bash"
+
+
+@pytest.fixture
+def r_server(tmp_path: Path, kernels: dict[str, str]) -> Iterator[tuple[str, Path]]:
+    """A Jupyter Server on loopback with IRkernel installed: its URL and root folder."""
+    if reason := missing("ir"):
+        pytest.skip(reason)
+    root, port = tmp_path / "server-root", free_port()
+    root.mkdir()
+    url = f"http://127.0.0.1:{port}"
+    argv = [
+        str(Path(sys.executable).with_name("jupyter-server")),
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        f"--ServerApp.token={TOKEN}",
+        f"--ServerApp.root_dir={root}",
+        "--allow-root",
+        "--no-browser",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBJOB_")} | kernels
+    ready = functools.partial(answers, f"{url}/api/kernelspecs?token={TOKEN}")
+    log = tmp_path / "server.log"
+    with serve("jupyter-server", argv, log, ready=ready, env=env, cwd=root, group=True, grace=15):
+        yield url, root
+
+
+def test_an_r_notebook_in_a_bundle_subfolder_runs_there_on_a_jupyter_server(
+    tmp_path: Path, r_server: tuple[str, Path]
+) -> None:
+    """R changes folder (``setwd``): the notebook runs in its subfolder of the uploaded bundle;
+    the in-kernel file transfer it lacks is not needed with the server's Contents API."""
+    url, root = r_server
+    bundle = tmp_path / "bundle"
+    make_notebook(
+        bundle / "sub" / "nb.ipynb",
+        [("code", 'msg = ""', ["parameters"]), 'cat(msg, readLines("data.txt"), getwd(), "\\n")'],
+        {"name": "ir", "display_name": "R", "language": "R"},
+    )
+    (bundle / "sub" / "data.txt").write_text("from the bundle\n")
+    out = tmp_path / "out"
+    env = {"NBJOB_GATEWAY_URL": url, "JUPYTER_GATEWAY_AUTH_TOKEN": TOKEN}
+    result = run_nbjob(
+        "run", bundle, "--notebook", "sub/nb.ipynb", "--output", out, "-p", "msg", "hi", env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    nb, record = results(out)
+    assert record["kernel"]["kind"] == "gateway" and record["kernel"]["files"] == "contents_api"
+    assert record["kernel"]["unsupported"] == LACKS
+    folder = root / "nbjob-runs" / record["run_id"] / "bundle" / "sub"
+    assert texts(nb.cells[2]) == f"hi from the bundle {folder} \n"
 
 
 def test_the_kernel_that_runs_is_written_into_the_kernelspec() -> None:
