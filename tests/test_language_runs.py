@@ -179,3 +179,7 @@ def test_the_kernel_that_runs_is_written_into_the_kernelspec() -> None:
     same = nbformat.v4.new_notebook(metadata={"kernelspec": dict(own)})
     assert prepare.use_kernel(same, "python3", installed) == "python"
     assert same.metadata.kernelspec == own  # the notebook's own words kept
+    # sparkmagic's kernelspecs name no language; papermill knows them by name, so does nbjob
+    spark = nbformat.v4.new_notebook(metadata={"language_info": {"name": "sparkR"}})
+    assert prepare.use_kernel(spark, "sparkrkernel", {"sparkrkernel": {}}) == "r"
+    assert spark.metadata.kernelspec.language == "r"

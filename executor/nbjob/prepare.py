@@ -226,13 +226,16 @@ def use_kernel(nb: Any, name: str, installed: Mapping[str, Mapping[str, Any]]) -
     language), as JupyterLab does on a change of kernel: papermill leaves the notebook's own,
     naming a kernel that did not run (papermill#856). A kernelspec that names this kernel
     already is kept as the notebook has it. Returns the kernel's language (the parameters
-    cell's)."""
+    cell's): its kernelspec's, else the one its name is known to be of (papermill's map:
+    ``sparkrkernel`` is R), else the notebook's."""
     import nbformat
 
     old = nb.metadata.get("kernelspec") or {}
     spec = installed.get(name) or {}
     info = nb.metadata.get("language_info") or {}
-    language = str(spec.get("language") or old.get("language") or info.get("name") or "")
+    language = str(
+        spec.get("language") or _language_of(name) or old.get("language") or info.get("name") or ""
+    )
     if old.get("name") != name:
         nb.metadata["kernelspec"] = nbformat.from_dict(
             {
@@ -242,6 +245,11 @@ def use_kernel(nb: Any, name: str, installed: Mapping[str, Mapping[str, Any]]) -
             }
         )
     return language or languages.DEFAULT_LANGUAGE
+
+
+def _language_of(kernel: str) -> str | None:
+    """The language a kernel of this name is known to be (sparkmagic's name none)."""
+    return next((n for n in languages.names() if kernel in languages.get(n).kernels), None)
 
 
 def inject_parameters(

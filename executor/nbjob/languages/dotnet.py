@@ -67,6 +67,7 @@ class CSharp(Language):
 
     name: ClassVar[str] = "c#"
     default_kernel: ClassVar[str | None] = ".net-csharp"
+    kernels: ClassVar[tuple[str, ...]] = (".net-csharp",)
     _declared = re.compile(r"^\s*[\w<>\[\],.?]+\s+@?([A-Za-z_]\w*)\s*=(?!=)")
 
     def literal(self, value: Any) -> str:
@@ -107,6 +108,7 @@ class FSharp(Language):
 
     name: ClassVar[str] = "f#"
     default_kernel: ClassVar[str | None] = ".net-fsharp"
+    kernels: ClassVar[tuple[str, ...]] = (".net-fsharp",)
     _declared = re.compile(r"^let\s+(?:mutable\s+)?(``[^`]+``|[A-Za-z_]\w*)")
 
     def literal(self, value: Any) -> str:
@@ -175,6 +177,7 @@ class PowerShell(Language):
 
     name: ClassVar[str] = "powershell"
     default_kernel: ClassVar[str | None] = ".net-powershell"
+    kernels: ClassVar[tuple[str, ...]] = (".net-powershell",)
     _declared = re.compile(r"^\s*(?:\[[^\]]+\]\s*)?\$(?:\{([^}]+)\}|(\w+))\s*=(?!=)")
 
     def literal(self, value: Any) -> str:

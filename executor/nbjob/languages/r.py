@@ -39,6 +39,7 @@ class R(Language):
 
     name: ClassVar[str] = "r"
     default_kernel: ClassVar[str | None] = "ir"
+    kernels: ClassVar[tuple[str, ...]] = ("sparkrkernel",)  # sparkmagic's SparkR
 
     def literal(self, value: Any) -> str:
         if value is None:

@@ -47,6 +47,7 @@ class Scala(Language):
 
     name: ClassVar[str] = "scala"
     default_kernel: ClassVar[str | None] = "scala"
+    kernels: ClassVar[tuple[str, ...]] = ("sparkkernel",)  # sparkmagic's Spark
 
     def literal(self, value: Any) -> str:
         if value is None:
