@@ -9,8 +9,8 @@ R, not ``é``), so the value is the same whatever the kernel's locale. R numbers
 an integer beyond 2**53 is rounded, as R itself would read it.
 
 What R lacks here: the GPU probe, the requirements check and the in-kernel file transfer
-(nbjob reads a helper's result back as a Python-style user expression; IRkernel answers those
-differently), recorded in run.json's ``kernel.unsupported``.
+(nbjob reads a helper's result back as a user expression, and IRkernel answers none),
+recorded in run.json's ``kernel.unsupported``.
 """
 
 from __future__ import annotations
