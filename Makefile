@@ -53,7 +53,7 @@ npm-deps: $(NPM_STAMP)
 system-deps:
 	@missing=""; \
 	for need in podman:podman runc:runc debootstrap:debootstrap chromium:chromium tini:tini \
-	    slurmctld:slurm-wlm slurmd:slurm-wlm munged:slurm-wlm; do \
+	    slurmctld:slurm-wlm slurmd:slurm-wlm munged:slurm-wlm R:r-cran-irkernel; do \
 	  command -v $${need%%:*} >/dev/null && continue; \
 	  case " $$missing " in *" $${need#*:} "*) ;; *) missing="$$missing $${need#*:}" ;; esac; \
 	done; \

@@ -16,6 +16,7 @@ import math
 import os
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,16 +30,42 @@ from nbjob.errors import ParameterError
 from nbjob.kernel import KernelSession, open_session, transfer
 from nbjob.kernel.local import installed_kernels
 from support import make_notebook, read_json, run_nbjob
+from support.kernels import bash_holds, kernel_specs, missing, r_holds
 
 
 @dataclass(frozen=True)
 class Reader:
-    """Expressions, in the language, that read a kernel's state back as a JSON string."""
+    """Expressions, in the language, that read a kernel's state back as a JSON string: user
+    expressions, or (``printed``) code whose output is the JSON, for kernels that answer no
+    user expressions (IRkernel, bash_kernel). ``holds`` is what the language holds of a
+    parameter value, as that JSON reads back (bash: strings)."""
 
     json_of: Callable[[str], str]  # the JSON of a variable
     env_of: Callable[[str], str]  # the JSON of an environment variable
     cwd: str  # the JSON of the working folder
     names: str  # the JSON of the names the notebook's code can see
+    printed: bool = False
+    holds: Callable[[Any], Any] = lambda value: value
+
+
+_R_JSON = 'cat(jsonlite::toJSON({}, auto_unbox = TRUE, null = "null", na = "string", digits = NA))'
+_PY_JSON = f"{sys.executable} -c 'import json, sys; a = sys.stdin.buffer.read().decode(); "
+_BASH_ITEMS = 'for v in "${{{0}[@]}}"; do printf "%s\\0" "$v"; done'
+_BASH_PAIRS = 'for k in "${{!{0}[@]}}"; do printf "%s\\0%s\\0" "$k" "${{{0}[$k]}}"; done'
+
+
+def _bash_json(name: str) -> str:
+    """bash that prints the JSON of the variable ``name``: a string, array or mapping."""
+    scalar = f'printf "%s" "${name}" | {_PY_JSON}print(json.dumps(a))\''
+    items = f"{_BASH_ITEMS.format(name)} | {_PY_JSON}print(json.dumps(a.split(chr(0))[:-1]))'"
+    pairs = (
+        f"{_BASH_PAIRS.format(name)} | {_PY_JSON}"
+        "p = a.split(chr(0))[:-1]; print(json.dumps(dict(zip(p[::2], p[1::2]))))'"
+    )
+    return (
+        f'case "$(declare -p {name})" in "declare -A"*) {pairs};; '
+        f'"declare -a"*) {items};; *) {scalar};; esac'
+    )
 
 
 READERS = {
@@ -48,6 +75,30 @@ READERS = {
         cwd="__import__('json').dumps(__import__('os').getcwd())",
         names="__import__('json').dumps(sorted(globals()))",
     ),
+    "r": Reader(
+        json_of=lambda name: _R_JSON.format(name),
+        env_of=lambda name: _R_JSON.format(f'Sys.getenv("{name}")'),
+        cwd=_R_JSON.format("getwd()"),
+        names=_R_JSON.format("ls(all.names = TRUE)"),
+        printed=True,
+        holds=r_holds,
+    ),
+    "bash": Reader(
+        json_of=_bash_json,
+        env_of=_bash_json,
+        cwd=_bash_json("PWD"),
+        names="compgen -v | " + _PY_JSON + "print(json.dumps(a.split()))'",
+        printed=True,
+        holds=bash_holds,
+    ),
+}
+# Languages whose kernels are not packaged for this image: their cells are checked as text
+# (tests/test_translators.py), each nbjob step they lack is recorded as unsupported.
+NO_KERNEL_HERE = {"julia", "scala", "c#", "f#", "powershell"}
+UNSUPPORTED = {
+    "python": [],
+    "r": ["gpu_probe", "requirements_check", "file_transfer"],
+    "bash": ["gpu_probe", "requirements_check", "file_transfer"],
 }
 
 VALUES: dict[str, Any] = {
@@ -74,9 +125,18 @@ VALUES: dict[str, Any] = {
 @pytest.fixture(scope="module", params=languages.names())
 def language(request: pytest.FixtureRequest) -> languages.Language:
     name: str = request.param
-    if name not in READERS:
+    if name not in READERS and name not in NO_KERNEL_HERE:
         pytest.fail(f"add a Reader for {name!r} to READERS so the contract runs for it")
     return languages.get(name)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def other_kernels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """bash_kernel's and IRkernel's kernelspecs, where they are present, installed here."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in kernel_specs(tmp_path_factory.mktemp("jupyter")).items():
+            patch.setenv(name, value)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +155,11 @@ def session(
 ) -> Iterator[KernelSession]:
     """A started local kernel of ``language``, its GPU faked by ``gpu_bin``."""
     kernel = language.default_kernel
+    if language.name in NO_KERNEL_HERE:
+        pytest.skip(f"no {language.name} kernel is packaged for this image (text tests only)")
     if not kernel or kernel not in installed_kernels():
-        pytest.skip(f"no {language.name} kernel ({kernel}) is installed here")
+        reason = missing(kernel) if kernel in ("bash", "ir") else None
+        pytest.skip(reason or f"no {language.name} kernel ({kernel}) is installed here")
     workdir = tmp_path_factory.mktemp("kernel")
     env = {"PATH": f"{gpu_bin}{os.pathsep}{os.environ['PATH']}", "CUDA_VISIBLE_DEVICES": "0"}
     settings = Settings(source="-", output="-", run_id="languages", kernel_start_timeout=60)
@@ -107,9 +170,29 @@ def session(
 
 
 def read(session: KernelSession, expression: str) -> Any:
-    """The JSON value of ``expression``, evaluated silently in the kernel."""
+    """The JSON value of ``expression``, evaluated silently in the kernel (or, for a
+    ``printed`` reader, run and its output read)."""
+    if READERS[session.lang.name].printed:
+        return json.loads(printed(session, expression))
     reply = session.run_silent("", {"v": expression})
     return session.lang.decode(reply["user_expressions"]["v"]["data"]["text/plain"])
+
+
+def printed(session: KernelSession, code: str, timeout: float = 30) -> str:
+    """What ``code`` prints on stdout (run not silently: kernels print nothing otherwise)."""
+    msg_id = session.execute(code, silent=False, store_history=False)
+    out: list[str] = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = session.next_message(0.25)
+        if got is None or got[1].get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        msg = got[1]
+        if msg["msg_type"] == "stream" and msg["content"]["name"] == "stdout":
+            out.append(msg["content"]["text"])
+        elif msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+            return "".join(out)
+    raise TimeoutError(f"no answer to {code!r}")
 
 
 def same(got: Any, want: Any) -> bool:
@@ -132,7 +215,7 @@ def same(got: Any, want: Any) -> bool:
 
 def test_the_language_is_what_the_kernel_says(session: KernelSession) -> None:
     assert session.lang is languages.get(session.language)
-    assert session.lang.unsupported() == []  # a registered language has every capability
+    assert session.lang.unsupported() == UNSUPPORTED[session.lang.name]
 
 
 def test_parameters_of_every_type_read_back(
@@ -142,8 +225,8 @@ def test_parameters_of_every_type_read_back(
     reply = session.run_silent(source, {})
     assert reply["status"] == "ok", reply
     reader = READERS[language.name]
-    for name, want in VALUES.items():
-        got = read(session, reader.json_of(name))
+    for name, value in VALUES.items():
+        got, want = read(session, reader.json_of(name)), reader.holds(value)
         assert same(got, want), (name, got, want)
     assert language.declared_names(source) == set(VALUES)
 
@@ -153,7 +236,13 @@ def test_unsupported_parameter_types_are_refused(language: languages.Language) -
         language.parameters_cell({"when": {1, 2}})
 
 
+def needs(language: languages.Language, capability: str) -> None:
+    if not language.supports(capability):
+        pytest.skip(f"{language.name} has no {capability} (run.json records it unsupported)")
+
+
 def test_environment_variable_is_set(session: KernelSession, language: languages.Language) -> None:
+    needs(language, "set_env")
     value = 'it\'s "odd" ü $HOME'
     assert session.set_env("NBJOB_LANGUAGE_TEST", value) is True
     assert read(session, READERS[language.name].env_of("NBJOB_LANGUAGE_TEST")) == value
@@ -162,6 +251,7 @@ def test_environment_variable_is_set(session: KernelSession, language: languages
 def test_folder_changes(
     session: KernelSession, language: languages.Language, tmp_path: Path
 ) -> None:
+    needs(language, "chdir")
     folder = tmp_path / "it's a folder"
     folder.mkdir()
     session.chdir(folder)
@@ -170,6 +260,7 @@ def test_folder_changes(
 
 
 def test_gpu_probe_sees_the_kernels_gpus(session: KernelSession) -> None:
+    needs(session.lang, "gpu_probe")
     probe = session.probe_gpus()
     assert probe["gpus"] == [{"index": "0", "name": "NVIDIA H200", "memory": "143771 MiB"}]
     assert probe["nvidia_smi"].endswith("/nvidia-smi") and probe["error"] is None
@@ -177,6 +268,7 @@ def test_gpu_probe_sees_the_kernels_gpus(session: KernelSession) -> None:
 
 
 def test_requirements_check_names_what_is_missing(session: KernelSession) -> None:
+    needs(session.lang, "requirements_check")
     lines = ["ipykernel>=1", "nbjob-no-such-package==1.0"]
     assert session.check_requirements(lines) == ["nbjob-no-such-package==1.0"]
 
@@ -184,6 +276,7 @@ def test_requirements_check_names_what_is_missing(session: KernelSession) -> Non
 def test_files_travel_through_the_kernel(
     session: KernelSession, language: languages.Language, tmp_path: Path
 ) -> None:
+    needs(language, "file_transfer")
     source = tmp_path / "source"
     (source / "sub").mkdir(parents=True)
     blob = os.urandom(transfer.CHUNK + 17)  # more than one chunk each way
@@ -355,4 +448,6 @@ def test_parameters_for_an_unknown_language_are_exit_3(
     )
     result = run_nbjob("run", nb, "--output", tmp_path / "out", "-p", "x", "1", env=echo_kernel)
     assert result.returncode == 3
-    assert "parameters need a python kernel" in result.stderr.splitlines()[-1]
+    reason = json.loads(result.stderr.splitlines()[-1])["reason"]
+    assert reason.startswith("parameters need a kernel of a language nbjob writes them in (")
+    assert "python, r, scala)" in reason and reason.endswith("this notebook's is 'echo'")

@@ -248,9 +248,11 @@ class Job:
         self.nb = prepare.read_notebook(bundle.notebook, self.log)
         installed = stop.wait_for(self.token, self.kernel.kernelspecs, "the kernel list")
         name = kernels.choose(self.nb.metadata, s.kernel or bundle.kernel, installed)
+        language = prepare.use_kernel(self.nb, name, installed)  # the kernel that runs
         if s.install_requirements:
             self._install_requirements(bundle.root, name, installed[name], bundle.notebook)
-        self.record.parameters_merged(prepare.inject_parameters(self.nb, bundle, s, self.log))
+        merged = prepare.inject_parameters(self.nb, bundle, s, self.log, language)
+        self.record.parameters_merged(merged)
         self.bus.publish(events.CellsListed(tuple(code_cells(self.nb))))
 
         cwd = bundle.notebook.parent.resolve()

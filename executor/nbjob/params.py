@@ -202,7 +202,10 @@ def inject(nb: Any, parameters: Mapping[str, Any], language: str) -> list[str]:
     lang = languages.get(language)
     if not lang.supports("parameters"):
         able = ", ".join(languages.supporting("parameters"))
-        raise ParameterError(f"parameters need a {able} kernel; this notebook's is {language!r}")
+        raise ParameterError(
+            f"parameters need a kernel of a language nbjob writes them in ({able}); "
+            f"this notebook's is {language!r}"
+        )
     source = lang.parameters_cell(parameters)
     cell = nbformat.v4.new_code_cell(source, metadata={"tags": [INJECTED_TAG]})
     cells = [c for c in nb.cells if INJECTED_TAG not in c.get("metadata", {}).get("tags", [])]

@@ -12,7 +12,7 @@ import re
 import shutil
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -221,11 +221,47 @@ def _check_shape(raw: Any, name: str) -> None:
             raise NotebookError(f"{name}: cell {index}'s metadata is not a mapping")
 
 
-def inject_parameters(nb: Any, bundle: bundles.Bundle, s: Settings, log: Any) -> dict[str, Any]:
-    """Merge and check every parameter source (``params.merge``), inject them; the merged dict
-    as run.json holds it (``params.recordable``)."""
+def use_kernel(nb: Any, name: str, installed: Mapping[str, Mapping[str, Any]]) -> str:
+    """Write the kernel that runs the notebook into its ``kernelspec`` (name, display name,
+    language), as JupyterLab does on a change of kernel: papermill leaves the notebook's own,
+    naming a kernel that did not run (papermill#856). A kernelspec that names this kernel
+    already is kept as the notebook has it. Returns the kernel's language (the parameters
+    cell's): its kernelspec's, else the one its name is known to be of (papermill's map:
+    ``sparkrkernel`` is R), else the notebook's."""
+    import nbformat
+
+    old = nb.metadata.get("kernelspec") or {}
+    spec = installed.get(name) or {}
+    info = nb.metadata.get("language_info") or {}
+    language = str(
+        spec.get("language") or _language_of(name) or old.get("language") or info.get("name") or ""
+    )
+    if old.get("name") != name:
+        nb.metadata["kernelspec"] = nbformat.from_dict(
+            {
+                "name": name,
+                "display_name": str(spec.get("display_name") or name),
+                "language": language,
+            }
+        )
+    return language or languages.DEFAULT_LANGUAGE
+
+
+def _language_of(kernel: str) -> str | None:
+    """The language a kernel of this name is known to be (sparkmagic's name none)."""
+    return next((n for n in languages.names() if kernel in languages.get(n).kernels), None)
+
+
+def inject_parameters(
+    nb: Any, bundle: bundles.Bundle, s: Settings, log: Any, language: str | None = None
+) -> dict[str, Any]:
+    """Merge and check every parameter source (``params.merge``), inject them in ``language``
+    (the kernel's; else the notebook's); the merged dict as run.json holds it
+    (``params.recordable``)."""
     merged = params.merge(s.parameters, bundle.parameters)
-    language = (nb.metadata.get("kernelspec") or {}).get("language") or languages.DEFAULT_LANGUAGE
+    if not language:
+        spec = nb.metadata.get("kernelspec") or {}
+        language = spec.get("language") or languages.DEFAULT_LANGUAGE
     if unknown := params.inject(nb, merged, language):
         log.warning("unknown_parameters", names=unknown)
     if shadowed := params.shadowed_builtins(merged, language):

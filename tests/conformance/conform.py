@@ -179,6 +179,11 @@ def _no_pager_outputs(nb: dict[str, Any]) -> dict[str, Any]:
     return {**nb, "cells": cells}
 
 
+def _no_kernelspec(nb: dict[str, Any]) -> dict[str, Any]:
+    metadata = {k: v for k, v in nb["metadata"].items() if k != "kernelspec"}
+    return {**nb, "metadata": metadata}
+
+
 def _no_widget_state(nb: dict[str, Any]) -> dict[str, Any]:
     return {**nb, "widgets": []}
 
@@ -209,6 +214,12 @@ EQUIVALENCES: dict[str, Equivalence] = {
         "widget views still render. Compared without widget state when the run failed.",
         _no_widget_state,
         failed_only=True,
+    ),
+    "kernel written": Equivalence(
+        "The notebook names no kernel or another one than ran (--kernel): nbjob writes the "
+        "kernel that ran into its kernelspec, as JupyterLab does on a change of kernel; "
+        "papermill keeps the notebook's (papermill#856). Compared without the kernelspec.",
+        _no_kernelspec,
     ),
     "pager output": Equivalence(
         "A pager payload (`len?`, `%pdoc`) is shown by JupyterLab as an output of the cell and "

@@ -69,14 +69,18 @@ class Language:
 
     ``name`` is the kernel's language as its kernelspec and ``language_info`` give it;
     ``default_kernel`` is the kernel chosen for a notebook of this language when it names none
-    that is installed. Snippets that return a value (the probe, the check, a file listing) set
-    the variable named by ``RESULT`` to a JSON string; nbjob reads it back as a user expression
-    and ``decode`` turns the reply's ``text/plain`` into the value. The parameters cell comes
-    from ``literal``, ``assign`` and ``comment``, as papermill's translators build it.
+    that is installed; ``kernels`` are kernel names known to be of this language. Snippets
+    that return a value (the probe, the check, a file listing) set the variable named by
+    ``RESULT`` to a JSON string; nbjob reads it back as a user expression and ``decode`` turns
+    the reply's ``text/plain`` into the value. The parameters cell comes from ``literal``,
+    ``assign`` and ``comment``, as papermill's translators build it.
     """
 
     name: ClassVar[str] = ""
     default_kernel: ClassVar[str | None] = None
+    # Kernels of this language whose kernelspec names none (sparkmagic's), as papermill maps
+    # kernel names to translators.
+    kernels: ClassVar[tuple[str, ...]] = ()
     RESULT: ClassVar[str] = "_nbjob_result"
 
     # -- capabilities --------------------------------------------------------------------------

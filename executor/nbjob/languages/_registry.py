@@ -12,7 +12,12 @@ import threading
 from importlib.metadata import entry_points
 
 from nbjob.languages._base import Language
+from nbjob.languages.bash import Bash
+from nbjob.languages.dotnet import CSharp, FSharp, PowerShell
+from nbjob.languages.julia import Julia
 from nbjob.languages.python import Python
+from nbjob.languages.r import R
+from nbjob.languages.scala import Scala
 
 ENTRY_POINT_GROUP = "nbjob.languages"
 DEFAULT_LANGUAGE = "python"  # a notebook that names neither a kernel nor a language
@@ -20,6 +25,13 @@ DEFAULT_LANGUAGE = "python"  # a notebook that names neither a kernel nor a lang
 # nbjob's own languages: adding one is a module and a line here.
 BUILTIN: dict[str, type[Language]] = {
     "python": Python,
+    "r": R,
+    "bash": Bash,
+    "julia": Julia,
+    "scala": Scala,
+    "c#": CSharp,
+    "f#": FSharp,
+    "powershell": PowerShell,
 }
 
 _lock = threading.Lock()

@@ -133,6 +133,7 @@ class Python(Language):
 
     name: ClassVar[str] = "python"
     default_kernel: ClassVar[str | None] = "python3"
+    kernels: ClassVar[tuple[str, ...]] = ("pysparkkernel",)  # sparkmagic's PySpark
 
     def literal(self, value: Any) -> str:
         if not finite(value):
