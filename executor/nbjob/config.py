@@ -69,6 +69,14 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
 
 
+def _http_urls(text: str) -> tuple[str, ...]:
+    """``--notify``: http(s) URLs, comma-separated, each once (never echoed: a credential)."""
+    urls = _names(text)
+    if any(not u.lower().startswith(("http://", "https://")) for u in urls):
+        raise ValueError("expected http:// or https:// URLs")
+    return urls
+
+
 def _log_format(text: str) -> str:
     if text not in ("auto", "json", "console"):
         raise ValueError("expected auto, json or console")
@@ -334,6 +342,17 @@ class Settings:
             "event listener plug-in to load (entry point group nbjob.listeners);"
             " repeatable or comma-separated",
             "NAME",
+            repeat=True,
+        ),
+    )
+    notify: tuple[str, ...] = field(
+        default=(),
+        metadata=_opt(
+            "--notify",
+            _http_urls,
+            "POST a JSON summary to this URL when the run ends (Slack/Teams incoming webhooks"
+            " show its text); repeatable or comma-separated",
+            "URL",
             repeat=True,
         ),
     )
