@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -87,16 +88,26 @@ class Notifier:
             self.send(summary(event, self.run_id, self.attempt, self.metrics))
 
     def send(self, body: dict[str, Any]) -> None:
-        """POST ``body`` to every URL, all within ``NOTIFY_S``."""
+        """POST ``body`` to every URL at once (one never answering does not starve the
+        others), all within ``NOTIFY_S``."""
         data = json.dumps(body, default=str).encode()
         deadline = time.monotonic() + NOTIFY_S
+        threads = [
+            threading.Thread(target=self._one, args=(url, data, deadline), daemon=True)
+            for url in self.urls
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()) + 0.5)
+
+    def _one(self, url: str, data: bytes, deadline: float) -> None:
         log = self.log or logs.get_logger()
-        for url in self.urls:
-            status, why = post(url, data, deadline)
-            if status is not None and status < 300:
-                log.info("notified", url=shown(url), status=status)
-            else:
-                log.warning("notify_failed", url=shown(url), reason=logs.redact(why))
+        status, why = post(url, data, deadline)
+        if status is not None and status < 300:
+            log.info("notified", url=shown(url), status=status)
+        else:
+            log.warning("notify_failed", url=shown(url), reason=logs.redact(why))
 
 
 def post(url: str, data: bytes, deadline: float) -> tuple[int | None, str]:
