@@ -24,7 +24,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from nbjob import lease, runfile
@@ -255,7 +255,7 @@ class Watcher:
         p.since = _when(running.get("started_at")) if running else None
         p.source = self.sources.get(p.running, "") if p.running is not None else ""
         p.started = p.started or _when(view.started_at)
-        self.view.footer(p)
+        self.view.footer(replace(p, ranks=dict(p.ranks)))  # a snapshot: the view may keep it
 
     def _source(self, index: int) -> str:
         """The cell's first source line, from the checkpointed notebook: read when a cell
