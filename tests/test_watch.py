@@ -223,3 +223,28 @@ def _drain(fd: int, into: bytearray) -> bytearray:
             break
         into.extend(chunk)
     return into
+
+
+def test_a_multi_rank_run_shows_each_rank(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    nb = notebook(tmp_path / "ranks.ipynb", TICKS, _wait_for(release))
+    dest = str(tmp_path / "out")
+    flags = ("--world-size", "2", "--run-id", "two", "--no-report")
+    ranks = [start_nbjob("run", nb, "--output", dest, "--rank", str(r), *flags) for r in (0, 1)]
+    watcher = _watch(dest, "--json")
+    try:
+
+        def rank_one() -> list[str]:
+            events = _events(watcher.output()[0])
+            return [e["state"] for e in events if e["event"] == "rank" and e["rank"] == 1]
+
+        assert wait_until(lambda: any(s.startswith("running") for s in rank_one()), 60)
+        release.touch()
+        assert [r.wait(90).returncode for r in ranks] == [0, 0]
+        result = watcher.wait(10)
+    finally:
+        for proc in (*ranks, watcher):
+            proc.kill()
+    assert result.returncode == 0, result
+    assert rank_one()[-1] == "succeeded (exit 0)"
+    assert _events(result.stdout)[-1]["event"] == "end"

@@ -219,6 +219,9 @@ def test_plain_lines_and_the_terminal_footer() -> None:
     tty = TerminalView(out)
     tty.footer(p)
     tty.show(Update("metric", {"name": "loss", "value": 1}))
+    before = out.getvalue()
+    tty.show(Update("output", {"cell": 2, "text": "43%", "partial": True}))
+    assert out.getvalue() == before  # a line being rewritten: the footer's, not scrolled
     screen = out.getvalue()
     assert "\x1b[4F\x1b[J" in screen and screen.index("metric loss = 1") > screen.index("\x1b[4F")
     plain = io.StringIO()

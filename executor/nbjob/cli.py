@@ -24,7 +24,8 @@ Every option can also be set as NBJOB_<OPTION> (e.g. NBJOB_OUTPUT, NBJOB_CELL_TI
 NBJOB_SOURCE gives SOURCE and NBJOB_PARAMETERS a YAML/JSON mapping of parameters."""
 WATCH_EPILOG = """exit codes: the run's own (0 success, 1 a cell raised, ... 143 stopped, see
 nbjob run --help); 9 the run is lost (its heartbeat stopped, or no run appeared within
---wait-start); 2 usage; 6 the destination could not be read."""
+--wait-start); 2 usage; 6 the destination could not be read; 130 Ctrl-C (the run goes on)."""
+WATCH_INTERRUPTED = 130  # nbjob watch ended by Ctrl-C (the run goes on)
 EXIT_S = 2.0  # once the outcome is final and stored, the process ends within this
 
 
@@ -188,6 +189,8 @@ def _watch(args: argparse.Namespace) -> int:
     view = view_for(sys.stdout, args.json)
     try:
         return Watcher(settings, view).run()
+    except KeyboardInterrupt:  # Ctrl-C ends the watching, not the run
+        return WATCH_INTERRUPTED
     finally:
         view.close()
 

@@ -77,20 +77,26 @@ class LogFollower:
         from botocore.exceptions import ClientError
 
         from nbjob.storage.base import split_url
+        from nbjob.storage.retry import with_retries
 
         backend: Any = self.storage.backend(self.url)
         bucket, key = split_url(self.url, "an S3", "s3://bucket/prefix")
-        try:
-            reply = backend.s3().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-")
-        except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code"))
-            if code in ("NoSuchKey", "404", "NotFound"):
-                return None
-            if code in ("InvalidRange", "416"):  # nothing new, or the log became shorter
-                return self._s3_shorter(backend, bucket, key, start)
-            raise
-        data = bytes(reply["Body"].read())
-        self.bytes_read += len(data)
+
+        def get() -> bytes | None:
+            try:
+                reply = backend.s3().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-")
+            except ClientError as exc:
+                code = str(exc.response.get("Error", {}).get("Code"))
+                if code in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                if code in ("InvalidRange", "416"):  # nothing new, or the log became shorter
+                    return self._s3_shorter(backend, bucket, key, start)
+                raise
+            return bytes(reply["Body"].read())
+
+        data = with_retries(backend, "read", self.url, get)
+        if data is not None:
+            self.bytes_read += len(data)
         return data
 
     def _s3_shorter(self, backend: Any, bucket: str, key: str, start: int) -> bytes:
@@ -98,9 +104,8 @@ class LogFollower:
         size = int(backend.s3().head_object(Bucket=bucket, Key=key)["ContentLength"])
         if size >= start:
             return b""
-        data = self.storage.get_bytes(self.url) or b""
-        self.bytes_read += len(data)
-        return self._tail(data, start, size)
+        self.offset, self._rest = 0, b""
+        return bytes(backend.s3().get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 def _event(line: bytes) -> dict[str, Any] | None:

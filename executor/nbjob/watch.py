@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from nbjob import lease, runfile
-from nbjob.errors import RunLostError
+from nbjob.errors import RunLostError, StorageError
 from nbjob.follow import LogFollower
 from nbjob.layout import Destination
 from nbjob.runfile import RunView
@@ -180,9 +180,14 @@ class Watcher:
         self.progress = Progress(started=started)
 
     def _outputs(self) -> dict[int, list[dict[str, Any]]]:
-        """The log's new output lines, by cell."""
+        """The log's new output lines, by cell (none this time when the log cannot be read:
+        the next poll reads them)."""
         found: dict[int, list[dict[str, Any]]] = {}
-        for event in self.log.read_new():
+        try:
+            new = self.log.read_new()
+        except (StorageError, OSError):
+            return found
+        for event in new:
             if event.get("event") == "stream" and isinstance(event.get("cell"), int):
                 found.setdefault(event["cell"], []).append(event)
         return found
@@ -234,6 +239,17 @@ class Watcher:
                 self.view.show(Update("rank", {"rank": rank, "state": state}))
         self.progress.ranks = dict(self.ranks)
 
+    def _gathered_ranks(self, view: RunView) -> None:
+        """Rank 0's final record says how every rank ended (``ranks``): the last word."""
+        for entry in view.get("ranks") or []:
+            rank = entry.get("rank") if isinstance(entry, dict) else None
+            if not isinstance(rank, int) or rank == 0:
+                continue
+            state = f"{entry.get('status')} (exit {entry.get('exit_code')})"
+            if self.ranks.get(rank) != state:
+                self.ranks[rank] = state
+                self.view.show(Update("rank", {"rank": rank, "state": state}))
+
     def _peek(self, url: str) -> bytes | None:
         try:
             raw = self.storage.get_bytes(url)
@@ -280,6 +296,7 @@ class Watcher:
 
     def _end(self, view: RunView) -> int:
         code = view.exit_code if view.exit_code is not None else 1
+        self._gathered_ranks(view)
         self.view.show(Update("end", self._summary(view, code)))
         return code
 

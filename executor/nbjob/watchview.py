@@ -73,6 +73,8 @@ class TerminalView(PlainView):
         self.last: Progress | None = None
 
     def show(self, update: Update) -> None:
+        if update.kind == "output" and update.data.get("partial"):
+            return  # a line still being rewritten: the footer shows its latest state
         self._erase()
         super().show(update)
         if self.last is not None and update.kind not in ("end", "lost"):
