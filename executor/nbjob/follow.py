@@ -3,9 +3,10 @@
 ``LogFollower.read_new()`` is the one place ``nbjob watch`` reads the live log, so a change in
 how the log is stored while the run goes (say, append-only segments) is a change here only.
 Today the log is one object (``layout.LOG``) that grows during an attempt: a local file is read
-from the last offset with a seek; an S3 object with a ranged GET (``Range: bytes=N-``), so a
-poll costs the new bytes (plus one request), not the whole log. Other stores are read whole
-and the follower keeps what is past its offset (their cost per poll is the log's size).
+from the last offset with a seek; an object (S3, GCS, Azure Blob) with a ranged GET
+(``Range: bytes=N-``), so a poll costs the new bytes (plus one request), not the whole log. A
+store without ranges (``https://``) is read whole and the follower keeps what is past its
+offset.
 
 A log that became shorter than the offset (a new attempt truncated it) is read from the start.
 Only complete lines are handed out; a partial last line waits for its end.
@@ -14,6 +15,7 @@ Only complete lines are handed out; a partial last line waits for its end.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +47,9 @@ class LogFollower:
         """The log's bytes from ``start``; None when there is no log (yet)."""
         if is_local(self.url):
             return self._local(start)
-        if scheme(self.url) == "s3":
-            return self._s3(start)
+        ranged = _RANGED.get(scheme(self.url))
+        if ranged is not None:
+            return self._ranged(ranged, start)
         data = self.storage.get_bytes(self.url)
         if data is None:
             return None
@@ -73,39 +76,86 @@ class LogFollower:
         self.bytes_read += len(data)
         return data
 
-    def _s3(self, start: int) -> bytes | None:
-        from botocore.exceptions import ClientError
-
-        from nbjob.storage.base import split_url
+    def _ranged(self, read: RangedRead, start: int) -> bytes | None:
+        """The bytes from ``start`` with the store's ranged read, under its retry loop; a log
+        now shorter than ``start`` (a new attempt's) is read whole, from the start."""
         from nbjob.storage.retry import with_retries
 
         backend: Any = self.storage.backend(self.url)
-        bucket, key = split_url(self.url, "an S3", "s3://bucket/prefix")
-
-        def get() -> bytes | None:
-            try:
-                reply = backend.s3().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-")
-            except ClientError as exc:
-                code = str(exc.response.get("Error", {}).get("Code"))
-                if code in ("NoSuchKey", "404", "NotFound"):
-                    return None
-                if code in ("InvalidRange", "416"):  # nothing new, or the log became shorter
-                    return self._s3_shorter(backend, bucket, key, start)
-                raise
-            return bytes(reply["Body"].read())
-
-        data = with_retries(backend, "read", self.url, get)
-        if data is not None:
+        data = with_retries(backend, "read", self.url, lambda: read(backend, self.url, start))
+        if isinstance(data, _Shorter):
+            self.offset, self._rest = 0, b""
+            data = with_retries(backend, "read", self.url, lambda: read(backend, self.url, 0))
+        if isinstance(data, bytes):
             self.bytes_read += len(data)
-        return data
+            return data
+        return None
 
-    def _s3_shorter(self, backend: Any, bucket: str, key: str, start: int) -> bytes:
-        """No byte at ``start``: nothing new, unless the log is now shorter (read it whole)."""
-        size = int(backend.s3().head_object(Bucket=bucket, Key=key)["ContentLength"])
-        if size >= start:
-            return b""
-        self.offset, self._rest = 0, b""
-        return bytes(backend.s3().get_object(Bucket=bucket, Key=key)["Body"].read())
+
+class _Shorter:
+    """A ranged read found the object shorter than the offset."""
+
+
+SHORTER = _Shorter()
+RangedRead = Callable[[Any, str, int], "bytes | _Shorter | None"]
+
+
+def _s3_from(backend: Any, url: str, start: int) -> bytes | _Shorter | None:
+    from botocore.exceptions import ClientError
+
+    from nbjob.storage.base import split_url
+
+    bucket, key = split_url(url, "an S3", "s3://bucket/prefix")
+    try:
+        reply = backend.s3().get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-")
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code"))
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return None
+        if code in ("InvalidRange", "416"):  # nothing new, or the log became shorter
+            size = int(backend.s3().head_object(Bucket=bucket, Key=key)["ContentLength"])
+            return b"" if size >= start else SHORTER
+        raise
+    return bytes(reply["Body"].read())
+
+
+def _gcs_from(backend: Any, url: str, start: int) -> bytes | _Shorter | None:
+    from google.api_core.exceptions import NotFound, RequestRangeNotSatisfiable
+
+    blob = backend._blob(url)
+    try:
+        data = bytes(blob.download_as_bytes(start=start, retry=None, timeout=backend.timeouts))
+    except NotFound:
+        return None
+    except RequestRangeNotSatisfiable:
+        data = b""
+    if data or not start:
+        return data
+    # Nothing from ``start`` (GCS answers 416; some emulators an empty body): shorter?
+    blob.reload(retry=None, timeout=backend.timeouts)
+    return b"" if (blob.size or 0) >= start else SHORTER
+
+
+def _azure_from(backend: Any, url: str, start: int) -> bytes | _Shorter | None:
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+    blob = backend._blob(url)
+    try:
+        return bytes(blob.download_blob(offset=start).readall())
+    except ResourceNotFoundError:
+        return None
+    except HttpResponseError as exc:
+        if exc.status_code != 416:
+            raise
+        size = int(blob.get_blob_properties().size)
+        return b"" if size >= start else SHORTER
+
+
+_RANGED: dict[str, RangedRead] = {
+    "s3": _s3_from,
+    "gs": _gcs_from,
+    **dict.fromkeys(("az", "abfs", "abfss"), _azure_from),
+}
 
 
 def _event(line: bytes) -> dict[str, Any] | None:
