@@ -254,5 +254,6 @@ def test_notify_takes_http_urls_only() -> None:
     assert settings.notify == ("http://a/x", "https://b/y")
     env = {"NBJOB_NOTIFY": "https://a/x,https://b/y"}
     assert config.resolve({"source": "nb.ipynb"}, env).notify == ("https://a/x", "https://b/y")
-    with pytest.raises(UsageError, match="--notify"):
-        config.resolve({"source": "nb.ipynb", "notify": ["ftp://a/x"]}, {})
+    with pytest.raises(UsageError, match="--notify") as caught:
+        config.resolve({"source": "nb.ipynb", "notify": ["ftp://secret-key@a/x"]}, {})
+    assert "secret-key" not in str(caught.value)

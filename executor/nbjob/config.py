@@ -73,7 +73,10 @@ def _http_urls(text: str) -> tuple[str, ...]:
     """``--notify``: http(s) URLs, comma-separated, each once (never echoed: a credential)."""
     urls = _names(text)
     if any(not u.lower().startswith(("http://", "https://")) for u in urls):
-        raise ValueError("expected http:// or https:// URLs")
+        raise UsageError(  # not ValueError: its message would quote the value
+            "--notify (NBJOB_NOTIFY): expected http:// or https:// URLs"
+            " (the value is not shown: a webhook URL is a credential)"
+        )
     return urls
 
 
