@@ -246,5 +246,5 @@ def test_a_multi_rank_run_shows_each_rank(tmp_path: Path) -> None:
         for proc in (*ranks, watcher):
             proc.kill()
     assert result.returncode == 0, result
-    assert rank_one()[-1] == "succeeded (exit 0)"
+    assert rank_one()[-1] == "succeeded (exit 0)", result.stdout
     assert _events(result.stdout)[-1]["event"] == "end"

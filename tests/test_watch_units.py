@@ -191,12 +191,25 @@ def test_the_ranks_states_come_from_their_own_run_json(tmp_path: Path) -> None:
     identity = {"rank": 0, "world_size": 3}
     _write(dest, _record(identity=identity))
     _write(dest / "ranks" / "1", _record("failed", exit_code=1))
-    steps = [lambda: _write(dest, _record("failed", exit_code=1, identity=identity))]
+    gathered = [
+        {"rank": 0, "status": "failed", "exit_code": 1},
+        {"rank": 1, "status": "failed", "exit_code": 1},
+        {"rank": 2, "status": "missing", "exit_code": None},
+    ]
+    steps = [
+        # Rank 0 shows its end to its peers first, then waits for theirs: not over yet.
+        lambda: _write(dest, _record("failed", exit_code=1, identity=identity)),
+        lambda: _write(dest, _record("failed", exit_code=1, identity=identity, ranks=gathered)),
+    ]
     watcher, view = _watcher(dest, steps)
     assert watcher.run() == 1
     ranks = [u.data for u in view.updates if u.kind == "rank"]
-    assert {"rank": 1, "state": "failed (exit 1)"} in ranks
-    assert {"rank": 2, "state": "not started"} in ranks
+    assert ranks == [
+        {"rank": 1, "state": "failed (exit 1)"},
+        {"rank": 2, "state": "not started"},
+        {"rank": 2, "state": "missing"},
+    ]
+    assert view.updates[-1].kind == "end"
 
 
 def test_plain_lines_and_the_terminal_footer() -> None:

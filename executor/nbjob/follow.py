@@ -28,13 +28,19 @@ class LogFollower:
 
     storage: Storage
     url: str
+    tail: int | None = None  # the first read starts this many bytes before the end (None: 0)
     offset: int = 0  # bytes of the log already handed out (complete lines)
     bytes_read: int = 0  # every byte read from the store, for the cost per poll
     _rest: bytes = field(default=b"", repr=False)  # a last line still being written
+    _started: bool = field(default=False, repr=False)
 
     def read_new(self) -> list[dict[str, Any]]:
-        """The log events (JSON lines) written since the last call, in order."""
-        data = self._read_from(self.offset + len(self._rest))
+        """The log events (JSON lines) written since the last call, in order (the first call
+        with ``tail``: those of the log's last ``tail`` bytes only)."""
+        if self._started:
+            data = self._read_from(self.offset + len(self._rest))
+        else:
+            data = self._first_read()
         if data is None:
             return []
         data, self._rest = self._rest + data, b""
@@ -42,6 +48,41 @@ class LogFollower:
         self._rest = data[end:]
         self.offset += end
         return [e for line in data[:end].splitlines() if (e := _event(line)) is not None]
+
+    def _first_read(self) -> bytes | None:
+        """The first read: from the start, or with ``tail`` from a line's start ``tail`` bytes
+        before the end (a watcher joining a long run does not read its whole log)."""
+        size = 0 if self.tail is None else self._size()
+        if size is None:
+            return None  # no log yet
+        start = max(0, size - (self.tail or 0))
+        if start == 0:
+            data = self._read_from(0)
+            self._started = data is not None
+            return data
+        data = self._read_from(start - 1)
+        if data is None:
+            return None
+        self._started = True
+        cut = data.find(b"\n") + 1  # the line the cut falls into is dropped
+        self.offset = start - 1 + (cut or len(data))
+        return data[cut:] if cut else b""
+
+    def _size(self) -> int | None:
+        """The log's size in bytes (None: no log yet)."""
+        if is_local(self.url):
+            try:
+                return local_path(self.url).stat().st_size
+            except FileNotFoundError:
+                return None
+        sizer = _SIZES.get(scheme(self.url))
+        if sizer is None:
+            data = self.storage.get_bytes(self.url)
+            return None if data is None else len(data)
+        from nbjob.storage.retry import with_retries
+
+        backend: Any = self.storage.backend(self.url)
+        return with_retries(backend, "read", self.url, lambda: sizer(backend, self.url))
 
     def _read_from(self, start: int) -> bytes | None:
         """The log's bytes from ``start``; None when there is no log (yet)."""
@@ -151,6 +192,45 @@ def _azure_from(backend: Any, url: str, start: int) -> bytes | _Shorter | None:
         return b"" if size >= start else SHORTER
 
 
+def _s3_size(backend: Any, url: str) -> int | None:
+    from botocore.exceptions import ClientError
+
+    from nbjob.storage.base import split_url
+
+    bucket, key = split_url(url, "an S3", "s3://bucket/prefix")
+    try:
+        return int(backend.s3().head_object(Bucket=bucket, Key=key)["ContentLength"])
+    except ClientError as exc:
+        if str(exc.response.get("Error", {}).get("Code")) in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+
+
+def _gcs_size(backend: Any, url: str) -> int | None:
+    from google.api_core.exceptions import NotFound
+
+    blob = backend._blob(url)
+    try:
+        blob.reload(retry=None, timeout=backend.timeouts)
+    except NotFound:
+        return None
+    return int(blob.size or 0)
+
+
+def _azure_size(backend: Any, url: str) -> int | None:
+    from azure.core.exceptions import ResourceNotFoundError
+
+    try:
+        return int(backend._blob(url).get_blob_properties().size)
+    except ResourceNotFoundError:
+        return None
+
+
+_SIZES: dict[str, Callable[[Any, str], int | None]] = {
+    "s3": _s3_size,
+    "gs": _gcs_size,
+    **dict.fromkeys(("az", "abfs", "abfss"), _azure_size),
+}
 _RANGED: dict[str, RangedRead] = {
     "s3": _s3_from,
     "gs": _gcs_from,

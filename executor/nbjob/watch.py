@@ -14,8 +14,9 @@ either (its holder's process is gone from this host, or it was not renewed for
 ``lease.STALE_MIN_S``). A run that does not appear within ``--wait-start`` is exit 9 too.
 
 Cost of a poll: run.json once (a few kB; once per rank for a multi-rank run) and the log's
-new bytes; the checkpointed notebook is read only when a cell starts whose source is not known
-yet (normally once).
+new bytes (a watcher that joins a run under way starts ``TAIL_BYTES`` before the log's end);
+the checkpointed notebook is read only when a cell starts whose source is not known yet
+(normally once).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from nbjob.storage import Storage
 POLL_S = 2.0  # as often as a run checkpoints by default
 WAIT_START_S = 300.0
 LOST_AFTER_S = lease.STALE_MIN_S
+TAIL_BYTES = 64 * 1024  # joining a run under way: its output from the log's last 64 kB only
 SOURCE_CHARS = 72  # a cell's first source line, shown at most this long
 
 
@@ -95,7 +97,7 @@ class Watcher:
         self.s, self.view, self.sleep = settings, view, sleep
         self.dest = Destination(settings.dest.rstrip("/"))
         self.storage = Storage(settings.storage)
-        self.log = LogFollower(self.storage, self.dest.log)
+        self.log = LogFollower(self.storage, self.dest.log, tail=TAIL_BYTES)
         self.progress = Progress()
         self.cells: dict[int, dict[str, Any]] = {}  # index -> the cell as last seen
         self.metrics: dict[str, Any] = {}
@@ -113,12 +115,12 @@ class Watcher:
 
     def run(self) -> int:
         view = self._wait_for_start()
-        if view.final:
+        if _over(view):
             return self._end(view)
         self.view.show(Update("run", _run_facts(view, self.dest.url)))
         while True:
             self._observe(view)
-            if view.final:
+            if _over(view):
                 return self._end(view)
             if self._lost(view):
                 return self._lose(view)
@@ -245,7 +247,8 @@ class Watcher:
             rank = entry.get("rank") if isinstance(entry, dict) else None
             if not isinstance(rank, int) or rank == 0:
                 continue
-            state = f"{entry.get('status')} (exit {entry.get('exit_code')})"
+            code = entry.get("exit_code")
+            state = f"{entry.get('status')}" + (f" (exit {code})" if code is not None else "")
             if self.ranks.get(rank) != state:
                 self.ranks[rank] = state
                 self.view.show(Update("rank", {"rank": rank, "state": state}))
@@ -353,6 +356,14 @@ class Watcher:
 
 
 _NONE = object()
+
+
+def _over(view: RunView) -> bool:
+    """The run is over: its record is final, and for a multi-rank run it holds every rank's
+    end (rank 0 shows its own end to its peers first, then waits for theirs)."""
+    world = view.identity.get("world_size")
+    multi = isinstance(world, int) and world > 1
+    return view.final and (not multi or isinstance(view.get("ranks"), list))
 
 
 def _run_facts(view: RunView, dest: str) -> dict[str, Any]:

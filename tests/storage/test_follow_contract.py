@@ -35,3 +35,18 @@ def test_the_follower_reads_only_what_is_new(store: Store, monkeypatch: pytest.M
     assert follower.read_new() == []  # nothing new: nothing read
     store.put(url, _lines("x"))  # a new attempt's log, shorter
     assert [e["event"] for e in follower.read_new()] == ["x"]
+
+
+def test_a_follower_joining_late_reads_the_tail_only(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in store.env.items():
+        monkeypatch.setenv(name, value)
+    url = join(store.new_root(), "run/executor.log")
+    log = _lines(*(f"line {i:04d}" for i in range(1000)))  # 25 bytes a line
+    store.put(url, log)
+    follower = LogFollower(Storage(storage_options({}, store.env)), url, tail=100)
+    assert [e["event"] for e in follower.read_new()] == [f"line {i:04d}" for i in range(996, 1000)]
+    assert follower.bytes_read <= 101  # the tail, not the whole log
+    store.put(url, log + _lines("next"))
+    assert [e["event"] for e in follower.read_new()] == ["next"]
