@@ -1,4 +1,4 @@
-"""The ``nbjob`` command: ``nbjob run`` and ``nbjob pack``.
+"""The ``nbjob`` command: ``nbjob run``, ``nbjob pack`` and ``nbjob watch``.
 
 Parses flags, builds settings and hands over; every error becomes a one-line message and the
 documented exit code (see ``nbjob.errors``).
@@ -22,6 +22,10 @@ EPILOG = """exit codes: 0 success, 1 a cell raised, 2 usage, 3 invalid input, 4 
 --stop-signals), 200 peer lost (another rank died).
 Every option can also be set as NBJOB_<OPTION> (e.g. NBJOB_OUTPUT, NBJOB_CELL_TIMEOUT);
 NBJOB_SOURCE gives SOURCE and NBJOB_PARAMETERS a YAML/JSON mapping of parameters."""
+WATCH_EPILOG = """exit codes: the run's own (0 success, 1 a cell raised, ... 143 stopped, see
+nbjob run --help); 9 the run is lost (its heartbeat stopped, or no run appeared within
+--wait-start); 2 usage; 6 the destination could not be read; 130 Ctrl-C (the run goes on)."""
+WATCH_INTERRUPTED = 130  # nbjob watch ended by Ctrl-C (the run goes on)
 EXIT_S = 2.0  # once the outcome is final and stored, the process ends within this
 
 
@@ -119,7 +123,34 @@ def build_parser() -> argparse.ArgumentParser:
         " [NBJOB_S3_ENDPOINT_URL]",
     )
     _parameter_actions(pack)
+    _watch_arguments(sub)
     return parser
+
+
+def _watch_arguments(sub: Any) -> None:
+    """``nbjob watch DEST``: its own flags, and the storage options ``nbjob run`` has."""
+    from nbjob import watch
+    from nbjob.config import OPTIONS
+    from nbjob.storage import Options as StorageOptions
+
+    cmd = sub.add_parser(
+        "watch",
+        help="follow a run at its destination; exit with its exit code",
+        epilog=WATCH_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cmd.add_argument("dest", nargs="?", metavar="DEST", help="the run's --output [NBJOB_OUTPUT]")
+    seconds = {
+        "--poll": (watch.POLL_S, "seconds between reads of run.json"),
+        "--wait-start": (watch.WAIT_START_S, "seconds to wait for the run to appear"),
+        "--lost-after": (watch.LOST_AFTER_S, "seconds without a heartbeat: the run is lost"),
+    }
+    for flag, (default, text) in seconds.items():
+        cmd.add_argument(flag, type=float, default=default, metavar="SECONDS", help=text)
+    cmd.add_argument("--json", action="store_true", help="print what happens as JSON lines")
+    for opt in OPTIONS:
+        if opt.name in StorageOptions.SETTINGS.values():
+            cmd.add_argument(opt.flag, dest=opt.name, metavar=opt.metavar, help=opt.help)
 
 
 def _parameters(args: argparse.Namespace) -> tuple[tuple[str, Any], ...]:
@@ -138,6 +169,30 @@ def _run(args: argparse.Namespace, token: stop.StopToken) -> int:
     flags["source"] = args.source
     settings = resolve(flags, os.environ, _parameters(args))
     return run(settings, token, install_signals=True, configure_logging=True, end_orphans=True)
+
+
+def _watch(args: argparse.Namespace) -> int:
+    from nbjob.config import storage_options
+    from nbjob.storage import Options as StorageOptions
+    from nbjob.watch import Watcher, WatchSettings
+    from nbjob.watchview import view_for
+
+    dest = args.dest or os.environ.get("NBJOB_OUTPUT")
+    if not dest:
+        raise UsageError("nbjob watch: no destination given: pass DEST or set NBJOB_OUTPUT")
+    if min(args.poll, args.lost_after) <= 0 or args.wait_start < 0:
+        raise UsageError("nbjob watch: --poll and --lost-after must be > 0, --wait-start >= 0")
+    flags = {name: getattr(args, name) for name in StorageOptions.SETTINGS.values()}
+    settings = WatchSettings(
+        dest, args.poll, args.wait_start, args.lost_after, storage_options(flags, os.environ)
+    )
+    view = view_for(sys.stdout, args.json)
+    try:
+        return Watcher(settings, view).run()
+    except KeyboardInterrupt:  # Ctrl-C ends the watching, not the run
+        return WATCH_INTERRUPTED
+    finally:
+        view.close()
 
 
 def _pack(args: argparse.Namespace) -> int:
@@ -256,6 +311,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args, token or stop.StopToken())
         if args.command == "pack":
             return _pack(args)
+        if args.command == "watch":
+            return _watch(args)
         _say(parser.format_usage().rstrip(), sys.stderr)
         return UsageError.exit_code
     except NbjobError as exc:

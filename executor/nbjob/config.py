@@ -69,6 +69,17 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
 
 
+def _http_urls(text: str) -> tuple[str, ...]:
+    """``--notify``: http(s) URLs, comma-separated, each once (never echoed: a credential)."""
+    urls = _names(text)
+    if any(not u.lower().startswith(("http://", "https://")) for u in urls):
+        raise UsageError(  # not ValueError: its message would quote the value
+            "--notify (NBJOB_NOTIFY): expected http:// or https:// URLs"
+            " (the value is not shown: a webhook URL is a credential)"
+        )
+    return urls
+
+
 def _log_format(text: str) -> str:
     if text not in ("auto", "json", "console"):
         raise ValueError("expected auto, json or console")
@@ -361,6 +372,17 @@ class Settings:
             str,
             "folder or s3://... keeping installed environments (with --install-requirements)",
             "URL",
+        ),
+    )
+    notify: tuple[str, ...] = field(
+        default=(),
+        metadata=_opt(
+            "--notify",
+            _http_urls,
+            "POST a JSON summary to this URL when the run ends (Slack/Teams incoming webhooks"
+            " show its text); repeatable or comma-separated",
+            "URL",
+            repeat=True,
         ),
     )
     # Not options: from the platform, and the parameters as given (merged at run time).

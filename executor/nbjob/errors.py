@@ -177,3 +177,12 @@ EXIT_CODES: dict[int, type[NbjobError]] = {
         PeerLostError,
     )
 }
+
+
+class RunLostError(NbjobError):
+    """``nbjob watch`` only (not a run's exit code): the watched run gave no sign of life — its
+    heartbeat stopped while it was ``running`` (a SIGKILL, a lost node), or no run appeared at
+    the destination within ``--wait-start``."""
+
+    exit_code = 9
+    status = "lost"

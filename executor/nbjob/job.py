@@ -354,9 +354,13 @@ def run(
     runs one job at a time. The kernel's own process group is ended either way.
     ``UsageError`` for an unknown plug-in, before any kernel starts.
     """
-    from nbjob.listeners import plugins
+    from nbjob.listeners import notify, plugins
 
-    external = [*listeners, *plugins.load(settings.listeners, settings)]
+    external = [
+        *listeners,
+        *plugins.load(settings.listeners, settings),
+        *notify.subscriptions(settings),
+    ]
     if token is None:
         token = stop.StopToken()
     if install_signals:
