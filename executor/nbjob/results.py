@@ -28,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nbjob import livelog, logs
+from nbjob import livelog, logs, pacing
 from nbjob.artifacts import ArtifactStream, is_temporary
 from nbjob.errors import NbjobError, StorageError
 from nbjob.layout import ARTIFACTS, LOG, RUN_JSON, Destination
@@ -125,6 +125,7 @@ class Results:
         self._pending: tuple[bytes, bytes, int] | None = None
         self.shipper = livelog.Shipper(storage, log_path)  # the live log (remote destinations)
         self._attempt = 1  # the attempt the live log's segments are stored for
+        self.pace = pacing.NotebookPace()  # when a remote destination's notebook is stored
         self._cond = threading.Condition()
         self._closed = False
         self._warned = False
@@ -168,9 +169,13 @@ class Results:
 
     def checkpoint(self, nb: Any, record: dict[str, Any]) -> None:
         now = time.monotonic()
-        snapshot = (self._notebook_bytes(nb), self._record_bytes(record), _attempt(record))
+        notebook = self._notebook_bytes(nb)
+        paced = self.folder.is_local or self.pace.take(len(notebook))
+        snapshot = (notebook if paced else b"", self._record_bytes(record), _attempt(record))
         logs.flush()
         with self._cond:
+            if not paced and self._pending is not None and self._pending[0]:
+                snapshot = (notebook, *snapshot[1:])  # the one due was not sent: this instead
             self._pending = snapshot
             self._cond.notify()
         cost = time.monotonic() - now

@@ -4,8 +4,9 @@
 ``hold="run.json", hold_s=S`` holds the first request whose path holds that text S seconds
 before forwarding it (a slow store, to stop a run in the middle of a read); ``held`` is set
 when it arrives. ``vanish()`` closes its port so that later requests get "connection refused".
-``sent`` and ``received`` count the bytes of request and response bodies by object path (the
-path without its query: a multipart upload's parts add up under their object's path), for
+``sent`` and ``received`` count the bytes of request bodies and of successful (2xx) response
+bodies by object path (the path without its query: a multipart upload's parts add up under
+their object's path), for
 measuring what a run uploads and what a reader downloads; ``requests_by`` counts the requests.
 It runs in a thread of the test process (no process is started).
 """
@@ -76,11 +77,11 @@ class FlakyProxy:
                 return True
             return False
 
-    def _count(self, method: str, path: str, sent: int, received: int) -> None:
+    def _count(self, method: str, path: str, status: int, sent: int, received: int) -> None:
         key = path.split("?", 1)[0]
         with self._lock:
             self.sent[key] += sent
-            self.received[key] += received
+            self.received[key] += received if 200 <= status < 300 else 0
             self.requests_by[f"{method} {key}"] += 1
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -131,7 +132,7 @@ class FlakyProxy:
                     conn.request(self.command, self.path, body=body or None, headers=headers)
                     response = conn.getresponse()
                     data = response.read()
-                    proxy._count(self.command, self.path, len(body), len(data))
+                    proxy._count(self.command, self.path, response.status, len(body), len(data))
                     self._reply(response.status, response.getheaders(), data)
                 finally:
                     conn.close()
