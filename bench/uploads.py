@@ -16,7 +16,10 @@ run`` with the proxy as its S3 endpoint on three workloads:
 For each object (the notebook, run.json, executor.log, the live log's segments ``log/*``) it
 prints the bytes PUT through the proxy, the final size and their ratio; the log's row adds the
 segments to executor.log's own uploads (they are the same bytes, stored once as they came and
-once whole at the end). ``--scale`` stretches the durations. ``--write FILE`` appends (or
+once whole at the end). A follower polls the live log every second while the run goes
+(``nbjob.livelog.read_new``, through a second counting proxy): its GETs and bytes downloaded,
+and what reading executor.log whole at each poll would have cost. ``--scale`` stretches the
+durations. ``--write FILE`` appends (or
 replaces) the workload rows in a JSON file of labelled measurements, for BENCHMARKS.md.
 """
 
@@ -30,6 +33,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
@@ -116,6 +120,50 @@ def group(key: str) -> str:
     return key
 
 
+class Follower:
+    """Polls the live log every ``every`` seconds, as ``nbjob watch`` does, until stopped."""
+
+    def __init__(self, endpoint: str, url: str, every: float = 1.0) -> None:
+        from nbjob.layout import Destination
+        from nbjob.storage import Options, Storage
+
+        self.proxy = FlakyProxy(endpoint)
+        self.storage = Storage(Options(endpoint_url=self.proxy.url))
+        self.dest, self.every = Destination(url), every
+        self.polls = self.empty = self.read = self.whole = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        from nbjob import livelog
+
+        offset = 0
+        while not self._stop.wait(self.every):
+            try:
+                data, offset = livelog.read_new(self.storage, self.dest, 1, offset)
+            except Exception:
+                continue  # the run's folder may not be there yet
+            self.polls += 1
+            self.empty += not data
+            self.read += len(data)
+            self.whole += offset  # a follower reading the whole log would have read this much
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self.proxy.vanish()
+        gets = sum(n for k, n in self.proxy.requests_by.items() if k.startswith("GET "))
+        return {
+            "polls": self.polls,
+            "empty_polls": self.empty,
+            "gets": gets,
+            "downloaded": sum(self.proxy.received.values()),
+            "log_read": self.read,
+            "whole_file_reads": self.whole,
+        }
+
+
 def run_one(workload: str, scale: float, endpoint: str, client: Any, work: Path) -> dict[str, Any]:
     bucket = f"bench-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=bucket)
@@ -124,6 +172,7 @@ def run_one(workload: str, scale: float, endpoint: str, client: Any, work: Path)
     proxy = FlakyProxy(endpoint)
     env = {**os.environ, **ENV, "NBJOB_S3_ENDPOINT_URL": proxy.url}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "bench" / "shim"), env.get("PYTHONPATH", "")])
+    follower = Follower(endpoint, f"s3://{bucket}/run")
     started = time.monotonic()
     proc = subprocess.run(
         [str(BIN / "nbjob"), "run", str(nb), "--output", f"s3://{bucket}/run", "--no-report"],
@@ -134,6 +183,7 @@ def run_one(workload: str, scale: float, endpoint: str, client: Any, work: Path)
         timeout=600,
     )
     took = time.monotonic() - started
+    follow = follower.stop()
     prefix = f"/{bucket}/run/"
     sent: dict[str, int] = {}
     puts: dict[str, int] = {}
@@ -168,17 +218,85 @@ def run_one(workload: str, scale: float, endpoint: str, client: Any, work: Path)
         "seconds": round(took, 1),
         "objects": objects,
         "segments": len(segments),
+        "follower": follow,
         "total_uploaded": sum(sent.values()),
     }
 
 
 def show(row: dict[str, Any]) -> None:
     print(f"{row['workload']}: exit {row['exit']}, {row['seconds']} s, {row['segments']} segments")
+    f = row["follower"]
+    print(
+        f"  follower: {f['polls']} polls ({f['empty_polls']} empty), {f['gets']} GETs, "
+        f"{f['downloaded'] / 1e6:.2f} MB downloaded ({f['log_read'] / 1e6:.2f} MB of log); "
+        f"the whole log at each poll: {f['whole_file_reads'] / 1e6:.2f} MB"
+    )
     for key, o in row["objects"].items():
         print(
             f"  {key:16} uploaded {o['uploaded'] / 1e6:9.2f} MB in {o['puts']:5d} PUTs, "
             f"final {o['final'] / 1e6:8.3f} MB, amplification {o['amplification']}"
         )
+
+
+# The 48-hour model: serializing the snapshot on the main thread (measured here: a text-heavy
+# notebook 89 MB/s, a run record 11 MB/s) and uploading (moto on loopback: ~50 MB/s) stretch
+# the checkpoint interval as results.py does: max(--checkpoint-interval, 20 x the
+# serialization, 4 x the upload).
+SERIALIZE_NB, SERIALIZE_RECORD, UPLOAD = 89e6, 11e6, 50e6
+CAPPED = {"chatty": ("ipynb", "run.json")}  # stops growing: one cell, its output capped (1 MB)
+
+
+def extrapolate(row: dict[str, Any], hours: float, interval: float = 2.0) -> dict[str, Any]:
+    """Amplification over ``hours`` at the measured run's rates, before and after this change
+    (see the constants above): each object's size grows linearly with time, or stays at its
+    final size when CAPPED."""
+    from nbjob.pacing import NotebookPace
+
+    measured, end = row["seconds"], hours * 3600.0
+    capped = CAPPED.get(row["workload"], ())
+
+    def size(key: str, t: float) -> float:
+        final = row["objects"][key]["final"]
+        if any(key.endswith(c) for c in capped):
+            return float(final)
+        return final * t / measured
+
+    nb_key = next(k for k in row["objects"] if k.endswith(".ipynb"))
+    log_rate = row["objects"]["executor.log"]["final"] / measured
+    result: dict[str, Any] = {}
+    steps: dict[str, int] = {}
+    last: dict[str, float] = {}
+    for design in ("before", "after"):
+        sent = {k: 0.0 for k in row["objects"]}
+        pace, t, nb_due = NotebookPace(), 0.0, 0.0
+        while t < end:
+            nb, rec, log = size(nb_key, t), size("run.json", t), size("executor.log", t)
+            if design == "before":  # everything whole, the interval stretched by all of it
+                sent[nb_key] += nb
+                sent["executor.log"] += log
+                step = max(interval, 20 * (nb / SERIALIZE_NB + rec / SERIALIZE_RECORD))
+                step = max(step, 4 * (nb + rec + log) / UPLOAD)
+            else:  # the notebook on its own pace; the log's new bytes (counted at the end)
+                stored = 0.0
+                if t >= nb_due:
+                    nb_due = t + max(interval, 40 * nb / SERIALIZE_NB)
+                    stored = nb if pace.take(int(nb)) else 0.0
+                sent[nb_key] += stored
+                step = max(interval, 20 * rec / SERIALIZE_RECORD)
+                step = max(step, 4 * (stored + rec + log_rate * step) / UPLOAD)
+            sent["run.json"] += rec
+            steps[design] = steps.get(design, 0) + 1
+            last[design] = step
+            t += step
+        for key in sent:  # the final write (the log: whole; after: also its segments)
+            final = size(key, end)
+            sent[key] += final * (2 if design == "after" and key == "executor.log" else 1)
+        result[design] = {k: round(sent[k] / size(k, end), 1) for k in sent}
+        result[design]["final_gb"] = {k: round(size(k, end) / 1e9, 2) for k in sent}
+        result[design]["uploaded_gb"] = round(sum(sent.values()) / 1e9, 1)
+        result[design]["checkpoints"] = steps[design]
+        result[design]["last_interval_s"] = round(last[design], 1)
+    return result
 
 
 def main() -> None:
@@ -187,9 +305,20 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--label", default="now", help="the measurement's name in --write")
     parser.add_argument("--write", type=Path, help="JSON file of labelled measurements")
+    parser.add_argument(
+        "--extrapolate",
+        type=Path,
+        help="print the 48-hour model for the 'after' rows of this JSON file and exit",
+    )
     args = parser.parse_args()
+    if args.extrapolate:
+        rows = json.loads(args.extrapolate.read_text())["after"]
+        for name, row in rows.items():
+            print(name, json.dumps(extrapolate(row, 48.0)))
+        return
     import boto3
 
+    os.environ.update(ENV)  # the follower's credentials (the run gets them too)
     moto, endpoint = start_moto()
     try:
         client = boto3.session.Session(

@@ -126,6 +126,8 @@ class Results:
         self.shipper = livelog.Shipper(storage, log_path)  # the live log (remote destinations)
         self._attempt = 1  # the attempt the live log's segments are stored for
         self.pace = pacing.NotebookPace()  # when a remote destination's notebook is stored
+        self._nb_due = 0.0  # a remote destination's notebook is serialized again from then
+        self._nb_cost = 0.0  # what serializing it cost at this checkpoint
         self._cond = threading.Condition()
         self._closed = False
         self._warned = False
@@ -168,18 +170,35 @@ class Results:
         return time.monotonic() >= self._next_due
 
     def checkpoint(self, nb: Any, record: dict[str, Any]) -> None:
+        """A snapshot for the upload thread: run.json, the notebook when it is due (see
+        ``_paced_notebook``). The next checkpoint waits 20 times what this one cost (5 % of the
+        main thread at most); with a remote destination the notebook's serialization is paced
+        on its own (2.5 %), so a large notebook never slows run.json, the heartbeat."""
         now = time.monotonic()
-        notebook = self._notebook_bytes(nb)
-        paced = self.folder.is_local or self.pace.take(len(notebook))
-        snapshot = (notebook if paced else b"", self._record_bytes(record), _attempt(record))
+        notebook = self._paced_notebook(nb, now)
+        snapshot = (notebook, self._record_bytes(record), _attempt(record))
         logs.flush()
         with self._cond:
-            if not paced and self._pending is not None and self._pending[0]:
-                snapshot = (notebook, *snapshot[1:])  # the one due was not sent: this instead
+            if not notebook and self._pending is not None:  # the one due was not sent yet
+                snapshot = (self._pending[0], *snapshot[1:])
             self._pending = snapshot
             self._cond.notify()
-        cost = time.monotonic() - now
+        cost = time.monotonic() - now - self._nb_cost
         self._next_due = time.monotonic() + max(self.interval, 20 * cost)
+
+    def _paced_notebook(self, nb: Any, now: float) -> bytes:
+        """The notebook's bytes if it is stored at this checkpoint, else b"". A local
+        destination: always. A remote one: serialized at most every 40 times what that costs,
+        stored when ``pacing.NotebookPace`` allows."""
+        self._nb_cost = 0.0
+        if self.folder.is_local:
+            return self._notebook_bytes(nb)
+        if now < self._nb_due:
+            return b""
+        notebook = self._notebook_bytes(nb)
+        self._nb_cost = time.monotonic() - now
+        self._nb_due = now + max(self.interval, 40 * self._nb_cost)
+        return notebook if self.pace.take(len(notebook)) else b""
 
     def _upload_loop(self) -> None:
         while True:
