@@ -7,11 +7,11 @@ more on a long one. ``NotebookPace`` stores it only while the bytes its checkpoi
 this one included, stay within ``BUDGET`` times its size now. A notebook that grows is then
 rewritten each time its size reaches what was uploaded so far (about each doubling, early on
 at every checkpoint), and the run's uploads of it stay within ``BUDGET`` + 1 (the final write)
-times its final size, however long the run. What is new in between is in the live log and
-run.json (the cells' progress). A notebook up to ``FREE_BYTES`` is stored at every checkpoint
-and not counted: it costs little, and a small notebook's changes (an execution count, a short
-line) do not make it grow much. A local destination's notebook is written at every checkpoint
-(a disk write, not an upload).
+times its final size, however long the run, plus the checkpoints it had while it was small.
+What is new in between is in the live log and run.json (the cells' progress). A notebook up
+to ``FREE_BYTES`` is stored at every checkpoint and not counted: it costs little, and a small
+notebook's changes (an execution count, a short line) do not make it grow much. A local
+destination's notebook is written at every checkpoint (a disk write, not an upload).
 """
 
 from __future__ import annotations
