@@ -6,7 +6,10 @@ The run goes to a real S3 server (moto) through a byte-counting proxy; the follo
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +18,7 @@ import pytest
 from nbjob import livelog
 from nbjob.layout import Destination
 from nbjob.storage import Options, Storage
-from support import make_zip, notebook_json, start_nbjob
+from support import make_zip, notebook_json, start_nbjob, wait_until
 from support.proxy import FlakyProxy
 from support.s3 import S3Server
 
@@ -106,3 +109,41 @@ def test_the_shipper_stores_whole_lines_once_and_starts_again_in_a_new_folder(
     moved = Destination(str(tmp_path / "moved"))
     assert shipper.ship(moved, 2) == len(log.read_bytes())  # all of it, in the new place
     assert (tmp_path / "moved" / "log" / "2" / "000000000000000.log").exists()
+
+
+KILLED = (
+    "import os, pathlib, time\n"
+    "pathlib.Path({pidfile!r}).write_text(str(os.getpid()))\n"
+    "for i in range(100):\n"
+    "    print(f'tick {{i}}', flush=True)\n"
+    "    time.sleep(0.3)"
+)
+
+
+def test_a_killed_attempts_log_is_rebuilt_from_its_segments(
+    s3_server: S3Server, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pidfile = tmp_path / "kernel.pid"
+    cell = KILLED.format(pidfile=str(pidfile))
+    source = make_zip(tmp_path / "b.zip", {"nb.ipynb": notebook_json([cell])})
+    url = f"s3://{bucket}/runs/k"
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    storage, dest = Storage(Options(endpoint_url=s3_server.endpoint_url)), Destination(url)
+    first = start_nbjob("run", source, "--output", url, "--checkpoint-interval", "0.5",
+                        env=s3_server.env)  # fmt: skip
+    try:
+        assert wait_until(lambda: b"tick 5" in livelog.read_new(storage, dest, 1, 0)[0], 60)
+    finally:
+        for pid in (first.proc.pid, int(pidfile.read_text()) if pidfile.exists() else 0):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)  # the node is gone: nbjob and its kernel
+        first.proc.wait(timeout=10)
+    stored, _ = livelog.read_new(storage, dest, 1, 0)
+    assert s3_server.keys(bucket, "runs/k/executor.log") == []  # whole only at the end
+    again = make_zip(tmp_path / "again.zip", {"nb.ipynb": notebook_json(["print('again')"])})
+    second = start_nbjob("run", again, "--output", url, env=s3_server.env).wait(90)
+    assert second.returncode == 0, second.stderr
+    kept = s3_server.get(bucket, "runs/k/attempts/1/executor.log")
+    assert kept.startswith(stored) and b"tick 5" in kept
+    assert b"again" in livelog.read_new(storage, dest, 2, 0)[0]  # attempt 2's own segments
