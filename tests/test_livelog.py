@@ -77,6 +77,10 @@ def test_segments_hold_each_byte_once_and_a_follower_reads_only_new_bytes(
     assert livelog.read_new(storage, dest, 1, offset) == (b"", offset)
     assert sum(proxy.requests_by.values()) == before + 1
     assert livelog.read_new(storage, dest, 2, 0) == (b"", 0)  # another attempt's: none yet
+    # A follower that comes late starts near the end: the newest segment holds run_end.
+    last, _ = livelog.read_new(storage, dest, 1, livelog.near_end(storage, dest, 1, keep=0))
+    assert _events(last)[-1]["event"] == "run_end" and len(last) < len(seen)
+    assert livelog.near_end(storage, dest, 1, keep=10**9) == 0
 
 
 def test_a_local_destination_is_read_from_its_executor_log(tmp_path: Path) -> None:
@@ -88,6 +92,9 @@ def test_a_local_destination_is_read_from_its_executor_log(tmp_path: Path) -> No
     with log.open("ab") as f:
         f.write(b'nt": "c"}\n')
     assert livelog.read_new(Storage(), dest, 1, offset) == (b'{"event": "c"}\n', len(data) + 15)
+    assert livelog.near_end(Storage(), dest, 1, keep=20) == 30  # the last line's start
+    assert livelog.near_end(Storage(), dest, 1, keep=30) == 15  # the last two lines
+    assert livelog.near_end(Storage(), dest, 1, keep=1000) == 0
     log.write_bytes(b"")  # a new attempt began the file again: nothing, the caller restarts
     assert livelog.read_new(Storage(), dest, 1, offset) == (b"", offset)
 

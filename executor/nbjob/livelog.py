@@ -13,7 +13,9 @@ expire ``log/``.
 A follower (``nbjob watch``) reads only what is new with ``read_new(storage, dest, attempt,
 after)``: ``after`` is the byte offset it has read up to, and the next segment's name follows
 from it, so a poll with nothing new is one GET answered "not found", and a poll with new bytes
-costs one GET per new segment plus that one, downloading only the new bytes. A local
+costs one GET per new segment plus that one, downloading only the new bytes. A follower that
+wants only the newest lines of a long log starts at ``near_end`` (one listing of the attempt's
+segments: a request per 1,000 segments, once). A local
 destination holds executor.log itself, written as the run goes: ``read_new`` reads it from
 ``after``.
 """
@@ -24,10 +26,10 @@ import os
 import threading
 from pathlib import Path
 
-from nbjob.layout import Destination
+from nbjob.layout import LOG_SEGMENTS, Destination
 from nbjob.storage import Storage
 
-__all__ = ["SEGMENT_MAX", "Shipper", "read_new", "whole"]
+__all__ = ["SEGMENT_MAX", "Shipper", "near_end", "read_new", "whole"]
 
 SEGMENT_MAX = 8 * 1024 * 1024  # bytes in one segment, at most (one PUT, never multipart)
 READ_MAX = 64 * 1024 * 1024  # what one read_new returns, at most (the rest: the next call)
@@ -109,6 +111,34 @@ def _read_local(path: Path, after: int) -> tuple[bytes, int]:
         return b"", after
     data = data[: data.rfind(b"\n") + 1]  # whole lines: the last one may be being written
     return data, after + len(data)
+
+
+def near_end(storage: Storage, dest: Destination, attempt: int, keep: int = 65536) -> int:
+    """An offset for ``read_new`` from which about the last ``keep`` bytes stored are read
+    (the start of a segment; a local executor.log: the start of a line)."""
+    if dest.is_local:
+        return _line_start(dest.path / "executor.log", keep)
+    starts = sorted(
+        int(name.removesuffix(".log"))
+        for name in storage.list_names(dest.file(f"{LOG_SEGMENTS}/{attempt}"))
+        if name.endswith(".log") and name.removesuffix(".log").isdigit()
+    )
+    if not starts:
+        return 0
+    return next(s for s in starts if starts[-1] - s <= keep)
+
+
+def _line_start(path: Path, keep: int) -> int:
+    try:
+        with path.open("rb") as f:
+            start = max(0, os.fstat(f.fileno()).st_size - keep)
+            if start == 0:
+                return 0
+            f.seek(start - 1)
+            newline = f.read(keep + 1).find(b"\n")
+    except OSError:
+        return 0
+    return start + newline if newline >= 0 else 0  # just after a newline; one long line: 0
 
 
 def whole(storage: Storage, dest: Destination, attempt: int, stored: bytes | None) -> bytes | None:
