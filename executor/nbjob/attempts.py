@@ -1,7 +1,8 @@
 """Attempts: running again with the same destination is a new attempt, never an overwrite.
 
 When the run starts, the destination's ``run.json`` tells whether an earlier attempt left
-results there. If so, its notebook, HTML report, run.json and executor.log are copied to
+results there. If so, its notebook, HTML report, run.json and executor.log (rebuilt from the
+live log's segments when they hold more: ``nbjob.livelog``) are copied to
 ``attempts/<n>/`` (``n``: its ``attempt``, 1 when it has none) before this attempt writes
 anything; the top level then always holds the latest attempt. This attempt's number is the
 platform's (``--attempt`` / ``NBJOB_ATTEMPT``, Slurm's ``SLURM_RESTART_COUNT`` + 1,
@@ -33,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nbjob import lease, runfile
+from nbjob import lease, livelog, runfile
 from nbjob.errors import ConcurrentAttemptError, NbjobError, StorageError
 from nbjob.events import RunStatus
 from nbjob.layout import LOG, Destination
@@ -235,6 +236,8 @@ def archive(storage: Storage, dest: Destination, previous: dict[str, Any], numbe
     names = [Path(n).name for n in (view.notebook, view.report) if n is not None]
     for name in [*names, LOG]:
         data = storage.get_bytes(dest.file(name))
+        if name == LOG and (data is None or view.status is RunStatus.ENDED_WITHOUT_RECORD):
+            data = livelog.whole(storage, dest, view.attempt, data)  # killed: in segments
         if data is not None:
             html = name.endswith(".html")  # the report: a browser shows it, not downloads it
             kind = "text/html; charset=utf-8" if html else "application/octet-stream"

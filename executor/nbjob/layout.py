@@ -5,6 +5,7 @@ Every file and folder nbjob writes or reads at a destination is spelled here and
     <top>/                       the run's top: rank 0's results (a sweep's shard: shards/<s>/)
       run.json  executor.log  <notebook>.ipynb  <notebook>.html
       artifacts/                 what the notebook wrote to $NBJOB_ARTIFACTS_DIR
+      log/<a>/<offset>.log       attempt a's live log, in segments written once (nbjob.livelog)
       attempts/<n>/              an earlier attempt's results, kept before this one writes
       attempts/unread-<stamp>/   this attempt's results when the top could not be read
       attempts/concurrent-<stamp>/  an attempt's that found another alive (it ran no cell)
@@ -29,6 +30,7 @@ ARTIFACTS = "artifacts"  # files the notebook writes to $NBJOB_ARTIFACTS_DIR
 ATTEMPTS = "attempts"
 RANKS = "ranks"
 SHARDS = "shards"
+LOG_SEGMENTS = "log"  # the live log's segments, by attempt (nbjob.livelog)
 LEASE = ".nbjob-lease"  # one writer per folder: the holder's lease, one file per generation
 
 
@@ -52,6 +54,11 @@ class Destination:
     @property
     def log(self) -> str:
         return self.file(LOG)
+
+    def log_segment(self, attempt: int, offset: int) -> str:
+        """The live log's segment of attempt ``attempt`` starting at byte ``offset`` of the
+        whole log (``nbjob.livelog``): written once, never rewritten."""
+        return self.file(f"{LOG_SEGMENTS}/{attempt}/{offset:015d}.log")
 
     @property
     def artifacts(self) -> str:

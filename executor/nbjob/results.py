@@ -7,7 +7,10 @@ They are written while the run goes on and once more at the end, whatever happen
 seconds (stretched when serializing or uploading is slow, so the total cost stays linear in the
 run's length); a background thread uploads the newest snapshot and drops older ones.
 ``Results.final`` writes the last state with retries; if the destination cannot take it, a
-local copy is kept and its path is in the ``StorageError``'s reason. The HTML report of the
+local copy is kept and its path is in the ``StorageError``'s reason. To a remote destination
+the log goes as it grows, in segments holding only new bytes (``nbjob.livelog``), and whole at
+the end (``store_log``); the notebook at a pace that bounds its uploads (``nbjob.pacing``).
+The HTML report of the
 notebook is ``nbjob.report``'s, written once after ``final``. What is stored has the secrets
 nbjob knows masked (``nbjob.mask``; the run's ``Masker``), in the thread that serializes it.
 """
@@ -25,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nbjob import logs
+from nbjob import livelog, logs, pacing
 from nbjob.artifacts import ArtifactStream, is_temporary
 from nbjob.errors import NbjobError, StorageError
 from nbjob.layout import ARTIFACTS, LOG, RUN_JSON, Destination
@@ -119,7 +122,12 @@ class Results:
         self.artifacts = artifacts  # see artifacts_dir()
         self.interval = interval
         self._next_due = 0.0
-        self._pending: tuple[bytes, bytes] | None = None
+        self._pending: tuple[bytes, bytes, int] | None = None
+        self.shipper = livelog.Shipper(storage, log_path)  # the live log (remote destinations)
+        self._attempt = 1  # the attempt the live log's segments are stored for
+        self.pace = pacing.NotebookPace()  # when a remote destination's notebook is stored
+        self._nb_due = 0.0  # a remote destination's notebook is serialized again from then
+        self._nb_cost = 0.0  # what serializing it cost at this checkpoint
         self._cond = threading.Condition()
         self._closed = False
         self._warned = False
@@ -162,14 +170,35 @@ class Results:
         return time.monotonic() >= self._next_due
 
     def checkpoint(self, nb: Any, record: dict[str, Any]) -> None:
+        """A snapshot for the upload thread: run.json, the notebook when it is due (see
+        ``_paced_notebook``). The next checkpoint waits 20 times what this one cost (5 % of the
+        main thread at most); with a remote destination the notebook's serialization is paced
+        on its own (2.5 %), so a large notebook never slows run.json, the heartbeat."""
         now = time.monotonic()
-        snapshot = (self._notebook_bytes(nb), self._record_bytes(record))
+        notebook = self._paced_notebook(nb, now)
+        snapshot = (notebook, self._record_bytes(record), _attempt(record))
         logs.flush()
         with self._cond:
+            if not notebook and self._pending is not None:  # the one due was not sent yet
+                snapshot = (self._pending[0], *snapshot[1:])
             self._pending = snapshot
             self._cond.notify()
-        cost = time.monotonic() - now
+        cost = time.monotonic() - now - self._nb_cost
         self._next_due = time.monotonic() + max(self.interval, 20 * cost)
+
+    def _paced_notebook(self, nb: Any, now: float) -> bytes:
+        """The notebook's bytes if it is stored at this checkpoint, else b"". A local
+        destination: always. A remote one: serialized at most every 40 times what that costs,
+        stored when ``pacing.NotebookPace`` allows."""
+        self._nb_cost = 0.0
+        if self.folder.is_local:
+            return self._notebook_bytes(nb)
+        if now < self._nb_due:
+            return b""
+        notebook = self._notebook_bytes(nb)
+        self._nb_cost = time.monotonic() - now
+        self._nb_due = now + max(self.interval, 40 * self._nb_cost)
+        return notebook if self.pace.take(len(notebook)) else b""
 
     def _upload_loop(self) -> None:
         while True:
@@ -182,7 +211,7 @@ class Results:
             assert snapshot is not None
             started = time.monotonic()
             try:
-                self._write(*snapshot)
+                self._write(*snapshot, live=True)
             except Exception as exc:  # the final write retries and reports
                 if not self._warned:
                     logs.get_logger().warning("checkpoint_failed", reason=str(exc))
@@ -191,17 +220,21 @@ class Results:
             took = time.monotonic() - started
             self._next_due = max(self._next_due, time.monotonic() + 4 * took)
 
-    def _write(self, nb_data: bytes, record_data: bytes) -> None:
+    def _write(self, nb_data: bytes, record_data: bytes, attempt: int, live: bool = False) -> None:
         """run.json first and on its own (the small file with the reason gets through when the
         notebook cannot), then the notebook and the log: each is tried whatever happened to
-        the others. ``StorageError`` naming each file that was not stored."""
+        the others. ``StorageError`` naming each file that was not stored. The log goes as
+        new segments during the run (``live``) and at the end to where they went, else whole
+        (a folder no checkpoint wrote to, e.g. attempts/unread-*)."""
         puts: list[tuple[str, Callable[[], None]]] = [
             (RUN_JSON, lambda: self.storage.put_bytes(self.folder.run_json, record_data))
         ]
         if self.notebook_name and nb_data:
             url = self.url(self.notebook_name)
             puts.append(("the notebook", lambda: self.storage.put_bytes(url, nb_data)))
-        if not self._is_log_local():
+        if not self.folder.is_local and (live or self._shipping(attempt)):
+            puts.append((LOG, lambda: self._ship(attempt)))
+        elif not self._is_log_local():
             puts.append((LOG, lambda: self.storage.put_file(self.folder.log, self.log_path)))
         failed = []
         for name, put in puts:
@@ -211,6 +244,14 @@ class Results:
                 failed.append(f"{name}: {_why(exc)}")
         if failed:
             raise StorageError("; ".join(failed))
+
+    def _ship(self, attempt: int) -> None:
+        self._attempt = attempt
+        self.shipper.ship(self.folder, attempt)
+
+    def _shipping(self, attempt: int) -> bool:
+        """Whether checkpoints stored the live log's segments in this folder for ``attempt``."""
+        return self.shipper.ships_to(self.folder, attempt)
 
     def _is_log_local(self) -> bool:
         return self.folder.is_local and local_path(self.folder.log) == self.log_path
@@ -228,7 +269,7 @@ class Results:
         logs.flush()
 
         def write() -> None:
-            self._write(nb_data, record_data)
+            self._write(nb_data, record_data, _attempt(record))
             if self.stream is not None:  # what the stream has not sent yet, newest first
                 self.stream.flush()
 
@@ -250,12 +291,15 @@ class Results:
         self.storage.put_bytes(self.folder.run_json, self._record_bytes(record))
 
     def store_log(self, budget: Budget) -> None:
-        """Store the log once more, so the stored copy ends with the run's last event."""
+        """Store the log once more, so the stored copy ends with the run's last event: its last
+        segments, then executor.log whole."""
         logs.flush()
         if not self._is_log_local():
             timebox(self._put_log, budget, "the log upload")
 
     def _put_log(self) -> None:
+        if not self.folder.is_local and self._shipping(self._attempt):
+            self._ship(self._attempt)
         self.storage.put_file(self.folder.log, self.log_path)
 
     def artifact_names(self) -> list[str]:
@@ -286,6 +330,12 @@ class Results:
             (folder / self.notebook_name).write_bytes(self._notebook_bytes(nb))
         if self.log_path.exists() and self.log_path.parent != folder:
             shutil.copyfile(self.log_path, folder / LOG)
+
+
+def _attempt(record: dict[str, Any]) -> int:
+    """The attempt whose live log this is (run.json's; 1 before it is known)."""
+    value = record.get("attempt")
+    return value if isinstance(value, int) and value > 0 else 1
 
 
 def _why(exc: BaseException | None) -> str:

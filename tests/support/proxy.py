@@ -4,6 +4,10 @@
 ``hold="run.json", hold_s=S`` holds the first request whose path holds that text S seconds
 before forwarding it (a slow store, to stop a run in the middle of a read); ``held`` is set
 when it arrives. ``vanish()`` closes its port so that later requests get "connection refused".
+``sent`` and ``received`` count the bytes of request bodies and of successful (2xx) response
+bodies by object path (the path without its query: a multipart upload's parts add up under
+their object's path), for
+measuring what a run uploads and what a reader downloads; ``requests_by`` counts the requests.
 It runs in a thread of the test process (no process is started).
 """
 
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import http.client
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -46,6 +51,9 @@ class FlakyProxy:
         self.held = threading.Event()
         self.requests = 0  # every request received
         self.failed = 0  # requests answered with ``status``
+        self.sent: Counter[str] = Counter()  # request body bytes by object path
+        self.received: Counter[str] = Counter()  # response body bytes by object path
+        self.requests_by: Counter[str] = Counter()  # "METHOD path" -> requests
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -68,6 +76,13 @@ class FlakyProxy:
                 self.failed += 1
                 return True
             return False
+
+    def _count(self, method: str, path: str, status: int, sent: int, received: int) -> None:
+        key = path.split("?", 1)[0]
+        with self._lock:
+            self.sent[key] += sent
+            self.received[key] += received if 200 <= status < 300 else 0
+            self.requests_by[f"{method} {key}"] += 1
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         proxy = self
@@ -117,6 +132,7 @@ class FlakyProxy:
                     conn.request(self.command, self.path, body=body or None, headers=headers)
                     response = conn.getresponse()
                     data = response.read()
+                    proxy._count(self.command, self.path, response.status, len(body), len(data))
                     self._reply(response.status, response.getheaders(), data)
                 finally:
                     conn.close()
