@@ -73,30 +73,36 @@ def lag(reps: int, poll: float) -> dict[str, Any]:
 
 
 def big_log(megabytes: int) -> dict[str, Any]:
+    """A poll's cost on a long run's live log in S3 (moto): ``megabytes`` of log already stored
+    as segments, a follower joining it (from near the end), then ten new lines."""
+    from nbjob import livelog
     from nbjob.follow import LogFollower
+    from nbjob.layout import Destination
     from nbjob.storage import Options, Storage
     from support import moto_server
 
     line = b'{"event": "stream", "cell": 1, "name": "stdout", "text": "' + b"x" * 100 + b'\\n"}\n'
-    body = line * (megabytes * 2**20 // len(line))
+    piece = line * (livelog.SEGMENT_MAX // len(line))
     with tempfile.TemporaryDirectory() as tmp, moto_server(Path(tmp)) as s3:
         import os
 
         os.environ.update(s3.env)
         bucket = s3.new_bucket()
-        s3.client.put_object(Bucket=bucket, Key="run/executor.log", Body=body)
-        follower = LogFollower(
-            Storage(Options(endpoint_url=s3.endpoint_url)), f"s3://{bucket}/run/executor.log"
-        )
-        follower.read_new()
+        dest = Destination(f"s3://{bucket}/run")
+        storage = Storage(Options(endpoint_url=s3.endpoint_url))
+        offset = 0
+        while offset < megabytes * 2**20:
+            storage.put_bytes(dest.log_segment(1, offset), piece)
+            offset += len(piece)
+        follower = LogFollower(storage, dest, tail=64 * 1024)
+        follower.read_new(1)
         first = follower.bytes_read
-        new = line * 10
-        s3.client.put_object(Bucket=bucket, Key="run/executor.log", Body=body + new)
+        storage.put_bytes(dest.log_segment(1, offset), line * 10)
         started = time.monotonic()
-        events = follower.read_new()
+        events = follower.read_new(1)
         took = time.monotonic() - started
     return {
-        "log_bytes": len(body),
+        "log_bytes": offset,
         "first_poll_bytes": first,
         "next_poll_bytes": follower.bytes_read - first,
         "next_poll_events": len(events),

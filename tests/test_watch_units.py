@@ -15,6 +15,7 @@ import pytest
 from nbjob import config, events
 from nbjob.errors import RunLostError, UsageError
 from nbjob.follow import LogFollower
+from nbjob.layout import Destination
 from nbjob.listeners import notify
 from nbjob.storage import Storage
 from nbjob.watch import Progress, Update, Watcher, WatchSettings
@@ -27,7 +28,7 @@ def _line(**event: Any) -> bytes:
 
 def test_the_follower_hands_out_complete_new_lines_only(tmp_path: Path) -> None:
     log = tmp_path / "executor.log"
-    follower = LogFollower(Storage(), str(log))
+    follower = LogFollower(Storage(), Destination(str(tmp_path)))
     assert follower.read_new() == []  # no log yet
     log.write_bytes(_line(event="a") + b'{"event": "b"')  # the last line half written
     assert [e["event"] for e in follower.read_new()] == ["a"]

@@ -3,7 +3,7 @@
 The watcher waits for the run's ``run.json`` (``--wait-start``), then polls it every ``--poll``
 seconds through the one typed reader (``runfile.RunView``) and turns what changed into
 ``Update``s — a cell started or ended, a metric, a rank's state — with the cells' new output
-lines from executor.log (``follow.LogFollower``: only the new bytes). A view
+lines from the live log (``follow.LogFollower``: only the new bytes). A view
 (``nbjob.watchview``) shows them: plain lines, a terminal with a progress footer, or JSON lines.
 
 It ends with the run: a final ``run.json`` gives a summary and the run's own exit code (on a
@@ -97,7 +97,7 @@ class Watcher:
         self.s, self.view, self.sleep = settings, view, sleep
         self.dest = Destination(settings.dest.rstrip("/"))
         self.storage = Storage(settings.storage)
-        self.log = LogFollower(self.storage, self.dest.log, tail=TAIL_BYTES)
+        self.log = LogFollower(self.storage, self.dest, tail=TAIL_BYTES)
         self.progress = Progress()
         self.cells: dict[int, dict[str, Any]] = {}  # index -> the cell as last seen
         self.metrics: dict[str, Any] = {}
@@ -186,7 +186,7 @@ class Watcher:
         the next poll reads them)."""
         found: dict[int, list[dict[str, Any]]] = {}
         try:
-            new = self.log.read_new()
+            new = self.log.read_new(self.attempt or 1)
         except (StorageError, OSError):
             return found
         for event in new:
