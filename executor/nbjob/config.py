@@ -337,6 +337,24 @@ class Settings:
             repeat=True,
         ),
     )
+    mlflow_experiment: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--mlflow-experiment",
+            str,
+            "MLflow experiment of the run (default: MLFLOW_EXPERIMENT_NAME, else Default)",
+            "NAME",
+        ),
+    )
+    kfp_executor_input: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--kfp-executor-input",
+            str,
+            "Kubeflow Pipelines v2 executor input ({{$}}): executor_output.json written at the end",
+            "JSON",
+        ),
+    )
     # Not options: from the platform, and the parameters as given (merged at run time).
     parameters: params.ParameterSources = field(default_factory=params.ParameterSources)
     platform: platforms.Placement = field(default_factory=platforms.Placement)

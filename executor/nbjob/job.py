@@ -16,6 +16,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,7 @@ class Job:
         stop.wait_for(
             self.token, lambda: kernel.set_env("NBJOB_ATTEMPT", attempt), "the attempt number"
         )
+        self._listeners_env(kernel)
         self.log.info(
             "kernel_ready",
             kernel=name,
@@ -252,6 +254,22 @@ class Job:
         prepare.check_environment(
             kernel, bundle.root, s.require_gpu, self.token, self.record, self.log
         )
+
+    def _listeners_env(self, kernel: kernels.KernelSession) -> None:
+        """The variables external listeners ask for in the kernel (an MLflow run's id)."""
+        from nbjob.listeners import plugins
+
+        if not self.listeners:
+            return
+        wanted = stop.wait_for(
+            self.token,
+            lambda: plugins.kernel_env(self.listeners, self.log),
+            "the listeners' variables",
+        )
+        for name, value in wanted.items():
+            stop.wait_for(
+                self.token, partial(kernel.set_env, name, value), "the listeners' variables"
+            )
 
     def _replace_kernel(self, name: str, cwd: Path) -> kernels.KernelSession:
         """Another kernel (not started yet), the job's from now on: a stop shuts it down."""
@@ -309,7 +327,7 @@ def run(
     """
     from nbjob.listeners import plugins
 
-    external = [*listeners, *plugins.load(settings.listeners, settings)]
+    external = [*listeners, *plugins.load(plugins.wanted(settings), settings)]
     if token is None:
         token = stop.StopToken()
     if install_signals:

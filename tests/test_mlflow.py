@@ -1,0 +1,182 @@
+"""MLflow tracking: one MLflow run per nbjob run, against a real ``mlflow server`` on loopback.
+
+The server (sqlite in a temp folder, ``--serve-artifacts``) is started once for the module; each
+test reads what landed with mlflow's own client, as a user looking at the UI would: the
+parameters, the notebook's own ``mlflow.log_metric`` and nbjob's scrapbook metric in one run,
+the results as artifacts, the status; a second attempt continues the run; a tracking server
+killed mid-run (its own server) leaves the exit code as it was.
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import (
+    ServerProcess,
+    free_port,
+    log_events,
+    make_notebook,
+    read_json,
+    run_nbjob,
+    serve,
+    serves,
+    start_nbjob,
+    wait_until,
+)
+
+pytest.importorskip("mlflow")
+from mlflow.tracking import MlflowClient
+
+GLUE = (
+    "from IPython.display import display\n"
+    "def glue(name, value):\n"
+    "    display({'application/scrapbook.scrap.json+json':\n"
+    "             {'name': name, 'data': value, 'encoder': 'json', 'version': 1}},\n"
+    "            raw=True, metadata={'scrapbook': {'name': name}})\n"
+)
+OWN_RUN = "import mlflow\nrun = mlflow.start_run()\nmlflow.log_metric('own_loss', 0.25)"
+
+
+def _mlflow_server(folder: Path) -> Any:
+    """``mlflow server`` on a free loopback port, sqlite and artifacts in ``folder``."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [
+        Path(sys.executable).with_name("mlflow"), "server", "--host", "127.0.0.1",
+        "--port", str(port), "--workers", "1",
+        "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination", folder / "artifacts", "--serve-artifacts",
+    ]  # fmt: skip
+    ready = functools.partial(serves, url + "/health")
+    return url, serve("mlflow", argv, folder / "mlflow.log", ready=ready, timeout=120, grace=5)
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    url, server = _mlflow_server(tmp_path_factory.mktemp("mlflow"))
+    with server:
+        yield url
+
+
+def _env(url: str, experiment: str) -> dict[str, str]:
+    return {"MLFLOW_TRACKING_URI": url, "MLFLOW_EXPERIMENT_NAME": experiment}
+
+
+def _runs(url: str, experiment: str) -> list[Any]:
+    client = MlflowClient(url)
+    found = client.get_experiment_by_name(experiment)
+    return [] if found is None else client.search_runs([found.experiment_id])
+
+
+def _one(url: str, experiment: str, stderr: str) -> Any:
+    """The experiment's one run (the notebook's own ``start_run()`` joined nbjob's)."""
+    runs = _runs(url, experiment)
+    assert len(runs) == 1, [line for line in stderr.splitlines() if "mlflow" in line]
+    return runs[0]
+
+
+def _artifacts(url: str, run_id: str) -> set[str]:
+    return {f.path for f in MlflowClient(url).list_artifacts(run_id, "nbjob")}
+
+
+def test_a_run_shows_params_both_metrics_artifacts_and_finished(
+    tracking: str, tmp_path: Path
+) -> None:
+    nb = make_notebook(
+        tmp_path / "nb.ipynb",
+        [("code", "lr = 0.1\nepochs = 2", ["parameters"]), OWN_RUN,
+         GLUE + "for acc in (0.5, 0.75, 0.9):\n    glue('accuracy', acc)", "glue('note', 'text')"],
+    )  # fmt: skip
+    out = tmp_path / "out"
+    result = run_nbjob("run", nb, "--output", out, "--run-id", "mlf-ok", "-p", "lr", "0.2",
+                       env=_env(tracking, "nbjob-tests"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (run,) = [r for r in _runs(tracking, "nbjob-tests") if r.info.run_name == "mlf-ok"]
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"lr": "0.2"}  # the parameters given, as run.json's
+    assert run.data.metrics == {"own_loss": 0.25, "accuracy": 0.9}  # 'note' is no number
+    history = MlflowClient(tracking).get_metric_history(run.info.run_id, "accuracy")
+    assert [(m.step, m.value) for m in history] == [(0, 0.5), (1, 0.75), (2, 0.9)]
+    tags = run.data.tags
+    assert tags["nbjob.run_id"] == "mlf-ok" and tags["nbjob.attempt"] == "1"
+    assert (tags["nbjob.rank"], tags["nbjob.platform"], tags["nbjob.status"]) == (
+        "0", "local", "succeeded")  # fmt: skip
+    assert tags["nbjob.source"] == str(nb)
+    assert _artifacts(tracking, run.info.run_id) == {
+        "nbjob/nb.ipynb", "nbjob/nb.html", "nbjob/run.json", "nbjob/executor.log"}  # fmt: skip
+    logged = [e for e in log_events(out) if e["event"].startswith("mlflow")]
+    assert [e["event"] for e in logged] == ["mlflow_run"]
+
+
+def test_a_failing_notebook_is_failed_and_a_second_attempt_continues_the_run(
+    tracking: str, tmp_path: Path
+) -> None:
+    nb = make_notebook(tmp_path / "nb.ipynb", [OWN_RUN, GLUE + "glue('step', 1)", "1 / 0"])
+    out, env = tmp_path / "out", _env(tracking, "nbjob-attempts")
+    first = run_nbjob("run", nb, "--output", out, "--run-id", "mlf-again", env=env)
+    assert first.returncode == 1, first.stderr
+    run = _one(tracking, "nbjob-attempts", first.stderr)
+    assert (run.info.status, run.data.tags["nbjob.status"]) == ("FAILED", "failed")
+
+    fixed = make_notebook(tmp_path / "nb.ipynb", [OWN_RUN, GLUE + "glue('step', 2)"])
+    second = run_nbjob("run", fixed, "--output", out, "--run-id", "mlf-again", env=env)
+    assert second.returncode == 0, second.stderr
+    again = _one(tracking, "nbjob-attempts", second.stderr)
+    assert again.info.run_id == run.info.run_id
+    assert (again.info.status, again.data.tags["nbjob.attempt"]) == ("FINISHED", "2")
+    assert read_json(out / "run.json")["attempt"] == 2
+    steps = MlflowClient(tracking).get_metric_history(run.info.run_id, "step")
+    assert [(m.step, m.value) for m in steps] == [(0, 1.0), (1, 2.0)]  # the history goes on
+
+
+def test_a_stopped_run_is_killed(tracking: str, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    nb = make_notebook(
+        tmp_path / "nb.ipynb",
+        [OWN_RUN, f"open({str(marker)!r}, 'w').close()\nimport time\ntime.sleep(60)"],
+    )
+    proc = start_nbjob("run", nb, "--output", tmp_path / "out", "--run-id", "mlf-stop",
+                       env=_env(tracking, "nbjob-stop"))  # fmt: skip
+    wait_until(marker.exists, timeout=90)
+    proc.proc.send_signal(signal.SIGTERM)
+    result = proc.wait(60)
+    assert result.returncode == 143, result.stderr
+    run = _one(tracking, "nbjob-stop", result.stderr)
+    assert (run.info.status, run.data.tags["nbjob.status"]) == ("KILLED", "stopped")
+    assert run.data.metrics == {"own_loss": 0.25}
+
+
+def test_a_tracking_server_killed_mid_run_leaves_the_outcome(tmp_path: Path) -> None:
+    url, server = _mlflow_server(tmp_path / "mlflow")
+    marker, go = tmp_path / "started", tmp_path / "go"
+    nb = make_notebook(
+        tmp_path / "nb.ipynb",
+        [GLUE + "glue('before', 1)", f"open({str(marker)!r}, 'w').close()",
+         f"import os, time\nwhile not os.path.exists({str(go)!r}):\n    time.sleep(0.1)",
+         "glue('after', 2)", "1 / 0"],
+    )  # fmt: skip
+    out = tmp_path / "out"
+    with server as running:
+        proc = start_nbjob("run", nb, "--output", out, "--run-id", "mlf-down",
+                           env=_env(url, "nbjob-down"))  # fmt: skip
+        wait_until(marker.exists, timeout=90)
+        _kill(running)
+    go.touch()
+    result = proc.wait(90)
+    assert result.returncode == 1, result.stderr  # the notebook's own failure, as without MLflow
+    record = read_json(out / "run.json")
+    assert (record["status"], record["metrics"]) == ("failed", {"before": 1, "after": 2})
+
+
+def _kill(server: ServerProcess) -> None:
+    """The tracking server gone at once, workers included (SIGKILL to its process group)."""
+    import os
+
+    os.killpg(server.pid, signal.SIGKILL)
+    server.proc.wait(10)
