@@ -4,15 +4,17 @@ The server (sqlite in a temp folder, ``--serve-artifacts``) is started once for 
 test reads what landed with mlflow's own client, as a user looking at the UI would: the
 parameters, the notebook's own ``mlflow.log_metric`` and nbjob's scrapbook metric in one run,
 the results as artifacts, the status; a second attempt continues the run; a tracking server
-killed mid-run (its own server) leaves the exit code as it was.
+killed mid-run (a spare one, started with the first) leaves the exit code as it was.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,10 @@ from support import (
     make_notebook,
     read_json,
     run_nbjob,
-    serve,
     serves,
     start_nbjob,
+    start_server,
+    wait_ready,
     wait_until,
 )
 
@@ -43,25 +46,44 @@ GLUE = (
 OWN_RUN = "import mlflow\nrun = mlflow.start_run()\nmlflow.log_metric('own_loss', 0.25)"
 
 
-def _mlflow_server(folder: Path) -> Any:
-    """``mlflow server`` on a free loopback port, sqlite and artifacts in ``folder``."""
+@dataclass
+class Tracking:
+    """A tracking server the tests started: its URL and process."""
+
+    url: str
+    server: ServerProcess
+
+
+def _start(folder: Path) -> Tracking:
+    """``mlflow server`` on a free loopback port, sqlite and artifacts in ``folder`` (started,
+    not waited for)."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     argv = [
         Path(sys.executable).with_name("mlflow"), "server", "--host", "127.0.0.1",
         "--port", str(port), "--workers", "1",
         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
         "--artifacts-destination", folder / "artifacts", "--serve-artifacts",
     ]  # fmt: skip
-    ready = functools.partial(serves, url + "/health")
-    return url, serve("mlflow", argv, folder / "mlflow.log", ready=ready, timeout=120, grace=5)
+    return Tracking(f"http://127.0.0.1:{port}", start_server("mlflow", argv, folder / "mlflow.log"))
 
 
 @pytest.fixture(scope="module")
-def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url, server = _mlflow_server(tmp_path_factory.mktemp("mlflow"))
-    with server:
-        yield url
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Tracking, Tracking]]:
+    """The module's tracking server and a spare one the last test kills, started together
+    (each takes 10-40 s to start on a loaded machine)."""
+    started = [_start(tmp_path_factory.mktemp("mlflow")) for _ in range(2)]
+    try:
+        for t in started:
+            wait_ready(functools.partial(serves, t.url + "/health"), 120, "mlflow ready", t.server)
+        yield started[0], started[1]
+    finally:
+        for t in started:
+            t.server.stop(grace=5)
+
+
+@pytest.fixture(scope="module")
+def tracking(servers: tuple[Tracking, Tracking]) -> str:
+    return servers[0].url
 
 
 def _env(url: str, experiment: str) -> dict[str, str]:
@@ -152,8 +174,10 @@ def test_a_stopped_run_is_killed(tracking: str, tmp_path: Path) -> None:
     assert run.data.metrics == {"own_loss": 0.25}
 
 
-def test_a_tracking_server_killed_mid_run_leaves_the_outcome(tmp_path: Path) -> None:
-    url, server = _mlflow_server(tmp_path / "mlflow")
+def test_a_tracking_server_killed_mid_run_leaves_the_outcome(
+    servers: tuple[Tracking, Tracking], tmp_path: Path
+) -> None:
+    spare = servers[1]
     marker, go = tmp_path / "started", tmp_path / "go"
     nb = make_notebook(
         tmp_path / "nb.ipynb",
@@ -162,21 +186,13 @@ def test_a_tracking_server_killed_mid_run_leaves_the_outcome(tmp_path: Path) -> 
          "glue('after', 2)", "1 / 0"],
     )  # fmt: skip
     out = tmp_path / "out"
-    with server as running:
-        proc = start_nbjob("run", nb, "--output", out, "--run-id", "mlf-down",
-                           env=_env(url, "nbjob-down"))  # fmt: skip
-        wait_until(marker.exists, timeout=90)
-        _kill(running)
+    proc = start_nbjob("run", nb, "--output", out, "--run-id", "mlf-down",
+                       env=_env(spare.url, "nbjob-down"))  # fmt: skip
+    wait_until(marker.exists, timeout=90)
+    os.killpg(spare.server.pid, signal.SIGKILL)  # the server and its workers, at once
+    spare.server.proc.wait(10)
     go.touch()
     result = proc.wait(90)
     assert result.returncode == 1, result.stderr  # the notebook's own failure, as without MLflow
     record = read_json(out / "run.json")
     assert (record["status"], record["metrics"]) == ("failed", {"before": 1, "after": 2})
-
-
-def _kill(server: ServerProcess) -> None:
-    """The tracking server gone at once, workers included (SIGKILL to its process group)."""
-    import os
-
-    os.killpg(server.pid, signal.SIGKILL)
-    server.proc.wait(10)
