@@ -196,3 +196,17 @@ def test_a_tracking_server_killed_mid_run_leaves_the_outcome(
     assert result.returncode == 1, result.stderr  # the notebook's own failure, as without MLflow
     record = read_json(out / "run.json")
     assert (record["status"], record["metrics"]) == ("failed", {"before": 1, "after": 2})
+    said = [e["event"] for e in log_events(out) if e["event"].startswith(("mlflow_", "listener_"))]
+    assert said[0] == "mlflow_run" and said[1:]  # the tracking's loss is in the log
+    assert set(said[1:]) <= {"mlflow_unavailable", "listener_abandoned"}, said
+
+
+def test_a_tracking_server_down_from_the_start_is_one_warning(tmp_path: Path) -> None:
+    nb = make_notebook(tmp_path / "nb.ipynb", [GLUE + "glue('accuracy', 0.5)", "print('done')"])
+    out, closed = tmp_path / "out", f"http://127.0.0.1:{free_port()}"
+    result = run_nbjob("run", nb, "--output", out, env=_env(closed, "nowhere"))
+    assert result.returncode == 0, result.stderr
+    warned = [e for e in log_events(out) if e["event"].startswith(("mlflow", "listener"))]
+    assert [e["event"] for e in warned] == ["mlflow_unavailable"]
+    assert "ConnectionRefusedError" in warned[0]["error"] and warned[0]["uri"] == closed
+    assert read_json(out / "run.json")["status"] == "succeeded"

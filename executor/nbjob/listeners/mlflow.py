@@ -23,12 +23,14 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from nbjob import events, logs
 from nbjob.delivery import one_line
@@ -38,6 +40,7 @@ from nbjob.storage import Storage, join
 if TYPE_CHECKING:
     from nbjob.config import Settings
 
+CONNECT_S = 5.0  # the first connection to the tracking server, at most
 OPEN_WAIT_S = 30.0  # how long the first cell waits for the MLflow run (importing mlflow: 1-8 s)
 DEFAULT_EXPERIMENT = "Default"
 ARTIFACT_PATH = "nbjob"  # where the run's results go among the MLflow run's artifacts
@@ -84,6 +87,16 @@ def key(name: str) -> str:
     return _KEY.sub("_", str(name))[:250] or "_"
 
 
+def reachable(uri: str | None, timeout: float = CONNECT_S) -> None:
+    """``OSError`` when an http(s) tracking URI's port takes no connection: mlflow's client
+    would retry for minutes (its backoff) before saying so."""
+    parts = urlsplit(uri or "")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    socket.create_connection((parts.hostname, port), timeout=timeout).close()
+
+
 class MlflowListener:
     """nbjob's run as one MLflow run (see the module's docstring)."""
 
@@ -115,6 +128,7 @@ class MlflowListener:
     def _open(self) -> None:
         try:
             if self.client is None:
+                reachable(self.uri)  # a server that is down: known in ms, not after retries
                 from mlflow.tracking import MlflowClient  # ~1 s to import: off the main thread
 
                 self.client = MlflowClient(self.uri)
