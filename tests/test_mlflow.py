@@ -64,7 +64,8 @@ def _start(folder: Path) -> Tracking:
         "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}",
         "--artifacts-destination", folder / "artifacts", "--serve-artifacts",
     ]  # fmt: skip
-    return Tracking(f"http://127.0.0.1:{port}", start_server("mlflow", argv, folder / "mlflow.log"))
+    server = start_server("mlflow", argv, folder / "mlflow.log", group=True)  # its workers too
+    return Tracking(f"http://127.0.0.1:{port}", server)
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,7 @@ def test_a_run_shows_params_both_metrics_artifacts_and_finished(
     assert tags["nbjob.run_id"] == "mlf-ok" and tags["nbjob.attempt"] == "1"
     assert (tags["nbjob.rank"], tags["nbjob.platform"], tags["nbjob.status"]) == (
         "0", "local", "succeeded")  # fmt: skip
-    assert tags["nbjob.source"] == str(nb)
+    assert tags["nbjob.source"] == tags["mlflow.source.name"] == str(nb)
     assert _artifacts(tracking, run.info.run_id) == {
         "nbjob/nb.ipynb", "nbjob/nb.html", "nbjob/run.json", "nbjob/executor.log"}  # fmt: skip
     logged = [e for e in log_events(out) if e["event"].startswith("mlflow")]

@@ -114,7 +114,9 @@ class KfpOutput:
             try:
                 self.write(event)
             except Exception as exc:  # the file KFP reads is lost, never the run's outcome
-                logs.get_logger().warning("kfp_output_failed", error=one_line(exc))
+                logs.get_logger(run_id=self.settings.run_id).warning(
+                    "kfp_output_failed", error=one_line(exc)
+                )
 
     def write(self, event: events.RunEnded) -> Path:
         """executor_output.json, the artifacts' files and the parameters' files."""
@@ -137,7 +139,9 @@ class KfpOutput:
             result["artifacts"] = artifacts
         target = Path(outputs["outputFile"])
         _write(target, json.dumps(result).encode())
-        logs.get_logger().info("kfp_output", path=str(target), artifacts=sorted(artifacts))
+        logs.get_logger(run_id=self.settings.run_id).info(
+            "kfp_output", path=str(target), artifacts=sorted(artifacts)
+        )
         return target
 
     def _artifact(self, artifact: Mapping[str, Any], event: events.RunEnded) -> dict[str, Any]:

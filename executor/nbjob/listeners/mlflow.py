@@ -66,6 +66,8 @@ def tags(settings: Settings) -> dict[str, str]:
         "nbjob.platform": placed.name,
         "nbjob.source": logs.redact(settings.source),
         "nbjob.output": logs.redact(settings.dest or settings.output),
+        "mlflow.source.name": logs.redact(settings.source),  # the UI's "Source"
+        "mlflow.source.type": "NOTEBOOK",
     }
     if placed.run_id:
         found["nbjob.job_id"] = placed.run_id
@@ -184,7 +186,9 @@ class MlflowListener:
         env = {"MLFLOW_RUN_ID": self.run_id, "MLFLOW_EXPERIMENT_NAME": self.experiment}
         if self.uri:
             env["MLFLOW_TRACKING_URI"] = self.uri
-        logs.get_logger().info("mlflow_run", run_id=self.run_id, experiment=self.experiment)
+        logs.get_logger(run_id=self.settings.run_id).info(
+            "mlflow_run", mlflow_run_id=self.run_id, experiment=self.experiment
+        )
         return env
 
     def _warn(self, error: str | None, event: str = "mlflow_unavailable") -> None:
@@ -193,7 +197,8 @@ class MlflowListener:
             if self._said:
                 return
             self._said = True
-        logs.get_logger().warning(event, error=error, uri=logs.redact(self.uri or "default"))
+        log = logs.get_logger(run_id=self.settings.run_id)
+        log.warning(event, error=error, uri=logs.redact(self.uri or "default"))
 
     # -- the events (on the listener's own thread) ---------------------------------------------
 
