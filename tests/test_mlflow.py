@@ -211,3 +211,34 @@ def test_a_tracking_server_down_from_the_start_is_one_warning(tmp_path: Path) ->
     assert [e["event"] for e in warned] == ["mlflow_unavailable"]
     assert "ConnectionRefusedError" in warned[0]["error"] and warned[0]["uri"] == closed
     assert read_json(out / "run.json")["status"] == "succeeded"
+
+
+def test_tags_hold_no_credentials_and_only_numbers_are_metrics() -> None:
+    from nbjob import config
+    from nbjob.listeners import mlflow as listener
+
+    signed = "https://b.s3.amazonaws.com/nb.zip?X-Amz-Signature=abc123&X-Amz-Credential=AKIA"
+    for source in (signed, "https://u:secret@store.example/nb.zip"):
+        flags = {"source": source, "output": "s3://b/runs/r1", "run_id": "r1", "attempt": 2}
+        made = listener.tags(config.resolve(flags, {}))
+        assert "abc123" not in str(made) and "secret" not in str(made), made
+        assert made["nbjob.source"].startswith("https://")
+    assert (made["nbjob.run_id"], made["nbjob.attempt"], made["nbjob.rank"]) == ("r1", "2", "0")
+    assert [listener.metric_value(v) for v in (0.5, 3, True, "1", float("nan"), None)] == [
+        0.5, 3.0, None, None, None, None]  # fmt: skip
+    assert listener.key("loss@val[1]") == "loss_val_1_"
+
+
+def test_mlflow_is_on_with_a_tracking_uri_and_kfp_with_an_executor_input() -> None:
+    from nbjob import config
+    from nbjob.listeners import plugins
+
+    settings = config.resolve({"source": "nb.ipynb", "listeners": "mlflow,other"}, {})
+    assert plugins.wanted(settings, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:1"}) == [
+        "mlflow", "other"]  # fmt: skip
+    plain = config.resolve({"source": "nb.ipynb"}, {})
+    assert plugins.wanted(plain, {}) == []
+    assert plugins.wanted(plain, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:1"}) == ["mlflow"]
+    kfp = config.resolve({"source": "nb.ipynb"}, {"NBJOB_KFP_EXECUTOR_INPUT": "{}"})
+    assert plugins.wanted(kfp, {}) == ["kfp"]
+    assert {"mlflow", "kfp"} <= set(plugins.installed())  # without entry-point metadata too
