@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from support import make_notebook, run_nbjob
+from support import log_events, make_notebook, run_nbjob
 
 kfp = pytest.importorskip("kfp")
 from google.protobuf import json_format  # noqa: E402
@@ -127,6 +127,8 @@ def test_a_run_writes_the_executor_output_kfp_reads(
     assert report.startswith("<!DOCTYPE html>") and "trained" in report
     summary = Path(made["summary"].path).read_text()
     assert "succeeded (exit 0)" in summary and "| accuracy | 0.9 |" in summary
+    logged = [e["path"] for e in log_events(tmp_path / "out") if e["event"] == "kfp_output"]
+    assert logged == [given_input["outputs"]["outputFile"]]
 
 
 def test_a_failing_notebook_still_writes_its_outputs(

@@ -15,13 +15,16 @@ it, with the outputs the component declares:
   when declared, in ``parameterValues`` and in each parameter's ``outputFile``.
 
 An inline listener: the file is written before the process exits (its exit code stays the
-run's). A write that fails is logged (``kfp_output_failed``), never raised into the run.
+run's), within ``WRITE_S`` (``kfp_output_late`` past it; executor_output.json comes first, the
+report, read from the results, last). A write that fails is logged (``kfp_output_failed``),
+never raised into the run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 
 # kfp's mounts of a remote artifact URI (kfp dsl/types/artifact_types.py Artifact._get_path)
 MOUNTS = {"gs://": "/gcs/", "s3://": "/s3/", "minio://": "/minio/"}
+WRITE_S = 15.0  # the outputs' writing at the run's end, at most
 METRICS, HTML, MARKDOWN = "system.Metrics", "system.HTML", "system.Markdown"
 
 
@@ -105,21 +109,33 @@ class KfpOutput:
         self.input = executor_input(settings.kfp_executor_input)
         self.metrics: dict[str, float] = {}
 
+    @property
+    def log(self) -> Any:
+        """The run's log (made when used: the log is set up after the plug-ins are made)."""
+        return logs.get_logger(run_id=self.settings.run_id)
+
     def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.CellMetric):
             value = metric_value(event.value)
             if value is not None:
                 self.metrics[event.name] = value
         elif isinstance(event, events.RunEnded) and self.settings.identity.canonical:
-            try:
-                self.write(event)
-            except Exception as exc:  # the file KFP reads is lost, never the run's outcome
-                logs.get_logger(run_id=self.settings.run_id).warning(
-                    "kfp_output_failed", error=one_line(exc)
-                )
+            # bounded: the report may come from a slow store; the process must still end
+            writer = threading.Thread(target=self._write, args=(event,), name="kfp", daemon=True)
+            writer.start()
+            writer.join(WRITE_S)
+            if writer.is_alive():
+                self.log.warning("kfp_output_late", seconds=WRITE_S)
+
+    def _write(self, event: events.RunEnded) -> None:
+        try:
+            self.write(event)
+        except Exception as exc:  # the file KFP reads is lost, never the run's outcome
+            self.log.warning("kfp_output_failed", error=one_line(exc))
 
     def write(self, event: events.RunEnded) -> Path:
-        """executor_output.json, the artifacts' files and the parameters' files."""
+        """executor_output.json and the parameters' and summary's files, then the report's
+        (read from the results, maybe remote: last)."""
         outputs = self.input["outputs"]
         result: dict[str, Any] = {}
         declared = outputs.get("parameters") or {}
@@ -131,31 +147,39 @@ class KfpOutput:
                 _write(Path(path), str(value).encode())
         if found:
             result["parameterValues"] = found
+        pages: list[str] = []  # the HTML artifacts' URIs
         artifacts = {
-            name: {"artifacts": [self._artifact(a, event) for a in spec.get("artifacts", [])]}
+            name: {
+                "artifacts": [self._artifact(a, event, pages) for a in spec.get("artifacts", [])]
+            }
             for name, spec in (outputs.get("artifacts") or {}).items()
         }
         if artifacts:
             result["artifacts"] = artifacts
         target = Path(outputs["outputFile"])
         _write(target, json.dumps(result).encode())
-        logs.get_logger(run_id=self.settings.run_id).info(
-            "kfp_output", path=str(target), artifacts=sorted(artifacts)
-        )
+        self.log.info("kfp_output", path=str(target), artifacts=sorted(artifacts))
+        if pages and event.report:
+            page = Storage(self.settings.storage_options).get_bytes(
+                join(event.output, event.report)
+            )
+            for uri in pages:
+                if page is not None:
+                    _write(local_path(uri), page)
         return target
 
-    def _artifact(self, artifact: Mapping[str, Any], event: events.RunEnded) -> dict[str, Any]:
-        """One output artifact as executor_output.json holds it; its file written by type."""
+    def _artifact(
+        self, artifact: Mapping[str, Any], event: events.RunEnded, pages: list[str]
+    ) -> dict[str, Any]:
+        """One output artifact as executor_output.json holds it; the summary written, an HTML
+        artifact's URI added to ``pages``."""
         kind = artifact.get("type", {}).get("schemaTitle", "")
         metadata = dict(artifact.get("metadata") or {})
         uri = str(artifact.get("uri", ""))
         if kind == METRICS:
             metadata.update(self.metrics)
-        elif kind == HTML and event.report:
-            storage = Storage(self.settings.storage_options)
-            page = storage.get_bytes(join(event.output, event.report))
-            if page is not None:
-                _write(local_path(uri), page)
+        elif kind == HTML:
+            pages.append(uri)
         elif kind == MARKDOWN:
             _write(local_path(uri), summary(self.settings, event, self.metrics).encode())
         return {"name": artifact.get("name", ""), "uri": uri, "metadata": metadata}
