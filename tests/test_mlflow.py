@@ -239,6 +239,8 @@ def test_mlflow_is_on_with_a_tracking_uri_and_kfp_with_an_executor_input() -> No
     plain = config.resolve({"source": "nb.ipynb"}, {})
     assert plugins.wanted(plain, {}) == []
     assert plugins.wanted(plain, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:1"}) == ["mlflow"]
+    off = config.resolve({"source": "nb.ipynb"}, {"NBJOB_NO_MLFLOW": "1"})
+    assert plugins.wanted(off, {"MLFLOW_TRACKING_URI": "http://127.0.0.1:1"}) == []
     kfp = config.resolve({"source": "nb.ipynb"}, {"NBJOB_KFP_EXECUTOR_INPUT": "{}"})
     assert plugins.wanted(kfp, {}) == ["kfp"]
     assert {"mlflow", "kfp"} <= set(plugins.installed())  # without entry-point metadata too

@@ -346,6 +346,10 @@ class Settings:
             "NAME",
         ),
     )
+    no_mlflow: bool = field(
+        default=False,
+        metadata=_opt("--no-mlflow", _bool, "no MLflow run, even with MLFLOW_TRACKING_URI set"),
+    )
     kfp_executor_input: str | None = field(
         default=None,
         metadata=_opt(

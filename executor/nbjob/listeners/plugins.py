@@ -46,10 +46,12 @@ def installed() -> dict[str, metadata.EntryPoint]:
 
 def automatic(settings: Settings, env: Mapping[str, str] | None = None) -> list[str]:
     """nbjob's own plug-ins the run's environment turns on: ``mlflow`` when
-    ``MLFLOW_TRACKING_URI`` is set and mlflow can be imported, ``kfp`` with an executor input."""
+    ``MLFLOW_TRACKING_URI`` is set and mlflow can be imported (unless ``--no-mlflow``), ``kfp``
+    with an executor input."""
     env = os.environ if env is None else env
     names = []
-    if env.get("MLFLOW_TRACKING_URI") and util.find_spec("mlflow") is not None:
+    tracking = env.get("MLFLOW_TRACKING_URI") and not settings.no_mlflow
+    if tracking and util.find_spec("mlflow") is not None:
         names.append("mlflow")
     if settings.kfp_executor_input:
         names.append("kfp")
