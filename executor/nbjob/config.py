@@ -385,6 +385,28 @@ class Settings:
             repeat=True,
         ),
     )
+    mlflow_experiment: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--mlflow-experiment",
+            str,
+            "MLflow experiment of the run (default: MLFLOW_EXPERIMENT_NAME, else Default)",
+            "NAME",
+        ),
+    )
+    no_mlflow: bool = field(
+        default=False,
+        metadata=_opt("--no-mlflow", _bool, "no MLflow run, even with MLFLOW_TRACKING_URI set"),
+    )
+    kfp_executor_input: str | None = field(
+        default=None,
+        metadata=_opt(
+            "--kfp-executor-input",
+            str,
+            "Kubeflow Pipelines v2 executor input ({{$}}): executor_output.json written at the end",
+            "JSON",
+        ),
+    )
     # Not options: from the platform, and the parameters as given (merged at run time).
     parameters: params.ParameterSources = field(default_factory=params.ParameterSources)
     platform: platforms.Placement = field(default_factory=platforms.Placement)

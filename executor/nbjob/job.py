@@ -17,6 +17,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -269,6 +270,7 @@ class Job:
         stop.wait_for(
             self.token, lambda: kernel.set_env("NBJOB_ATTEMPT", attempt), "the attempt number"
         )
+        self._listeners_env(kernel)
         self.log.info(
             "kernel_ready",
             kernel=name,
@@ -299,6 +301,22 @@ class Job:
         self.log.info("environment", **report.to_json())
         self.kernel = self._new_kernel(name, notebook.parent.resolve())
         self.kernel.start_in_background()
+
+    def _listeners_env(self, kernel: kernels.KernelSession) -> None:
+        """The variables external listeners ask for in the kernel (an MLflow run's id)."""
+        from nbjob.listeners import plugins
+
+        if not self.listeners:
+            return
+        wanted = stop.wait_for(
+            self.token,
+            lambda: plugins.kernel_env(self.listeners, self.log),
+            "the listeners' variables",
+        )
+        for name, value in wanted.items():
+            stop.wait_for(
+                self.token, partial(kernel.set_env, name, value), "the listeners' variables"
+            )
 
     def _replace_kernel(self, name: str, cwd: Path) -> kernels.KernelSession:
         """Another kernel (not started yet), the job's from now on: a stop shuts it down."""
@@ -358,7 +376,7 @@ def run(
 
     external = [
         *listeners,
-        *plugins.load(settings.listeners, settings),
+        *plugins.load(plugins.wanted(settings), settings),
         *notify.subscriptions(settings),
     ]
     if token is None:

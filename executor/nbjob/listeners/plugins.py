@@ -11,13 +11,20 @@ point is a **factory**: it is called once, before the kernel starts, with the ru
 ``on_event``) or an ``nbjob.Subscription`` that also says which event types it wants and
 whether it runs on a queue thread of its own. A class whose ``__init__`` takes the settings is
 such a factory. Its errors are logged, never fatal to the run (``nbjob.delivery``).
+
+nbjob's own plug-ins (``BUILTIN``: ``mlflow``, ``kfp``) are known by name without entry-point
+metadata, and ``automatic`` turns them on from the environment: ``mlflow`` when
+``MLFLOW_TRACKING_URI`` is set (and mlflow is installed), ``kfp`` with
+``--kfp-executor-input``. A listener may offer ``kernel_env()``: variables set in the kernel
+once it is ready (``kernel_env``), e.g. the MLflow run the notebook's own calls join.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from importlib import metadata
-from typing import TYPE_CHECKING
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import metadata, util
+from typing import TYPE_CHECKING, Any
 
 from nbjob.delivery import one_line
 from nbjob.errors import UsageError
@@ -27,11 +34,51 @@ if TYPE_CHECKING:
     from nbjob.config import Settings
 
 GROUP = "nbjob.listeners"
+# nbjob's own plug-ins, known by name even where the package's entry points are not installed
+BUILTIN = {"mlflow": "nbjob.listeners.mlflow:make", "kfp": "nbjob.listeners.kfp:make"}
 
 
 def installed() -> dict[str, metadata.EntryPoint]:
-    """The installed listener plug-ins, by name."""
-    return {ep.name: ep for ep in metadata.entry_points(group=GROUP)}
+    """The listener plug-ins, by name: nbjob's own, then the installed entry points."""
+    own = {n: metadata.EntryPoint(n, v, GROUP) for n, v in BUILTIN.items()}
+    return own | {ep.name: ep for ep in metadata.entry_points(group=GROUP)}
+
+
+def automatic(settings: Settings, env: Mapping[str, str] | None = None) -> list[str]:
+    """nbjob's own plug-ins the run's environment turns on: ``mlflow`` when
+    ``MLFLOW_TRACKING_URI`` is set and mlflow can be imported (unless ``--no-mlflow``), ``kfp``
+    with an executor input."""
+    env = os.environ if env is None else env
+    names = []
+    tracking = env.get("MLFLOW_TRACKING_URI") and not settings.no_mlflow
+    if tracking and util.find_spec("mlflow") is not None:
+        names.append("mlflow")
+    if settings.kfp_executor_input:
+        names.append("kfp")
+    return names
+
+
+def wanted(settings: Settings, env: Mapping[str, str] | None = None) -> list[str]:
+    """The plug-ins to load: those named (``--listener``), then the automatic ones."""
+    names = list(settings.listeners)
+    return names + [n for n in automatic(settings, env) if n not in names]
+
+
+def kernel_env(listeners: Iterable[Any], log: Any) -> dict[str, str]:
+    """The variables listeners ask for in the kernel (their ``kernel_env()``), once it is
+    ready; a listener's error is logged, never raised (it is not nbjob's code)."""
+    found: dict[str, str] = {}
+    for item in listeners:
+        target = item.listener if isinstance(item, Subscription) else item
+        offer = getattr(target, "kernel_env", None)
+        if not callable(offer):
+            continue
+        try:
+            found.update({str(k): str(v) for k, v in offer().items()})
+        except Exception as exc:
+            name = item.name if isinstance(item, Subscription) else type(target).__name__
+            log.warning("listener_failed", listener=name, error=one_line(exc))
+    return found
 
 
 def load(names: Sequence[str], settings: Settings) -> list[Subscription]:
