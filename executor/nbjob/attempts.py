@@ -37,6 +37,7 @@ from nbjob import lease, runfile
 from nbjob.errors import ConcurrentAttemptError, NbjobError, StorageError
 from nbjob.events import RunStatus
 from nbjob.layout import LOG, Destination
+from nbjob.resources import death
 from nbjob.runfile import RunView
 from nbjob.storage import Storage
 
@@ -101,6 +102,8 @@ def unrecorded(record: dict[str, Any]) -> dict[str, Any]:
     platform = view.get("platform") if isinstance(view.get("platform"), dict) else {}
     where = _PLATFORM_RECORD.get(str(platform.get("name")), _ANY_PLATFORM)
     during = f"while cell {cell} ran" if cell is not None else "before any cell ran"
+    oom = death.probable(record)  # its stored last sample near the memory limit
+    during += f"; {oom}" if oom else ""
     reason = (
         f"ended without a record: last seen {seen or 'never'} {during}; it was killed or its "
         f"machine lost (an out-of-memory kill of the container, SIGKILL, a lost node): see {where}"

@@ -119,7 +119,10 @@ class Results:
         self.artifacts = artifacts  # see artifacts_dir()
         self.interval = interval
         self._next_due = 0.0
-        self._pending: tuple[bytes, bytes] | None = None
+        # Other files stored with each checkpoint and at the end, after run.json: name ->
+        # their contents now (resources.jsonl: nbjob.resources).
+        self.extras: dict[str, Callable[[], bytes]] = {}
+        self._pending: tuple[bytes, bytes, dict[str, bytes]] | None = None
         self._cond = threading.Condition()
         self._closed = False
         self._warned = False
@@ -161,9 +164,17 @@ class Results:
         """Whether a checkpoint should be written now (cheap: called after every message)."""
         return time.monotonic() >= self._next_due
 
+    def hurry(self) -> None:
+        """A checkpoint at the next chance, whenever the last one was (memory pressure)."""
+        self._next_due = 0.0
+
+    def _extras(self) -> dict[str, bytes]:
+        found = {name: contents() for name, contents in self.extras.items()}
+        return {name: data for name, data in found.items() if data}  # nothing yet: no file
+
     def checkpoint(self, nb: Any, record: dict[str, Any]) -> None:
         now = time.monotonic()
-        snapshot = (self._notebook_bytes(nb), self._record_bytes(record))
+        snapshot = (self._notebook_bytes(nb), self._record_bytes(record), self._extras())
         logs.flush()
         with self._cond:
             self._pending = snapshot
@@ -191,7 +202,9 @@ class Results:
             took = time.monotonic() - started
             self._next_due = max(self._next_due, time.monotonic() + 4 * took)
 
-    def _write(self, nb_data: bytes, record_data: bytes) -> None:
+    def _write(
+        self, nb_data: bytes, record_data: bytes, extras: dict[str, bytes] | None = None
+    ) -> None:
         """run.json first and on its own (the small file with the reason gets through when the
         notebook cannot), then the notebook and the log: each is tried whatever happened to
         the others. ``StorageError`` naming each file that was not stored."""
@@ -201,6 +214,8 @@ class Results:
         if self.notebook_name and nb_data:
             url = self.url(self.notebook_name)
             puts.append(("the notebook", lambda: self.storage.put_bytes(url, nb_data)))
+        for name, data in (extras or {}).items():
+            puts.append((name, self._put(name, data)))
         if not self._is_log_local():
             puts.append((LOG, lambda: self.storage.put_file(self.folder.log, self.log_path)))
         failed = []
@@ -211,6 +226,9 @@ class Results:
                 failed.append(f"{name}: {_why(exc)}")
         if failed:
             raise StorageError("; ".join(failed))
+
+    def _put(self, name: str, data: bytes) -> Callable[[], None]:
+        return lambda: self.storage.put_bytes(self.url(name), data)
 
     def _is_log_local(self) -> bool:
         return self.folder.is_local and local_path(self.folder.log) == self.log_path
@@ -225,10 +243,11 @@ class Results:
         self._thread.join(timeout=max(0.0, budget.share(0.5).left()))  # a checkpoint under way
         nb_data = self._notebook_bytes(nb)
         record_data = self._record_bytes(record)
+        extras = self._extras()
         logs.flush()
 
         def write() -> None:
-            self._write(nb_data, record_data)
+            self._write(nb_data, record_data, extras)
             if self.stream is not None:  # what the stream has not sent yet, newest first
                 self.stream.flush()
 
@@ -284,6 +303,8 @@ class Results:
         (folder / RUN_JSON).write_bytes(self._record_bytes(record))  # the reason first
         if self.notebook_name and nb is not None:
             (folder / self.notebook_name).write_bytes(self._notebook_bytes(nb))
+        for name, data in self._extras().items():
+            (folder / name).write_bytes(data)
         if self.log_path.exists() and self.log_path.parent != folder:
             shutil.copyfile(self.log_path, folder / LOG)
 
