@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -94,6 +95,13 @@ def test_a_moved_counter_says_out_of_memory_with_the_limit_and_the_last_sample()
         "the kernel was killed by SIGKILL while running cell 12: out of memory: the container's"
         " limit is 8.0 GiB; the kernel used 7.9 GiB at its last sample, in In [12] (cell 12)"
     )
+    stamped = {**last, "t": time.time() - 0.5}
+    peaked = Memory(1, limit_bytes=8 * GiB, peak_bytes=8 * GiB, oom_kills=1)
+    told = death.explain_death(error, before, peaked, stamped, "In [12] (cell 12)")
+    assert (
+        ": the container's limit is 8.0 GiB, its use reached 8.0 GiB; the kernel used 7.9 GiB"
+        " at its last sample, 0.5 s before, in In [12] (cell 12)"
+    ) in told.reason
     assert told.details["cause"]["kind"] == "out_of_memory" and told.details["cell_index"] == 12
     assert told.exit_code == 5
 

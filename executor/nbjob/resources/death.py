@@ -16,6 +16,7 @@ is explained from its stored last sample (``probable``).
 from __future__ import annotations
 
 import signal
+import time
 from typing import Any
 
 from nbjob.errors import CellExecutionError, DeadKernelError, NbjobError
@@ -50,13 +51,18 @@ def oom_cause(
         used = last.get("rss_bytes") or last.get("memory_bytes")
     words = "out of memory: "
     words += f"the container's limit is {size(limit)}" if limit else "the memory cgroup's killer"
+    if limit and now.peak_bytes:
+        words += f", its use reached {size(now.peak_bytes)}"
     if used:
+        ago = time.time() - float(last.get("t") or time.time()) if last is not None else 0
         words += f"; the kernel used {size(used)} at its last sample"
+        words += f", {ago:.1f} s before" if ago >= 0.1 else ""
         words += f", in {cell}" if cell else ""
     return {
         "kind": "out_of_memory",
         "oom_kills": now.oom_kills - before.oom_kills,
         "memory_limit_bytes": limit,
+        "memory_peak_bytes": now.peak_bytes,
         "last_sample_bytes": used,
         "text": ": " + words,
     }
