@@ -99,8 +99,9 @@ class MemoryGroup:
 
     def _text(self, name: str) -> str | None:
         try:
-            return (self.path / name).read_text()
-        except OSError:
+            with open(f"{self.path}/{name}", "rb") as f:
+                return f.read().decode()
+        except (OSError, UnicodeDecodeError):
             return None
 
     def _int(self, name: str) -> int | None:

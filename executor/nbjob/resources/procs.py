@@ -30,6 +30,7 @@ class Tree:
     rss_bytes: int  # their resident sets, summed
     cpu_s: float  # their CPU seconds (user + system), with their reaped children's
     peak_bytes: int  # the root's high-water mark since its last reset + the others' RSS
+    members: tuple[int, ...] = ()  # their pids, the root first
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,11 @@ class _Stat:
 def _stat(pid: int, proc: Path) -> _Stat | None:
     """The fields of ``/proc/PID/stat`` used here (None: the process is gone)."""
     try:
-        text = (proc / str(pid) / "stat").read_text()
+        with open(f"{proc}/{pid}/stat", "rb") as f:
+            text = f.read()
     except OSError:
         return None
-    fields = text[text.rfind(")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
+    fields = text[text.rfind(b")") + 2 :].split()  # after "pid (comm) "; comm may hold spaces
     try:
         ppid = int(fields[1])
         utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
@@ -88,7 +90,7 @@ def descendants(root: int, proc: Path = PROC) -> list[int]:
 def high_water(pid: int, proc: Path = PROC) -> int | None:
     """The process's ``VmHWM`` in bytes (None: unreadable)."""
     try:
-        with open(proc / str(pid) / "status", "rb") as f:
+        with open(f"{proc}/{pid}/status", "rb") as f:
             for line in f:
                 if line.startswith(b"VmHWM:"):
                     return int(line.split()[1]) * 1024
@@ -100,15 +102,19 @@ def high_water(pid: int, proc: Path = PROC) -> int | None:
 def reset_peak(pid: int, proc: Path = PROC) -> bool:
     """Reset the process's ``VmHWM`` to its current RSS (False: not allowed or gone)."""
     try:
-        (proc / str(pid) / "clear_refs").write_text("5")
+        with open(f"{proc}/{pid}/clear_refs", "w") as f:
+            f.write("5")
     except OSError:
         return False
     return True
 
 
-def read_tree(root: int, proc: Path = PROC) -> Tree | None:
-    """The tree below ``root`` now; None when ``root`` is gone."""
-    stats = {pid: s for pid in descendants(root, proc) if (s := _stat(pid, proc)) is not None}
+def read_tree(root: int, proc: Path = PROC, members: tuple[int, ...] = ()) -> Tree | None:
+    """The tree below ``root`` now; None when ``root`` is gone. ``members``: the tree as an
+    earlier reading found it, read again without scanning ``/proc`` (a cell's start and end:
+    a process started since is seen at the next full reading)."""
+    pids = members or descendants(root, proc)
+    stats = {pid: s for pid in pids if (s := _stat(pid, proc)) is not None}
     if root not in stats:
         return None
     rss = sum(s.rss_pages for s in stats.values()) * _PAGE
@@ -116,4 +122,4 @@ def read_tree(root: int, proc: Path = PROC) -> Tree | None:
     hwm = high_water(root, proc)
     own = stats[root].rss_pages * _PAGE
     peak = rss if hwm is None else max(rss, rss - own + hwm)
-    return Tree(len(stats), rss, round(cpu, 2), peak)
+    return Tree(len(stats), rss, round(cpu, 2), peak, tuple(stats))

@@ -116,6 +116,7 @@ class Sampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._hits: int | None = None
+        self._members: tuple[int, ...] = ()  # the tree's pids at the last full reading
         self._pressed_at = -PRESSURE_EVERY_S
 
     def start(self, pid: int | None) -> None:
@@ -141,16 +142,24 @@ class Sampler:
 
     # -- readings ------------------------------------------------------------------------------
 
-    def read(self) -> Sample:
-        """A reading now, recorded nowhere."""
-        tree = procs.read_tree(self.pid) if self.pid is not None else None
-        memory = self.group.read() if self.group is not None else None
-        gpus = tuple(self.nvml.read()) if self.nvml is not None else ()
+    def read(self, full: bool = True) -> Sample:
+        """A reading now, recorded nowhere. Not ``full`` (a cell's start or end, on the run's
+        own thread): the tree as last found, without scanning ``/proc``, the cgroup as last
+        read, and no GPU."""
+        tree = None
+        if self.pid is not None:
+            tree = procs.read_tree(self.pid, members=() if full else self._members)
+            if tree is not None and full:
+                self._members = tree.members
+        memory = self.group.read() if self.group is not None and full else None
+        if not full and self.last is not None:
+            memory = self.last.memory  # the cgroup as last read: a cell's figures need none
+        gpus = tuple(self.nvml.read()) if self.nvml is not None and full else ()
         return Sample(time.time(), self._cell, tree, memory, gpus)
 
-    def sample(self) -> Sample:
+    def sample(self, full: bool = True) -> Sample:
         """A reading now, added to the cell's figures, the peaks and the timeline."""
-        s = self.read()
+        s = self.read(full)
         with self._lock:
             if self._meter is not None and s.cell == self._cell:
                 self._meter.add(s)
@@ -195,7 +204,7 @@ class Sampler:
             return
         if self.pid is not None:
             procs.reset_peak(self.pid)
-        s = self.read()
+        s = self.read(full=not self._members)
         with self._lock:
             self._cell = index
             self._meter = CellMeter(s.tree.cpu_s if s.tree is not None else None)
@@ -206,7 +215,7 @@ class Sampler:
         if self.interval <= 0 or self._meter is None:
             return None
         with contextlib.suppress(Exception):
-            self.sample()
+            self.sample(full=False)
         with self._lock:
             meter, self._meter, self._cell = self._meter, None, None
         return meter.to_json() if meter is not None else None
