@@ -192,6 +192,7 @@ def test_nvml_reads_the_visible_devices_only() -> None:
 def test_a_cells_gpu_figures_come_from_the_samples() -> None:
     sampler = Sampler(1.0, None, Nvml.open({}, FakeNvml()))
     sampler.start(None)  # no tree: a remote kernel
+    sampler.sample()  # the first reading, as Resources.start takes it
     sampler.cell_started(5)
     figures = sampler.cell_ended(5)
     sampler.stop()

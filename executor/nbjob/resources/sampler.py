@@ -117,6 +117,7 @@ class Sampler:
         self._thread: threading.Thread | None = None
         self._hits: int | None = None
         self._members: tuple[int, ...] = ()  # the tree's pids at the last full reading
+        self._gpus: tuple[Gpu, ...] = ()  # the GPUs as last read
         self._pressed_at = -PRESSURE_EVERY_S
 
     def start(self, pid: int | None) -> None:
@@ -165,6 +166,8 @@ class Sampler:
                 self._meter.add(s)
             self._peak(s)
             self.last = s
+            if s.gpus:
+                self._gpus = s.gpus
             if s.tree is not None:
                 self.last_alive = s
             self.timeline.add(s.to_json())
@@ -233,11 +236,10 @@ class Sampler:
         limits: dict[str, Any] = {"memory_bytes": None, "gpus": []}
         if last is not None and last.memory is not None:
             limits["memory_bytes"] = last.memory.limit_bytes
-        if last is not None:
-            limits["gpus"] = [
-                {"index": g.index, "name": g.name, "memory_total_bytes": g.memory_total_bytes}
-                for g in last.gpus
-            ]
+        limits["gpus"] = [
+            {"index": g.index, "name": g.name, "memory_total_bytes": g.memory_total_bytes}
+            for g in self._gpus
+        ]
         if "gpus" in peaks:
             peaks["gpus"] = [
                 {"index": i, "memory_bytes": b} for i, b in sorted(peaks["gpus"].items())
