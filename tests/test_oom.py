@@ -16,6 +16,7 @@ from pathlib import Path
 
 from support import (
     kill_group,
+    log_events,
     memory_group,
     notebook_json,
     read_json,
@@ -109,6 +110,8 @@ def test_a_container_killed_whole_is_a_probable_oom_for_the_next_attempt(tmp_pat
     assert "% of the 700 MiB limit at its last sample" in lost["reason"]
     kept = read_json(out / "attempts" / "1" / "run.json")
     assert kept["resources"]["last_sample"]["cell"] == 1
+    pressure = [e for e in log_events(out / "attempts" / "1") if e["event"] == "memory_pressure"]
+    assert pressure and pressure[0]["cell"] == 1  # a checkpoint was asked for at once
 
 
 def test_a_cell_holding_400_mb_has_a_peak_of_400_mb(tmp_path: Path) -> None:
