@@ -1,9 +1,9 @@
 """Attempts: running again with the same destination is a new attempt, never an overwrite.
 
 When the run starts, the destination's ``run.json`` tells whether an earlier attempt left
-results there. If so, its notebook, HTML report, run.json and executor.log are copied to
-``attempts/<n>/`` (``n``: its ``attempt``, 1 when it has none) before this attempt writes
-anything; the top level then always holds the latest attempt. This attempt's number is the
+results there. If so, its notebook, HTML report, run.json, executor.log and resources.jsonl are
+copied to ``attempts/<n>/`` (``n``: its ``attempt``, 1 when it has none) before this attempt
+writes anything; the top level then always holds the latest attempt. This attempt's number is the
 platform's (``--attempt`` / ``NBJOB_ATTEMPT``, Slurm's ``SLURM_RESTART_COUNT`` + 1,
 ``NBJOB_RESTART_COUNT`` + 1) when that is higher than the destination's, else the destination's
 + 1, so a number is never reused.
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from nbjob import lease, runfile
 from nbjob.errors import ConcurrentAttemptError, NbjobError, StorageError
 from nbjob.events import RunStatus
-from nbjob.layout import LOG, Destination
+from nbjob.layout import LOG, RESOURCES, Destination
 from nbjob.resources import death
 from nbjob.runfile import RunView
 from nbjob.storage import Storage
@@ -200,11 +200,12 @@ def begin(
 
 
 def archive(storage: Storage, dest: Destination, previous: dict[str, Any], number: int) -> None:
-    """Copy the earlier attempt's notebook, report, log and run.json (last) to attempts/<n>/."""
+    """Copy the earlier attempt's notebook, report, log, resource samples and run.json (last) to
+    attempts/<n>/."""
     folder = dest.attempt(number)
     view = RunView.of(previous)
     names = [Path(n).name for n in (view.notebook, view.report) if n is not None]
-    for name in [*names, LOG]:
+    for name in [*names, LOG, RESOURCES]:
         data = storage.get_bytes(dest.file(name))
         if data is not None:
             html = name.endswith(".html")  # the report: a browser shows it, not downloads it

@@ -164,17 +164,21 @@ class Sampler:
         with self._lock:
             if self._meter is not None and s.cell == self._cell:
                 self._meter.add(s)
-            self._peak(s)
-            self.last = s
-            if s.gpus:
-                self._gpus = s.gpus
-            if s.tree is not None:
-                self.last_alive = s
-            self.timeline.add(s.to_json())
+            self._keep(s)
         if self.on_sample is not None:
             self.on_sample(s)
         self._check_pressure(s)
         return s
+
+    def _keep(self, s: Sample) -> None:
+        """``s`` in the peaks, as the newest sample and on the timeline (the lock held)."""
+        self._peak(s)
+        self.last = s
+        if s.gpus:
+            self._gpus = s.gpus
+        if s.tree is not None:
+            self.last_alive = s
+        self.timeline.add(s.to_json())
 
     def _peak(self, s: Sample) -> None:
         p = self.peaks
@@ -208,10 +212,12 @@ class Sampler:
         if self.pid is not None:
             procs.reset_peak(self.pid)
         s = self.read(full=not self._members)
+        started = Sample(s.t, index, s.tree, s.memory, s.gpus)
         with self._lock:
             self._cell = index
             self._meter = CellMeter(s.tree.cpu_s if s.tree is not None else None)
-            self._meter.add(Sample(s.t, index, s.tree, s.memory, s.gpus))
+            self._meter.add(started)
+            self._keep(started)  # the cell's start on the timeline
 
     def cell_ended(self, index: int) -> dict[str, Any] | None:
         """The cell's figures (``CellMeter.to_json``), one more reading taken first."""
