@@ -10,7 +10,7 @@ children, like data-loader workers; all stopped by PID at the end), then runs nb
 ``Sampler`` on it exactly as a run does — the process tree from ``/proc``, this process's memory
 cgroup, NVML when present — for ``--seconds`` seconds at ``--interval``, plus one cell start and
 end per second (the per-cell readings). The cost is the sampler thread's CPU time
-(``time.thread_time``) plus the cell readings' (``time.process_time`` around them), over the
+(``time.thread_time``) plus the cell readings' (the main thread's, around them), over the
 wall time: the share of one core. Writes the "Resource sampler" section of BENCHMARKS.md.
 """
 
@@ -63,28 +63,27 @@ def measure(pid: int, seconds: float, interval: float) -> dict[str, float]:
     sampler.start(pid)
     cells_cpu, began, index = 0.0, time.monotonic(), 0
     while time.monotonic() - began < seconds:
-        t = time.process_time()
+        t = time.thread_time()
         sampler.cell_started(index)
         sampler.cell_ended(index)
-        cells_cpu += time.process_time() - t
+        cells_cpu += time.thread_time() - t
         index += 1
         time.sleep(1.0)
     wall = time.monotonic() - began
-    samples = len(sampler.timeline)
-    t = time.process_time()
+    t = time.thread_time()
     for i in range(CELLS):  # a notebook of many short cells: what each cell adds
         sampler.cell_started(index + i)
         sampler.cell_ended(index + i)
-    tight = time.process_time() - t
+    tight = time.thread_time() - t
     sampler.stop()
     return {
         "wall_s": wall,
         "thread_cpu_s": sampler.cpu_time,
         "cells_cpu_s": cells_cpu,
         "cells": index,
-        "samples": samples,
+        "samples": sampler.rounds,  # the thread's (the timeline also has the cells')
         "share": (sampler.cpu_time + cells_cpu) / wall,
-        "per_sample_ms": 1000 * sampler.cpu_time / max(1, samples - index),
+        "per_sample_ms": 1000 * sampler.cpu_time / max(1, sampler.rounds),
         "per_cell_ms": 1000 * tight / CELLS,
     }
 
@@ -124,7 +123,7 @@ def report(r: dict[str, float], args: argparse.Namespace, procs: int) -> str:
         f"end a second (the per-cell readings); then {CELLS} cell starts and ends in a row, "
         "for what each cell adds to a notebook of many short cells (on the run's thread).",
         "",
-        "| samples | sampler thread CPU (s) | cell readings CPU (s) | CPU per sample (ms) "
+        "| thread samples | sampler thread CPU (s) | cell readings CPU (s) | CPU per sample (ms) "
         "| CPU per cell start + end (ms) | share of one core | target | result |",
         "|---:|---:|---:|---:|---:|---:|---|---|",
         f"| {r['samples']:.0f} | {r['thread_cpu_s']:.3f} | {r['cells_cpu_s']:.3f} | "

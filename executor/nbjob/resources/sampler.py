@@ -109,7 +109,8 @@ class Sampler:
         self.last: Sample | None = None
         self.last_alive: Sample | None = None  # the newest sample that found the kernel's tree
         self.peaks: dict[str, Any] = {}
-        self.cpu_time = 0.0  # the sampler's own CPU seconds (its cost)
+        self.cpu_time = 0.0  # the sampler thread's own CPU seconds (its cost) ...
+        self.rounds = 0  # ... over this many samples
         self._cell: int | None = None
         self._meter: CellMeter | None = None
         self._lock = threading.Lock()
@@ -140,6 +141,7 @@ class Sampler:
             with contextlib.suppress(Exception):  # a reading must never end the run
                 self.sample()
             self.cpu_time += time.thread_time() - began
+            self.rounds += 1
 
     # -- readings ------------------------------------------------------------------------------
 
