@@ -114,6 +114,22 @@ def test_a_container_killed_whole_is_a_probable_oom_for_the_next_attempt(tmp_pat
     assert pressure and pressure[0]["cell"] == 1  # a checkpoint was asked for at once
 
 
+def test_a_gpu_out_of_memory_exception_is_named_in_failed_cell(tmp_path: Path) -> None:
+    raises = (
+        "class OutOfMemoryError(RuntimeError): pass\nraise OutOfMemoryError('CUDA out of memory')"
+    )
+    nb = write_notebook(tmp_path, ["a = 1", raises])
+    result = run_nbjob("run", nb, "--output", tmp_path / "out")
+    assert result.returncode == 1
+    record = read_json(tmp_path / "out" / "run.json")
+    assert record["reason"] == (
+        "In [2] (cell 1) raised OutOfMemoryError: CUDA out of memory (a GPU's memory ran out;"
+        " its peak is unknown: no GPU was sampled)"
+    )  # no GPU on this machine: the peak is said to be unknown
+    assert record["failed_cell"]["cause"] == {"kind": "gpu_out_of_memory", "gpus": []}
+    assert record["failed_cell"]["ename"] == "OutOfMemoryError"
+
+
 def test_a_cell_holding_400_mb_has_a_peak_of_400_mb(tmp_path: Path) -> None:
     hold = "b = bytearray(400 * 2**20)\nb[::4096] = b'x' * len(b[::4096])  # every page"
     nb = write_notebook(tmp_path, ["a = 1", hold, "del b"])

@@ -223,6 +223,18 @@ def test_pressure_asks_for_a_checkpoint_once_per_episode_window(tmp_path: Path) 
     assert len(calls) == 1
 
 
+def test_a_remote_kernel_has_no_tree_and_its_death_is_not_explained() -> None:
+    from nbjob.record import RunRecord
+
+    record = RunRecord.start("r", "s", "o", "local", {})
+    res = resources.Resources(1.0, record)
+    res.start(SimpleNamespace(process_id=lambda: None))
+    died = DeadKernelError("the remote kernel died", exit_status=None)
+    assert res.end(died) is died  # no exit status here: nothing to compare
+    assert record.to_json()["resources"]["kernel_tree"] == resources.REMOTE
+    assert "rss_bytes" not in record.to_json()["resources"]["last_sample"]
+
+
 def test_resources_listener_puts_figures_in_the_record() -> None:
     from nbjob import events
     from nbjob.record import RunRecord

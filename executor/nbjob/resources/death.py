@@ -90,7 +90,7 @@ def explain_gpu(error: CellExecutionError, cell: dict[str, Any] | None) -> Nbjob
         peaks = ", ".join(f"GPU {g['index']} {size(g['peak_memory_bytes'])}" for g in gpus)
         text = f" (a GPU's memory ran out; peak during the cell: {peaks})"
     else:
-        text = " (a GPU's memory ran out; no GPU figures: NVML not available)"
+        text = " (a GPU's memory ran out; its peak is unknown: no GPU was sampled)"
     return CellExecutionError(error.reason + text, **{**error.details, "cause": cause})
 
 
