@@ -250,3 +250,32 @@ def test_resources_listener_puts_figures_in_the_record() -> None:
     assert data["resources"]["interval_s"] == 0.5 and data["resources"]["last_sample"]
     assert record.cell_resources[1]["peak_rss_bytes"] > 10 * 2**20
     assert isinstance(error, DeadKernelError) and "cause" in error.details
+
+
+def test_interval_zero_records_nothing_and_still_explains_a_death(tmp_path: Path) -> None:
+    from nbjob import events
+    from nbjob.config import OPTIONS
+    from nbjob.record import RunRecord
+
+    (option,) = [o for o in OPTIONS if o.name == "resource_interval"]
+    assert (option.flag, option.env, option.default) == (
+        "--resource-interval", "NBJOB_RESOURCE_INTERVAL", 1.0
+    )  # fmt: skip
+    assert option.parse("0") == 0.0
+    with pytest.raises(ValueError):
+        option.parse("-1")
+    write(tmp_path, {"memory.oom_control": "oom_kill 0\n", "memory.usage_in_bytes": "1"})
+    record = RunRecord.start("r", "s", "o", "local", {})
+    res = resources.Resources(0, record, group=MemoryGroup(tmp_path, 1))
+    res.start(SimpleNamespace(process_id=os.getpid))
+    res.on_event(events.CellStarted(1, "t"))
+    res.on_event(events.CellEnded(events.CellState(1)))
+    (tmp_path / "memory.oom_control").write_text("oom_kill 1\n")  # the kernel's OOM kill
+    error = res.end(DeadKernelError("the kernel was killed by SIGKILL", exit_status=-9))
+    assert "resources" not in record.to_json() and record.cell_resources == {}
+    assert res.timeline() == b""
+    assert isinstance(error, DeadKernelError)
+    assert (
+        error.reason
+        == "the kernel was killed by SIGKILL: out of memory: the memory cgroup's killer"
+    )

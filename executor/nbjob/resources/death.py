@@ -50,7 +50,10 @@ def oom_cause(
     if last is not None:
         used = last.get("rss_bytes") or last.get("memory_bytes")
     words = "out of memory: "
-    words += f"the container's limit is {size(limit)}" if limit else "the memory cgroup's killer"
+    if limit:
+        words += f"the container's limit is {size(limit)}"
+    else:
+        words += "this container's out-of-memory killer ended it"
     if limit and now.peak_bytes:
         words += f", its use reached {size(now.peak_bytes)}"
     if used:
