@@ -275,7 +275,7 @@ def test_interval_zero_records_nothing_and_still_explains_a_death(tmp_path: Path
     assert "resources" not in record.to_json() and record.cell_resources == {}
     assert res.timeline() == b""
     assert isinstance(error, DeadKernelError)
-    assert (
-        error.reason
-        == "the kernel was killed by SIGKILL: out of memory: the memory cgroup's killer"
+    assert error.reason == (
+        "the kernel was killed by SIGKILL: out of memory: this container's out-of-memory killer"
+        " ended it"
     )
