@@ -279,3 +279,13 @@ def test_interval_zero_records_nothing_and_still_explains_a_death(tmp_path: Path
         "the kernel was killed by SIGKILL: out of memory: this container's out-of-memory killer"
         " ended it"
     )
+
+
+def test_near_the_limit_the_sampler_samples_more_often(tmp_path: Path) -> None:
+    write(tmp_path, {"memory.current": "50", "memory.max": "100", "memory.events": "max 0\n"})
+    sampler = Sampler(1.0, MemoryGroup(tmp_path, 2))
+    sampler.sample()
+    assert sampler._next_wait() == 1.0
+    (tmp_path / "memory.current").write_text("80")
+    sampler.sample()
+    assert sampler._next_wait() == 0.25

@@ -5,7 +5,9 @@ kernel's tree (``procs``: memory, CPU seconds, children included), the memory cg
 (``cgroup``: usage, limit, out-of-memory counters) and each visible GPU (``gpus``). Each sample
 updates the running cell's figures (``CellMeter``: the tree's peak memory, CPU seconds, per GPU
 its peak memory and mean utilization), the run's peaks, the newest sample and the timeline.
-A cell's end takes one more sample at once, so a short cell has figures too.
+A cell's start and end take one more sample at once, so a short cell has figures too. Near the
+memory limit (``NEAR`` of it) the thread samples every ``NEAR_INTERVAL_S``: the last sample
+before an out-of-memory kill is the evidence the next attempt, or the cause of death, cites.
 
 Memory pressure — usage at ``PRESSURE`` of the limit or more, or the group hitting its limit
 again (v1 ``failcnt``, v2 ``max`` events) — calls ``on_pressure`` (at most every
@@ -29,6 +31,8 @@ from nbjob.resources.timeline import Timeline
 
 PRESSURE = 0.9  # of the memory limit
 PRESSURE_EVERY_S = 5.0
+NEAR = 0.75  # of the memory limit: from here on the sampler samples more often ...
+NEAR_INTERVAL_S = 0.25  # ... this often (when --resource-interval is longer)
 
 
 @dataclass(frozen=True)
@@ -136,12 +140,19 @@ class Sampler:
             self.nvml.close()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._stop.wait(self._next_wait()):
             began = time.thread_time()
             with contextlib.suppress(Exception):  # a reading must never end the run
                 self.sample()
             self.cpu_time += time.thread_time() - began
             self.rounds += 1
+
+    def _next_wait(self) -> float:
+        """The interval; shorter near the memory limit, where the last sample before a kill
+        is the evidence that matters."""
+        m = self.last.memory if self.last is not None else None
+        near = m is not None and m.fraction is not None and m.fraction >= NEAR
+        return min(self.interval, NEAR_INTERVAL_S) if near else self.interval
 
     # -- readings ------------------------------------------------------------------------------
 
