@@ -91,12 +91,11 @@ def high_water(pid: int, proc: Path = PROC) -> int | None:
     """The process's ``VmHWM`` in bytes (None: unreadable)."""
     try:
         with open(f"{proc}/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
+            text = f.read()
+        at = text.find(b"\nVmHWM:")
+        return None if at < 0 else int(text[at + 7 : text.find(b"kB", at)]) * 1024
+    except (OSError, ValueError):
         return None
-    return None
 
 
 def reset_peak(pid: int, proc: Path = PROC) -> bool:

@@ -178,9 +178,10 @@ class Sampler:
             if self._meter is not None and s.cell == self._cell:
                 self._meter.add(s)
             self._keep(s)
-        if self.on_sample is not None:
-            self.on_sample(s)
-        self._check_pressure(s)
+        if full:  # the thread's: a cell's own readings change only the cell's figures
+            if self.on_sample is not None:
+                self.on_sample(s)
+            self._check_pressure(s)
         return s
 
     def _keep(self, s: Sample) -> None:
