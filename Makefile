@@ -21,7 +21,7 @@ help:
 	@echo "make docs   - build the documentation site into ./site (mkdocs, warnings as errors)"
 	@echo "make test-fast - the in-process tests only (no nbjob, kernel or server started; seconds)"
 	@echo "make test-e2e  - the tests that start nbjob, kernels or servers (no images, no clusters)"
-	@echo "make bench  - nbjob vs papermill vs nbclient, artifact upload vs aws s3 sync; writes BENCHMARKS.md"
+	@echo "make bench  - nbjob vs papermill vs nbclient, artifact upload vs aws s3 sync, the resource sampler's cost; writes BENCHMARKS.md"
 	@echo "make images - build nbjob-base, then the torch and TF images on it (docker, else podman)"
 	@echo "              (CPU variant without a registry: make images IMAGES_FLAGS=--cpu)"
 
@@ -107,6 +107,7 @@ demo-s3: $(CORE_STAMP)
 bench: venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/artifacts.py $(ARTIFACTS_BENCH_ARGS)
+	$(BIN)/python bench/resources.py $(RESOURCES_BENCH_ARGS)
 
 images: venv
 	bash tests/images/build.sh $(IMAGES_FLAGS)

@@ -185,7 +185,8 @@ def test_sigkill_then_retry_resumes_from_the_checkpoint_in_s3(
     nb = s3_server.get(bucket, "runs/r1/nb.ipynb").decode()
     assert f"attempt 2 starts at epoch {saved['epoch']}" in nb and "done at epoch 6" in nb
     keys = s3_server.keys(bucket, "runs/r1/attempts/")
-    assert keys == [f"runs/r1/attempts/1/{n}" for n in ("executor.log", "nb.ipynb", "run.json")]
+    kept = ("executor.log", "nb.ipynb", "resources.jsonl", "run.json")
+    assert keys == [f"runs/r1/attempts/1/{n}" for n in kept]
     old = _s3_json(s3_server, bucket, "runs/r1/attempts/1/run.json")
     assert old and old["attempt"] == 1 and old["run_id"] == "r1"
     assert (

@@ -355,13 +355,15 @@ def test_two_ranks_one_canonical_result(tmp_path: Path) -> None:
     assert codes == [0, 0], [p.output()[1][-2000:] for p in procs]
     # Rank 0: exactly the layout of a single-process run, plus ranks/.
     top = {p.name for p in out.iterdir()}
-    assert top == {"ddp.ipynb", "ddp.html", "run.json", "executor.log", "ranks"}, top
+    assert top == {"ddp.ipynb", "ddp.html", "run.json", "executor.log", "resources.jsonl",
+                   "ranks"}, top  # fmt: skip
     assert {p.name for p in (out / "ranks").iterdir()} == {"1"}
     assert {p.name for p in (out / "ranks" / "1").iterdir()} == {
         "ddp.ipynb",
         "ddp.html",
         "run.json",
         "executor.log",
+        "resources.jsonl",
     }
     run, run1 = read_json(out / "run.json"), read_json(out / "ranks/1/run.json")
     assert run["identity"] == {"rank": 0, "world_size": 2, "source": "RANK", "canonical": True}

@@ -304,7 +304,9 @@ def test_no_report_writes_none(tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = run_nbjob("run", nb, "--output", out, "--no-report")
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["executor.log", "nb.ipynb", "run.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "executor.log", "nb.ipynb", "resources.jsonl", "run.json"
+    ]  # fmt: skip
     assert read_json(out / "run.json")["report"] == {"name": None, "reason": report.TURNED_OFF}
     by_env = tmp_path / "by-env"
     again = run_nbjob("run", nb, "--output", by_env, env={"NBJOB_NO_REPORT": "1"})

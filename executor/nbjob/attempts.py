@@ -1,8 +1,8 @@
 """Attempts: running again with the same destination is a new attempt, never an overwrite.
 
 When the run starts, the destination's ``run.json`` tells whether an earlier attempt left
-results there. If so, its notebook, HTML report, run.json and executor.log (rebuilt from the
-live log's segments when they hold more: ``nbjob.livelog``) are copied to
+results there. If so, its notebook, HTML report, run.json, executor.log (rebuilt from the
+live log's segments when they hold more: ``nbjob.livelog``) and resources.jsonl are copied to
 ``attempts/<n>/`` (``n``: its ``attempt``, 1 when it has none) before this attempt writes
 anything; the top level then always holds the latest attempt. This attempt's number is the
 platform's (``--attempt`` / ``NBJOB_ATTEMPT``, Slurm's ``SLURM_RESTART_COUNT`` + 1,
@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 from nbjob import lease, livelog, runfile
 from nbjob.errors import ConcurrentAttemptError, NbjobError, StorageError
 from nbjob.events import RunStatus
-from nbjob.layout import LOG, Destination
+from nbjob.layout import LOG, RESOURCES, Destination
+from nbjob.resources import death
 from nbjob.runfile import RunView
 from nbjob.storage import Storage
 
@@ -104,6 +105,8 @@ def unrecorded(record: dict[str, Any]) -> dict[str, Any]:
     platform = view.get("platform") if isinstance(view.get("platform"), dict) else {}
     where = _PLATFORM_RECORD.get(str(platform.get("name")), _ANY_PLATFORM)
     during = f"while cell {cell} ran" if cell is not None else "before any cell ran"
+    oom = death.probable(record)  # its stored last sample near the memory limit
+    during += f"; {oom}" if oom else ""
     reason = (
         f"ended without a record: last seen {seen or 'never'} {during}; it was killed or its "
         f"machine lost (an out-of-memory kill of the container, SIGKILL, a lost node): see {where}"
@@ -230,11 +233,12 @@ def begin(
 
 
 def archive(storage: Storage, dest: Destination, previous: dict[str, Any], number: int) -> None:
-    """Copy the earlier attempt's notebook, report, log and run.json (last) to attempts/<n>/."""
+    """Copy the earlier attempt's notebook, report, log, resource samples and run.json (last) to
+    attempts/<n>/."""
     folder = dest.attempt(number)
     view = RunView.of(previous)
     names = [Path(n).name for n in (view.notebook, view.report) if n is not None]
-    for name in [*names, LOG]:
+    for name in [*names, LOG, RESOURCES]:
         data = storage.get_bytes(dest.file(name))
         if name == LOG and (data is None or view.status is RunStatus.ENDED_WITHOUT_RECORD):
             data = livelog.whole(storage, dest, view.attempt, data)  # killed: in segments

@@ -407,6 +407,15 @@ class Settings:
             "JSON",
         ),
     )
+    resource_interval: float = field(
+        default=1.0,
+        metadata=_opt(
+            "--resource-interval",
+            _seconds,
+            "seconds between samples of the kernel's memory, CPU and GPUs (0: off)",
+            "SECONDS",
+        ),
+    )
     # Not options: from the platform, and the parameters as given (merged at run time).
     parameters: params.ParameterSources = field(default_factory=params.ParameterSources)
     platform: platforms.Placement = field(default_factory=platforms.Placement)

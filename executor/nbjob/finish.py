@@ -78,6 +78,7 @@ class Finish:
         return [
             Step("fetch remote artifacts", self.fetch_artifacts, 1 / 3, at_least=1, calm=FETCH_S),
             Step("read a late attempt", self.late_attempt, 1 / 3),
+            Step("stop the sampler", self.stop_sampler),
             Step("close the record", self.close_record),
             Step("checkpoint for peers", self.checkpoint_for_peers),
             Step("wait for ranks", self.wait_for_ranks, calm=self.job.s.ranks_wait),
@@ -155,6 +156,12 @@ class Finish:
         if isinstance(self.error, ConcurrentAttemptError):  # the one line says where it is
             self.error = ConcurrentAttemptError(f"{self.error.reason}; its record: {where}")
         job.log.warning("results_beside_another_attempt", output=where)
+
+    def stop_sampler(self, _: Budget) -> None:
+        """The resource sampler stops; a dead kernel's cause (or a GPU's out-of-memory) from
+        evidence, in the reason (``nbjob.resources``)."""
+        job = self.job
+        self.error = job.resources.end(self.error, job.record.cells)
 
     def close_record(self, _: Budget) -> None:
         """The run's ending in the record (a stop wins) and the notebook's banners; a failed

@@ -31,6 +31,7 @@ from nbjob import (
     ranks,
     reaper,
     report,
+    resources,
     results,
     stop,
 )
@@ -153,7 +154,15 @@ class Job:
         from nbjob.listeners import Checkpointer, LogListener  # nbformat: after the kernel launch
 
         checkpointer = Checkpointer(self.results, lambda: self.nb, self.record)
-        self.bus = events.Bus([self.record, LogListener(self.log), checkpointer], log=self.log)
+        self.resources = resources.Resources(
+            self.s.resource_interval, self.record, self.results.hurry, self.log
+        )
+        if self.resources.on:
+            self.results.extras[layout.RESOURCES] = self.resources.timeline
+        own: list[events.Listener] = [
+            self.record, LogListener(self.log), self.resources, checkpointer
+        ]  # fmt: skip
+        self.bus = events.Bus(own, log=self.log)
         for listener in self.listeners:  # isolated: their errors never reach the run
             self.bus.subscribe(listener)
         return error
@@ -266,6 +275,7 @@ class Job:
         )
         session = kernel.describe() | {"unsupported": kernel.lang.unsupported()}
         self.record.kernel_ready(name, kernel.language, kernel.info, session)
+        self.resources.start(kernel)  # the sampler, from now to the end (nbjob.resources)
         attempt = str(self.record.attempt)  # may be known only now (the destination's)
         stop.wait_for(
             self.token, lambda: kernel.set_env("NBJOB_ATTEMPT", attempt), "the attempt number"

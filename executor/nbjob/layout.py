@@ -4,6 +4,7 @@ Every file and folder nbjob writes or reads at a destination is spelled here and
 
     <top>/                       the run's top: rank 0's results (a sweep's shard: shards/<s>/)
       run.json  executor.log  <notebook>.ipynb  <notebook>.html
+      resources.jsonl            the resource samples over time (nbjob.resources)
       artifacts/                 what the notebook wrote to $NBJOB_ARTIFACTS_DIR
       log/<a>/<offset>.log       attempt a's live log, in segments written once (nbjob.livelog)
       attempts/<n>/              an earlier attempt's results, kept before this one writes
@@ -26,6 +27,7 @@ from nbjob.storage import is_local, join, local_path
 
 RUN_JSON = "run.json"
 LOG = "executor.log"
+RESOURCES = "resources.jsonl"  # the resource samples over time (nbjob.resources.timeline)
 ARTIFACTS = "artifacts"  # files the notebook writes to $NBJOB_ARTIFACTS_DIR
 ATTEMPTS = "attempts"
 RANKS = "ranks"

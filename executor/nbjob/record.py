@@ -103,6 +103,8 @@ class RunRecord:
     report: dict[str, Any] = field(
         default_factory=lambda: {"name": None, "reason": "written at the end of the run"}
     )  # the HTML report (nbjob.report): its name, or why there is none
+    resources: dict[str, Any] | None = None  # nbjob.resources: limits, peaks, newest sample
+    cell_resources: dict[int, dict[str, Any]] = field(default_factory=dict)  # by cell index
 
     @classmethod
     def start(
@@ -228,6 +230,8 @@ class RunRecord:
         if index is not None:
             cell = self.cells.get(index)
             self.failed_cell = {"index": index, **((cell.error if cell else None) or {})}
+            if error.details.get("cause"):  # from evidence (nbjob.resources.death)
+                self.failed_cell["cause"] = error.details["cause"]
 
     def run_started(self) -> events.RunStarted:
         """The event for the run's start: the facts gathered so far."""
@@ -291,6 +295,11 @@ class RunRecord:
             "ranks_waited_s": self.ranks_waited_s,
         }
 
+    def _cell_json(self, cell: CellState) -> dict[str, Any]:
+        """A cell's entry, with its resources when they were measured."""
+        figures = self.cell_resources.get(cell.index)
+        return cell.to_json() if figures is None else {**cell.to_json(), "resources": figures}
+
     def to_json(self) -> dict[str, Any]:
         """run.json's mapping; key order as before the record was typed."""
         return {
@@ -311,7 +320,7 @@ class RunRecord:
             "gpus": self.gpus,
             "gpu_probe": self.gpu_probe,
             "unmet_requirements": self.unmet_requirements,
-            "cells": [c.to_json() for c in self.cells.values()],
+            "cells": [self._cell_json(c) for c in self.cells.values()],
             "artifacts": self.artifacts,
             "report": self.report,
             "platform": self.platform,
@@ -327,6 +336,7 @@ class RunRecord:
             "identity": self.identity,
             "shard": self.shard,
             **self._ranks_json(),
+            **({"resources": self.resources} if self.resources is not None else {}),
             **({"traceback": self.traceback} if self.traceback else {}),
             **({"log_dropped": self.log_dropped} if self.log_dropped else {}),
             **({"environment": self.environment} if self.environment else {}),

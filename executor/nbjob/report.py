@@ -19,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-from nbjob import logs
+from nbjob import logs, report_chart
+from nbjob.layout import RESOURCES
 from nbjob.record import RunRecord
 from nbjob.results import Results
 from nbjob.stop import Budget, timebox
@@ -199,6 +200,7 @@ def _render_and_put(
     page, why = _boxed(lambda: render(results.masked(nb), folder, title), budget)  # masked
     if page is None:
         return why
+    page = report_chart.add(page, results.extras.get(RESOURCES, bytes)(), record.cell_resources)
     _, why = _boxed(lambda: _put(results, page), budget)  # only a whole page goes up
     if why is None:
         name = name_for(results.notebook_name or "")

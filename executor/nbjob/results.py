@@ -122,12 +122,16 @@ class Results:
         self.artifacts = artifacts  # see artifacts_dir()
         self.interval = interval
         self._next_due = 0.0
-        self._pending: tuple[bytes, bytes, int] | None = None
+        self._pending: tuple[bytes, bytes, int, dict[str, bytes]] | None = None
         self.shipper = livelog.Shipper(storage, log_path)  # the live log (remote destinations)
         self._attempt = 1  # the attempt the live log's segments are stored for
         self.pace = pacing.NotebookPace()  # when a remote destination's notebook is stored
         self._nb_due = 0.0  # a remote destination's notebook is serialized again from then
         self._nb_cost = 0.0  # what serializing it cost at this checkpoint
+        # Other files stored with each checkpoint and at the end, after run.json: name ->
+        # their contents now (resources.jsonl: nbjob.resources).
+        self.extras: dict[str, Callable[[], bytes]] = {}
+        self._paces: dict[str, pacing.NotebookPace] = {}  # the extras' byte budgets
         self._cond = threading.Condition()
         self._closed = False
         self._warned = False
@@ -169,6 +173,23 @@ class Results:
         """Whether a checkpoint should be written now (cheap: called after every message)."""
         return time.monotonic() >= self._next_due
 
+    def hurry(self) -> None:
+        """A checkpoint at the next chance, whenever the last one was (memory pressure)."""
+        self._next_due = 0.0
+
+    def _extras(self, paced: bool = False) -> dict[str, bytes]:
+        """The extra files' contents now (none yet: no file); ``paced``: at a checkpoint, a
+        remote destination's only when their byte budget allows (``pacing``, as the
+        notebook's: a bounded timeline rewritten every 2 s would cost its size each time)."""
+        found = {name: contents() for name, contents in self.extras.items()}
+        found = {name: data for name, data in found.items() if data}
+        if paced and not self.folder.is_local:
+            found = {n: d for n, d in found.items() if self._pace(n).take(len(d))}
+        return found
+
+    def _pace(self, name: str) -> pacing.NotebookPace:
+        return self._paces.setdefault(name, pacing.NotebookPace())
+
     def checkpoint(self, nb: Any, record: dict[str, Any]) -> None:
         """A snapshot for the upload thread: run.json, the notebook when it is due (see
         ``_paced_notebook``). The next checkpoint waits 20 times what this one cost (5 % of the
@@ -176,11 +197,13 @@ class Results:
         on its own (2.5 %), so a large notebook never slows run.json, the heartbeat."""
         now = time.monotonic()
         notebook = self._paced_notebook(nb, now)
-        snapshot = (notebook, self._record_bytes(record), _attempt(record))
+        extras = self._extras(paced=True)
+        snapshot = (notebook, self._record_bytes(record), _attempt(record), extras)
         logs.flush()
         with self._cond:
-            if not notebook and self._pending is not None:  # the one due was not sent yet
-                snapshot = (self._pending[0], *snapshot[1:])
+            if self._pending is not None:  # what the one due had to send and did not yet
+                was = self._pending
+                snapshot = (notebook or was[0], snapshot[1], snapshot[2], {**was[3], **extras})
             self._pending = snapshot
             self._cond.notify()
         cost = time.monotonic() - now - self._nb_cost
@@ -220,7 +243,14 @@ class Results:
             took = time.monotonic() - started
             self._next_due = max(self._next_due, time.monotonic() + 4 * took)
 
-    def _write(self, nb_data: bytes, record_data: bytes, attempt: int, live: bool = False) -> None:
+    def _write(
+        self,
+        nb_data: bytes,
+        record_data: bytes,
+        attempt: int,
+        extras: dict[str, bytes] | None = None,
+        live: bool = False,
+    ) -> None:
         """run.json first and on its own (the small file with the reason gets through when the
         notebook cannot), then the notebook and the log: each is tried whatever happened to
         the others. ``StorageError`` naming each file that was not stored. The log goes as
@@ -232,6 +262,8 @@ class Results:
         if self.notebook_name and nb_data:
             url = self.url(self.notebook_name)
             puts.append(("the notebook", lambda: self.storage.put_bytes(url, nb_data)))
+        for name, data in (extras or {}).items():
+            puts.append((name, self._put(name, data)))
         if not self.folder.is_local and (live or self._shipping(attempt)):
             puts.append((LOG, lambda: self._ship(attempt)))
         elif not self._is_log_local():
@@ -253,6 +285,9 @@ class Results:
         """Whether checkpoints stored the live log's segments in this folder for ``attempt``."""
         return self.shipper.ships_to(self.folder, attempt)
 
+    def _put(self, name: str, data: bytes) -> Callable[[], None]:
+        return lambda: self.storage.put_bytes(self.url(name), data)
+
     def _is_log_local(self) -> bool:
         return self.folder.is_local and local_path(self.folder.log) == self.log_path
 
@@ -266,10 +301,11 @@ class Results:
         self._thread.join(timeout=max(0.0, budget.share(0.5).left()))  # a checkpoint under way
         nb_data = self._notebook_bytes(nb)
         record_data = self._record_bytes(record)
+        extras = self._extras()
         logs.flush()
 
         def write() -> None:
-            self._write(nb_data, record_data, _attempt(record))
+            self._write(nb_data, record_data, _attempt(record), extras)
             if self.stream is not None:  # what the stream has not sent yet, newest first
                 self.stream.flush()
 
@@ -328,6 +364,8 @@ class Results:
         (folder / RUN_JSON).write_bytes(self._record_bytes(record))  # the reason first
         if self.notebook_name and nb is not None:
             (folder / self.notebook_name).write_bytes(self._notebook_bytes(nb))
+        for name, data in self._extras().items():
+            (folder / name).write_bytes(data)
         if self.log_path.exists() and self.log_path.parent != folder:
             shutil.copyfile(self.log_path, folder / LOG)
 

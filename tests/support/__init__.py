@@ -20,11 +20,14 @@ starts a process ``e2e`` and fails a test outside that layer that starts one any
 - proxy: ``FlakyProxy``, a failing HTTP proxy in a thread;
 - net and timing: ``free_port(s)``, ``answers``, ``serves``, ``wait_until``, ``wait_idle``
   (an artifact stream has sent all it sees);
+- cgroups: ``memory_group`` (a real cgroup v1 memory group, limited; skipped where none can
+  be made), ``group_pids``, ``kill_group`` (the whole group SIGKILLed, as Kubernetes does);
 - e2e: ``starts_processes`` (mark a helper or fixture that starts processes), ``MARK``.
 """
 
 from __future__ import annotations
 
+from .cgroups import group_pids, kill_group, memory_group
 from .e2e import MARK, FastLayerError, starts_processes
 from .net import answers, free_port, free_ports, serves
 from .notebooks import (
@@ -63,10 +66,13 @@ __all__ = [
     "descendants",
     "free_port",
     "free_ports",
+    "group_pids",
+    "kill_group",
     "log_events",
     "make_notebook",
     "make_targz",
     "make_zip",
+    "memory_group",
     "moto_server",
     "nbjob_env",
     "notebook",

@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -63,7 +63,11 @@ class NbjobProcess:
     """A running ``nbjob``; output goes to temp files, so the pipes never fill up."""
 
     def __init__(
-        self, args: Iterable[str | Path], env: Mapping[str, str] | None, cwd: str | Path | None
+        self,
+        args: Iterable[str | Path],
+        env: Mapping[str, str] | None,
+        cwd: str | Path | None,
+        cgroup: Path | None = None,
     ) -> None:
         # Files, not pipes: a test may watch the run for a while without reading its output.
         self._out = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as this object)
@@ -78,6 +82,7 @@ class NbjobProcess:
             stdout=self._out,
             stderr=self._err,
             start_new_session=True,  # its own group: a timeout stops it and its children
+            preexec_fn=None if cgroup is None else _join_cgroup(cgroup),
         )
 
     def running(self) -> bool:
@@ -109,10 +114,26 @@ class NbjobProcess:
 
 @starts_processes
 def start_nbjob(
-    *args: str | Path, env: Mapping[str, str] | None = None, cwd: str | Path | None = None
+    *args: str | Path,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    cgroup: Path | None = None,
 ) -> NbjobProcess:
-    """Start ``nbjob ARGS`` in the background (for tests that watch a run as it goes)."""
-    return NbjobProcess(args, env, cwd)
+    """Start ``nbjob ARGS`` in the background (for tests that watch a run as it goes);
+    ``cgroup``: in that cgroup folder from its first instruction (``support.memory_group``)."""
+    return NbjobProcess(args, env, cwd, cgroup)
+
+
+def _join_cgroup(folder: Path) -> Callable[[], None]:
+    """For ``preexec_fn``: the child moves itself into ``folder`` before it runs nbjob, so the
+    kernel it starts is in the group too."""
+    procs = str(folder / "cgroup.procs")
+
+    def join() -> None:
+        with open(procs, "w") as f:
+            f.write(str(os.getpid()))
+
+    return join
 
 
 @starts_processes
@@ -121,6 +142,7 @@ def run_nbjob(
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
     timeout: float = 120,
+    cgroup: Path | None = None,
 ) -> Result:
     """Run ``nbjob ARGS`` to its end (``timeout`` is a safety bound only)."""
-    return start_nbjob(*args, env=env, cwd=cwd).wait(timeout)
+    return start_nbjob(*args, env=env, cwd=cwd, cgroup=cgroup).wait(timeout)

@@ -84,6 +84,11 @@ class KernelSession(ABC):
         """What run.json records about where the kernel ran (never a credential)."""
         return {"kind": self.kind}
 
+    def process_id(self) -> int | None:
+        """The kernel's process id on this machine, for its resources (``nbjob.resources``);
+        None: a kernel elsewhere (a gateway's), or none started."""
+        return None
+
     def _spec_language(self) -> str:
         return ""
 

@@ -113,8 +113,7 @@ def describe_exit(code: int | None) -> str:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
-        hint = ", often the out-of-memory killer" if -code == signal.SIGKILL else ""
-        return f"was killed by {name}{hint}"
+        return f"was killed by {name}"  # the cause, from evidence: nbjob.resources.death
     return f"exited with status {code}"
 
 
@@ -421,6 +420,9 @@ class LocalKernel(KernelSession):
         except Exception:
             with contextlib.suppress(Exception):
                 self.km.shutdown_kernel(now=True)
+
+    def process_id(self) -> int | None:
+        return getattr(self._process(), "pid", None)
 
     def _process(self) -> Any:
         """The kernel's ``Popen`` (jupyter_client's local provisioner), None before the launch."""
