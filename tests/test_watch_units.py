@@ -271,3 +271,22 @@ def test_notify_takes_http_urls_only() -> None:
     with pytest.raises(UsageError, match="--notify") as caught:
         config.resolve({"source": "nb.ipynb", "notify": ["ftp://secret-key@a/x"]}, {})
     assert "secret-key" not in str(caught.value)
+
+
+def test_the_newest_resource_sample_and_the_peaks_in_words() -> None:
+    from nbjob.resources.words import peaks_line, resources_line
+
+    res = {
+        "last_sample": {
+            "memory_bytes": 3 * 2**30 // 2, "memory_limit_bytes": 8 * 2**30,
+            "rss_bytes": 900 * 2**20, "cpu_s": 12.34,
+            "gpus": [{"index": 0, "memory_used_bytes": 10 * 2**30, "utilization": 45}],
+        },
+        "peaks": {"memory_bytes": 2 * 2**30, "rss_bytes": 950 * 2**20,
+                  "gpus": [{"index": 0, "memory_bytes": 11 * 2**30}]},
+    }  # fmt: skip
+    line = resources_line(res)
+    assert line == "memory 1.5 GiB of 8.0 GiB · kernel 900 MiB, CPU 12.3 s · GPU 0 45 % 10.0 GiB"
+    assert peaks_line(res) == "memory 2.0 GiB, kernel 950 MiB, GPU 0 11.0 GiB"
+    assert resources_line(None) == "" and peaks_line({"peaks": {}}) == ""
+    assert line in footer_lines(Progress(total=3, resources=line))

@@ -32,6 +32,7 @@ from nbjob import lease, runfile
 from nbjob.errors import RunLostError, StorageError
 from nbjob.follow import LogFollower
 from nbjob.layout import Destination
+from nbjob.resources.words import peaks_line, resources_line
 from nbjob.runfile import RunView
 from nbjob.storage import Options as StorageOptions
 from nbjob.storage import Storage
@@ -77,6 +78,7 @@ class Progress:
     partial: str = ""  # its newest line still being rewritten (a progress bar)
     started: dt.datetime | None = None  # the run's start
     ranks: dict[int, str] = field(default_factory=dict)  # rank -> 'running 2/5', 'succeeded'
+    resources: str = ""  # the newest sample in words (run.json's resources.last_sample)
 
 
 class View(Protocol):
@@ -274,6 +276,7 @@ class Watcher:
         p.since = _when(running.get("started_at")) if running else None
         p.source = self.sources.get(p.running, "") if p.running is not None else ""
         p.started = p.started or _when(view.started_at)
+        p.resources = resources_line(view.get("resources"))
         self.view.footer(replace(p, ranks=dict(p.ranks)))  # a snapshot: the view may keep it
 
     def _source(self, index: int) -> str:
@@ -312,6 +315,7 @@ class Watcher:
             "duration_s": view.get("duration_s"),
             "failed_cell": failed if isinstance(failed, dict) else None,
             "metrics": view.get("metrics") or {},
+            "peaks": peaks_line(view.get("resources")),
             "notebook": self.dest.file(view.notebook) if view.notebook else None,
             "report": self.dest.file(view.report) if view.report else None,
             "run_id": view.run_id,

@@ -113,6 +113,8 @@ def footer_lines(p: Progress, now: dt.datetime | None = None) -> list[str]:
         rows.append(_named(f"In [*] cell {p.running}{took}", p.source))
         if p.partial:
             rows.append(OUTPUT_INDENT + p.partial)
+    if p.resources:
+        rows.append(p.resources)
     rows.extend(f"rank {r}: {state}" for r, state in sorted(p.ranks.items()))
     return rows
 
@@ -152,6 +154,8 @@ def _summary(d: dict[str, Any]) -> list[str]:
         rows.append(_named(f"  failed cell {failed.get('index')}", error))
     for name, value in (d.get("metrics") or {}).items():
         rows.append(f"  metric {name} = {value}")
+    if d.get("peaks"):
+        rows.append(f"  peaks: {d['peaks']}")
     for what in ("notebook", "report"):
         if d.get(what):
             rows.append(f"  {what}: {d[what]}")
