@@ -28,6 +28,7 @@ from nbjob import (
     prepare,
     ranks,
     reaper,
+    renderer,
     report,
     results,
     stop,
@@ -87,6 +88,11 @@ class Job:
         self.orphans: reaper.Orphans | None = None  # what was below nbjob when it began
         # A remote destination's read, kept: a stop may abandon it, the end waits on it again.
         self.reading: stop.Worker[attempts.Attempt | NbjobError] | None = None
+        # The report's renderer loads nbconvert in its own process while the kernel boots.
+        self.renderer = renderer.Renderer(self.workdir / "report")
+        self.refresher: Any = None  # nbjob.listeners.refresh.ReportRefresher, when refreshing
+        if not settings.no_report:
+            self.renderer.start()
 
     # -- the job -------------------------------------------------------------------------------
 
@@ -144,7 +150,19 @@ class Job:
         from nbjob.listeners import Checkpointer, LogListener  # nbformat: after the kernel launch
 
         checkpointer = Checkpointer(self.results, lambda: self.nb, self.record)
-        self.bus = events.Bus([self.record, LogListener(self.log), checkpointer], log=self.log)
+        inline: list[events.Listener] = [self.record, LogListener(self.log), checkpointer]
+        if self.s.report_interval and not self.s.no_report:  # a report that stays fresh
+            from nbjob.listeners.refresh import ReportRefresher
+
+            self.refresher = ReportRefresher(
+                self.results,
+                lambda: self.nb,
+                lambda: self.nb_folder,
+                self.renderer,
+                self.s.report_interval,
+            )
+            inline.append(self.refresher)
+        self.bus = events.Bus(inline, log=self.log)
         for listener in self.listeners:  # isolated: their errors never reach the run
             self.bus.subscribe(listener)
         return error

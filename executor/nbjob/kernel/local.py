@@ -198,6 +198,8 @@ class LocalKernel(KernelSession):
         from jupyter_client.kernelspec import NoSuchKernel
         from jupyter_client.manager import KernelManager
 
+        from nbjob.kernel.session import LeanSession
+
         env = {**os.environ, **self.env}
         env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
         if self.ipc_dir is not None:  # in the work folder
@@ -211,6 +213,7 @@ class LocalKernel(KernelSession):
             self.km = KernelManager(
                 kernel_name=self.name, kernel_spec_manager=_spec_manager(), **transport
             )
+            self.km.session = LeanSession(parent=self.km)  # dates left unparsed
             extra = list(IPYKERNEL_OPTIONS) if _is_ipykernel(self.km) else []
             self.km.start_kernel(cwd=str(self.cwd), env=env, extra_arguments=extra)
             process = self._process()
