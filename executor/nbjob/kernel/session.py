@@ -6,6 +6,10 @@ each string is matched against an ISO 8601 pattern and dates are parsed with dat
 (the execution metadata, ``nbjob.outputs.timestamp``, which parses the header's string itself),
 so ``LeanSession`` leaves the dates as the strings the kernel sent; everything else (the
 signature check, the replay guard, the buffers, the protocol adapter) is jupyter_client's.
+
+The replay guard remembers the signatures of the last ``DIGESTS`` messages received, not 65,536
+(jupyter_client's default: ~500 bytes a cell, ~10 MB by 16,000 cells, for a guard against a
+message replayed on the kernel's own local sockets).
 """
 
 from __future__ import annotations
@@ -14,10 +18,15 @@ from typing import Any
 
 from jupyter_client.adapter import adapt
 from jupyter_client.session import Session
+from traitlets import Integer
+
+DIGESTS = 4096
 
 
 class LeanSession(Session):
     """A ``Session`` whose received headers keep their dates as strings."""
+
+    digest_history_size = Integer(DIGESTS, help="signatures remembered (the replay guard)")
 
     def deserialize(self, msg_list: list[Any], content: bool = True, copy: bool = True) -> Any:
         """``Session.deserialize`` (jupyter_client 8) without ``extract_dates``."""
