@@ -1,11 +1,11 @@
 """The report's renderer: a child process that renders the HTML report off the run's critical path.
 
 Started with the kernel (``Renderer.start``), the child (``python -m nbjob.renderer``, at a
-lower priority than nbjob and the kernel) imports nbconvert and compiles its templates while the
-kernel boots and cells run. At the end the notebook, as stored (masked), is handed to it before
-the final write (``Renderer.submit``), so the page is rendered while the results are stored and
-the kernel shuts down, not after (issue 22); ``Renderer.page`` waits for it within the report's
-budget. During the run it may render a fresher page now and then (``--report-interval``).
+slightly lower priority than nbjob and the kernel) imports nbconvert and compiles its templates
+while the kernel boots and cells run. At the end the notebook, as stored (masked), is handed to
+it before the final write (``Renderer.submit``), so the page is rendered while the results are
+stored and the kernel shuts down, not after (issue 22); ``Renderer.page`` waits for it within the
+report's budget. During the run it may render a fresher page now and then (``--report-interval``).
 
 The protocol is one line each way: a request on the child's stdin (JSON: the notebook file to
 read, the page file to write, the notebook's folder and title), an answer on its stdout
@@ -30,7 +30,7 @@ from typing import IO, Any
 
 from nbjob.stop import DEFAULT_SIGNALS, Budget
 
-NICE = 10  # the child's niceness: cells and nbjob's own work first
+NICE = 2  # the child's niceness: cells and nbjob first, yet not starved on a busy machine
 POLL_S = 0.05
 
 
