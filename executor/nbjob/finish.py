@@ -245,10 +245,10 @@ class Finish:
 
     def report(self, budget: Budget) -> None:
         job = self.job
-        refreshed = False
+        refreshed = 0
         if job.refresher is not None:  # a fresher page on its way lands before the final one
             job.refresher.close(budget.share(0.5).left())
-            refreshed = job.refresher.stored > 0
+            refreshed = job.refresher.stored
         try:
             report.write(
                 job.results,

@@ -9,8 +9,9 @@ report's budget. During the run it may render a fresher page now and then (``--r
 
 The protocol is one line each way: a request on the child's stdin (JSON: the notebook file to
 read, the page file to write, the notebook's folder and title), an answer on its stdout
-(``{"ok": true}`` or ``{"error": "..."}``). The child ignores the stop signals (nbjob ends it by
-its PID, ``Renderer.close``) and ends by itself when its stdin closes (nbjob is gone).
+(``{"ok": true, "seconds": the render's CPU seconds}`` or ``{"error": "..."}``). The child
+ignores the stop signals (nbjob ends it by its PID, ``Renderer.close``) and ends by itself when
+its stdin closes (nbjob is gone).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Renderer:
         self._asked = 0.0
         self.renders = 0  # pages rendered (for the log)
         self.busy_s = 0.0  # seconds pages took, request to answer
-        self.last_s = 0.0  # seconds the last page took
+        self.last_s = 0.0  # seconds the last page took to render (not waiting for the child)
 
     def start(self) -> bool:
         """Start the child (once); whether it is running."""
@@ -143,8 +144,9 @@ class Renderer:
     def _take(self, answer: dict[str, Any]) -> tuple[bytes | None, str | None]:
         page, self._page = self._page, None
         assert page is not None
-        self.last_s = time.monotonic() - self._asked
-        self.busy_s += self.last_s
+        waited = time.monotonic() - self._asked
+        self.last_s = float(answer.get("seconds", waited))  # the render's own time, if said
+        self.busy_s += waited
         with contextlib.suppress(OSError):
             page.with_suffix(".ipynb").unlink()
         if answer.get("gone"):
@@ -215,9 +217,10 @@ def main() -> None:
     with contextlib.suppress(Exception):  # compiles the templates before they are needed
         report.render(nbformat.v4.new_notebook(), None, "", exporter)
     for line in sys.stdin.buffer:
+        started = time.process_time()
         try:
             _render(json.loads(line), exporter)
-            answer: dict[str, Any] = {"ok": True}
+            answer: dict[str, Any] = {"ok": True, "seconds": time.process_time() - started}
         except Exception as exc:  # the page fails, the renderer goes on
             answer = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
         sys.stdout.write(json.dumps(answer) + "\n")

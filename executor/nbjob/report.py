@@ -175,15 +175,16 @@ def write(
     stored: bool = True,
     renderer: Renderer | None = None,
     asked: bool = False,
-    refreshed: bool = False,
+    refreshed: int = 0,
 ) -> None:
     """Render and store the report; record its name, or why there is none, in run.json.
 
     ``budget``: the time the report may take (``MAX_S`` at most for the page); ``stored``:
     whether the notebook and run.json were stored (else no report, and no write);
     ``renderer``: the child that renders the page (``asked``: the final notebook was handed to
-    it already); without one, the page is rendered in this process; ``refreshed``: a page was
-    stored during the run (``--report-interval``): without a final page it is replaced by a note.
+    it already); without one, the page is rendered in this process; ``refreshed``: the pages
+    stored during the run (``--report-interval``): without a final page the last is replaced by
+    a note.
     """
     if not enabled or not stored:
         if enabled:
@@ -193,7 +194,7 @@ def write(
         return
     page_budget = budget.share(1.0, calm=MAX_S)
     why = _why_not(results, nb, budget) or _render_and_put(
-        results, nb, record, page_budget, folder, renderer, asked
+        results, nb, record, page_budget, folder, renderer, asked, refreshed
     )
     log = logs.get_logger()
     if why is not None:
@@ -224,6 +225,7 @@ def _render_and_put(
     folder: Path | None,
     renderer: Renderer | None,
     asked: bool,
+    refreshed: int,
 ) -> str | None:
     """Why the report is not stored, or None when it is (and is in the record)."""
     started = time.monotonic()
@@ -236,7 +238,14 @@ def _render_and_put(
         record.report_written(name)
         seconds = round(time.monotonic() - started, 3)
         log = logs.get_logger()
-        log.info("report", name=name, bytes=len(page), seconds=seconds, rendered_by=by)
+        log.info(
+            "report",
+            name=name,
+            bytes=len(page),
+            seconds=seconds,
+            rendered_by=by,
+            **({"refreshed": refreshed} if refreshed else {}),
+        )
     return why
 
 
