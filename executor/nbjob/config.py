@@ -302,6 +302,15 @@ class Settings:
         default=False,
         metadata=_opt("--no-report", _bool, "write no HTML report of the executed notebook"),
     )
+    report_interval: float = field(
+        default=60.0,
+        metadata=_opt(
+            "--report-interval",
+            _seconds,
+            "re-render the HTML report during the run at most this often (0: only at the end)",
+            "SECONDS",
+        ),
+    )
     no_mask_secrets: bool = field(
         default=False,
         metadata=_opt(

@@ -127,7 +127,9 @@ class Executor:
         state = _Cell(cell, self.max_output_bytes, self.displays)
         started_at, t0 = now_iso(), time.monotonic()
         self._update(index, status=CellStatus.RUNNING, started_at=started_at)
-        cell.metadata["execution"] = {}  # the kernel's dates, as nbclient records them
+        # The kernel's dates, as nbclient records them: a plain dict (a NotebookNode costs
+        # ~170 bytes more per cell, kept for the whole run).
+        dict.__setitem__(cell.metadata, "execution", {})
         self.bus.publish(events.CellStarted(index, started_at))
         msg_id = self.kernel.execute(cell.source, store_history=True)
         cell_deadline = t0 + self.cell_timeout if self.cell_timeout else None

@@ -4,9 +4,10 @@ Whatever happened before (success, a failed cell, a stop, a bug in nbjob), ``Fin
 takes the same steps, in this order (``Finish.steps``): bring a remote kernel's artifacts
 back, read a remote destination that was not read yet, close the record (the notebook's
 banners), checkpoint for the peer ranks, wait for them (rank 0), start the kernel's shutdown,
-store the results, write the report, log ``run_end`` and store the log once more with the
-termination message, stop the kernel, end the processes the run left behind (``nbjob.reaper``),
-tell the listeners (``RunEnded``), close the log, clean up.
+hand the notebook to the report's renderer, store the results, write the report, log
+``run_end`` and store the log once more with the termination message, stop the kernel, end
+the processes the run left behind (``nbjob.reaper``), tell the listeners (``RunEnded``), close
+the log, clean up.
 
 They share one ``stop.Budget``: nothing pressing, each step may take its calm limit (the final
 write ``FINAL_WRITE_S``); after a stop, what is left of the stop's grace. A step declares its
@@ -73,6 +74,7 @@ class Finish:
         self.stored = False
         self.keep_workdir = False
         self.ending: stop.Worker[None] | None = None  # the kernel's graceful shutdown
+        self.report_asked = False  # the final notebook is with the report's renderer
 
     def steps(self) -> list[Step]:
         return [
@@ -83,6 +85,7 @@ class Finish:
             Step("checkpoint for peers", self.checkpoint_for_peers),
             Step("wait for ranks", self.wait_for_ranks, calm=self.job.s.ranks_wait),
             Step("start the kernel's shutdown", self.start_kernel_shutdown),
+            Step("start the report", self.start_report),
             Step("final store", self.store, reserve=KEEP_S),
             Step("report", self.report, reserve=REPORT_KEEP_S, calm=FINAL_WRITE_S),
             Step("run end", self.run_end, reserve=KEEP_S, calm=FINAL_WRITE_S),
@@ -239,17 +242,35 @@ class Finish:
             data = job.record.to_json()
             stop.timebox(lambda: job.results.store_record(data), budget, "run.json", at_least=0.5)
 
+    def start_report(self, _: Budget) -> None:
+        """The report's page is rendered by its child process while the results are stored."""
+        job = self.job
+        if job.refresher is not None:  # no refresh from now on
+            job.refresher.close(0)
+        if not job.s.no_report:
+            self.report_asked = report.ask(job.renderer, job.results, job.nb, job.nb_folder)
+
     def report(self, budget: Budget) -> None:
         job = self.job
-        report.write(
-            job.results,
-            job.nb,
-            job.record,
-            budget,
-            folder=job.nb_folder,
-            enabled=not job.s.no_report,
-            stored=self.stored,
-        )
+        refreshed = 0
+        if job.refresher is not None:  # a fresher page on its way lands before the final one
+            job.refresher.close(budget.share(0.5).left())
+            refreshed = job.refresher.stored
+        try:
+            report.write(
+                job.results,
+                job.nb,
+                job.record,
+                budget,
+                folder=job.nb_folder,
+                enabled=not job.s.no_report,
+                stored=self.stored,
+                renderer=job.renderer,
+                asked=self.report_asked,
+                refreshed=refreshed,
+            )
+        finally:
+            job.renderer.close()
 
     def run_end(self, budget: Budget) -> None:
         """run_end in the log, the log stored once more, the termination message."""
@@ -329,6 +350,7 @@ class Finish:
 
     def cleanup(self, _: Budget) -> None:
         job = self.job
+        job.renderer.close()
         if job.s.workdir:
             return  # the user's folder: leave it
         if self.keep_workdir:

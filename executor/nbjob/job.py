@@ -30,6 +30,7 @@ from nbjob import (
     prepare,
     ranks,
     reaper,
+    renderer,
     report,
     resources,
     results,
@@ -97,6 +98,11 @@ class Job:
         self.log: Any = None  # the run's logger, once its log is open (``_open_results``)
         # A remote destination's read, kept: a stop may abandon it, the end waits on it again.
         self.reading: stop.Worker[attempts.Attempt | NbjobError] | None = None
+        # The report's renderer loads nbconvert in its own process while the kernel boots.
+        self.renderer = renderer.Renderer(self.workdir / "report")
+        self.refresher: Any = None  # nbjob.listeners.refresh.ReportRefresher, when refreshing
+        if not settings.no_report:
+            self.renderer.start()
 
     # -- the job -------------------------------------------------------------------------------
 
@@ -162,6 +168,17 @@ class Job:
         own: list[events.Listener] = [
             self.record, LogListener(self.log), self.resources, checkpointer
         ]  # fmt: skip
+        if self.s.report_interval and not self.s.no_report:  # a report that stays fresh
+            from nbjob.listeners.refresh import ReportRefresher
+
+            self.refresher = ReportRefresher(
+                self.results,
+                lambda: self.nb,
+                lambda: self.nb_folder,
+                self.renderer,
+                self.s.report_interval,
+            )
+            own.append(self.refresher)
         self.bus = events.Bus(own, log=self.log)
         for listener in self.listeners:  # isolated: their errors never reach the run
             self.bus.subscribe(listener)

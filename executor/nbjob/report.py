@@ -3,11 +3,13 @@
 nbconvert's ``HTMLExporter`` with the lab template renders it: output images are data URLs,
 markdown images from the notebook's folder are embedded (nothing outside it), the widget state
 is in the page, nbjob's red error banners show; the secrets nbjob knows are masked in it as in
-the stored notebook (``nbjob.mask``). nbconvert is imported here only, at the end of
-a run, never at start. ``write`` runs after the notebook and run.json are stored and never at
-their cost: within the time left (a stop's grace, the final-write bound), else skipped with a
-warning; a render or upload failure is a warning in the log and in run.json, never another exit
-code. Checkpoints during the run never render it (too expensive).
+the stored notebook (``nbjob.mask``). nbconvert is never imported in nbjob's own process when
+the renderer child runs (``nbjob.renderer``): it renders the page of the final notebook, handed
+to it before the final write (``ask``), while the results are stored and the kernel shuts down.
+``write`` stores the page after the notebook and run.json are stored and never at their cost:
+within the time left (a stop's grace, the final-write bound), else skipped with a warning; a
+render or upload failure is a warning in the log and in run.json, never another exit code.
+Without a renderer (it could not start) the page is rendered here, as before.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, TypeVar
 from nbjob import logs, report_chart
 from nbjob.layout import RESOURCES
 from nbjob.record import RunRecord
+from nbjob.renderer import Renderer
 from nbjob.results import Results
 from nbjob.stop import Budget, timebox
 
@@ -39,14 +42,14 @@ def name_for(notebook_name: str) -> str:
     return PurePosixPath(notebook_name).stem + ".html"
 
 
-def render(nb: Any, folder: Path | None = None, title: str = "") -> bytes:
+def render(nb: Any, folder: Path | None = None, title: str = "", exporter: Any = None) -> bytes:
     """The notebook as one self-contained HTML page (JupyterLab's look), titled ``title`` (the
     notebook's name, as ``jupyter nbconvert`` titles it)."""
     metadata = {"name": title} if title else {}
     if folder is not None:
         metadata["path"] = str(folder)
     resources = {"metadata": metadata} if metadata else {}
-    body, _ = _exporter().from_notebook_node(nb, resources=resources)
+    body, _ = (exporter or _exporter()).from_notebook_node(nb, resources=resources)
     return body.encode("utf-8")
 
 
@@ -79,7 +82,7 @@ def _clean_html(element: Any) -> Any:
     return element if isinstance(element, _Highlighted) else clean_html(element)
 
 
-def _exporter() -> Any:
+def exporter() -> Any:
     """``HTMLExporter(template_name="lab", embed_images=True)``, its inline HTML kept whole, in
     about a third of the time (``from_notebook_node``; the same page, tested).
 
@@ -138,6 +141,9 @@ def _exporter() -> Any:
     return Exporter(template_name="lab", embed_images=True)
 
 
+_exporter = exporter
+
+
 def note_page(reason: str) -> bytes:
     """A one-line page for a run without a report (replaces an earlier attempt's report)."""
     text = reason.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -145,6 +151,18 @@ def note_page(reason: str) -> bytes:
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>nbjob: no report</title>'
         f"</head><body><p>No report for this run: {text}.</p></body></html>\n"
     ).encode()
+
+
+def title_for(results: Results) -> str:
+    return PurePosixPath(results.notebook_name or "").stem
+
+
+def ask(renderer: Renderer, results: Results, nb: Any, folder: Path | None) -> bool:
+    """Hand the final notebook (as stored) to the renderer, before the final write; whether it
+    took it (not when it could not start, or a refresh is still rendering: ``write`` waits)."""
+    if nb is None or not results.notebook_name or not renderer.start():
+        return False
+    return renderer.submit(results.stored_notebook(nb), folder, title_for(results))
 
 
 def write(
@@ -156,27 +174,36 @@ def write(
     folder: Path | None = None,
     enabled: bool = True,
     stored: bool = True,
+    renderer: Renderer | None = None,
+    asked: bool = False,
+    refreshed: int = 0,
 ) -> None:
     """Render and store the report; record its name, or why there is none, in run.json.
 
     ``budget``: the time the report may take (``MAX_S`` at most for the page); ``stored``:
-    whether the notebook and run.json were stored (else no report, and no write).
+    whether the notebook and run.json were stored (else no report, and no write);
+    ``renderer``: the child that renders the page (``asked``: the final notebook was handed to
+    it already); without one, the page is rendered in this process; ``refreshed``: the pages
+    stored during the run (``--report-interval``): without a final page the last is replaced by
+    a note.
     """
     if not enabled or not stored:
         if enabled:
             record.report_missing("the results were not stored")
         elif record.earlier_attempts:  # an earlier attempt's report must not pass for this one's
-            _boxed(lambda: _put(results, note_page(TURNED_OFF)), budget)
+            _boxed(lambda: put_page(results, note_page(TURNED_OFF)), budget)
         return
     page_budget = budget.share(1.0, calm=MAX_S)
-    why = _why_not(results, nb, budget) or _render_and_put(results, nb, record, page_budget, folder)
+    why = _why_not(results, nb, budget) or _render_and_put(
+        results, nb, record, page_budget, folder, renderer, asked, refreshed
+    )
     log = logs.get_logger()
     if why is not None:
         record.report_missing(why)
         log.warning("report_not_written", reason=why)
-        if record.earlier_attempts and results.notebook_name:
+        if (record.earlier_attempts or refreshed) and results.notebook_name:
             note = note_page(why)
-            _boxed(lambda: _put(results, note), budget)
+            _boxed(lambda: put_page(results, note), budget)
     _, why = _boxed(lambda: results.store_record(record.to_json()), budget.less(-RECORD_S))
     if why is not None:
         log.warning("record_not_rewritten", reason=why)
@@ -192,25 +219,62 @@ def _why_not(results: Results, nb: Any, budget: Budget) -> str | None:
 
 
 def _render_and_put(
-    results: Results, nb: Any, record: RunRecord, budget: Budget, folder: Path | None
+    results: Results,
+    nb: Any,
+    record: RunRecord,
+    budget: Budget,
+    folder: Path | None,
+    renderer: Renderer | None,
+    asked: bool,
+    refreshed: int,
 ) -> str | None:
     """Why the report is not stored, or None when it is (and is in the record)."""
     started = time.monotonic()
-    title = PurePosixPath(results.notebook_name or "").stem
-    page, why = _boxed(lambda: render(results.masked(nb), folder, title), budget)  # masked
+    page, why, by = _page(results, nb, budget, folder, renderer, asked)
     if page is None:
         return why
     page = report_chart.add(page, results.extras.get(RESOURCES, bytes)(), record.cell_resources)
-    _, why = _boxed(lambda: _put(results, page), budget)  # only a whole page goes up
+    _, why = _boxed(lambda: put_page(results, page), budget)  # only a whole page goes up
     if why is None:
         name = name_for(results.notebook_name or "")
         record.report_written(name)
         seconds = round(time.monotonic() - started, 3)
-        logs.get_logger().info("report", name=name, bytes=len(page), seconds=seconds)
+        log = logs.get_logger()
+        log.info(
+            "report",
+            name=name,
+            bytes=len(page),
+            seconds=seconds,
+            rendered_by=by,
+            **({"refreshed": refreshed} if refreshed else {}),
+        )
     return why
 
 
-def _put(results: Results, data: bytes) -> None:
+def _page(
+    results: Results,
+    nb: Any,
+    budget: Budget,
+    folder: Path | None,
+    renderer: Renderer | None,
+    asked: bool,
+) -> tuple[bytes | None, str | None, str]:
+    """The page, from the renderer (the notebook handed to it now if not yet: a refresh that
+    was rendering is waited for, its page dropped), else rendered here; or why there is none;
+    and which process rendered it (``renderer`` or ``nbjob``)."""
+    if renderer is not None and not asked and renderer.start():
+        renderer.page(budget)  # a refresh under way, if any
+        asked = ask(renderer, results, nb, folder)
+    if renderer is not None and asked:
+        page, why = renderer.page(budget)
+        return page, None if why is None else logs.redact(why)[:300], "renderer"
+    title = title_for(results)
+    page, why = _boxed(lambda: render(results.masked(nb), folder, title), budget)  # masked
+    return page, why, "nbjob"
+
+
+def put_page(results: Results, data: bytes) -> None:
+    """Store a page as the run's report (the final one, or a fresher one during the run)."""
     name = name_for(results.notebook_name or "")
     results.storage.put_bytes(results.url(name), data, CONTENT_TYPE)
 

@@ -158,6 +158,10 @@ class Results:
         data = record_bytes(record)
         return self.masker.json_bytes(data) if self.masker else data
 
+    def stored_notebook(self, nb: Any) -> bytes:
+        """``nb`` as stored: serialized, masked (for the report's renderer)."""
+        return self._notebook_bytes(nb)
+
     def masked(self, nb: Any) -> Any:
         """``nb`` as the stored notebook shows it (for the HTML report)."""
         return self.masker.notebook(nb) if nb is not None else nb

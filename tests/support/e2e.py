@@ -46,6 +46,7 @@ _KNOWN_STARTERS = (
     "nbjob:run",
     "nbjob.kernel:open_session",
     "nbjob.kernel.local:LocalKernel",
+    "nbjob.renderer:Renderer",
     "subprocess:Popen",
     "subprocess:run",
     "subprocess:call",

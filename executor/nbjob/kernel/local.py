@@ -199,6 +199,8 @@ class LocalKernel(KernelSession):
         from jupyter_client.kernelspec import NoSuchKernel
         from jupyter_client.manager import KernelManager
 
+        from nbjob.kernel.session import LeanSession
+
         env = {**os.environ, **self.env}
         env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
         if self.ipc_dir is not None:  # in the work folder
@@ -214,6 +216,7 @@ class LocalKernel(KernelSession):
             )
             if self.python:  # --install-requirements: the same kernel, from the overlay
                 self.km.kernel_spec.argv = [self.python, *self.km.kernel_spec.argv[1:]]
+            self.km.session = LeanSession(parent=self.km)  # dates left unparsed
             extra = list(IPYKERNEL_OPTIONS) if _is_ipykernel(self.km) else []
             self.km.start_kernel(cwd=str(self.cwd), env=env, extra_arguments=extra)
             process = self._process()

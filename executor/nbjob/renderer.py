@@ -1,0 +1,231 @@
+"""The report's renderer: a child process that renders the HTML report off the run's critical path.
+
+Started with the kernel (``Renderer.start``), the child (``python -m nbjob.renderer``, at a
+slightly lower priority than nbjob and the kernel) imports nbconvert and compiles its templates
+while the kernel boots and cells run. At the end the notebook, as stored (masked), is handed to
+it before the final write (``Renderer.submit``), so the page is rendered while the results are
+stored and the kernel shuts down, not after (issue 22); ``Renderer.page`` waits for it within the
+report's budget. During the run it may render a fresher page now and then (``--report-interval``).
+
+The protocol is one line each way: a request on the child's stdin (JSON: the notebook file to
+read, the page file to write, the notebook's folder and title), an answer on its stdout
+(``{"ok": true, "seconds": the render's CPU seconds}`` or ``{"error": "..."}``). The child
+ignores the stop signals (nbjob ends it by its PID, ``Renderer.close``) and ends by itself when
+its stdin closes (nbjob is gone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from nbjob.stop import DEFAULT_SIGNALS, Budget
+
+NICE = 2  # the child's niceness: cells and nbjob first, yet not starved on a busy machine
+POLL_S = 0.05
+
+
+class Renderer:
+    """The renderer child of one run; its files go to ``folder`` (removed as they are read)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.failed: str | None = None  # why there is no child (it could not start, it ended)
+        self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._page: Path | None = None  # the page being rendered (None: idle)
+        self._count = 0
+        self._asked = 0.0
+        self.renders = 0  # pages rendered (for the log)
+        self.busy_s = 0.0  # seconds pages took, request to answer
+        self.last_s = 0.0  # seconds the last page took to render (not waiting for the child)
+
+    def start(self) -> bool:
+        """Start the child (once); whether it is running."""
+        if self.proc is not None or self.failed is not None:
+            return self.proc is not None and self.failed is None
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "nbjob.renderer"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                cwd=self.folder,
+                env=env,
+            )
+        except OSError as exc:
+            self.failed = f"the renderer did not start: {exc.strerror or exc}"
+            return False
+        assert self.proc.stdout is not None
+        reader = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
+        reader.start()
+        return True
+
+    def _read(self, out: IO[bytes]) -> None:
+        for line in out:
+            try:
+                self._answers.put(json.loads(line))
+            except ValueError:
+                continue
+        self._answers.put({"error": "the renderer ended", "gone": True})
+
+    @property
+    def idle(self) -> bool:
+        """Running and rendering nothing (an answer that came is collected first)."""
+        self._collect()
+        return self._page is None and self.failed is None and self.proc is not None
+
+    def submit(self, notebook: bytes, folder: Path | None, title: str) -> bool:
+        """Ask for the page of ``notebook`` (the stored JSON); False when busy or not running."""
+        if not self.idle:
+            return False
+        self._count += 1
+        source = self.folder / f"report-{self._count}.ipynb"
+        page = source.with_suffix(".html")
+        request = {"notebook": str(source), "page": str(page), "title": title, "folder": None}
+        if folder is not None:
+            request["folder"] = str(folder)
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            source.write_bytes(notebook)
+            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+            self.proc.stdin.flush()
+        except OSError as exc:
+            self._gone(f"the renderer could not be asked: {exc.strerror or exc}")
+            return False
+        self._page, self._asked = page, time.monotonic()
+        return True
+
+    def ready_page_waiting(self) -> bool:
+        """Whether the answer for the page asked for came (``ready`` takes it)."""
+        return self._page is not None and not self._answers.empty()
+
+    def ready(self) -> tuple[bytes | None, str | None] | None:
+        """The page asked for, or why there is none, if its answer came; None while it renders
+        (or when nothing was asked)."""
+        if self._page is None:
+            return None
+        try:
+            answer = self._answers.get_nowait()
+        except queue.Empty:
+            return None
+        return self._take(answer)
+
+    def page(self, budget: Budget) -> tuple[bytes | None, str | None]:
+        """The page asked for, waited for within ``budget``, or why there is none."""
+        while self._page is not None:
+            left = budget.left()
+            if left <= 0:
+                return None, "not finished in the time left"
+            try:
+                answer = self._answers.get(timeout=min(POLL_S, left))
+            except queue.Empty:
+                continue
+            return self._take(answer)
+        return None, self.failed or "no page was asked for"
+
+    def _collect(self) -> None:
+        """An answer that came for a page nobody waits for any more: dropped."""
+        if self._page is not None and not self._answers.empty():
+            self._take(self._answers.get_nowait())
+
+    def _take(self, answer: dict[str, Any]) -> tuple[bytes | None, str | None]:
+        page, self._page = self._page, None
+        assert page is not None
+        waited = time.monotonic() - self._asked
+        self.last_s = float(answer.get("seconds", waited))  # the render's own time, if said
+        self.busy_s += waited
+        with contextlib.suppress(OSError):
+            page.with_suffix(".ipynb").unlink()
+        if answer.get("gone"):
+            self._gone(self._ended())
+        if "error" in answer:
+            return None, str(answer["error"])
+        try:
+            data = page.read_bytes()
+            page.unlink()
+        except OSError as exc:
+            return None, f"the page could not be read: {exc.strerror or exc}"
+        self.renders += 1
+        return data, None
+
+    def _ended(self) -> str:
+        code = self.proc.poll() if self.proc is not None else None
+        return "the renderer ended" + (f" (exit code {code})" if code is not None else "")
+
+    def _gone(self, why: str) -> None:
+        self.failed = self.failed or why
+        self._page = None
+
+    def close(self) -> None:
+        """End the child by its PID (it has nothing to save: killed at once) and remove its
+        files."""
+        proc, self.proc = self.proc, None
+        self.failed = self.failed or "closed"
+        if proc is None:
+            return
+        with contextlib.suppress(OSError):
+            proc.kill()
+        with contextlib.suppress(OSError):
+            if proc.stdin is not None:
+                proc.stdin.close()
+        proc.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+# -- the child ----------------------------------------------------------------------------------
+
+
+def _render(request: dict[str, Any], exporter: Any) -> None:
+    import nbformat
+
+    from nbjob import report
+
+    data = json.loads(Path(request["notebook"]).read_bytes())
+    nb = nbformat.from_dict(data)
+    folder = Path(request["folder"]) if request.get("folder") else None
+    page = Path(request["page"])
+    tmp = page.with_suffix(".tmp")
+    tmp.write_bytes(report.render(nb, folder, request.get("title", ""), exporter))
+    tmp.replace(page)
+
+
+def main() -> None:
+    """The child: warm up, then one page per request until stdin closes."""
+    for name in DEFAULT_SIGNALS:
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    with contextlib.suppress(OSError):
+        os.nice(NICE)
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # as nbjob.cli's
+    import nbformat
+
+    from nbjob import report
+
+    exporter = report.exporter()
+    with contextlib.suppress(Exception):  # compiles the templates before they are needed
+        report.render(nbformat.v4.new_notebook(), None, "", exporter)
+    for line in sys.stdin.buffer:
+        started = time.process_time()
+        try:
+            _render(json.loads(line), exporter)
+            answer: dict[str, Any] = {"ok": True, "seconds": time.process_time() - started}
+        except Exception as exc:  # the page fails, the renderer goes on
+            answer = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+        sys.stdout.write(json.dumps(answer) + "\n")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The report's renderer child (``nbjob.renderer``): the page it renders is the page nbjob
+renders itself, it ends by its PID, a renderer that died is a reason (never a hang), a run's
+report comes from it, and the report stays fresh during a run (``--report-interval``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import nbformat
+from nbjob import report, results
+from nbjob.renderer import Renderer
+from nbjob.stop import Budget
+from support import make_notebook, read_json, run_nbjob, start_nbjob, wait_until
+
+
+def _notebook() -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    out = nbformat.v4.new_output("stream", name="stdout", text="hello <world>\n")
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Title\n\nsome *text*"),
+        nbformat.v4.new_code_cell("print('hello <world>')", outputs=[out], execution_count=1),
+    ]
+    nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    return nb
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_the_child_renders_the_page_nbjob_renders_and_ends_by_its_pid(tmp_path: Path) -> None:
+    nb = _notebook()
+    renderer = Renderer(tmp_path / "r")
+    try:
+        assert renderer.start()
+        assert renderer.submit(results.notebook_bytes(nb), tmp_path, "my notebook")
+        assert not renderer.submit(results.notebook_bytes(nb), tmp_path, "busy")  # one at a time
+        page, why = renderer.page(Budget.within(120))
+        assert why is None and page is not None
+        assert page == report.render(nb, tmp_path, "my notebook")
+        assert "hello &lt;world&gt;" in page.decode()
+        # a second page from the same child (its exporter reused)
+        nb.cells[1].outputs[0].text = "second\n"
+        assert renderer.submit(results.notebook_bytes(nb), None, "again")
+        again, why = renderer.page(Budget.within(120))
+        assert why is None and again is not None and b"second" in again
+        pid = renderer.proc.pid if renderer.proc else 0
+    finally:
+        renderer.close()
+    assert pid and _gone(pid)
+    assert not (tmp_path / "r").exists()  # its files are removed with it
+
+
+def test_a_renderer_that_died_is_a_reason_not_a_hang(tmp_path: Path) -> None:
+    renderer = Renderer(tmp_path / "r")
+    try:
+        assert renderer.start() and renderer.proc is not None
+        os.kill(renderer.proc.pid, signal.SIGKILL)
+        renderer.proc.wait()
+        started = time.monotonic()
+        asked = renderer.submit(results.notebook_bytes(_notebook()), None, "t")
+        page, why = renderer.page(Budget.within(60))
+        assert page is None and why is not None and "renderer" in why
+        assert asked or why.startswith("the renderer could not be asked")
+        assert time.monotonic() - started < 30  # answered, not waited out
+        assert not renderer.start()  # not started again: nbjob renders the page itself
+    finally:
+        renderer.close()
+
+
+def test_a_page_that_fails_is_a_reason_and_the_child_goes_on(tmp_path: Path) -> None:
+    renderer = Renderer(tmp_path / "r")
+    try:
+        assert renderer.submit(b"{not json", None, "t") is False  # not started yet
+        assert renderer.start()
+        assert renderer.submit(b"{not json", None, "t")
+        page, why = renderer.page(Budget.within(120))
+        assert page is None and why is not None and why.startswith("JSONDecodeError")
+        assert renderer.submit(results.notebook_bytes(_notebook()), None, "t")
+        page, why = renderer.page(Budget.within(120))
+        assert why is None and page is not None
+    finally:
+        renderer.close()
+
+
+def test_a_runs_report_is_rendered_by_the_child(tmp_path: Path) -> None:
+    nb = make_notebook(tmp_path / "nb.ipynb", ["print('from the kernel')"])
+    out = tmp_path / "out"
+    result = run_nbjob("run", nb, "--output", out)
+    assert result.returncode == 0, result.stderr
+    assert "from the kernel" in (out / "nb.html").read_text()
+    assert read_json(out / "run.json")["report"]["name"] == "nb.html"
+    events = [json.loads(line) for line in (out / "executor.log").read_text().splitlines()]
+    [written] = [e for e in events if e["event"] == "report"]
+    assert written["rendered_by"] == "renderer"
+
+
+WAIT_FOR_GO = """\
+import os, time
+deadline = time.monotonic() + 120
+while not os.path.exists({go!r}) and time.monotonic() < deadline:
+    time.sleep(0.05)
+print('last', 'cell', 'done')
+"""
+
+
+def test_the_report_stays_fresh_while_the_run_goes(tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    cells = ["print('first', 'cell', 'done')", WAIT_FOR_GO.format(go=str(go))]
+    nb = make_notebook(tmp_path / "nb.ipynb", cells)
+    out = tmp_path / "out"
+    proc = start_nbjob("run", nb, "--output", out, "--report-interval", "1")
+    try:
+        page = out / "nb.html"
+        assert wait_until(lambda: page.exists() and "first cell done" in page.read_text(), 90)
+        assert proc.running()  # a page while the second cell still runs
+        assert "last cell done" not in page.read_text()
+    finally:
+        go.touch()
+    result = proc.wait()
+    assert result.returncode == 0, result.stderr
+    assert "last cell done" in page.read_text()  # the final page is the whole run's
+    assert read_json(out / "run.json")["report"]["name"] == "nb.html"
