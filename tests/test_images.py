@@ -662,6 +662,76 @@ def test_memory_limit_kills_the_kernel_exit_5_names_the_cell(torch_image, tmp_pa
     assert run["failed_cell"]["index"] == 1 and "cell 1" in run["reason"]
 
 
+# -- restricted clusters -------------------------------------------------------------------------
+
+# What OpenShift's restricted SCC and Kubernetes' restricted Pod Security give a pod: a high
+# user id in group 0 with no passwd entry, no capabilities, no privilege escalation, the default
+# seccomp profile, and (readOnlyRootFilesystem) a read-only root where only /tmp and the work
+# folder are writable (emptyDirs; tmpfs here). --read-only-tmpfs=false: podman would otherwise
+# add writable tmpfs at /run and /var/tmp, which a pod does not get. --passwd=false: podman
+# would otherwise bind-mount an /etc/passwd with an entry for the user id; Kubernetes does not.
+RESTRICTED_USER = "1000680000:0"
+RESTRICTED = (
+    "--user", RESTRICTED_USER, "--passwd=false", "--read-only", "--read-only-tmpfs=false",
+    "--tmpfs", "/tmp", "--tmpfs", "/work", "--cap-drop", "ALL", "--security-opt",
+    "no-new-privileges",
+)  # fmt: skip
+
+RESTRICTED_PROBE = """import json, os, pathlib, pwd, tempfile
+import torch
+home = pathlib.Path.home()
+(home / ".probe").write_text("written")
+status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines())
+print("PROBE " + json.dumps({
+    "uid": os.getuid(), "gid": os.getgid(), "user": pwd.getpwuid(os.getuid()).pw_name,
+    "home": str(home), "ipython_dir": get_ipython().ipython_dir,
+    "ipython_dir_writable": os.access(get_ipython().ipython_dir, os.W_OK),
+    "root_read_only": bool(os.statvfs("/").f_flag & os.ST_RDONLY),
+    "cap_bounding": int(status["CapBnd"], 16), "no_new_privs": status["NoNewPrivs"].strip(),
+    "tmp_writable": os.access(tempfile.gettempdir(), os.W_OK),
+    "work_writable": os.access("/work", os.W_OK),
+    "torch": float(torch.ones(3).sum()),
+}))
+(pathlib.Path(os.environ["NBJOB_ARTIFACTS_DIR"]) / "result.txt").write_text("restricted")"""
+
+
+@images
+@slow
+def test_restricted_cluster_arbitrary_uid_read_only_root_no_capabilities(torch_image, tmp_path):
+    """OpenShift / restricted Pod Security: the image runs as user 1000680000 in group 0 with a
+    read-only root, all capabilities dropped; the kernel has a writable home and a passwd
+    entry, results reach the mounted folder, and every stderr line is JSON."""
+    bundle = tmp_path / "bundle"
+    notebook(bundle / "restricted.ipynb", RESTRICTED_PROBE)
+    out = writable_dir(tmp_path / "out")
+    proc = Container(
+        torch_image,
+        "/bundle/restricted.ipynb",
+        "--output",
+        "/out",
+        env={"NBJOB_LOG_FORMAT": "json"},
+        volumes={bundle: "/bundle:ro", out: "/out"},
+        options=RESTRICTED,
+    ).run(timeout=300)
+    assert proc.returncode == 0, explain(proc, out)
+    not_json = []
+    for line in proc.stderr.splitlines():
+        try:
+            json.loads(line)
+        except ValueError:
+            not_json.append(line)
+    assert not_json == [], proc.stderr[-3000:]
+    assert read_json(out / "run.json")["status"] == "succeeded"
+    assert (out / "artifacts" / "result.txt").read_text() == "restricted"
+    probe = probe_of(out / "restricted.ipynb")
+    assert (probe["uid"], probe["gid"]) == (1000680000, 0)
+    assert probe["user"] == "nbjob"  # nss_wrapper's passwd entry (entrypoint.sh)
+    assert probe["home"].startswith("/tmp/") and probe["ipython_dir_writable"]
+    assert probe["root_read_only"] and probe["tmp_writable"] and probe["work_writable"]
+    assert probe["cap_bounding"] == 0 and probe["no_new_privs"] == "1"
+    assert probe["torch"] == 3.0
+
+
 # -- user, Kubeflow, FfDL ------------------------------------------------------------------------
 
 PROBE = """import json, os
