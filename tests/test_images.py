@@ -21,6 +21,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import zipfile
@@ -132,6 +133,45 @@ def test_entrypoint_prints_usage_and_exits_2_without_a_job():
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("usage: ")
+
+
+# Stands in for nbjob in the entrypoint test: what the entrypoint hands nbjob, as JSON.
+REPORTER = """#!/bin/sh
+printf '{"home": "%s", "home_writable": %s, "user": "%s", "ld_preload": "%s", "args": "%s"}\\n' \\
+    "$HOME" "$([ -w "$HOME" ] && echo true || echo false)" "$(id -un 2>/dev/null)" \\
+    "${LD_PRELOAD:-}" "$*"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user id needs root")
+def test_entrypoint_gives_an_arbitrary_user_id_a_home_and_a_passwd_entry():
+    """The entrypoint under OpenShift's user (1000680000:0, no passwd entry, HOME=/ not
+    writable), with a stand-in for nbjob: a private HOME under TMPDIR, a passwd entry from
+    nss_wrapper (when installed: libnss-wrapper), nothing on stderr, the arguments passed on."""
+    shared = Path(tempfile.mkdtemp(prefix="nbjob-entrypoint-"))  # tmp_path: only root enters
+    try:
+        shared.chmod(0o777)
+        (shared / "nbjob").write_text(REPORTER)
+        (shared / "nbjob").chmod(0o755)
+        env = {"PATH": f"{shared}:/usr/bin:/bin", "HOME": "/", "TMPDIR": str(shared)}
+        proc = subprocess.run(
+            ["sh", str(ROOT / "entrypoint.sh"), "/bundle", "--output", "/out"],
+            env=env, user=1000680000, group=0, extra_groups=[], cwd=shared,
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        seen = json.loads(proc.stdout)
+        assert seen["home"] == f"{shared}/nbjob-home-1000680000" and seen["home_writable"]
+        assert seen["args"] == "run /bundle --output /out"
+        if not list(Path("/usr/lib").glob("*/libnss_wrapper.so")):
+            pytest.skip("libnss-wrapper is not installed here: the passwd entry is not checked")
+        assert seen["user"] == "nbjob" and seen["ld_preload"].endswith("/libnss_wrapper.so")
+        # A user id that has an entry (the image's own uid 1000, here root) gets no wrapper.
+        proc = subprocess.run(["sh", str(ROOT / "entrypoint.sh"), "x"], env=env, cwd=shared,
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert json.loads(proc.stdout)["ld_preload"] == ""
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_dockerignore_keeps_the_context_small():
