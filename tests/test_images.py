@@ -4,7 +4,8 @@ The images are built once per session (CPU variant: the debootstrap stand-in bas
 wheel from a local wheelhouse, tensorflow-cpu; see tests/images/build.sh) and every test starts
 real containers from them: examples training on scikit-learn's digits, a bundle from a moto S3
 server and one bind-mounted with no network, exit codes, `podman stop`, an OOM kill under
---memory, the non-root user, the Kubeflow and FfDL conventions. The static checks at the top
+--memory, the non-root user, a restricted pod (arbitrary user id in group 0, read-only root,
+no capabilities), the Kubeflow and FfDL conventions. The static checks at the top
 (hadolint, the entrypoint's usage line) need no podman.
 
 Without podman, and not root (so it cannot be installed), the container tests are skipped with

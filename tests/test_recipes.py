@@ -344,11 +344,16 @@ RESTRICTED_VOLUMES = {
     "projected", "secret",
 }  # fmt: skip
 K8S_RECIPES = ("k8s-job.yaml", "k8s-indexed-sweep.yaml", "kubeflow-pytorchjob.yaml",
-               "kubeflow-tfjob.yaml")  # fmt: skip
+               "kubeflow-tfjob.yaml", "kubectl-run.sh")  # fmt: skip
 
 
 def pod_specs(name: str) -> list[dict[str, Any]]:
-    """Every pod spec of a Kubernetes recipe: a Job's template, each Kubeflow replica's."""
+    """Every pod spec of a Kubernetes recipe: a Job's template, each Kubeflow replica's, the
+    pod `kubectl run --overrides` makes."""
+    if name.endswith(".sh"):
+        (argv,) = command_lines(name, "kubectl run ")
+        (overrides,) = [a.split("=", 1)[1] for a in argv if a.startswith("--overrides=")]
+        return [json.loads(overrides)["spec"]]
     specs = []
     for obj in yaml.safe_load_all((PLATFORMS / name).read_text()):
         if obj["kind"] == "Job":
