@@ -74,6 +74,9 @@ def test_dockerfiles_are_hadolint_clean_and_complete():
     assert text.rstrip().endswith('ENTRYPOINT ["tini", "-g", "--", "/usr/local/bin/entrypoint.sh"]')
     assert "USER ${NB_UID}:${NB_GID}" in text and "ARG NB_UID=1000" in text
     assert "NVIDIA_VISIBLE_DEVICES=all" in text
+    # Restricted clusters: the work folder and HOME writable by group 0, nss_wrapper installed.
+    assert 'install -d -o "${NB_UID}" -g 0 -m 0775 /work' in text
+    assert 'chmod -R g=u "/home/${NB_USER}"' in text and '"libnss-wrapper=' in text
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in text
     assert "ipykernel install --sys-prefix --name python3" in text
     assert 'pip install --no-cache-dir "/tmp/nbjob-src[gcs,azure]"' in text
