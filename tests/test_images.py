@@ -4,7 +4,8 @@ The images are built once per session (CPU variant: the debootstrap stand-in bas
 wheel from a local wheelhouse, tensorflow-cpu; see tests/images/build.sh) and every test starts
 real containers from them: examples training on scikit-learn's digits, a bundle from a moto S3
 server and one bind-mounted with no network, exit codes, `podman stop`, an OOM kill under
---memory, the non-root user, the Kubeflow and FfDL conventions. The static checks at the top
+--memory, the non-root user, a restricted pod (arbitrary user id in group 0, read-only root,
+no capabilities), the Kubeflow and FfDL conventions. The static checks at the top
 (hadolint, the entrypoint's usage line) need no podman.
 
 Without podman, and not root (so it cannot be installed), the container tests are skipped with
@@ -21,6 +22,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 import zipfile
@@ -72,6 +74,9 @@ def test_dockerfiles_are_hadolint_clean_and_complete():
     assert text.rstrip().endswith('ENTRYPOINT ["tini", "-g", "--", "/usr/local/bin/entrypoint.sh"]')
     assert "USER ${NB_UID}:${NB_GID}" in text and "ARG NB_UID=1000" in text
     assert "NVIDIA_VISIBLE_DEVICES=all" in text
+    # Restricted clusters: the work folder and HOME writable by group 0, nss_wrapper installed.
+    assert 'install -d -o "${NB_UID}" -g 0 -m 0775 /work' in text
+    assert 'chmod -R g=u "/home/${NB_USER}"' in text and '"libnss-wrapper=' in text
     assert "NVIDIA_DRIVER_CAPABILITIES=compute,utility" in text
     assert "ipykernel install --sys-prefix --name python3" in text
     assert 'pip install --no-cache-dir "/tmp/nbjob-src[gcs,azure]"' in text
@@ -132,6 +137,45 @@ def test_entrypoint_prints_usage_and_exits_2_without_a_job():
     )
     assert proc.returncode == 2
     assert proc.stderr.startswith("usage: ")
+
+
+# Stands in for nbjob in the entrypoint test: what the entrypoint hands nbjob, as JSON.
+REPORTER = """#!/bin/sh
+printf '{"home": "%s", "home_writable": %s, "user": "%s", "ld_preload": "%s", "args": "%s"}\\n' \\
+    "$HOME" "$([ -w "$HOME" ] && echo true || echo false)" "$(id -un 2>/dev/null)" \\
+    "${LD_PRELOAD:-}" "$*"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user id needs root")
+def test_entrypoint_gives_an_arbitrary_user_id_a_home_and_a_passwd_entry():
+    """The entrypoint under OpenShift's user (1000680000:0, no passwd entry, HOME=/ not
+    writable), with a stand-in for nbjob: a private HOME under TMPDIR, a passwd entry from
+    nss_wrapper (when installed: libnss-wrapper), nothing on stderr, the arguments passed on."""
+    shared = Path(tempfile.mkdtemp(prefix="nbjob-entrypoint-"))  # tmp_path: only root enters
+    try:
+        shared.chmod(0o777)
+        (shared / "nbjob").write_text(REPORTER)
+        (shared / "nbjob").chmod(0o755)
+        env = {"PATH": f"{shared}:/usr/bin:/bin", "HOME": "/", "TMPDIR": str(shared)}
+        proc = subprocess.run(
+            ["sh", str(ROOT / "entrypoint.sh"), "/bundle", "--output", "/out"],
+            env=env, user=1000680000, group=0, extra_groups=[], cwd=shared,
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+        seen = json.loads(proc.stdout)
+        assert seen["home"] == f"{shared}/nbjob-home-1000680000" and seen["home_writable"]
+        assert seen["args"] == "run /bundle --output /out"
+        if not list(Path("/usr/lib").glob("*/libnss_wrapper.so")):
+            pytest.skip("libnss-wrapper is not installed here: the passwd entry is not checked")
+        assert seen["user"] == "nbjob" and seen["ld_preload"].endswith("/libnss_wrapper.so")
+        # A user id that has an entry (the image's own uid 1000, here root) gets no wrapper.
+        proc = subprocess.run(["sh", str(ROOT / "entrypoint.sh"), "x"], env=env, cwd=shared,
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert json.loads(proc.stdout)["ld_preload"] == ""
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_dockerignore_keeps_the_context_small():
@@ -660,6 +704,76 @@ def test_memory_limit_kills_the_kernel_exit_5_names_the_cell(torch_image, tmp_pa
     assert run["status"] == "kernel_died" and run["exit_code"] == 5
     assert run["cells"][1]["status"] == "kernel_died"
     assert run["failed_cell"]["index"] == 1 and "cell 1" in run["reason"]
+
+
+# -- restricted clusters -------------------------------------------------------------------------
+
+# What OpenShift's restricted SCC and Kubernetes' restricted Pod Security give a pod: a high
+# user id in group 0 with no passwd entry, no capabilities, no privilege escalation, the default
+# seccomp profile, and (readOnlyRootFilesystem) a read-only root where only /tmp and the work
+# folder are writable (emptyDirs; tmpfs here). --read-only-tmpfs=false: podman would otherwise
+# add writable tmpfs at /run and /var/tmp, which a pod does not get. --passwd=false: podman
+# would otherwise bind-mount an /etc/passwd with an entry for the user id; Kubernetes does not.
+RESTRICTED_USER = "1000680000:0"
+RESTRICTED = (
+    "--user", RESTRICTED_USER, "--passwd=false", "--read-only", "--read-only-tmpfs=false",
+    "--tmpfs", "/tmp", "--tmpfs", "/work", "--cap-drop", "ALL", "--security-opt",
+    "no-new-privileges",
+)  # fmt: skip
+
+RESTRICTED_PROBE = """import json, os, pathlib, pwd, tempfile
+import torch
+home = pathlib.Path.home()
+(home / ".probe").write_text("written")
+status = dict(line.split(":\t", 1) for line in open("/proc/self/status").read().splitlines())
+print("PROBE " + json.dumps({
+    "uid": os.getuid(), "gid": os.getgid(), "user": pwd.getpwuid(os.getuid()).pw_name,
+    "home": str(home), "ipython_dir": get_ipython().ipython_dir,
+    "ipython_dir_writable": os.access(get_ipython().ipython_dir, os.W_OK),
+    "root_read_only": bool(os.statvfs("/").f_flag & os.ST_RDONLY),
+    "cap_bounding": int(status["CapBnd"], 16), "no_new_privs": status["NoNewPrivs"].strip(),
+    "tmp_writable": os.access(tempfile.gettempdir(), os.W_OK),
+    "work_writable": os.access("/work", os.W_OK),
+    "torch": float(torch.ones(3).sum()),
+}))
+(pathlib.Path(os.environ["NBJOB_ARTIFACTS_DIR"]) / "result.txt").write_text("restricted")"""
+
+
+@images
+@slow
+def test_restricted_cluster_arbitrary_uid_read_only_root_no_capabilities(torch_image, tmp_path):
+    """OpenShift / restricted Pod Security: the image runs as user 1000680000 in group 0 with a
+    read-only root, all capabilities dropped; the kernel has a writable home and a passwd
+    entry, results reach the mounted folder, and every stderr line is JSON."""
+    bundle = tmp_path / "bundle"
+    notebook(bundle / "restricted.ipynb", RESTRICTED_PROBE)
+    out = writable_dir(tmp_path / "out")
+    proc = Container(
+        torch_image,
+        "/bundle/restricted.ipynb",
+        "--output",
+        "/out",
+        env={"NBJOB_LOG_FORMAT": "json"},
+        volumes={bundle: "/bundle:ro", out: "/out"},
+        options=RESTRICTED,
+    ).run(timeout=300)
+    assert proc.returncode == 0, explain(proc, out)
+    not_json = []
+    for line in proc.stderr.splitlines():
+        try:
+            json.loads(line)
+        except ValueError:
+            not_json.append(line)
+    assert not_json == [], proc.stderr[-3000:]
+    assert read_json(out / "run.json")["status"] == "succeeded"
+    assert (out / "artifacts" / "result.txt").read_text() == "restricted"
+    probe = probe_of(out / "restricted.ipynb")
+    assert (probe["uid"], probe["gid"]) == (1000680000, 0)
+    assert probe["user"] == "nbjob"  # nss_wrapper's passwd entry (entrypoint.sh)
+    assert probe["home"].startswith("/tmp/") and probe["ipython_dir_writable"]
+    assert probe["root_read_only"] and probe["tmp_writable"] and probe["work_writable"]
+    assert probe["cap_bounding"] == 0 and probe["no_new_privs"] == "1"
+    assert probe["torch"] == 3.0
 
 
 # -- user, Kubeflow, FfDL ------------------------------------------------------------------------

@@ -156,8 +156,9 @@ def test_indexed_job_sweep_manifest(tmp_path: Path) -> None:
     assert failures == "metadata.annotations['batch.kubernetes.io/job-index-failure-count']"
     # The sweep file: mounted from the ConfigMap, one entry per completion, each a parameter set
     # of the example notebook's parameters cell.
-    (mount,) = container["volumeMounts"]
-    (volume,) = job["spec"]["template"]["spec"]["volumes"]
+    # (The other mounts are the restricted profile's emptyDirs at /tmp and /work.)
+    (volume,) = [v for v in job["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
     assert volume["configMap"]["name"] == configmap["metadata"]["name"]
     assert env["NBJOB_PARAMETERS_FILE"]["value"] == f"{mount['mountPath']}/sweep.yaml"
     sweep_file = tmp_path / "sweep.yaml"
@@ -332,6 +333,113 @@ def test_kubeflow_tfjob_manifest():
             assert me.world_size == 3 and me.source == "TF_CONFIG"
             seen[(kind, index)] = me.rank
     assert seen == {("chief", 0): 0, ("worker", 0): 1, ("worker", 1): 2}
+
+
+# -- restricted Pod Security ---------------------------------------------------------------------
+
+# Pod Security Standards, "restricted" profile (kubernetes.io/docs/concepts/security/
+# pod-security-standards): the volume types it allows, and the capability a container may add.
+RESTRICTED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+    "projected", "secret",
+}  # fmt: skip
+K8S_RECIPES = ("k8s-job.yaml", "k8s-indexed-sweep.yaml", "kubeflow-pytorchjob.yaml",
+               "kubeflow-tfjob.yaml", "kubectl-run.sh")  # fmt: skip
+
+
+def pod_specs(name: str) -> list[dict[str, Any]]:
+    """Every pod spec of a Kubernetes recipe: a Job's template, each Kubeflow replica's, the
+    pod `kubectl run --overrides` makes."""
+    if name.endswith(".sh"):
+        (argv,) = command_lines(name, "kubectl run ")
+        (overrides,) = [a.split("=", 1)[1] for a in argv if a.startswith("--overrides=")]
+        return [json.loads(overrides)["spec"]]
+    specs = []
+    for obj in yaml.safe_load_all((PLATFORMS / name).read_text()):
+        if obj["kind"] == "Job":
+            specs.append(obj["spec"]["template"]["spec"])
+        for key in ("pytorchReplicaSpecs", "tfReplicaSpecs"):
+            specs += [r["template"]["spec"] for r in obj.get("spec", {}).get(key, {}).values()]
+    return specs
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """What in a pod spec the restricted Pod Security profile refuses (an admission controller
+    at ``enforce: restricted`` would reject the pod), plus nbjob's own read-only-root rule: a
+    read-only root with emptyDir volumes at /tmp and the image's work folder /work."""
+    found = []
+    pod_sc = pod.get("securityContext", {})
+    for flag in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(flag):
+            found.append(flag)
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for name, volume in volumes.items():
+        if not set(volume) - {"name"} <= RESTRICTED_VOLUMES:
+            found.append(f"volume {name}: {sorted(set(volume) - {'name'})}")
+    for c in pod["containers"] + pod.get("initContainers", []):
+        sc = {**pod_sc, **c.get("securityContext", {})}  # the container's own settings win
+        where = f"container {c['name']}"
+        if sc.get("privileged"):
+            found.append(f"{where}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            found.append(f"{where}: allowPrivilegeEscalation is not false")
+        if sc.get("runAsNonRoot") is not True or sc.get("runAsUser") == 0:
+            found.append(f"{where}: may run as root")
+        if sc.get("seccompProfile", {}).get("type") not in ("RuntimeDefault", "Localhost"):
+            found.append(f"{where}: no seccompProfile RuntimeDefault")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            found.append(f"{where}: capabilities not dropped (drop: [ALL])")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            found.append(f"{where}: adds capabilities {caps['add']}")
+        if any(p.get("hostPort") for p in c.get("ports", [])):
+            found.append(f"{where}: hostPort")
+        if sc.get("readOnlyRootFilesystem") is not True:
+            found.append(f"{where}: root filesystem writable")
+        mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
+        for path in ("/tmp", "/work"):
+            if "emptyDir" not in volumes.get(mounts.get(path, ""), {}):
+                found.append(f"{where}: no emptyDir at {path}")
+    return found
+
+
+@pytest.mark.parametrize("name", K8S_RECIPES)
+def test_kubernetes_recipes_meet_the_restricted_pod_security_profile(name: str) -> None:
+    """Every Kubernetes recipe runs in a namespace at ``pod-security.kubernetes.io/enforce:
+    restricted`` (and under OpenShift's restricted SCC), with a read-only root filesystem."""
+    specs = pod_specs(name)
+    assert specs
+    for spec in specs:
+        assert restricted_violations(spec) == [], name
+        # Still a valid pod (the Job manifests are validated whole by the tests above).
+        validate({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "nbjob"},
+                  "template": {"spec": spec}})  # fmt: skip
+
+
+def test_restricted_check_refuses_what_the_profile_refuses() -> None:
+    """The check above can fail: each setting the profile needs, taken away, is reported."""
+    (spec,) = pod_specs("k8s-job.yaml")
+    assert restricted_violations(spec) == []
+    breaks = {
+        "allowPrivilegeEscalation": lambda s: s["containers"][0]["securityContext"].pop(
+            "allowPrivilegeEscalation"
+        ),
+        "may run as root": lambda s: s["securityContext"].update(runAsNonRoot=False),
+        "seccompProfile": lambda s: s["securityContext"].pop("seccompProfile"),
+        "capabilities": lambda s: s["containers"][0]["securityContext"].pop("capabilities"),
+        "root filesystem writable": lambda s: s["containers"][0]["securityContext"].update(
+            readOnlyRootFilesystem=False
+        ),
+        "no emptyDir at /tmp": lambda s: s["containers"][0]["volumeMounts"].pop(
+            [m["mountPath"] for m in s["containers"][0]["volumeMounts"]].index("/tmp")
+        ),
+        "volume host": lambda s: s["volumes"].append({"name": "host", "hostPath": {"path": "/"}}),
+        "hostNetwork": lambda s: s.update(hostNetwork=True),
+    }
+    for needle, mutate in breaks.items():
+        broken = copy.deepcopy(spec)
+        mutate(broken)
+        assert any(needle in v for v in restricted_violations(broken)), needle
 
 
 # -- FfDL ----------------------------------------------------------------------------------------
