@@ -10,8 +10,8 @@ big file and many small ones; default 512 MiB + 1000 x 512 KiB = 1 GiB) and uplo
 interleaved, with nbjob's ``ArtifactStream.flush`` (what the run sends at its end or on a stop:
 every file, newest first, 8 at once, big files multipart in 8 MiB parts) and with the AWS CLI's
 ``aws s3 sync`` (10 at once, multipart from 8 MiB). Each upload goes to a fresh bucket, deleted
-afterwards (moto keeps objects in memory). Prints MB/s and writes the "Artifact upload" section
-of BENCHMARKS.md (replacing only that section).
+afterwards (moto keeps objects in memory). Prints MB/s and CPU seconds and writes the "Artifact
+upload" section of BENCHMARKS.md (replacing only that section).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -75,23 +76,31 @@ def make_set(folder: Path, big_mb: int, small: int, small_kb: int) -> int:
     return big_mb * (1 << 20) + small * (small_kb << 10)
 
 
-def nbjob_upload(folder: Path, endpoint: str, bucket: str) -> float:
+def cpu_s(who: int) -> float:
+    """User + system CPU seconds of this process (or of its waited-for children)."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def nbjob_upload(folder: Path, endpoint: str, bucket: str) -> tuple[float, float]:
+    """(wall s, CPU s) of a flush, in this process (client made from scratch, as a run does)."""
     from nbjob.artifacts import ArtifactStream
     from nbjob.storage import Options, Storage
 
     stream = ArtifactStream(Storage(Options(endpoint)), f"s3://{bucket}/artifacts", folder)
-    started = time.monotonic()
+    cpu, started = cpu_s(resource.RUSAGE_SELF), time.monotonic()
     stream.flush()
-    took = time.monotonic() - started
+    took, cpu = time.monotonic() - started, cpu_s(resource.RUSAGE_SELF) - cpu
     stream.close()
-    return took
+    return took, cpu
 
 
-def aws_upload(folder: Path, endpoint: str, bucket: str) -> float:
+def aws_upload(folder: Path, endpoint: str, bucket: str) -> tuple[float, float]:
+    """(wall s, CPU s) of ``aws s3 sync``, its start-up included."""
     argv = [str(BIN / "aws"), "s3", "sync", "--only-show-errors", "--endpoint-url", endpoint]
-    started = time.monotonic()
+    cpu, started = cpu_s(resource.RUSAGE_CHILDREN), time.monotonic()
     subprocess.run([*argv, str(folder), f"s3://{bucket}/artifacts"], check=True)
-    return time.monotonic() - started
+    return time.monotonic() - started, cpu_s(resource.RUSAGE_CHILDREN) - cpu
 
 
 def empty_bucket(client: object, bucket: str) -> int:
@@ -118,7 +127,7 @@ def main() -> None:
     import boto3
 
     proc, endpoint = start_moto()
-    times: dict[str, list[float]] = {"nbjob": [], "aws s3 sync": []}
+    times: dict[str, list[tuple[float, float]]] = {"nbjob": [], "aws s3 sync": []}
     try:
         client = boto3.client("s3", endpoint_url=endpoint)
         with tempfile.TemporaryDirectory(prefix="nbjob-bench-") as tmp:
@@ -128,10 +137,13 @@ def main() -> None:
                 for name, upload in (("nbjob", nbjob_upload), ("aws s3 sync", aws_upload)):
                     bucket = f"bench-{uuid.uuid4().hex[:12]}"
                     client.create_bucket(Bucket=bucket)
-                    took = upload(Path(tmp) / "set", endpoint, bucket)
+                    took, cpu = upload(Path(tmp) / "set", endpoint, bucket)
                     assert empty_bucket(client, bucket) == files, f"{name} missed files"
-                    times[name].append(took)
-                    print(f"{name}: {took:.2f} s, {total / took / 1e6:.1f} MB/s", flush=True)
+                    times[name].append((took, cpu))
+                    print(
+                        f"{name}: {took:.2f} s, {total / took / 1e6:.1f} MB/s, {cpu:.2f} s CPU",
+                        flush=True,
+                    )
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         proc.wait(timeout=10)
@@ -141,12 +153,17 @@ def main() -> None:
         write_section(ROOT / "BENCHMARKS.md", section)
 
 
-def report(times: dict[str, list[float]], total: int, args: argparse.Namespace) -> str:
+def report(
+    times: dict[str, list[tuple[float, float]]], total: int, args: argparse.Namespace
+) -> str:
     rows = []
     for name, runs in times.items():
-        median = statistics.median(runs)
-        spread = f"{min(runs):.2f}-{max(runs):.2f}"
-        rows.append(f"| {name} | {median:.2f} | {spread} | {total / median / 1e6:.0f} |")
+        walls = [wall for wall, _ in runs]
+        median, cpu = statistics.median(walls), statistics.median(cpu for _, cpu in runs)
+        spread = f"{min(walls):.2f}-{max(walls):.2f}"
+        rows.append(
+            f"| {name} | {median:.2f} | {spread} | {total / median / 1e6:.0f} | {cpu:.2f} |"
+        )
     return "\n".join(
         [
             START,
@@ -155,11 +172,15 @@ def report(times: dict[str, list[float]], total: int, args: argparse.Namespace) 
             f"{total / 1e6:.0f} MB: one {args.big_mb} MiB file and {args.small} files of "
             f"{args.small_kb} KiB, to moto on 127.0.0.1 (2-core machine shared with other work), "
             f"{args.rounds} rounds interleaved, each to a fresh bucket. nbjob: "
-            "`ArtifactStream.flush` (8 files at once, 8 MiB multipart parts); AWS CLI: "
-            "`aws s3 sync` (10 at once).",
+            "`ArtifactStream.flush` (8 files at once through one boto3 client; big files in "
+            "8 MiB parts, 10 in flight, from one shared transfer manager); AWS CLI: "
+            "`aws s3 sync` (10 at once). CPU: user + system seconds of the uploading process "
+            "(nbjob: the flush in this process, client made from scratch; aws: the whole "
+            "command, start-up included), median. moto answers every request with "
+            "`Connection: close`, so each request opens a connection for both.",
             "",
-            "| uploader | median (s) | runs (s) | MB/s |",
-            "|---|---:|---|---:|",
+            "| uploader | median (s) | runs (s) | MB/s | CPU (s) |",
+            "|---|---:|---|---:|---:|",
             *rows,
             "",
             "Reproduce: `.venv/bin/python bench/artifacts.py` (`--big-mb`, `--small`, "

@@ -63,55 +63,60 @@ class AzureBackend(Backend):
         self._clients: dict[str | None, Any] = {}
 
     def service(self, account: str | None) -> Any:
-        """One BlobServiceClient per account, made on first use."""
+        """One BlobServiceClient per account, made on first use (once, however many threads
+        ask)."""
         if account not in self._clients:
-            from azure.storage.blob import BlobServiceClient, LinearRetry
-
-            options: dict[str, Any] = {
-                "retry_policy": LinearRetry(
-                    backoff=BACKOFF_S,  # type: ignore[arg-type]  # seconds; a float works
-                    random_jitter_range=0,
-                    retry_total=min(self.options.attempts, CLIENT_TRIES) - 1,
-                ),
-                "connection_timeout": self.connect_timeout,
-                "read_timeout": self.read_timeout,
-                "max_single_put_size": CHUNK_THRESHOLD,
-                "max_block_size": CHUNK_SIZE,
-                "max_single_get_size": CHUNK_THRESHOLD,
-                "max_chunk_get_size": CHUNK_SIZE,
-            }
-            env = os.environ
-            if env.get("AZURE_STORAGE_CONNECTION_STRING"):
-                client = BlobServiceClient.from_connection_string(
-                    env["AZURE_STORAGE_CONNECTION_STRING"], **options
-                )
-                if account and account != client.account_name:
-                    raise StorageError(
-                        f"the URL names the Azure account {account!r}, but "
-                        f"AZURE_STORAGE_CONNECTION_STRING is for {client.account_name!r}"
-                    )
-                self._clients[account] = client
-            else:
-                name = account or env.get("AZURE_STORAGE_ACCOUNT")
-                if not name:
-                    raise StorageError(
-                        "no Azure account: set AZURE_STORAGE_CONNECTION_STRING or "
-                        "AZURE_STORAGE_ACCOUNT"
-                    )
-                endpoint = env.get("AZURE_STORAGE_BLOB_ENDPOINT") or (
-                    f"https://{name}.blob.core.windows.net"
-                )
-                credential: Any
-                if env.get("AZURE_STORAGE_KEY"):
-                    credential = {"account_name": name, "account_key": env["AZURE_STORAGE_KEY"]}
-                elif env.get("AZURE_STORAGE_SAS_TOKEN"):
-                    credential = env["AZURE_STORAGE_SAS_TOKEN"].lstrip("?")
-                else:
-                    from azure.identity import DefaultAzureCredential  # only when needed
-
-                    credential = DefaultAzureCredential()
-                self._clients[account] = BlobServiceClient(endpoint, credential, **options)
+            with self.client_lock:
+                if account not in self._clients:
+                    self._clients[account] = self._make_service(account)
         return self._clients[account]
+
+    def _make_service(self, account: str | None) -> Any:
+        from azure.storage.blob import BlobServiceClient, LinearRetry
+
+        options: dict[str, Any] = {
+            "retry_policy": LinearRetry(
+                backoff=BACKOFF_S,  # type: ignore[arg-type]  # seconds; a float works
+                random_jitter_range=0,
+                retry_total=min(self.options.attempts, CLIENT_TRIES) - 1,
+            ),
+            "connection_timeout": self.connect_timeout,
+            "read_timeout": self.read_timeout,
+            "max_single_put_size": CHUNK_THRESHOLD,
+            "max_block_size": CHUNK_SIZE,
+            "max_single_get_size": CHUNK_THRESHOLD,
+            "max_chunk_get_size": CHUNK_SIZE,
+        }
+        env = os.environ
+        if env.get("AZURE_STORAGE_CONNECTION_STRING"):
+            client = BlobServiceClient.from_connection_string(
+                env["AZURE_STORAGE_CONNECTION_STRING"], **options
+            )
+            if account and account != client.account_name:
+                raise StorageError(
+                    f"the URL names the Azure account {account!r}, but "
+                    f"AZURE_STORAGE_CONNECTION_STRING is for {client.account_name!r}"
+                )
+            return client
+        else:
+            name = account or env.get("AZURE_STORAGE_ACCOUNT")
+            if not name:
+                raise StorageError(
+                    "no Azure account: set AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT"
+                )
+            endpoint = env.get("AZURE_STORAGE_BLOB_ENDPOINT") or (
+                f"https://{name}.blob.core.windows.net"
+            )
+            credential: Any
+            if env.get("AZURE_STORAGE_KEY"):
+                credential = {"account_name": name, "account_key": env["AZURE_STORAGE_KEY"]}
+            elif env.get("AZURE_STORAGE_SAS_TOKEN"):
+                credential = env["AZURE_STORAGE_SAS_TOKEN"].lstrip("?")
+            else:
+                from azure.identity import DefaultAzureCredential  # only when needed
+
+                credential = DefaultAzureCredential()
+            return BlobServiceClient(endpoint, credential, **options)
 
     def _blob(self, url: str) -> Any:
         account, container, blob = split_az(url)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -89,6 +90,9 @@ class Backend:
     def __init__(self, options: Options | None = None) -> None:
         self.options = options or Options()
         self.outage_since: float | None = None  # monotonic start of the current failing streak
+        # Clients are made once, under this lock: the artifact stream's workers ask at once, and
+        # each client made in a race costs ~0.1 s of CPU and a connection pool of its own.
+        self.client_lock = threading.Lock()
 
     @property
     def endpoint_url(self) -> str | None:

@@ -53,19 +53,22 @@ class GCSBackend(Backend):
         self._client: Any = None
 
     def client(self) -> Any:
+        """The one GCS client (made on first use, once, however many threads ask)."""
         if self._client is None:
-            from google.cloud import storage  # imported here: only gs:// runs pay for it
-
-            project = os.environ.get("GOOGLE_CLOUD_PROJECT") or None
-            if os.environ.get("STORAGE_EMULATOR_HOST"):
-                from google.auth.credentials import AnonymousCredentials
-
-                self._client = storage.Client(
-                    project=project or "nbjob", credentials=AnonymousCredentials()
-                )
-            else:
-                self._client = storage.Client(project=project)
+            with self.client_lock:
+                if self._client is None:
+                    self._client = self._make_client()
         return self._client
+
+    def _make_client(self) -> Any:
+        from google.cloud import storage  # imported here: only gs:// runs pay for it
+
+        project = os.environ.get("GOOGLE_CLOUD_PROJECT") or None
+        if os.environ.get("STORAGE_EMULATOR_HOST"):
+            from google.auth.credentials import AnonymousCredentials
+
+            return storage.Client(project=project or "nbjob", credentials=AnonymousCredentials())
+        return storage.Client(project=project)
 
     @property
     def timeouts(self) -> tuple[float, float]:
