@@ -108,6 +108,8 @@ bench: venv
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/artifacts.py $(ARTIFACTS_BENCH_ARGS)
 	$(BIN)/python bench/resources.py $(RESOURCES_BENCH_ARGS)
+	$(BIN)/python bench/refresh.py $(REFRESH_BENCH_ARGS)
+	$(BIN)/python bench/uploads.py $(UPLOADS_BENCH_ARGS)
 
 images: venv
 	bash tests/images/build.sh $(IMAGES_FLAGS)
