@@ -1,6 +1,7 @@
 """The report's renderer child (``nbjob.renderer``): the page it renders is the page nbjob
-renders itself, it ends by its PID, a renderer that died is a reason (never a hang), a run's
-report comes from it, and the report stays fresh during a run (``--report-interval``)."""
+renders itself, it ends by its PID, a renderer that died is a reason (never a hang), a run that
+refreshes its report (``--report-interval``) has it render the final page too, and a shorter run
+renders in-process."""
 
 from __future__ import annotations
 
@@ -91,7 +92,9 @@ def test_a_page_that_fails_is_a_reason_and_the_child_goes_on(tmp_path: Path) -> 
         renderer.close()
 
 
-def test_a_runs_report_is_rendered_by_the_child(tmp_path: Path) -> None:
+def test_a_run_shorter_than_the_report_interval_renders_in_process(tmp_path: Path) -> None:
+    """No child for a run that never refreshes its report: its one page costs less here than a
+    second Python process importing nbconvert beside the kernel (bench/run.py (a), (c))."""
     nb = make_notebook(tmp_path / "nb.ipynb", ["print('from the kernel')"])
     out = tmp_path / "out"
     result = run_nbjob("run", nb, "--output", out)
@@ -100,7 +103,7 @@ def test_a_runs_report_is_rendered_by_the_child(tmp_path: Path) -> None:
     assert read_json(out / "run.json")["report"]["name"] == "nb.html"
     events = [json.loads(line) for line in (out / "executor.log").read_text().splitlines()]
     [written] = [e for e in events if e["event"] == "report"]
-    assert written["rendered_by"] == "renderer"
+    assert written["rendered_by"] == "nbjob"
 
 
 WAIT_FOR_GO = """\
@@ -129,3 +132,5 @@ def test_the_report_stays_fresh_while_the_run_goes(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "last cell done" in page.read_text()  # the final page is the whole run's
     assert read_json(out / "run.json")["report"]["name"] == "nb.html"
+    [written] = [e for e in result.events if e["event"] == "report"]
+    assert written["rendered_by"] == "renderer" and written["refreshed"] >= 1, written

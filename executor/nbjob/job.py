@@ -98,11 +98,10 @@ class Job:
         self.log: Any = None  # the run's logger, once its log is open (``_open_results``)
         # A remote destination's read, kept: a stop may abandon it, the end waits on it again.
         self.reading: stop.Worker[attempts.Attempt | NbjobError] | None = None
-        # The report's renderer loads nbconvert in its own process while the kernel boots.
+        # The report's renderer child, started by the first refresh of the report (a run
+        # longer than --report-interval); a shorter run renders its one page in-process.
         self.renderer = renderer.Renderer(self.workdir / "report")
         self.refresher: Any = None  # nbjob.listeners.refresh.ReportRefresher, when refreshing
-        if not settings.no_report:
-            self.renderer.start()
 
     # -- the job -------------------------------------------------------------------------------
 

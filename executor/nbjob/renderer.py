@@ -82,6 +82,11 @@ class Renderer:
         self._answers.put({"error": "the renderer ended", "gone": True})
 
     @property
+    def running(self) -> bool:
+        """Started, and neither failed nor ended."""
+        return self.proc is not None and self.failed is None and self.proc.poll() is None
+
+    @property
     def idle(self) -> bool:
         """Running and rendering nothing (an answer that came is collected first)."""
         self._collect()

@@ -160,7 +160,7 @@ def title_for(results: Results) -> str:
 def ask(renderer: Renderer, results: Results, nb: Any, folder: Path | None) -> bool:
     """Hand the final notebook (as stored) to the renderer, before the final write; whether it
     took it (not when it could not start, or a refresh is still rendering: ``write`` waits)."""
-    if nb is None or not results.notebook_name or not renderer.start():
+    if nb is None or not results.notebook_name or not renderer.running:
         return False
     return renderer.submit(results.stored_notebook(nb), folder, title_for(results))
 
@@ -262,7 +262,7 @@ def _page(
     """The page, from the renderer (the notebook handed to it now if not yet: a refresh that
     was rendering is waited for, its page dropped), else rendered here; or why there is none;
     and which process rendered it (``renderer`` or ``nbjob``)."""
-    if renderer is not None and not asked and renderer.start():
+    if renderer is not None and not asked and renderer.running:
         renderer.page(budget)  # a refresh under way, if any
         asked = ask(renderer, results, nb, folder)
     if renderer is not None and asked:

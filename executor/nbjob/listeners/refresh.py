@@ -51,8 +51,8 @@ class ReportRefresher:
         now = time.monotonic()
         if self.renderer.ready_page_waiting():
             self._store(now)
-        if now >= self.next_due and self.renderer.idle:
-            self._ask(now)
+        if now >= self.next_due and self.renderer.start() and self.renderer.idle:
+            self._ask(now)  # the first refresh starts the renderer child
 
     def _ask(self, now: float) -> None:
         nb = self.notebook()
