@@ -1,11 +1,13 @@
 """The report's renderer: a child process that renders the HTML report off the run's critical path.
 
-Started with the kernel (``Renderer.start``), the child (``python -m nbjob.renderer``, at a
-slightly lower priority than nbjob and the kernel) imports nbconvert and compiles its templates
-while the kernel boots and cells run. At the end the notebook, as stored (masked), is handed to
-it before the final write (``Renderer.submit``), so the page is rendered while the results are
-stored and the kernel shuts down, not after (issue 22); ``Renderer.page`` waits for it within the
-report's budget. During the run it may render a fresher page now and then (``--report-interval``).
+Started by the first refresh of the report (``--report-interval``; ``Renderer.start``), the
+child (``python -m nbjob.renderer``, at a slightly lower priority than nbjob and the kernel)
+imports nbconvert, compiles its templates and renders fresher pages now and then. At the end
+the notebook, as stored (masked), is handed to it before the final write (``Renderer.submit``),
+so the page is rendered while the results are stored and the kernel shuts down, not after
+(issue 22); ``Renderer.page`` waits for it within the report's budget. A run that ends before
+its first refresh never starts the child: its one page is rendered in nbjob's process, cheaper
+on a short run than a second Python process importing nbconvert beside the kernel.
 
 The protocol is one line each way: a request on the child's stdin (JSON: the notebook file to
 read, the page file to write, the notebook's folder and title), an answer on its stdout

@@ -9,7 +9,8 @@ to it before the final write (``ask``), while the results are stored and the ker
 ``write`` stores the page after the notebook and run.json are stored and never at their cost:
 within the time left (a stop's grace, the final-write bound), else skipped with a warning; a
 render or upload failure is a warning in the log and in run.json, never another exit code.
-Without a renderer (it could not start) the page is rendered here, as before.
+Without a running renderer (a run shorter than ``--report-interval``, or a child that could not
+start) the page is rendered here.
 """
 
 from __future__ import annotations
