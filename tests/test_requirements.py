@@ -66,15 +66,22 @@ def bundle(tmp_path: Path, requirements: str, wheels: Path | None = None) -> Pat
 
 
 def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A temporary folder of the test's own (the overlays live under it), and ``extra``."""
+    """A temporary folder of the test's own (the overlays live under it), uv on PATH, and
+    ``extra``."""
     tmp = tmp_path / "tmp"
     tmp.mkdir(exist_ok=True)
-    return {"TMPDIR": str(tmp), **extra}
+    return {"TMPDIR": str(tmp), "PATH": with_uv(), **extra}
+
+
+def with_uv() -> str:
+    """PATH with this venv's folder first, where the test extra installs ``uv`` (nbjob uses uv
+    when it is on PATH; `make test` runs without an activated venv)."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
 def without_uv() -> str:
     """PATH without the folders holding ``uv`` (nbjob then installs with pip)."""
-    folders = os.environ.get("PATH", "").split(os.pathsep)
+    folders = with_uv().split(os.pathsep)
     return os.pathsep.join(f for f in folders if not (Path(f) / "uv").exists())
 
 
