@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
+
+from common import start_moto, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -42,27 +41,6 @@ ENV = {
     "AWS_EC2_METADATA_DISABLED": "true",
 }
 START, END = "<!-- bench/artifacts.py: start -->", "<!-- bench/artifacts.py: end -->"
-
-
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url + "/", timeout=1).close()
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    raise RuntimeError("moto_server did not start")
 
 
 def make_set(folder: Path, big_mb: int, small: int, small_kb: int) -> int:
@@ -150,7 +128,7 @@ def main() -> None:
     section = report(times, total, args)
     print(section)
     if not args.no_write:
-        write_section(ROOT / "BENCHMARKS.md", section)
+        write_section(ROOT / "BENCHMARKS.md", section, START, END)
 
 
 def report(
@@ -188,16 +166,6 @@ def report(
             END,
         ]
     )
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import resource
 import statistics
 import subprocess
@@ -27,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 NBJOB = Path(sys.executable).with_name("nbjob")
@@ -91,7 +92,7 @@ def main() -> None:
     section = report(runs, args)
     print(section)
     if not args.no_write:
-        write_section(ROOT / "BENCHMARKS.md", section)
+        write_section(ROOT / "BENCHMARKS.md", section, START, END)
 
 
 def report(runs: dict[float, list[dict[str, float]]], args: argparse.Namespace) -> str:
@@ -125,13 +126,6 @@ def report(runs: dict[float, list[dict[str, float]]], args: argparse.Namespace) 
         " `--rounds`).",
         END,
     ])  # fmt: skip
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text()
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    text = pattern.sub(lambda _: section, text) if pattern.search(text) else text + "\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":

@@ -19,12 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from common import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "executor"))
@@ -106,7 +107,7 @@ def main() -> None:
     section = report(result, args, procs)
     print(section)
     if not args.no_write:
-        write_section(ROOT / "BENCHMARKS.md", section)
+        write_section(ROOT / "BENCHMARKS.md", section, START, END)
 
 
 def report(r: dict[str, float], args: argparse.Namespace, procs: int) -> str:
@@ -134,16 +135,6 @@ def report(r: dict[str, float], args: argparse.Namespace, procs: int) -> str:
         "`--interval`).",
         END,
     ])  # fmt: skip
-
-
-def write_section(path: Path, section: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _m: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

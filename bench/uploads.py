@@ -29,16 +29,16 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
+
+from common import start_moto
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -55,27 +55,6 @@ ENV = {
     "AWS_EC2_METADATA_DISABLED": "true",
 }
 SEGMENTS = "log/"  # the live log's segments (nbjob.layout.LOG_SEGMENTS), when there are any
-
-
-def start_moto() -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url + "/", timeout=1).close()
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    raise RuntimeError("moto_server did not start")
 
 
 def cells(workload: str, scale: float) -> list[str]:

@@ -1,0 +1,51 @@
+"""What the bench scripts share: a moto server on loopback, and their own section of
+BENCHMARKS.md (replaced between its markers, else appended)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def start_moto() -> tuple[subprocess.Popen[bytes], str]:
+    """moto's server on a free loopback port, in a session of its own (stop it by its PID);
+    (the process, its endpoint URL) once it answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url + "/", timeout=1).close()
+            return proc, url
+        except OSError:
+            time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    raise RuntimeError("moto_server did not start")
+
+
+def write_section(path: Path, section: str, start: str, end: str) -> None:
+    """``section`` (which begins with ``start`` and ends with ``end``) in place of the text
+    between those markers in ``path``, or appended when they are not there yet."""
+    text = path.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: section, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    path.write_text(text, encoding="utf-8")
