@@ -30,7 +30,15 @@ from typing import Any
 import nbformat
 import pytest
 from nbjob import report, results
-from support import S3Server, make_notebook, read_json, run_nbjob, start_nbjob, wait_until
+from support import (
+    S3Server,
+    browse,
+    make_notebook,
+    read_json,
+    run_nbjob,
+    start_nbjob,
+    wait_until,
+)
 
 # -- notebooks ----------------------------------------------------------------------------------
 
@@ -114,25 +122,6 @@ def chromium() -> str:
             pytest.fail(f"the report tests need chromium in CI: {reason}")
         pytest.skip(reason)
     return str(shutil.which("chromium"))
-
-
-def browse(chromium: str, page: Path, *args: str, timeout: float = 60) -> str:
-    """``chromium --headless ARGS file://PAGE``; its stdout. Its process group ends with it."""
-    profile = page.parent / f".chromium-{page.stem}"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"]
-    flags += [f"--user-data-dir={profile}", "--virtual-time-budget=5000", *args]
-    argv = [chromium, *flags, page.as_uri()]
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise AssertionError(f"chromium did not end within {timeout} s") from None
-    assert proc.returncode == 0, err[-3000:]
-    return out
 
 
 def shown(chromium: str, page: Path) -> dict[str, Any]:

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
 from nbjob import report_chart
-from support import notebook_json, read_json, run_nbjob
+from support import browse, notebook_json, read_json, run_nbjob
 
 MiB = 2**20
 SVG = "{http://www.w3.org/2000/svg}"
@@ -104,7 +101,7 @@ def test_a_runs_report_shows_its_memory_chart_in_a_browser(tmp_path: Path) -> No
     assert read_json(out / "run.json")["report"]["name"] == "nb.html"
     page = out / "nb.probed.html"
     page.write_text((out / "nb.html").read_text().replace("</body>", PROBE + "</body>"))
-    dom = browse(chromium, page)
+    dom = browse(chromium, page, "--dump-dom")
     found = re.search(r'<pre id="nbjob-probe">(.*?)</pre>', dom, re.S)
     assert found, dom[-2000:]
     probe = json.loads(html.unescape(found.group(1)))
@@ -115,21 +112,3 @@ def test_a_runs_report_shows_its_memory_chart_in_a_browser(tmp_path: Path) -> No
     assert "Resources used" in probe["text"] and "peak memory" in probe["text"]
     peak = read_json(out / "run.json")["cells"][1]["resources"]["peak_rss_bytes"]
     assert f"{peak / MiB:.0f} MiB" in probe["text"]
-
-
-def browse(chromium: str, page: Path, timeout: float = 60) -> str:
-    """The DOM headless Chromium made of ``page``; its process group ends with it."""
-    argv = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-            f"--user-data-dir={page.parent / '.chromium'}", "--virtual-time-budget=5000",
-            "--dump-dom", page.as_uri()]  # fmt: skip
-    proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True, text=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise AssertionError(f"chromium did not end within {timeout} s") from None
-    assert proc.returncode == 0, err[-3000:]
-    return out

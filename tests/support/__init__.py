@@ -27,6 +27,7 @@ starts a process ``e2e`` and fails a test outside that layer that starts one any
 
 from __future__ import annotations
 
+from .browser import browse
 from .cgroups import group_pids, kill_group, memory_group
 from .e2e import MARK, FastLayerError, starts_processes
 from .net import answers, free_port, free_ports, serves
@@ -62,6 +63,7 @@ __all__ = [
     "S3Server",
     "ServerProcess",
     "answers",
+    "browse",
     "cell_ends",
     "descendants",
     "free_port",
