@@ -103,6 +103,13 @@ def exporter() -> Any:
     from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
     from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
 
+    class _Highlighter(Highlight2HTML):  # type: ignore[misc]
+        """nbconvert's, with one pygments formatter and lexer a language instead of new ones
+        for each cell (the formatter's style sheet alone was a third of a page's time)."""
+
+        def __call__(self, source: str, language: str | None = None, metadata: Any = None) -> str:
+            return highlight(source, language or self.pygments_lexer, metadata)
+
     class Renderer(IPythonRenderer):
         def inline_html(self, html: str) -> str:
             return str(super().inline_html(html)) if "<img" in html.lower() else html
@@ -126,9 +133,7 @@ def exporter() -> Any:
             """HTMLExporter's steps without its whole-page BeautifulSoup pass (``accessible``
             does what it did) and without bleach over pygments' own output."""
             info = nb.metadata.get("language_info", {})
-            highlight = Highlight2HTML(
-                pygments_lexer=info.get("pygments_lexer", info.get("name")), parent=self
-            )
+            highlight = _Highlighter(pygments_lexer=info.get("pygments_lexer", info.get("name")))
             resources = self._init_resources(resources)
             widgets = WidgetsDataTypeFilter(
                 notebook_metadata=self._nb_metadata, parent=self, resources=resources
@@ -139,7 +144,50 @@ def exporter() -> Any:
             html, resources = TemplateExporter.from_notebook_node(self, nb, resources, **kw)
             return accessible(html), resources
 
-    return Exporter(template_name="lab", embed_images=True)
+    # One validation after nbconvert's preprocessors, not one after each (twelve).
+    return Exporter(template_name="lab", embed_images=True, optimistic_validation=True)
+
+
+_FORMATTERS: dict[str, Any] = {}  # pygments' HtmlFormatter, by language
+_LEXERS: dict[str, Any] = {}  # pygments' lexer, by language
+
+
+def highlight(source: str, language: str, metadata: Any = None) -> str:
+    """nbconvert's ``Highlight2HTML`` markup of ``source``, its formatter and lexer reused."""
+    from pygments import highlight as pygmentize
+
+    formatter = _FORMATTERS.get(language)
+    if formatter is None:
+        from html import escape
+
+        from pygments.formatters import HtmlFormatter
+
+        formatter = HtmlFormatter(cssclass=escape(f" highlight hl-{language}"))
+        _FORMATTERS[language] = formatter
+    if language.startswith("ipython") and metadata and "magics_language" in metadata:
+        language = metadata["magics_language"]  # a %%bash cell, say, as nbconvert does
+    lexer = _LEXERS.get(language) or _LEXERS.setdefault(language, _lexer(language))
+    return str(pygmentize(source or " ", lexer, formatter))
+
+
+def _lexer(language: str) -> Any:
+    """The lexer nbconvert's ``_pygments_highlight`` picks for ``language``."""
+    from pygments.lexers import get_lexer_by_name
+    from pygments.util import ClassNotFound
+
+    if language in ("ipython2", "ipython3"):
+        try:
+            from IPython.lib import lexers
+        except ModuleNotFoundError:
+            language = "python" if language == "ipython2" else "python3"
+        else:
+            return lexers.IPythonLexer() if language == "ipython2" else lexers.IPython3Lexer()
+    try:
+        return get_lexer_by_name(language)
+    except ClassNotFound:
+        from pygments.lexers.special import TextLexer
+
+        return TextLexer()
 
 
 _exporter = exporter
