@@ -103,7 +103,7 @@ def exporter() -> Any:
     from nbconvert.filters.markdown_mistune import IPythonRenderer, MarkdownWithMath
     from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
 
-    class _Highlighter(Highlight2HTML):  # type: ignore[misc]
+    class _Highlighter(Highlight2HTML):
         """nbconvert's, with one pygments formatter and lexer a language instead of new ones
         for each cell (the formatter's style sheet alone was a third of a page's time)."""
 
