@@ -6,6 +6,15 @@ request, a time limit or a dead kernel is noticed within ``POLL_S`` seconds what
 is doing. A cell is done only when both
 its ``execute_reply`` and its ``status: idle`` have arrived (their order is not guaranteed).
 
+The next cell's request goes out as soon as the cell's ``execute_reply`` says it is done and the
+run goes on (``Executor._send_next``): the kernel has finished executing it, so nothing changes in
+what runs or in what order, but the kernel starts the next cell while nbjob still takes the
+cell's idle and does its bookkeeping (events, record, checkpoint), instead of waiting for it.
+A cell that failed (unless errors are allowed), exited, or came with a stop or a deadline sends
+nothing early. Messages of the cell sent early that come before the cell's idle are held and
+handed to it when it starts (``_Early``); once it is sent, a stop or a deadline winds it down,
+never the cell that already replied.
+
 Progress goes out as events (``nbjob.events``) on a bus: every cell that starts publishes
 ``CellStarted`` and, however it ends (completed, failed, timed out, stopped, kernel died),
 ``CellEnded``, which carries the cell's one ``CellState`` (``Executor.results`` holds each
@@ -17,7 +26,7 @@ record, checkpointer) live elsewhere; nothing here calls back into the run. A st
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import nbformat
@@ -59,10 +68,21 @@ class _Cell:
         self.cell = cell
         self.out = CellOutputs(cell.outputs, max_bytes, displays)
         self.idle = False
+        self.idle_lost = False  # the next cell's IOPub came first: this one's idle never will
 
     @property
     def truncated(self) -> bool:
         return self.out.truncated
+
+
+@dataclass
+class _Early:
+    """The next cell, sent when this one replied: its request's msg_id and the messages that
+    came for it before it started (``Executor.run_cell`` takes them in order)."""
+
+    index: int
+    msg_id: str
+    held: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 class Executor:
@@ -92,6 +112,7 @@ class Executor:
         self.displays = Displays()
         self.widgets = WidgetState()
         self.nb: Any = None
+        self._early: _Early | None = None  # the next cell, already sent
 
     # -- the notebook --------------------------------------------------------------------------
 
@@ -110,9 +131,11 @@ class Executor:
                 cell.execution_count = None
         indexes = self.code_cells(nb)
         self.results = {i: CellState(i) for i in indexes}
-        for i in indexes:
-            self.stop.check(f"before cell {i}")
-            if self.run_cell(i, nb.cells[i]).status == CellStatus.EXITED:
+        for n, i in enumerate(indexes):
+            if self._early is None:  # a cell sent early is running: a stop winds it down
+                self.stop.check(f"before cell {i}")
+            following = indexes[n + 1] if n + 1 < len(indexes) else None
+            if self.run_cell(i, nb.cells[i], following).status == CellStatus.EXITED:
                 for j in indexes:
                     if self.results[j].status == CellStatus.PENDING:
                         self._update(j, status=CellStatus.SKIPPED)
@@ -122,8 +145,9 @@ class Executor:
 
     # -- one cell ------------------------------------------------------------------------------
 
-    def run_cell(self, index: int, cell: Any) -> CellState:
-        """Run one cell; its final state, published as ``CellEnded`` however it ended."""
+    def run_cell(self, index: int, cell: Any, following: int | None = None) -> CellState:
+        """Run one cell (``following``: the code cell after it, sent early when this one
+        replied); its final state, published as ``CellEnded`` however it ended."""
         state = _Cell(cell, self.max_output_bytes, self.displays)
         started_at, t0 = now_iso(), time.monotonic()
         self._update(index, status=CellStatus.RUNNING, started_at=started_at)
@@ -131,10 +155,14 @@ class Executor:
         # ~170 bytes more per cell, kept for the whole run).
         dict.__setitem__(cell.metadata, "execution", {})
         self.bus.publish(events.CellStarted(index, started_at))
-        msg_id = self.kernel.execute(cell.source, store_history=True)
+        early, self._early = self._early, None
+        if early is not None and early.index == index:
+            msg_id, held = early.msg_id, early.held
+        else:
+            msg_id, held = self.kernel.execute(cell.source, store_history=True), []
         cell_deadline = t0 + self.cell_timeout if self.cell_timeout else None
         try:
-            reply = self._wait(index, msg_id, state, cell_deadline)
+            reply = self._wait(index, msg_id, state, cell_deadline, following, held)
         except BaseException:  # timed out, stopped, kernel died (or a bug): the cell still ends
             if self.results[index].status == CellStatus.RUNNING:
                 self._update(index, status=CellStatus.FAILED)
@@ -181,23 +209,35 @@ class Executor:
         return result
 
     def _wait(
-        self, index: int, msg_id: str, state: _Cell, deadline: float | None
+        self,
+        index: int,
+        msg_id: str,
+        state: _Cell,
+        deadline: float | None,
+        following: int | None = None,
+        held: list[tuple[str, dict[str, Any]]] | None = None,
     ) -> dict[str, Any]:
-        """Collect messages until reply and idle; enforce stop, deadlines and liveness."""
+        """Collect messages (first those ``held`` for it) until reply and idle; enforce stop,
+        deadlines and liveness; send the ``following`` cell once the reply allows."""
         reply: dict[str, Any] | None = None
+        for channel, message in held or ():
+            reply = self._route(index, msg_id, state, channel, message) or reply
+        if reply is not None:
+            self._send_next(state, reply, following)
         last_alive = quiet_since = time.monotonic()
         while reply is None or not state.idle:
             now = time.monotonic()
-            if reply is not None and now - quiet_since > IDLE_AFTER_REPLY_S:
+            if reply is not None and (now - quiet_since > IDLE_AFTER_REPLY_S or state.idle_lost):
                 self._update(index, warning=NO_IDLE_WARNING)  # never a silent success
                 break
-            if self.stop.requested:
+            tail = reply is not None and self._early is not None  # the next cell has the kernel
+            if self.stop.requested and not tail:
                 self._wind_down(index, msg_id, state, CellStatus.INTERRUPTED, self.stop_wait)
                 raise StoppedError(
                     f"{self.stop.reason or 'stopped'} while {self._name(index, state)} was running",
                     cell_index=index,
                 )
-            limit = _earliest(deadline, self.run_deadline)
+            limit = None if tail else _earliest(deadline, self.run_deadline)
             if limit is not None and now >= limit:
                 self._wind_down(index, msg_id, state, CellStatus.TIMED_OUT, INTERRUPT_WAIT_S)
                 if deadline is not None and limit == deadline:
@@ -215,10 +255,14 @@ class Executor:
             got, msg = self._recv(index, msg_id, state, wait)
             if msg is not None:
                 reply = msg
+                self._send_next(state, reply, following)
             if got:  # a backlog of output still arriving is not a lost 'idle'
                 quiet_since = time.monotonic()
             if not got or time.monotonic() - last_alive >= ALIVE_CHECK_S:
                 last_alive = time.monotonic()
+                if not self.kernel.alive() and tail:  # it replied: the next cell met the death
+                    self._update(index, warning=NO_IDLE_WARNING)
+                    break
                 if not self.kernel.alive():
                     self._drain_iopub(index, msg_id, state)
                     self._update(index, status=CellStatus.KERNEL_DIED)
@@ -230,6 +274,18 @@ class Executor:
             self.bus.publish(events.TICK)
         assert reply is not None  # the loop only ends with a reply
         return reply
+
+    def _send_next(self, state: _Cell, reply: dict[str, Any], following: int | None) -> None:
+        """The ``following`` cell's request, now that this one replied, if the run goes on
+        after it (no stop, no deadline passed, not failed or exited)."""
+        if following is None or self._early is not None or self.stop.requested:
+            return
+        if self.run_deadline is not None and time.monotonic() >= self.run_deadline:
+            return
+        status, _ = _outcome(state.cell, reply["content"])
+        if status == CellStatus.COMPLETED or (status == CellStatus.FAILED and self.allow_errors):
+            source = self.nb.cells[following].source
+            self._early = _Early(following, self.kernel.execute(source, store_history=True))
 
     @staticmethod
     def _name(index: int, state: _Cell) -> str:
@@ -266,17 +322,28 @@ class Executor:
             got = self.kernel.next_message(wait if count == 0 else 0.0)
             if got is None:
                 return count, reply
-            channel, msg = got
-            if channel == "iopub" and msg["msg_type"].startswith("comm_"):
-                self.widgets.handle(msg)  # widgets change from any request (threads, callbacks)
-                continue
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue  # strays: a silent set-up request's status, an earlier cell's idle
-            if channel == "iopub":
-                self._handle(index, msg, state)
-            elif msg.get("msg_type") == "execute_reply":
-                reply = msg
+            reply = self._route(index, msg_id, state, *got) or reply
         return DRAIN, reply
+
+    def _route(
+        self, index: int, msg_id: str, state: _Cell, channel: str, msg: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """One message: the cell's IOPub handled, the next cell's held; the cell's
+        execute_reply returned."""
+        if channel == "iopub" and msg["msg_type"].startswith("comm_"):
+            self.widgets.handle(msg)  # widgets change from any request (threads, callbacks)
+            return None
+        parent = msg["parent_header"].get("msg_id")
+        if parent != msg_id:
+            early = self._early
+            if early is not None and parent == early.msg_id:
+                early.held.append((channel, msg))
+                state.idle_lost = state.idle_lost or (channel == "iopub" and not state.idle)
+            return None  # strays: a silent set-up request's status, an earlier cell's idle
+        if channel == "iopub":
+            self._handle(index, msg, state)
+            return None
+        return msg if msg.get("msg_type") == "execute_reply" else None
 
     def _drain_iopub(self, index: int, msg_id: str, state: _Cell) -> None:
         """Keep what is already waiting (a dying kernel's last output)."""
