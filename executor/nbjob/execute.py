@@ -12,8 +12,8 @@ what runs or in what order, but the kernel starts the next cell while nbjob stil
 cell's idle and does its bookkeeping (events, record, checkpoint), instead of waiting for it.
 A cell that failed (unless errors are allowed), exited, or came with a stop or a deadline sends
 nothing early. Messages of the cell sent early that come before the cell's idle are held and
-handed to it when it starts (``_Early``); once it is sent, a stop or a deadline winds it down,
-never the cell that already replied.
+handed to it when it starts (``_Early``). A stop or a deadline winds down the cell that has not
+replied yet (the one sent early, if any); a cell that replied is done and ends as such.
 
 Progress goes out as events (``nbjob.events``) on a bus: every cell that starts publishes
 ``CellStarted`` and, however it ends (completed, failed, timed out, stopped, kernel died),
@@ -230,14 +230,13 @@ class Executor:
             if reply is not None and (now - quiet_since > IDLE_AFTER_REPLY_S or state.idle_lost):
                 self._update(index, warning=NO_IDLE_WARNING)  # never a silent success
                 break
-            tail = reply is not None and self._early is not None  # the next cell has the kernel
-            if self.stop.requested and not tail:
+            if self.stop.requested and reply is None:  # one that replied is done: it ends
                 self._wind_down(index, msg_id, state, CellStatus.INTERRUPTED, self.stop_wait)
                 raise StoppedError(
                     f"{self.stop.reason or 'stopped'} while {self._name(index, state)} was running",
                     cell_index=index,
                 )
-            limit = None if tail else _earliest(deadline, self.run_deadline)
+            limit = None if reply is not None else _earliest(deadline, self.run_deadline)
             if limit is not None and now >= limit:
                 self._wind_down(index, msg_id, state, CellStatus.TIMED_OUT, INTERRUPT_WAIT_S)
                 if deadline is not None and limit == deadline:
@@ -260,7 +259,8 @@ class Executor:
                 quiet_since = time.monotonic()
             if not got or time.monotonic() - last_alive >= ALIVE_CHECK_S:
                 last_alive = time.monotonic()
-                if not self.kernel.alive() and tail:  # it replied: the next cell met the death
+                if not self.kernel.alive() and reply is not None and self._early is not None:
+                    # it replied, the next cell was sent: that one met the kernel's death
                     self._update(index, warning=NO_IDLE_WARNING)
                     break
                 if not self.kernel.alive():
