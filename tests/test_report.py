@@ -33,6 +33,7 @@ from nbjob import report, results
 from support import (
     S3Server,
     browse,
+    log_events,
     make_notebook,
     read_json,
     run_nbjob,
@@ -378,3 +379,22 @@ def test_report_in_s3_and_kept_with_the_earlier_attempt(
     kept = s3_server.client.head_object(Bucket=bucket, Key="runs/r1/attempts/1/nb.html")
     assert kept["ContentType"].startswith("text/html")
     assert json.loads(s3_server.get(bucket, "runs/r1/run.json"))["report"]["name"] == "nb.html"
+
+
+def test_a_longer_run_has_its_cells_rendered_ahead_by_the_renderer(tmp_path: Path) -> None:
+    """Past report.PREPARE_AFTER_S, checkpoints hand the notebook to the renderer child, which
+    renders its cells ahead (nbjob.report_cells): the final page is rendered there, and it is
+    the page nbjob renders in one pass from the stored notebook."""
+    cells = [("markdown", "# Steps")] + [
+        f"import time; time.sleep(0.1); print({i})" for i in range(40)
+    ]
+    nb = notebook(tmp_path / "nb.ipynb", *cells)
+    out = tmp_path / "out"
+    result = run_nbjob("run", nb, "--output", out, "--checkpoint-interval", "0.5")
+    assert result.returncode == 0, result.stderr
+    line = next(e for e in log_events(out) if e["event"] == "report")
+    assert line["rendered_by"] == "renderer" and line["prepared"] >= 1
+    stored = nbformat.read(out / "nb.ipynb", 4)
+    head, _, tail = report.render(stored, tmp_path, "nb").rpartition(b"</body>")
+    page = (out / "nb.html").read_bytes()  # nbjob's resources chart goes before </body>
+    assert page.startswith(head) and page.endswith(b"</body>" + tail)

@@ -98,8 +98,8 @@ class Job:
         self.log: Any = None  # the run's logger, once its log is open (``_open_results``)
         # A remote destination's read, kept: a stop may abandon it, the end waits on it again.
         self.reading: stop.Worker[attempts.Attempt | NbjobError] | None = None
-        # The report's renderer child, started by the first refresh of the report (a run
-        # longer than --report-interval); a shorter run renders its one page in-process.
+        # The report's renderer child, started by the first checkpoint after
+        # report.PREPARE_AFTER_S (or refresh); a shorter run renders its one page in-process.
         self.renderer = renderer.Renderer(self.workdir / "report")
         self.refresher: Any = None  # nbjob.listeners.refresh.ReportRefresher, when refreshing
 
@@ -167,6 +167,9 @@ class Job:
         own: list[events.Listener] = [
             self.record, LogListener(self.log), self.resources, checkpointer
         ]  # fmt: skip
+        if not self.s.no_report:  # the report's cells rendered ahead, in the renderer child
+            began = time.monotonic()
+            self.results.on_notebook = lambda data: self._prepare_report(data, began)
         if self.s.report_interval and not self.s.no_report:  # a report that stays fresh
             from nbjob.listeners.refresh import ReportRefresher
 
@@ -348,6 +351,9 @@ class Job:
         """Another kernel (not started yet), the job's from now on: a stop shuts it down."""
         self.kernel = self._new_kernel(name, cwd)
         return self.kernel
+
+    def _prepare_report(self, notebook: bytes, began: float) -> None:
+        report.prepare(self.renderer, notebook, self.nb_folder, time.monotonic() - began)
 
     def _execute(self) -> None:
         from nbjob.execute import Executor

@@ -46,6 +46,8 @@ class Renderer:
         self.failed: str | None = None  # why there is no child (it could not start, it ended)
         self._answers: queue.Queue[dict[str, Any]] = queue.Queue()
         self._page: Path | None = None  # the page being rendered (None: idle)
+        self._preparing = 0  # notebooks handed to prepare, not answered yet
+        self.prepared = 0  # notebooks handed to prepare (for the log)
         self._count = 0
         self._asked = 0.0
         self.renders = 0  # pages rendered (for the log)
@@ -92,11 +94,17 @@ class Renderer:
     def idle(self) -> bool:
         """Running and rendering nothing (an answer that came is collected first)."""
         self._collect()
-        return self._page is None and self.failed is None and self.proc is not None
+        return self._page is None and not self._preparing and self._taking
+
+    @property
+    def _taking(self) -> bool:
+        return self.failed is None and self.proc is not None
 
     def submit(self, notebook: bytes, folder: Path | None, title: str) -> bool:
-        """Ask for the page of ``notebook`` (the stored JSON); False when busy or not running."""
-        if not self.idle:
+        """Ask for the page of ``notebook`` (the stored JSON), after a preparation under way;
+        False when a page is being rendered or the child is not running."""
+        self._collect()
+        if self._page is not None or not self._taking:
             return False
         self._count += 1
         source = self.folder / f"report-{self._count}.ipynb"
@@ -104,6 +112,28 @@ class Renderer:
         request = {"notebook": str(source), "page": str(page), "title": title, "folder": None}
         if folder is not None:
             request["folder"] = str(folder)
+        if not self._send(source, notebook, request):
+            return False
+        self._page, self._asked = page, time.monotonic()
+        return True
+
+    def prepare(self, notebook: bytes, folder: Path | None) -> bool:
+        """Hand ``notebook`` (the stored JSON, at a checkpoint) to the child to render its
+        cells ahead of the page (``nbjob.report_cells``); False when busy or not running."""
+        if not self.idle:
+            return False
+        self._count += 1
+        source = self.folder / f"cells-{self._count}.ipynb"
+        request = {"notebook": str(source), "page": None, "folder": None}
+        if folder is not None:
+            request["folder"] = str(folder)
+        if not self._send(source, notebook, request):
+            return False
+        self._preparing += 1
+        self.prepared += 1
+        return True
+
+    def _send(self, source: Path, notebook: bytes, request: dict[str, Any]) -> bool:
         assert self.proc is not None and self.proc.stdin is not None
         try:
             source.write_bytes(notebook)
@@ -112,7 +142,6 @@ class Renderer:
         except OSError as exc:
             self._gone(f"the renderer could not be asked: {exc.strerror or exc}")
             return False
-        self._page, self._asked = page, time.monotonic()
         return True
 
     def ready_page_waiting(self) -> bool:
@@ -124,11 +153,8 @@ class Renderer:
         (or when nothing was asked)."""
         if self._page is None:
             return None
-        try:
-            answer = self._answers.get_nowait()
-        except queue.Empty:
-            return None
-        return self._take(answer)
+        answer = self._answer(0.0)
+        return None if answer is None else self._take(answer)
 
     def page(self, budget: Budget) -> tuple[bytes | None, str | None]:
         """The page asked for, waited for within ``budget``, or why there is none."""
@@ -136,16 +162,37 @@ class Renderer:
             left = budget.left()
             if left <= 0:
                 return None, "not finished in the time left"
-            try:
-                answer = self._answers.get(timeout=min(POLL_S, left))
-            except queue.Empty:
-                continue
-            return self._take(answer)
+            answer = self._answer(min(POLL_S, left))
+            if answer is not None:
+                return self._take(answer)
         return None, self.failed or "no page was asked for"
 
+    def _answer(self, wait: float) -> dict[str, Any] | None:
+        """The page's answer within ``wait`` s, the preparations' answers before it taken."""
+        while True:
+            try:
+                answer = self._answers.get(timeout=wait) if wait else self._answers.get_nowait()
+            except queue.Empty:
+                return None
+            if answer.get("gone"):
+                self._preparing = 0
+                if self._page is None:
+                    self._gone(self._ended())
+                    return None
+                return answer
+            if not self._preparing:
+                return answer
+            self._preparing -= 1  # a preparation's: nothing to take
+
     def _collect(self) -> None:
-        """An answer that came for a page nobody waits for any more: dropped."""
-        if self._page is not None and not self._answers.empty():
+        """Preparations' answers taken; an answer that came for a page nobody waits for any
+        more: dropped."""
+        while self._preparing and not self._answers.empty():
+            if self._page is None:
+                self._answer(0.0)
+            else:  # the page's comes after the preparations asked before it
+                break
+        if self._page is not None and not self._preparing and not self._answers.empty():
             self._take(self._answers.get_nowait())
 
     def _take(self, answer: dict[str, Any]) -> tuple[bytes | None, str | None]:
@@ -195,17 +242,20 @@ class Renderer:
 # -- the child ----------------------------------------------------------------------------------
 
 
-def _render(request: dict[str, Any], exporter: Any) -> None:
+def _render(request: dict[str, Any], pages: Any) -> None:
+    """A page written, or (no ``page`` asked) the notebook's cells prepared for the next."""
     import nbformat
 
-    from nbjob import report
-
-    data = json.loads(Path(request["notebook"]).read_bytes())
-    nb = nbformat.from_dict(data)
+    source = Path(request["notebook"])
+    nb = nbformat.from_dict(json.loads(source.read_bytes()))
     folder = Path(request["folder"]) if request.get("folder") else None
+    if not request.get("page"):
+        pages.prepare(nb, folder)
+        source.unlink()
+        return
     page = Path(request["page"])
     tmp = page.with_suffix(".tmp")
-    tmp.write_bytes(report.render(nb, folder, request.get("title", ""), exporter))
+    tmp.write_bytes(pages.page(nb, folder, request.get("title", "")))
     tmp.replace(page)
 
 
@@ -218,15 +268,17 @@ def main() -> None:
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # as nbjob.cli's
     import nbformat
 
-    from nbjob import report
+    from nbjob.report_cells import CellPages
 
-    exporter = report.exporter()
+    pages = CellPages()
     with contextlib.suppress(Exception):  # compiles the templates before they are needed
-        report.render(nbformat.v4.new_notebook(), None, "", exporter)
+        warm = nbformat.v4.new_notebook()
+        warm.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_markdown_cell("# x")]
+        pages.page(warm)
     for line in sys.stdin.buffer:
         started = time.process_time()
         try:
-            _render(json.loads(line), exporter)
+            _render(json.loads(line), pages)
             answer: dict[str, Any] = {"ok": True, "seconds": time.process_time() - started}
         except Exception as exc:  # the page fails, the renderer goes on
             answer = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}

@@ -33,6 +33,7 @@ MIN_S = 1.0  # less time left than this: no report (a warning in the log and run
 MAX_S = 120.0  # the most rendering and storing a report may take when nothing is pressing
 RECORD_S = 1.0  # of the time kept after the report, what rewriting run.json may take
 TURNED_OFF = "turned off (--no-report)"
+PREPARE_AFTER_S = 2.0  # a run shorter than this never starts the renderer child
 CONTENT_TYPE = "text/html; charset=utf-8"
 
 T = TypeVar("T")
@@ -83,9 +84,10 @@ def _clean_html(element: Any) -> Any:
     return element if isinstance(element, _Highlighted) else clean_html(element)
 
 
-def exporter() -> Any:
+def exporter(templates: dict[str, str] | None = None, template_file: str | None = None) -> Any:
     """``HTMLExporter(template_name="lab", embed_images=True)``, its inline HTML kept whole, in
-    about a third of the time (``from_notebook_node``; the same page, tested).
+    about a third of the time (``from_notebook_node``; the same page, tested). ``templates``:
+    more templates by name (``nbjob.report_cells``'), ``template_file`` one of them.
 
     With ``embed_images`` nbconvert parses each inline HTML tag of markdown on its own to find
     images, which closes an opening tag at once: ``<span style="color:red">text</span>`` becomes
@@ -145,7 +147,14 @@ def exporter() -> Any:
             return accessible(html), resources
 
     # One validation after nbconvert's preprocessors, not one after each (twelve).
-    return Exporter(template_name="lab", embed_images=True, optimistic_validation=True)
+    options: dict[str, Any] = {}
+    if templates:
+        from jinja2 import DictLoader
+
+        options["extra_loaders"] = [DictLoader(templates)]
+    if template_file:
+        options["template_file"] = template_file
+    return Exporter(template_name="lab", embed_images=True, optimistic_validation=True, **options)
 
 
 _FORMATTERS: dict[str, Any] = {}  # pygments' HtmlFormatter, by language
@@ -204,6 +213,16 @@ def note_page(reason: str) -> bytes:
 
 def title_for(results: Results) -> str:
     return PurePosixPath(results.notebook_name or "").stem
+
+
+def prepare(renderer: Renderer, notebook: bytes, folder: Path | None, running_s: float) -> bool:
+    """A checkpoint's notebook (as stored) handed to the renderer child, to render its cells
+    ahead of the final page (``nbjob.report_cells``); whether it took it. The child starts at
+    the first checkpoint after ``PREPARE_AFTER_S`` seconds of run: a shorter run renders its
+    one page in this process."""
+    if running_s < PREPARE_AFTER_S or not notebook or not renderer.start():
+        return False
+    return renderer.idle and renderer.prepare(notebook, folder)
 
 
 def ask(renderer: Renderer, results: Results, nb: Any, folder: Path | None) -> bool:
@@ -296,6 +315,7 @@ def _render_and_put(
             seconds=seconds,
             rendered_by=by,
             **({"refreshed": refreshed} if refreshed else {}),
+            **({"prepared": renderer.prepared} if renderer and renderer.prepared else {}),
         )
     return why
 

@@ -131,6 +131,8 @@ class Results:
         # Other files stored with each checkpoint and at the end, after run.json: name ->
         # their contents now (resources.jsonl: nbjob.resources).
         self.extras: dict[str, Callable[[], bytes]] = {}
+        # Told the notebook as stored at each checkpoint that serialized it (the report's).
+        self.on_notebook: Callable[[bytes], None] | None = None
         self._paces: dict[str, pacing.NotebookPace] = {}  # the extras' byte budgets
         self._cond = threading.Condition()
         self._closed = False
@@ -201,6 +203,8 @@ class Results:
         on its own (2.5 %), so a large notebook never slows run.json, the heartbeat."""
         now = time.monotonic()
         notebook = self._paced_notebook(nb, now)
+        if notebook and self.on_notebook is not None:  # the report's cells, rendered ahead
+            self.on_notebook(notebook)
         extras = self._extras(paced=True)
         snapshot = (notebook, self._record_bytes(record), _attempt(record), extras)
         logs.flush()

@@ -1,0 +1,113 @@
+"""The report rendered cell by cell (nbjob.report_cells): the same page as one render, with only
+the new or changed cells rendered again."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import re
+import zlib
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output, new_raw_cell
+from nbjob import report, results
+from nbjob.report_cells import CellPages
+
+VIEW = "application/vnd.jupyter.widget-view+json"
+STATE = "application/vnd.jupyter.widget-state+json"
+
+
+UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def same(page: bytes, nb: Any, folder: Path | None = None, title: str = "") -> bool:
+    """``page`` is ``report.render``'s page of ``nb`` (a widget view's element gets a new
+    random id at each render, in nbconvert too)."""
+    return UUID.sub(b"<id>", page) == UUID.sub(b"<id>", report.render(nb, folder, title))
+
+
+def png() -> str:
+    raw = b"\x00\xff\x00\x00" * 2
+    ihdr = (2).to_bytes(4, "big") + (1).to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw))
+    return base64.b64encode(data + chunk(b"IEND", b"")).decode()
+
+
+def widgets(value: int) -> dict[str, Any]:
+    model = {"model_module": "@jupyter-widgets/controls", "model_module_version": "2.0.0"}
+    state = {"m1": {**model, "model_name": "IntSliderModel", "state": {"value": value}}}
+    return {STATE: {"state": state, "version_major": 2, "version_minor": 0}}
+
+
+def rich(tmp_path: Path) -> Any:
+    """Markdown with headings, maths, an image from the folder and inline HTML; code with ANSI
+    streams, images, HTML, an error, a widget view, a %%bash cell; a raw cell; a banner."""
+    (tmp_path / "diagram.png").write_bytes(base64.b64decode(png()))
+    outputs = [
+        new_output("stream", name="stdout", text='<b>no</b> & "q"\n\x1b[1mbold\x1b[0m\n'),
+        new_output("display_data", data={"image/png": png(), "text/plain": "<Figure>"}),
+        new_output("display_data", data={"text/html": '<p>t</p><img src="x.png">'}),
+        new_output("error", ename="ValueError", evalue="bad <x>", traceback=["ValueError: <x>"]),
+    ]
+    view = {VIEW: {"model_id": "m1", "version_major": 2, "version_minor": 0}, "text/plain": "w"}
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell("# Title\n## Part $x^2$\n![d](diagram.png) <span style='c'>u</span>"),
+            new_code_cell("print('<b>')\nx = 1  # <i>", outputs=outputs, execution_count=1),
+            new_code_cell("slider", outputs=[new_output("display_data", data=view)]),
+            new_code_cell("%%bash\necho hi", execution_count=3),
+            new_raw_cell("raw <b>text</b>"),
+            new_code_cell("1/0", execution_count=4),
+        ]
+    )
+    nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
+    nb.metadata["widgets"] = widgets(7)
+    results.add_banners(nb, 5, "cell 5 raised ZeroDivisionError")
+    return nbformat.from_dict(nbformat.reads(nbformat.writes(nb), 4))  # as stored
+
+
+def test_the_page_is_the_one_render_makes(tmp_path: Path) -> None:
+    nb = rich(tmp_path)
+    assert same(CellPages().page(nb, tmp_path, "rich"), nb, tmp_path, "rich")
+
+
+def test_prepared_cells_are_not_rendered_again_and_changed_ones_are(tmp_path: Path) -> None:
+    nb, pages = rich(tmp_path), CellPages()
+    early = copy.deepcopy(nb)
+    early.cells = early.cells[:3]
+    pages.prepare(early, tmp_path)
+    assert pages.rendered == 3
+    changed = next(c for c in nb.cells[:3] if c.cell_type == "code")
+    changed.outputs.append(new_output("stream", name="stdout", text="later\n"))  # an update
+    assert same(pages.page(nb, tmp_path, "rich"), nb, tmp_path, "rich")
+    assert pages.rendered == 3 + 1 + len(nb.cells) - 3  # the changed one and the new ones
+
+
+def test_a_new_widget_state_renders_the_widget_cells_again(tmp_path: Path) -> None:
+    nb, pages = rich(tmp_path), CellPages()
+    pages.prepare(nb, tmp_path)
+    nb.metadata["widgets"] = widgets(9)
+    assert same(pages.page(nb, tmp_path), nb, tmp_path)
+    assert pages.rendered == len(nb.cells) + 1  # the widget view's cell only
+
+
+@pytest.mark.parametrize("folder", [None, "other"])
+def test_another_folder_renders_every_cell_again(tmp_path: Path, folder: str | None) -> None:
+    nb, pages = rich(tmp_path), CellPages()
+    pages.prepare(nb, tmp_path)
+    where = None if folder is None else tmp_path / folder
+    assert same(pages.page(nb, where), nb, where)
+    assert pages.rendered == 2 * len(nb.cells)
+
+
+def test_an_empty_notebook(tmp_path: Path) -> None:
+    nb = new_notebook()
+    assert same(CellPages().page(nb), nb)
