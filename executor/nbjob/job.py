@@ -353,7 +353,8 @@ class Job:
         return self.kernel
 
     def _prepare_report(self, notebook: bytes, began: float) -> None:
-        report.prepare(self.renderer, notebook, self.nb_folder, time.monotonic() - began)
+        cells = len(self.nb.cells) if self.nb is not None else 0
+        report.prepare(self.renderer, notebook, self.nb_folder, time.monotonic() - began, cells)
 
     def _execute(self) -> None:
         from nbjob.execute import Executor

@@ -34,6 +34,7 @@ MAX_S = 120.0  # the most rendering and storing a report may take when nothing i
 RECORD_S = 1.0  # of the time kept after the report, what rewriting run.json may take
 TURNED_OFF = "turned off (--no-report)"
 PREPARE_AFTER_S = 2.0  # a run shorter than this never starts the renderer child
+PREPARE_CELLS = 100  # nor does a notebook of fewer cells (its page renders in ~0.1 s)
 CONTENT_TYPE = "text/html; charset=utf-8"
 
 T = TypeVar("T")
@@ -215,12 +216,18 @@ def title_for(results: Results) -> str:
     return PurePosixPath(results.notebook_name or "").stem
 
 
-def prepare(renderer: Renderer, notebook: bytes, folder: Path | None, running_s: float) -> bool:
-    """A checkpoint's notebook (as stored) handed to the renderer child, to render its cells
-    ahead of the final page (``nbjob.report_cells``); whether it took it. The child starts at
-    the first checkpoint after ``PREPARE_AFTER_S`` seconds of run: a shorter run renders its
-    one page in this process."""
-    if running_s < PREPARE_AFTER_S or not notebook or not renderer.start():
+def prepare(
+    renderer: Renderer, notebook: bytes, folder: Path | None, running_s: float, cells: int
+) -> bool:
+    """A checkpoint's notebook (as stored, of ``cells`` cells) handed to the renderer child, to
+    render its cells ahead of the final page (``nbjob.report_cells``); whether it took it. The
+    child starts at the first checkpoint after ``PREPARE_AFTER_S`` seconds of a run of at least
+    ``PREPARE_CELLS`` cells: a shorter run, or a notebook of fewer cells (cheap to render
+    whatever their outputs), renders its one page in this process, without the child's
+    memory."""
+    if running_s < PREPARE_AFTER_S or cells < PREPARE_CELLS or not notebook:
+        return False
+    if not renderer.start():
         return False
     return renderer.idle and renderer.prepare(notebook, folder)
 
