@@ -382,10 +382,10 @@ def test_report_in_s3_and_kept_with_the_earlier_attempt(
 
 
 def test_a_longer_run_has_its_cells_rendered_ahead_by_the_renderer(tmp_path: Path) -> None:
-    """Past report.PREPARE_AFTER_S, checkpoints hand a notebook of report.PREPARE_CELLS cells
-    or more to the renderer child, which renders its cells ahead (nbjob.report_cells): the
-    final page is rendered there, and it is the page nbjob renders in one pass from the stored
-    notebook."""
+    """A notebook of report.PREPARE_CELLS cells or more: the renderer child starts with the
+    kernel, checkpoints hand it the notebook and it renders the cells ahead (nbjob.report_cells);
+    the final page is rendered there, and it is the page nbjob renders in one pass from the
+    stored notebook."""
     cells = [("markdown", "# Steps")] + [
         f"import time; time.sleep(0.04); print({i})" for i in range(report.PREPARE_CELLS)
     ]

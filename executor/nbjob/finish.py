@@ -249,6 +249,10 @@ class Finish:
             job.refresher.close(0)
         if not job.s.no_report:
             self.report_asked = report.ask(job.renderer, job.results, job.nb, job.nb_folder)
+        here = not self.report_asked and not job.renderer.running and job.results.notebook_name
+        if not job.s.no_report and here and job.nb is not None:  # rendered here, on a thread
+            title = report.title_for(job.results)
+            job.local_report.submit(job.results.masked(job.nb), job.nb_folder, title)
 
     def report(self, budget: Budget) -> None:
         job = self.job
@@ -268,6 +272,7 @@ class Finish:
                 renderer=job.renderer,
                 asked=self.report_asked,
                 refreshed=refreshed,
+                local=job.local_report,
             )
         finally:
             job.renderer.close()

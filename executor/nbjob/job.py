@@ -98,9 +98,10 @@ class Job:
         self.log: Any = None  # the run's logger, once its log is open (``_open_results``)
         # A remote destination's read, kept: a stop may abandon it, the end waits on it again.
         self.reading: stop.Worker[attempts.Attempt | NbjobError] | None = None
-        # The report's renderer child, started by the first checkpoint after
-        # report.PREPARE_AFTER_S (or refresh); a shorter run renders its one page in-process.
+        # The report's renderer child, started once the notebook is read when it has many
+        # cells (report.wants_renderer), else by the first refresh; else in-process.
         self.renderer = renderer.Renderer(self.workdir / "report")
+        self.local_report = renderer.InProcess()  # without a child: rendered in this process
         self.refresher: Any = None  # nbjob.listeners.refresh.ReportRefresher, when refreshing
 
     # -- the job -------------------------------------------------------------------------------
@@ -168,8 +169,7 @@ class Job:
             self.record, LogListener(self.log), self.resources, checkpointer
         ]  # fmt: skip
         if not self.s.no_report:  # the report's cells rendered ahead, in the renderer child
-            began = time.monotonic()
-            self.results.on_notebook = lambda data: self._prepare_report(data, began)
+            self.results.on_notebook = self._prepare_report
         if self.s.report_interval and not self.s.no_report:  # a report that stays fresh
             from nbjob.listeners.refresh import ReportRefresher
 
@@ -275,6 +275,10 @@ class Job:
         self.nb_folder = bundle.notebook.parent
         self.record.bundle_opened(bundle.relative_notebook)
         self.nb = prepare.read_notebook(bundle.notebook, self.log)
+        if not s.no_report and report.wants_renderer(self.nb):  # warm beside the kernel's start
+            self.renderer.start()
+        elif not s.no_report:
+            self.local_report.warm()
         installed = stop.wait_for(self.token, self.kernel.kernelspecs, "the kernel list")
         name = kernels.choose(self.nb.metadata, s.kernel or bundle.kernel, installed)
         language = prepare.use_kernel(self.nb, name, installed)  # the kernel that runs
@@ -352,9 +356,8 @@ class Job:
         self.kernel = self._new_kernel(name, cwd)
         return self.kernel
 
-    def _prepare_report(self, notebook: bytes, began: float) -> None:
-        cells = len(self.nb.cells) if self.nb is not None else 0
-        report.prepare(self.renderer, notebook, self.nb_folder, time.monotonic() - began, cells)
+    def _prepare_report(self, notebook: bytes) -> None:
+        report.prepare(self.renderer, notebook, self.results, self.nb_folder)
 
     def _execute(self) -> None:
         from nbjob.execute import Executor

@@ -1,13 +1,16 @@
 """The report's renderer: a child process that renders the HTML report off the run's critical path.
 
-Started by the first refresh of the report (``--report-interval``; ``Renderer.start``), the
-child (``python -m nbjob.renderer``, at a slightly lower priority than nbjob and the kernel)
-imports nbconvert, compiles its templates and renders fresher pages now and then. At the end
-the notebook, as stored (masked), is handed to it before the final write (``Renderer.submit``),
-so the page is rendered while the results are stored and the kernel shuts down, not after
-(issue 22); ``Renderer.page`` waits for it within the report's budget. A run that ends before
-its first refresh never starts the child: its one page is rendered in nbjob's process, cheaper
-on a short run than a second Python process importing nbconvert beside the kernel.
+Started once the notebook is read when it has many cells (``report.wants_renderer``), else by the
+first refresh of the report (``--report-interval``; ``Renderer.start``), the child (``python -m
+nbjob.renderer``, at a slightly lower priority than nbjob and the kernel) imports nbconvert,
+compiles its templates, renders the cells of the notebook stored at checkpoints ahead
+(``Renderer.prepare``, ``nbjob.report_cells``) and fresher pages now and then. At the end the
+notebook, as stored (masked), is handed to it before the final write (``Renderer.submit``), so
+the page is rendered while the results are stored and the kernel shuts down, not after (issue
+22); ``Renderer.page`` waits for it within the report's budget. Without a child, the one page is
+rendered in nbjob's process, cheaper for a notebook of few cells than a second Python process
+importing nbconvert beside the kernel, yet off the critical path too (``InProcess``: warmed while
+the kernel starts, rendered while the results are stored).
 
 The protocol is one line each way: a request on the child's stdin (JSON: the notebook file to
 read, the page file to write, the notebook's folder and title), an answer on its stdout
@@ -31,7 +34,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-from nbjob.stop import DEFAULT_SIGNALS, Budget
+from nbjob.stop import DEFAULT_SIGNALS, Budget, Worker
 
 NICE = 2  # the child's niceness: cells and nbjob first, yet not starved on a busy machine
 POLL_S = 0.05
@@ -117,14 +120,14 @@ class Renderer:
         self._page, self._asked = page, time.monotonic()
         return True
 
-    def prepare(self, notebook: bytes, folder: Path | None) -> bool:
+    def prepare(self, notebook: bytes, folder: Path | None, title: str) -> bool:
         """Hand ``notebook`` (the stored JSON, at a checkpoint) to the child to render its
         cells ahead of the page (``nbjob.report_cells``); False when busy or not running."""
         if not self.idle:
             return False
         self._count += 1
         source = self.folder / f"cells-{self._count}.ipynb"
-        request = {"notebook": str(source), "page": None, "folder": None}
+        request = {"notebook": str(source), "page": None, "title": title, "folder": None}
         if folder is not None:
             request["folder"] = str(folder)
         if not self._send(source, notebook, request):
@@ -239,6 +242,59 @@ class Renderer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
+class InProcess:
+    """The report rendered in nbjob's own process (a notebook of few cells, no child), off the
+    run's critical path all the same: nbconvert imported and its templates compiled on a thread
+    while the kernel starts (``warm``), the final page rendered on a thread while the results
+    are stored and the kernel shuts down (``submit``, then ``page``)."""
+
+    def __init__(self) -> None:
+        self._warm: threading.Thread | None = None
+        self._exporter: Any = None
+        self._render: Worker[bytes] | None = None
+
+    def warm(self) -> None:
+        """Import and compile on a thread (once); ``submit`` waits for it."""
+        if self._warm is None:
+            self._warm = threading.Thread(target=self._warm_up, name="report warm-up", daemon=True)
+            self._warm.start()
+
+    def _warm_up(self) -> None:
+        import nbformat
+
+        from nbjob import report
+
+        with contextlib.suppress(Exception):  # a failure shows when the page is rendered
+            self._exporter = report.exporter()
+            report.render(nbformat.v4.new_notebook(), None, "", self._exporter)
+
+    @property
+    def asked(self) -> bool:
+        return self._render is not None
+
+    def submit(self, nb: Any, folder: Path | None, title: str) -> None:
+        """Render ``nb`` (as stored: masked; not changed from now on) on a thread."""
+        from nbjob import report
+
+        def render() -> bytes:
+            if self._warm is not None:
+                self._warm.join()
+            return report.render(nb, folder, title, self._exporter)
+
+        self._render = Worker(render, "the report")
+
+    def page(self, budget: Budget) -> tuple[bytes | None, str | None]:
+        """The page submitted, waited for within ``budget``, or why there is none."""
+        if self._render is None:
+            return None, "no page was asked for"
+        done = self._render.within(budget)
+        if done.late:
+            return None, "not finished in the time left"
+        if done.error is not None:
+            return None, f"{type(done.error).__name__}: {str(done.error)[:300]}"
+        return done.value, None
+
+
 # -- the child ----------------------------------------------------------------------------------
 
 
@@ -251,6 +307,7 @@ def _render(request: dict[str, Any], pages: Any) -> None:
     folder = Path(request["folder"]) if request.get("folder") else None
     if not request.get("page"):
         pages.prepare(nb, folder)
+        pages.frame(nb, folder, request.get("title", ""))
         source.unlink()
         return
     page = Path(request["page"])

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from nbjob import logs, report_chart
 from nbjob.layout import RESOURCES
 from nbjob.record import RunRecord
-from nbjob.renderer import Renderer
+from nbjob.renderer import InProcess, Renderer
 from nbjob.results import Results
 from nbjob.stop import Budget, timebox
 
@@ -33,8 +33,7 @@ MIN_S = 1.0  # less time left than this: no report (a warning in the log and run
 MAX_S = 120.0  # the most rendering and storing a report may take when nothing is pressing
 RECORD_S = 1.0  # of the time kept after the report, what rewriting run.json may take
 TURNED_OFF = "turned off (--no-report)"
-PREPARE_AFTER_S = 2.0  # a run shorter than this never starts the renderer child
-PREPARE_CELLS = 100  # nor does a notebook of fewer cells (its page renders in ~0.1 s)
+PREPARE_CELLS = 100  # a notebook of fewer cells renders in-process (its page in ~0.1 s)
 CONTENT_TYPE = "text/html; charset=utf-8"
 
 T = TypeVar("T")
@@ -216,20 +215,20 @@ def title_for(results: Results) -> str:
     return PurePosixPath(results.notebook_name or "").stem
 
 
-def prepare(
-    renderer: Renderer, notebook: bytes, folder: Path | None, running_s: float, cells: int
-) -> bool:
-    """A checkpoint's notebook (as stored, of ``cells`` cells) handed to the renderer child, to
-    render its cells ahead of the final page (``nbjob.report_cells``); whether it took it. The
-    child starts at the first checkpoint after ``PREPARE_AFTER_S`` seconds of a run of at least
-    ``PREPARE_CELLS`` cells: a shorter run, or a notebook of fewer cells (cheap to render
-    whatever their outputs), renders its one page in this process, without the child's
-    memory."""
-    if running_s < PREPARE_AFTER_S or cells < PREPARE_CELLS or not notebook:
+def prepare(renderer: Renderer, notebook: bytes, results: Results, folder: Path | None) -> bool:
+    """A checkpoint's notebook (as stored) handed to the renderer child, when it runs, to render
+    its cells ahead of the final page (``nbjob.report_cells``); whether it took it. The job
+    starts the child for notebooks of ``PREPARE_CELLS`` cells or more (``wants_renderer``)."""
+    if not notebook or not renderer.running or not renderer.idle:
         return False
-    if not renderer.start():
-        return False
-    return renderer.idle and renderer.prepare(notebook, folder)
+    return renderer.prepare(notebook, folder, title_for(results))
+
+
+def wants_renderer(nb: Any) -> bool:
+    """Whether the report of ``nb`` is rendered by the renderer child, cells ahead: a notebook
+    of fewer cells renders in ~0.1 s whatever its outputs, cheaper in this process than a
+    second Python process importing nbconvert (and its memory)."""
+    return len(nb.cells) >= PREPARE_CELLS
 
 
 def ask(renderer: Renderer, results: Results, nb: Any, folder: Path | None) -> bool:
@@ -252,13 +251,15 @@ def write(
     renderer: Renderer | None = None,
     asked: bool = False,
     refreshed: int = 0,
+    local: InProcess | None = None,
 ) -> None:
     """Render and store the report; record its name, or why there is none, in run.json.
 
     ``budget``: the time the report may take (``MAX_S`` at most for the page); ``stored``:
     whether the notebook and run.json were stored (else no report, and no write);
     ``renderer``: the child that renders the page (``asked``: the final notebook was handed to
-    it already); without one, the page is rendered in this process; ``refreshed``: the pages
+    it already); without one, the page is rendered in this process (``local``, when it was
+    submitted there ahead); ``refreshed``: the pages
     stored during the run (``--report-interval``): without a final page the last is replaced by
     a note.
     """
@@ -270,7 +271,7 @@ def write(
         return
     page_budget = budget.share(1.0, calm=MAX_S)
     why = _why_not(results, nb, budget) or _render_and_put(
-        results, nb, record, page_budget, folder, renderer, asked, refreshed
+        results, nb, record, page_budget, folder, renderer, asked, refreshed, local
     )
     log = logs.get_logger()
     if why is not None:
@@ -302,10 +303,11 @@ def _render_and_put(
     renderer: Renderer | None,
     asked: bool,
     refreshed: int,
+    local: InProcess | None,
 ) -> str | None:
     """Why the report is not stored, or None when it is (and is in the record)."""
     started = time.monotonic()
-    page, why, by = _page(results, nb, budget, folder, renderer, asked)
+    page, why, by = _page(results, nb, budget, folder, renderer, asked, local)
     if page is None:
         return why
     page = report_chart.add(page, results.extras.get(RESOURCES, bytes)(), record.cell_resources)
@@ -334,6 +336,7 @@ def _page(
     folder: Path | None,
     renderer: Renderer | None,
     asked: bool,
+    local: InProcess | None = None,
 ) -> tuple[bytes | None, str | None, str]:
     """The page, from the renderer (the notebook handed to it now if not yet: a refresh that
     was rendering is waited for, its page dropped), else rendered here; or why there is none;
@@ -344,6 +347,9 @@ def _page(
     if renderer is not None and asked:
         page, why = renderer.page(budget)
         return page, None if why is None else logs.redact(why)[:300], "renderer"
+    if local is not None and local.asked:
+        page, why = local.page(budget)
+        return page, None if why is None else logs.redact(why)[:300], "nbjob"
     title = title_for(results)
     page, why = _boxed(lambda: render(results.masked(nb), folder, title), budget)  # masked
     return page, why, "nbjob"

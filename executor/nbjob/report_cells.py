@@ -47,6 +47,7 @@ class CellPages:
         self.page_exporter = report.exporter(TEMPLATES, PAGE_TEMPLATE)
         self.cells_exporter = report.exporter(TEMPLATES, CELLS_TEMPLATE)
         self.kept: dict[bytes, str] = {}  # a cell's key -> its HTML
+        self._frame: tuple[bytes, str, str] = (b"", "", "")  # key, the page around the cells
         self.rendered = 0  # cells rendered (not found kept), for the tests and the log
 
     def prepare(self, nb: Any, folder: Path | None = None) -> list[bytes]:
@@ -63,10 +64,19 @@ class CellPages:
     def page(self, nb: Any, folder: Path | None = None, title: str = "") -> bytes:
         """The page of ``nb``: its frame rendered, its cells' HTML kept or rendered now."""
         keys = self.prepare(nb, folder)
-        frame = _without_cells(nb)
-        html = report.render(frame, folder, title, self.page_exporter).decode("utf-8")
-        before, _, after = html.partition(CELLS_MARK)
+        before, after = self.frame(nb, folder, title)
         return "".join([before, *(self.kept[key] for key in keys), after]).encode("utf-8")
+
+    def frame(self, nb: Any, folder: Path | None = None, title: str = "") -> tuple[str, str]:
+        """The page of ``nb`` before and after its cells, kept while the notebook's metadata
+        (its language, the widget state), folder and title stay the same."""
+        meta = json.dumps([nb.get("metadata", {}), str(folder or ""), title], sort_keys=True)
+        key = hashlib.blake2b(meta.encode(), digest_size=16).digest()
+        if key != self._frame[0]:
+            html = report.render(_without_cells(nb), folder, title, self.page_exporter)
+            before, _, after = html.decode("utf-8").partition(CELLS_MARK)
+            self._frame = (key, before, after)
+        return self._frame[1], self._frame[2]
 
     def _render(self, nb: Any, indexes: list[int], folder: Path | None) -> list[str]:
         """The HTML of the cells at ``indexes``, rendered in one pass."""
