@@ -23,7 +23,7 @@ from pathlib import Path
 import nbformat
 from nbformat.notebooknode import NotebookNode
 
-SCENARIOS: tuple[str, ...] = ("a", "b", "c", "d", "e", "f")
+SCENARIOS: tuple[str, ...] = ("a", "b", "c", "d", "e", "f", "g", "h")
 
 SCENARIO_TITLES: dict[str, str] = {
     "a": "(a) 3-cell notebook, end to end",
@@ -32,7 +32,10 @@ SCENARIO_TITLES: dict[str, str] = {
     "d": "(d) launch to first cell running",
     "e": "(e) 200,000-update progress bar",
     "f": "(f) tqdm.auto + ipywidgets",
+    "g": "(g) 5,000 trivial cells",
+    "h": "(h) 20,000 trivial cells",
 }
+SCALE_CELLS: dict[str, int] = {"b": 1000, "g": 5000, "h": 20000}  # per-cell cost, flat or not
 
 B_CELLS = 1000
 C_LINES = 1_000_000
@@ -138,6 +141,8 @@ def write_notebooks(directory: Path, stamp_file: Path, info_file: Path) -> dict[
         "d": notebook_d(stamp_file),
         "e": notebook_e(),
         "f": notebook_f(),
+        "g": notebook_b(SCALE_CELLS["g"]),
+        "h": notebook_b(SCALE_CELLS["h"]),
         "check": notebook_check(info_file),
     }
     paths: dict[str, Path] = {}

@@ -42,7 +42,14 @@ from typing import Any
 
 import nbformat
 import psutil
-from notebooks import E_FINAL, E_UPDATES, SCENARIO_TITLES, SCENARIOS, write_notebooks
+from notebooks import (
+    E_FINAL,
+    E_UPDATES,
+    SCALE_CELLS,
+    SCENARIO_TITLES,
+    SCENARIOS,
+    write_notebooks,
+)
 
 WIDGET_MIME = "application/vnd.jupyter.widget-state+json"
 
@@ -65,6 +72,7 @@ RSS_LIMIT_MIB = 150.0
 B_LIMIT_S = 5.0
 B_MIN_SPEEDUP = 20.0
 B_MIN_VS_NBCLIENT = 1.2  # issue 8: per-cell overhead well under nbclient's
+SCALE_ONLY = ("g", "h")  # the scale scenarios: nbjob and nbclient only (issue 22)
 
 
 # --------------------------------------------------------------------------- runners
@@ -365,6 +373,8 @@ class Config:
     quick: bool
 
     def reps_for(self, runner: str, scenario: str) -> int:
+        if runner == "papermill" and scenario in SCALE_ONLY:
+            return 0  # papermill rewrites the notebook at every cell: ~3 min at 1000 cells
         if runner == "papermill" and scenario == "b":
             return min(self.papermill_b_reps, self.reps["b"])
         return self.reps[scenario]
@@ -414,6 +424,17 @@ def metric_of(scenario: str) -> list[tuple[str, str, Callable[[RunResult], float
                 "executor.log (KiB; nbjob only)",
                 lambda r: None if r.log_bytes is None else r.log_bytes / 1024,
             ),
+            (
+                "executor_peak_rss_mib",
+                "executor peak RSS (MiB)",
+                lambda r: None if r.executor_peak_rss is None else r.executor_peak_rss / MIB,
+            ),
+        ]
+    if scenario in SCALE_CELLS:
+        cells = SCALE_CELLS[scenario]
+        return [
+            ("wall_s", "wall time (s)", lambda r: r.wall_s),
+            ("ms_per_cell", "ms per cell (wall / cells)", lambda r: 1000 * r.wall_s / cells),
             (
                 "executor_peak_rss_mib",
                 "executor peak RSS (MiB)",
@@ -502,17 +523,29 @@ def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]], cfg: Config)
             return Target(scn, text, "n/a", "no nbclient median")
         return Target(scn, text, "PASS" if nj <= nc else "FAIL", versus(scn, key, nj, nc))
 
+    def no_more_memory_than_nbclient(scn: str) -> Target:
+        key = "executor_peak_rss_mib"
+        nj, nc = med(scn, "nbjob", key), med(scn, "nbclient", key)
+        text = "nbjob run's executor peak RSS (its renderer child counted) not above nbclient's"
+        if nj is None or nc is None:
+            return Target(scn, text, "FAIL" if nj is None else "n/a", "a runner has no median")
+        verdict = "PASS" if nj <= nc else "FAIL"
+        return Target(scn, text, verdict, f"nbjob {nj:.0f} MiB vs nbclient {nc:.0f} MiB")
+
     def faster_than_nbclient_on_b(runner: str) -> Target:
-        nj, nc = med("b", runner, "wall_s"), med("b", "nbclient", "wall_s")
+        return faster_than_nbclient("b", runner)
+
+    def faster_than_nbclient(scn: str, runner: str) -> Target:
+        nj, nc = med(scn, runner, "wall_s"), med(scn, "nbclient", "wall_s")
         text = (
             f"{RUNNER_LABELS[runner]} at least {B_MIN_VS_NBCLIENT:g}x faster than nbclient"
             " (median wall time)"
         )
         if nj is None or nc is None:
-            return Target("b", text, "FAIL" if nj is None else "n/a", "a runner has no median")
+            return Target(scn, text, "FAIL" if nj is None else "n/a", "a runner has no median")
         verdict = "PASS" if nc / nj >= B_MIN_VS_NBCLIENT else "FAIL"
         return Target(
-            "b", text, verdict, f"{versus('b', 'wall_s', nj, nc, runner)}: {nc / nj:.2f}x"
+            scn, text, verdict, f"{versus(scn, 'wall_s', nj, nc, runner)}: {nc / nj:.2f}x"
         )
 
     if "a" in cfg.scenarios:
@@ -557,6 +590,10 @@ def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]], cfg: Config)
             )
     if "d" in cfg.scenarios:
         targets.append(no_slower_than_nbclient("d", "startup_s", "launch to first cell"))
+    for scn in SCALE_ONLY:
+        if scn in cfg.scenarios:
+            targets.append(faster_than_nbclient(scn, "nbjob"))
+            targets.append(no_more_memory_than_nbclient(scn))
     return targets
 
 
@@ -867,6 +904,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--reps-d", type=int, default=None, help="repetitions for (d) (default 5)")
     p.add_argument("--reps-e", type=int, default=None, help="repetitions for (e) (default 1)")
     p.add_argument("--reps-f", type=int, default=None, help="repetitions for (f) (default 1)")
+    p.add_argument("--reps-g", type=int, default=None, help="repetitions for (g) (default 1)")
+    p.add_argument("--reps-h", type=int, default=None, help="repetitions for (h) (default 1)")
     p.add_argument(
         "--papermill-b-reps",
         type=int,
@@ -880,7 +919,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="comma-separated subset of: " + ", ".join(RUNNERS),
     )
     p.add_argument(
-        "--scenarios", default="a,d,b,c,e,f", help="comma-separated subset of a, b, c, d, e, f"
+        "--scenarios",
+        default="a,d,b,c,e,f,g,h",
+        help="comma-separated subset of a, b, c, d, e, f, g, h",
     )
     p.add_argument(
         "--nbjob-bin",
@@ -904,9 +945,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     quick = bool(args.quick)
     defaults = {"a": 3, "b": 1, "c": 1, "d": 3} if quick else {"a": 5, "b": 3, "c": 3, "d": 5}
-    defaults.update(e=1, f=1)
+    defaults.update(e=1, f=1, g=1, h=1)
     given = {"a": args.reps_a, "b": args.reps_b, "c": args.reps_c, "d": args.reps_d}
-    given.update(e=args.reps_e, f=args.reps_f)
+    given.update(e=args.reps_e, f=args.reps_f, g=args.reps_g, h=args.reps_h)
     reps = {s: given[s] if given[s] is not None else defaults[s] for s in SCENARIOS}
     runners = [r.strip() for r in args.runners.split(",") if r.strip()]
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -918,6 +959,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"unknown scenario {s!r}")
     NBJOB_BIN[0] = args.nbjob_bin.resolve()
     timeouts = {"a": 30.0, "b": 600.0, "c": 300.0, "d": 30.0, "e": 600.0, "f": 120.0}
+    timeouts.update(g=300.0, h=900.0)
     timeouts["check"] = 30.0
     if args.timeout is not None:
         timeouts = dict.fromkeys(timeouts, float(args.timeout))
@@ -966,7 +1008,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         root,
                         cfg.timeouts[scn],
                         stamp_file=stamp_file if scn == "d" else None,
-                        sample_memory=scn in ("c", "e"),
+                        sample_memory=scn in ("c", "e", *SCALE_ONLY),
                     )
                     results.append(res)
                     extra = ""
