@@ -13,6 +13,7 @@ import os
 import platform
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from typing import Any
@@ -295,13 +296,14 @@ class RunRecord:
             "ranks_waited_s": self.ranks_waited_s,
         }
 
-    def _cell_json(self, cell: CellState) -> dict[str, Any]:
+    def cell_json(self, cell: CellState) -> dict[str, Any]:
         """A cell's entry, with its resources when they were measured."""
         figures = self.cell_resources.get(cell.index)
         return cell.to_json() if figures is None else {**cell.to_json(), "resources": figures}
 
-    def to_json(self) -> dict[str, Any]:
-        """run.json's mapping; key order as before the record was typed."""
+    def to_json(self, cells: Iterable[CellState] | None = None) -> dict[str, Any]:
+        """run.json's mapping; key order as before the record was typed. ``cells``: those
+        listed (every cell when None; mid-run, ``nbjob.cellsegments`` lists fewer)."""
         return {
             "run_id": self.run_id,
             "status": str(self.status),
@@ -320,7 +322,7 @@ class RunRecord:
             "gpus": self.gpus,
             "gpu_probe": self.gpu_probe,
             "unmet_requirements": self.unmet_requirements,
-            "cells": [self._cell_json(c) for c in self.cells.values()],
+            "cells": [self.cell_json(c) for c in (self.cells.values() if cells is None else cells)],
             "artifacts": self.artifacts,
             "report": self.report,
             "platform": self.platform,
