@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from nbjob import cellsegments, runfile
@@ -157,3 +157,49 @@ def test_a_short_notebook_s_run_json_is_as_before_and_a_finished_one_whole() -> 
     data, segment = cut(record, Destination("/tmp/x"), 1)
     assert segment is None and len(data["cells"]) == cellsegments.INLINE_MAX + 1
     assert "cells_stored" not in data and list(data) == list(record.to_json())
+
+
+class _Counting:
+    """A storage whose GETs are counted (the follower's reads)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage, self.gets = storage, 0
+
+    def get_bytes(self, url: str) -> bytes | None:
+        self.gets += 1
+        return self.storage.get_bytes(url)
+
+
+def test_a_follower_reads_each_segment_once_and_a_new_attempt_from_the_start(
+    tmp_path: Path,
+) -> None:
+    storage, dest = Storage(Options()), Destination(str(tmp_path))
+    record = RunRecord.start("r", "src", "out", "local", {})
+    total = cellsegments.INLINE_MAX + 50
+    record.cells = {i: CellState(i) for i in range(total)}
+    segments, counting = cellsegments.Segments(), _Counting(storage)
+    follower = runfile.CellFollower(cast(Storage, counting), dest)
+    for done in (10, 10, 60, total):  # cells finished at each checkpoint
+        for i in range(done):
+            record.cells[i] = CellState(i, CellStatus.COMPLETED, duration_s=0.1)
+        if done < total:
+            record.cells[done] = CellState(done, CellStatus.RUNNING)
+        data, segment = segments.cut(record, dest, 1)
+        if segment is not None:
+            cellsegments.store(storage, segment)
+        view = follower.whole(runfile.RunView.of(data))
+        running = [done] if done < total else []
+        assert [c["index"] for c in view.cells()] == [*range(done), *running]
+        assert view.cells_total == total and view.cells_stored is None  # joined: whole
+    assert counting.gets == 3  # the segments at 0, 10 and 60, each once
+    assert sorted(p.name for p in (tmp_path / "cells" / "1").iterdir()) == [
+        "000000000.jsonl",
+        "000000010.jsonl",
+        "000000060.jsonl",
+    ]
+    record.attempt = 2  # a later attempt's run.json: its own segments, from the start
+    data, segment = cellsegments.Segments().cut(record, dest, 2)
+    assert segment is not None
+    cellsegments.store(storage, segment)
+    view = follower.whole(runfile.RunView.of(data))
+    assert len(view.cells()) == total and counting.gets == 4
