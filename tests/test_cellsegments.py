@@ -9,6 +9,7 @@ forever: ``nbjob watch`` and the next attempt must still see its cells).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -203,3 +204,25 @@ def test_a_follower_reads_each_segment_once_and_a_new_attempt_from_the_start(
     cellsegments.store(storage, segment)
     view = follower.whole(runfile.RunView.of(data))
     assert len(view.cells()) == total and counting.gets == 4
+
+
+def test_mid_run_counts_progress_and_errors_agree_with_the_whole_record() -> None:
+    record = RunRecord.start("r", "src", "out", "local", {})
+    total = cellsegments.INLINE_MAX + 10
+    record.cells = {i: CellState(i) for i in range(total)}
+    error = {"ename": "ValueError", "evalue": "boom"}
+    segments, dest = cellsegments.Segments(), Destination("/tmp/x")
+    for running in (60, 61):  # --allow-errors: cells 50 and 60 raised, the run goes on
+        for i in range(running):
+            failed = i in (50, 60)
+            status = CellStatus.FAILED if failed else CellStatus.COMPLETED
+            record.cells[i] = CellState(i, status, i + 1, error=error if failed else None)
+        record.cells[running] = CellState(running, CellStatus.RUNNING)
+        data, _ = segments.cut(record, dest, 1)
+        whole = record.to_json()
+        assert data["errors"] == whole["errors"] == record.errors()
+        for key in ("cells_done", "cells_total", "running_cell"):
+            assert data["progress"][key] == whole["progress"][key]
+        statuses = Counter(c["status"] for c in whole["cells"])
+        assert data["cell_counts"] == {"total": total, **statuses}
+        assert [c["index"] for c in data["cells"]] == [running]

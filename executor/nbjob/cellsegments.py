@@ -63,6 +63,8 @@ class Segments:
     def __init__(self) -> None:
         self._where: tuple[str, int] | None = None
         self.count = 0  # cells (a prefix of the run's, in order) put in segments there
+        self.counts: Counter[str] = Counter()  # those cells by status
+        self.errors: list[dict[str, Any]] = []  # those that raised: run.json's ``errors``
 
     def cut(
         self, record: RunRecord, dest: Destination, attempt: int
@@ -71,21 +73,47 @@ class Segments:
         if record.status.final or len(record.cells) <= INLINE_MAX:
             return record.to_json(), None
         if self._where != (dest.url, attempt):
-            self._where, self.count = (dest.url, attempt), 0
+            self._where, self.count, self.counts = (dest.url, attempt), 0, Counter()
+            self.errors = []
         later = islice(record.cells.values(), self.count, None)
-        new, data = _finished(record, later)
+        new, lines = _finished(record, later, self.counts, self.errors)
         segment = None
         if new:
-            segment = (dest.cell_segment(attempt, self.count), data)
+            segment = (dest.cell_segment(attempt, self.count), lines)
             self.count += new
-        rest = islice(record.cells.values(), self.count, None)
-        live = [c for c in rest if c.status is not CellStatus.PENDING]
-        return _mid_run(record.to_json(live), self.count, attempt, record), segment
+        live, counts = self._rest(record)
+        done = counts["total"] - counts.get("pending", 0) - counts.get("running", 0)
+        running = next((c.index for c in live if c.status is CellStatus.RUNNING), None)
+        errors = self.errors + [_error(c) for c in live if _raised(c)]
+        data = record.to_json(live, (done, running), errors)
+        return _mid_run(data, self.count, attempt, counts), segment
+
+    def _rest(self, record: RunRecord) -> tuple[list[CellState], dict[str, int]]:
+        """The cells after the stored ones to list (at most ``INLINE_MAX``; more, on a
+        folder's first cut: in the next ones), and every cell's count by status. The executor
+        runs the cells in order: from the first pending one on, all are pending, and are
+        counted, not read (a checkpoint costs the cells that changed, not the notebook's)."""
+        counts = Counter(self.counts)
+        live: list[CellState] = []
+        seen = self.count
+        for cell in islice(record.cells.values(), self.count, None):
+            if cell.status is CellStatus.PENDING:
+                break
+            seen += 1
+            counts[str(cell.status)] += 1
+            if len(live) < INLINE_MAX:
+                live.append(cell)
+        if len(record.cells) > seen:
+            counts[str(CellStatus.PENDING)] += len(record.cells) - seen
+        return live, {"total": len(record.cells), **dict(sorted(counts.items()))}
 
 
-def _finished(record: RunRecord, cells: Iterator[CellState]) -> tuple[int, bytes]:
+def _finished(
+    record: RunRecord, cells: Iterator[CellState], counts: Counter[str], errors: list[Any]
+) -> tuple[int, bytes]:
     """The finished cells at the start of ``cells`` (at most ``SEGMENT_MAX`` bytes): how many,
-    and their JSON lines, scrubbed as run.json is."""
+    and their JSON lines, scrubbed as run.json is; ``counts`` counts them by status, ``errors``
+    gets those that raised (as ``RunRecord.errors`` lists them)."""
     lines: list[bytes] = []
     size = 0
     for cell in cells:
@@ -96,19 +124,32 @@ def _finished(record: RunRecord, cells: Iterator[CellState]) -> tuple[int, bytes
             break
         lines.append(line + b"\n")
         size += len(line) + 1
+        counts[str(cell.status)] += 1
+        if _raised(cell):
+            errors.append(_error(cell))
     return len(lines), b"".join(lines)
 
 
-def _mid_run(data: dict[str, Any], count: int, attempt: int, record: RunRecord) -> dict[str, Any]:
+def _raised(cell: CellState) -> bool:
+    return cell.status is CellStatus.FAILED and bool(cell.error)
+
+
+def _error(cell: CellState) -> dict[str, Any]:
+    """A cell that raised, as run.json's ``errors`` lists it (``RunRecord.errors``)."""
+    return {"index": cell.index, "execution_count": cell.execution_count, **(cell.error or {})}
+
+
+def _mid_run(
+    data: dict[str, Any], count: int, attempt: int, counts: dict[str, int]
+) -> dict[str, Any]:
     """run.json's mapping with the stored cells' count and place, and the counts by status,
     right after ``cells``."""
-    counts = Counter(str(c.status) for c in record.cells.values())
     out: dict[str, Any] = {}
     for key, value in data.items():
         out[key] = value
         if key == "cells":
             out[STORED] = {"count": count, "place": f"{CELL_SEGMENTS}/{attempt}/"}
-            out[COUNTS] = {"total": len(record.cells), **dict(sorted(counts.items()))}
+            out[COUNTS] = counts
     return out
 
 
