@@ -282,12 +282,12 @@ class Results:
         segments: list[cellsegments.Segment] | None = None,
         live: bool = False,
     ) -> None:
-        """run.json first and on its own (the small file with the reason gets through when the
-        notebook cannot), then the notebook and the log: each is tried whatever happened to
-        the others. ``StorageError`` naming each file that was not stored. The log goes as
-        new segments during the run (``live``) and at the end to where they went, else whole
-        (a folder no checkpoint wrote to, e.g. attempts/unread-*). New cells segments go
-        before run.json, which counts them (one not stored is tried again at the next write)."""
+        """run.json first (after the cells segments it counts, if any) and on its own (the small
+        file with the reason gets through when the notebook cannot), then the notebook and the
+        log: each is tried whatever happened to the others. ``StorageError`` naming each file
+        that was not stored. The log goes as new segments during the run (``live``) and at the
+        end to where they went, else whole (a folder no checkpoint wrote to, e.g.
+        attempts/unread-*). A cells segment not stored is tried again at the next write."""
         self._segments.extend(segments or [])
         puts: list[tuple[str, Callable[[], None]]] = [
             ("cells", self._store_segments),
