@@ -16,9 +16,11 @@ from typing import Any, cast
 
 import pytest
 from nbjob import cellsegments, runfile
+from nbjob.errors import StorageError
 from nbjob.events import CellState, CellStatus
 from nbjob.layout import Destination
 from nbjob.record import RunRecord
+from nbjob.results import Results
 from nbjob.storage import Options, Storage
 from support import NbjobProcess, notebook, start_nbjob, wait_until
 from support.proxy import FlakyProxy
@@ -226,3 +228,66 @@ def test_mid_run_counts_progress_and_errors_agree_with_the_whole_record() -> Non
         statuses = Counter(c["status"] for c in whole["cells"])
         assert data["cell_counts"] == {"total": total, **statuses}
         assert [c["index"] for c in data["cells"]] == [running]
+
+
+class _FailsFirstSegment:
+    """Local storage whose first PUT of a cells segment fails (a store's bad moment)."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage, self.failed = storage, False
+
+    def put_bytes(self, url: str, data: bytes, content_type: str = "application/json") -> None:
+        if "/cells/" in url and not self.failed:
+            self.failed = True
+            raise StorageError("503 Slow Down")
+        self.storage.put_bytes(url, data, content_type)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.storage, name)
+
+
+def test_a_segment_not_stored_is_stored_before_the_next_run_json(tmp_path: Path) -> None:
+    local = Storage(Options())
+    dest = Destination(str(tmp_path / "out"))
+    (tmp_path / "executor.log").write_text('{"event": "run_start"}\n')
+    results = Results(
+        cast(Storage, _FailsFirstSegment(local)),
+        dest,
+        None,
+        tmp_path / "executor.log",
+        tmp_path / "spool",
+        tmp_path / "artifacts",
+        interval=0.0,
+    )
+    record = RunRecord.start("r", "src", "out", "local", {})
+    total = cellsegments.INLINE_MAX + 10
+    record.cells = {i: CellState(i) for i in range(total)}
+
+    def checkpoint(done: int) -> runfile.RunView:
+        for i in range(done):
+            record.cells[i] = CellState(i, CellStatus.COMPLETED)
+        record.cells[done] = CellState(done, CellStatus.RUNNING)
+        results.checkpoint(None, record)
+        view = wait_until(lambda: _stored(local, dest, done), 10)
+        assert view is not None
+        return view
+
+    first = checkpoint(10)  # its segment failed: run.json counts 10 cells it cannot show yet
+    assert [c["index"] for c in first.cells()] == [10]
+    second = checkpoint(20)  # the failed segment first, then the new one, then run.json
+    assert [c["index"] for c in second.cells()] == list(range(21))
+    record.finished(None, [])
+    results.final(None, record.to_json(), timeout=10)
+    final = json.loads((dest.path / "run.json").read_bytes())
+    assert "cells_stored" not in final and len(final["cells"]) == total
+
+
+def _stored(storage: Storage, dest: Destination, count: int) -> runfile.RunView | None:
+    """run.json (its stored cells joined) once it counts ``count`` cells in segments."""
+    try:
+        view = runfile.read(storage, dest.run_json, cells=False)
+    except (StorageError, OSError):
+        return None
+    if view is None or view.cells_stored != count:
+        return None
+    return runfile.read(storage, dest.run_json)
