@@ -55,6 +55,7 @@ ENV = {
     "AWS_EC2_METADATA_DISABLED": "true",
 }
 SEGMENTS = "log/"  # the live log's segments (nbjob.layout.LOG_SEGMENTS), when there are any
+CELLS = "cells/"  # a long notebook's finished cells mid-run (nbjob.layout.CELL_SEGMENTS)
 
 
 def cells(workload: str, scale: float) -> list[str]:
@@ -94,6 +95,8 @@ def group(key: str) -> str:
     """The row an object's bytes count towards."""
     if key.startswith(SEGMENTS):
         return "executor.log"
+    if key.startswith(CELLS):
+        return CELLS
     if key.startswith(".nbjob-lease/"):
         return "lease"
     return key
@@ -182,8 +185,8 @@ def run_one(workload: str, scale: float, endpoint: str, client: Any, work: Path)
         for o in page.get("Contents", [])
     }
     objects = {}
-    for key in (f"{workload}.ipynb", "run.json", "executor.log"):
-        size = final.get(key, 0)
+    for key in (f"{workload}.ipynb", "run.json", "executor.log", CELLS):
+        size = final.get(key, 0) if key != CELLS else sum(final_cells(final).values())
         objects[key] = {
             "uploaded": sent.get(key, 0),
             "puts": puts.get(key, 0),
@@ -191,7 +194,12 @@ def run_one(workload: str, scale: float, endpoint: str, client: Any, work: Path)
             "amplification": round(sent.get(key, 0) / size, 2) if size else None,
         }
     segments = [k for k in final if k.startswith(SEGMENTS)]
+    record = json.loads(client.get_object(Bucket=bucket, Key="run/run.json")["Body"].read())
+    objects["run.json"]["with_cells"] = round(
+        (sent.get("run.json", 0) + sent.get(CELLS, 0)) / max(1, final.get("run.json", 1)), 2
+    )
     return {
+        "run_json_parts": run_json_parts(record),
         "workload": workload,
         "exit": proc.returncode,
         "seconds": round(took, 1),
@@ -199,6 +207,25 @@ def run_one(workload: str, scale: float, endpoint: str, client: Any, work: Path)
         "segments": len(segments),
         "follower": follow,
         "total_uploaded": sum(sent.values()),
+    }
+
+
+def final_cells(final: dict[str, int]) -> dict[str, int]:
+    return {k: n for k, n in final.items() if k.startswith(CELLS)}
+
+
+def run_json_parts(record: dict[str, Any]) -> dict[str, Any]:
+    """The final run.json's parts, for the 48-hour model: its size without the cell list, the
+    number of cells, a cell's mean size as listed (indented) and as a segment's JSON line."""
+    cells = record.get("cells") or []
+    rest = {k: v for k, v in record.items() if k != "cells"}
+    listed = len(json.dumps({"cells": cells}, indent=2)) if cells else 0
+    lines = sum(len(json.dumps(c)) + 1 for c in cells)
+    return {
+        "header": len(json.dumps({**rest, "cells": []}, indent=2)),
+        "cells": len(cells),
+        "cell_listed": round(listed / max(1, len(cells)), 1),
+        "cell_line": round(lines / max(1, len(cells)), 1),
     }
 
 
@@ -214,6 +241,7 @@ def show(row: dict[str, Any]) -> None:
         print(
             f"  {key:16} uploaded {o['uploaded'] / 1e6:9.2f} MB in {o['puts']:5d} PUTs, "
             f"final {o['final'] / 1e6:8.3f} MB, amplification {o['amplification']}"
+            + (f" (with cells/: {o['with_cells']})" if "with_cells" in o else "")
         )
 
 
@@ -226,9 +254,11 @@ CAPPED = {"chatty": ("ipynb", "run.json")}  # stops growing: one cell, its outpu
 
 
 def extrapolate(row: dict[str, Any], hours: float, interval: float = 2.0) -> dict[str, Any]:
-    """Amplification over ``hours`` at the measured run's rates, before and after this change
-    (see the constants above): each object's size grows linearly with time, or stays at its
-    final size when CAPPED."""
+    """Amplification over ``hours`` at the measured run's rates, before and after the live log
+    and the paced notebook, and with a long notebook's cells in segments (``cells``: run.json
+    mid-run is its parts without the cell list plus the running cell, each finished cell goes
+    once as a JSON line; see the constants above): each object's size grows linearly with
+    time, or stays at its final size when CAPPED."""
     from nbjob.pacing import NotebookPace
 
     measured, end = row["seconds"], hours * 3600.0
@@ -245,8 +275,10 @@ def extrapolate(row: dict[str, Any], hours: float, interval: float = 2.0) -> dic
     result: dict[str, Any] = {}
     steps: dict[str, int] = {}
     last: dict[str, float] = {}
-    for design in ("before", "after"):
-        sent = {k: 0.0 for k in row["objects"]}
+    parts = row.get("run_json_parts")
+    designs = ("before", "after", "cells") if parts else ("before", "after")
+    for design in designs:
+        sent = {k: 0.0 for k in row["objects"] if k != CELLS}
         pace, t, nb_due = NotebookPace(), 0.0, 0.0
         while t < end:
             nb, rec, log = size(nb_key, t), size("run.json", t), size("executor.log", t)
@@ -256,6 +288,9 @@ def extrapolate(row: dict[str, Any], hours: float, interval: float = 2.0) -> dic
                 step = max(interval, 20 * (nb / SERIALIZE_NB + rec / SERIALIZE_RECORD))
                 step = max(step, 4 * (nb + rec + log) / UPLOAD)
             else:  # the notebook on its own pace; the log's new bytes (counted at the end)
+                if design == "cells" and parts:  # the header, the running cell, new lines
+                    rec = parts["header"] + parts["cell_listed"]
+                    rec += parts["cells"] / measured * interval * parts["cell_line"]
                 stored = 0.0
                 if t >= nb_due:
                     nb_due = t + max(interval, 40 * nb / SERIALIZE_NB)
@@ -269,7 +304,7 @@ def extrapolate(row: dict[str, Any], hours: float, interval: float = 2.0) -> dic
             t += step
         for key in sent:  # the final write (the log: whole; after: also its segments)
             final = size(key, end)
-            sent[key] += final * (2 if design == "after" and key == "executor.log" else 1)
+            sent[key] += final * (2 if design != "before" and key == "executor.log" else 1)
         result[design] = {k: round(sent[k] / size(k, end), 1) for k in sent}
         result[design]["final_gb"] = {k: round(size(k, end) / 1e9, 2) for k in sent}
         result[design]["uploaded_gb"] = round(sum(sent.values()) / 1e9, 1)
@@ -287,11 +322,13 @@ def main() -> None:
     parser.add_argument(
         "--extrapolate",
         type=Path,
-        help="print the 48-hour model for the 'after' rows of this JSON file and exit",
+        help="print the 48-hour model for the --label rows of this JSON file (else its "
+        "'after' rows) and exit",
     )
     args = parser.parse_args()
     if args.extrapolate:
-        rows = json.loads(args.extrapolate.read_text())["after"]
+        found = json.loads(args.extrapolate.read_text())
+        rows = found.get(args.label) or found["after"]
         for name, row in rows.items():
             print(name, json.dumps(extrapolate(row, 48.0)))
         return

@@ -7,6 +7,7 @@ Every file and folder nbjob writes or reads at a destination is spelled here and
       resources.jsonl            the resource samples over time (nbjob.resources)
       artifacts/                 what the notebook wrote to $NBJOB_ARTIFACTS_DIR
       log/<a>/<offset>.log       attempt a's live log, in segments written once (nbjob.livelog)
+      cells/<a>/<first>.jsonl    attempt a's finished cells mid-run, written once (cellsegments)
       attempts/<n>/              an earlier attempt's results, kept before this one writes
       attempts/unread-<stamp>/   this attempt's results when the top could not be read
       attempts/concurrent-<stamp>/  an attempt's that found another alive (it ran no cell)
@@ -33,6 +34,7 @@ ATTEMPTS = "attempts"
 RANKS = "ranks"
 SHARDS = "shards"
 LOG_SEGMENTS = "log"  # the live log's segments, by attempt (nbjob.livelog)
+CELL_SEGMENTS = "cells"  # finished cells' states mid-run, by attempt (nbjob.cellsegments)
 LEASE = ".nbjob-lease"  # one writer per folder: the holder's lease, one file per generation
 
 
@@ -61,6 +63,11 @@ class Destination:
         """The live log's segment of attempt ``attempt`` starting at byte ``offset`` of the
         whole log (``nbjob.livelog``): written once, never rewritten."""
         return self.file(f"{LOG_SEGMENTS}/{attempt}/{offset:015d}.log")
+
+    def cell_segment(self, attempt: int, first: int) -> str:
+        """Attempt ``attempt``'s finished cells from position ``first`` (0-based, among the
+        run's code cells) on, as JSON lines (``nbjob.cellsegments``): written once."""
+        return self.file(f"{CELL_SEGMENTS}/{attempt}/{first:09d}.jsonl")
 
     @property
     def artifacts(self) -> str:

@@ -190,7 +190,7 @@ class PeerWatch:
         return True
 
     def _failed(self, rank: int) -> bool:
-        record = runfile.peek(self.storage, self.top.rank(rank).run_json)
+        record = runfile.peek(self.storage, self.top.rank(rank).run_json, cells=False)
         failure = self._failure(rank, record)
         if failure is None:
             failure = self._silent(rank, record)
@@ -235,7 +235,7 @@ class PeerWatch:
         deadline = time.monotonic() + seconds
         while self.peers and not self.outer.requested:
             for rank in self.peers:
-                record = runfile.peek(self.storage, self.top.rank(rank).run_json)
+                record = runfile.peek(self.storage, self.top.rank(rank).run_json, cells=False)
                 if failure := self._failure(rank, record, lost_too=False):
                     return failure
             if time.monotonic() >= deadline:

@@ -188,7 +188,7 @@ def gather(
     while True:
         for rank in others:
             if not current(seen.get(rank), mine):
-                seen[rank] = runfile.peek(storage, top.rank(rank).run_json)
+                seen[rank] = runfile.peek(storage, top.rank(rank).run_json, cells=False)
         left = wait_s - (time.monotonic() - started)
         waited = [r for r in others if r not in gone]
         if left <= 0 or stopped() or all(current(seen.get(r), mine) for r in waited):

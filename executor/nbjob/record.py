@@ -13,6 +13,7 @@ import os
 import platform
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from typing import Any
@@ -191,13 +192,17 @@ class RunRecord:
         elif isinstance(event, events.CellsListed):
             self.cells = {i: CellState(i) for i in event.indexes}
 
-    def progress(self) -> dict[str, Any]:
-        """For dashboards: cells done / total, the running cell and how long it has run."""
+    def progress(self, counted: tuple[int, int | None] | None = None) -> dict[str, Any]:
+        """For dashboards: cells done / total, the running cell and how long it has run
+        (``counted``: cells done and the running cell, when the caller knows them)."""
         waiting = (CellStatus.PENDING, CellStatus.RUNNING)
-        done = sum(c.status not in waiting for c in self.cells.values())
-        running = next(
-            (c.index for c in self.cells.values() if c.status == CellStatus.RUNNING), None
-        )
+        if counted is not None:
+            done, running = counted
+        else:
+            done = sum(c.status not in waiting for c in self.cells.values())
+            running = next(
+                (c.index for c in self.cells.values() if c.status == CellStatus.RUNNING), None
+            )
         seconds = None
         if running is not None and self.running_since is not None:
             seconds = round(time.monotonic() - self.running_since, 1)
@@ -295,13 +300,20 @@ class RunRecord:
             "ranks_waited_s": self.ranks_waited_s,
         }
 
-    def _cell_json(self, cell: CellState) -> dict[str, Any]:
+    def cell_json(self, cell: CellState) -> dict[str, Any]:
         """A cell's entry, with its resources when they were measured."""
         figures = self.cell_resources.get(cell.index)
         return cell.to_json() if figures is None else {**cell.to_json(), "resources": figures}
 
-    def to_json(self) -> dict[str, Any]:
-        """run.json's mapping; key order as before the record was typed."""
+    def to_json(
+        self,
+        cells: Iterable[CellState] | None = None,
+        counted: tuple[int, int | None] | None = None,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
+        """run.json's mapping; key order as before the record was typed. ``cells``: those
+        listed (every cell when None); mid-run, ``nbjob.cellsegments`` lists fewer, and gives
+        ``progress``'s ``counted`` and ``errors`` as it counted them (not from every cell)."""
         return {
             "run_id": self.run_id,
             "status": str(self.status),
@@ -311,7 +323,7 @@ class RunRecord:
             "output": self.output,
             "notebook": self.notebook,
             "failed_cell": self.failed_cell,
-            "errors": self.errors(),
+            "errors": self.errors() if errors is None else errors,
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "duration_s": self.duration_s,
@@ -320,13 +332,13 @@ class RunRecord:
             "gpus": self.gpus,
             "gpu_probe": self.gpu_probe,
             "unmet_requirements": self.unmet_requirements,
-            "cells": [self._cell_json(c) for c in self.cells.values()],
+            "cells": [self.cell_json(c) for c in (self.cells.values() if cells is None else cells)],
             "artifacts": self.artifacts,
             "report": self.report,
             "platform": self.platform,
             "versions": self.versions,
             "host": self.host,
-            "progress": self.progress(),
+            "progress": self.progress(counted),
             "heartbeat_at": logs.now_iso(),  # when this was written: a later attempt's clue
             "metrics": self.metrics,
             "attempt": self.attempt,

@@ -26,15 +26,18 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nbjob import livelog, logs, pacing
+from nbjob import cellsegments, livelog, logs, pacing
 from nbjob.artifacts import ArtifactStream, is_temporary
 from nbjob.errors import NbjobError, StorageError
 from nbjob.layout import ARTIFACTS, LOG, RUN_JSON, Destination
 from nbjob.mask import Masker
 from nbjob.stop import Budget, timebox
 from nbjob.storage import Storage, local_path
+
+if TYPE_CHECKING:
+    from nbjob.record import RunRecord
 
 BANNER_TAG = "nbjob-error-banner"
 _STALE_BANNERS = (BANNER_TAG, "papermill-error-cell-tag")
@@ -122,9 +125,11 @@ class Results:
         self.artifacts = artifacts  # see artifacts_dir()
         self.interval = interval
         self._next_due = 0.0
-        self._pending: tuple[bytes, bytes, int, dict[str, bytes]] | None = None
+        self._pending: _Snapshot | None = None
         self.shipper = livelog.Shipper(storage, log_path)  # the live log (remote destinations)
         self._attempt = 1  # the attempt the live log's segments are stored for
+        self.cells = cellsegments.Segments()  # a long notebook's finished cells, mid-run
+        self._segments: list[cellsegments.Segment] = []  # cut, not stored yet (upload thread)
         self.pace = pacing.NotebookPace()  # when a remote destination's notebook is stored
         self._nb_due = 0.0  # a remote destination's notebook is serialized again from then
         self._nb_cost = 0.0  # what serializing it cost at this checkpoint
@@ -196,26 +201,47 @@ class Results:
     def _pace(self, name: str) -> pacing.NotebookPace:
         return self._paces.setdefault(name, pacing.NotebookPace())
 
-    def checkpoint(self, nb: Any, record: dict[str, Any]) -> None:
+    def checkpoint(self, nb: Any, record: RunRecord | dict[str, Any]) -> None:
         """A snapshot for the upload thread: run.json, the notebook when it is due (see
         ``_paced_notebook``). The next checkpoint waits 20 times what this one cost (5 % of the
         main thread at most); with a remote destination the notebook's serialization is paced
-        on its own (2.5 %), so a large notebook never slows run.json, the heartbeat."""
+        on its own (2.5 %), so a large notebook never slows run.json, the heartbeat. A
+        ``RunRecord`` is cut by ``nbjob.cellsegments`` (a mapping is stored as it is)."""
         now = time.monotonic()
         notebook = self._paced_notebook(nb, now)
         if notebook and self.on_notebook is not None:  # the report's cells, rendered ahead
             self.on_notebook(notebook)
         extras = self._extras(paced=True)
-        snapshot = (notebook, self._record_bytes(record), _attempt(record), extras)
+        data, segment = self._cut(record)
+        segments = [self._mask_segment(segment)] if segment else []
+        snapshot = (notebook, self._record_bytes(data), _attempt(data), extras, segments)
         logs.flush()
         with self._cond:
             if self._pending is not None:  # what the one due had to send and did not yet
                 was = self._pending
-                snapshot = (notebook or was[0], snapshot[1], snapshot[2], {**was[3], **extras})
+                snapshot = (
+                    notebook or was[0],
+                    snapshot[1],
+                    snapshot[2],
+                    {**was[3], **extras},
+                    was[4] + segments,
+                )
             self._pending = snapshot
             self._cond.notify()
         cost = time.monotonic() - now - self._nb_cost
         self._next_due = time.monotonic() + max(self.interval, 20 * cost)
+
+    def _cut(
+        self, record: RunRecord | dict[str, Any]
+    ) -> tuple[dict[str, Any], cellsegments.Segment | None]:
+        """run.json's mapping and a new cells segment (``nbjob.cellsegments``), if any."""
+        if isinstance(record, dict):
+            return record, None
+        return self.cells.cut(record, self.folder, record.attempt or 1)
+
+    def _mask_segment(self, segment: cellsegments.Segment) -> cellsegments.Segment:
+        url, data = segment
+        return url, self.masker.json_bytes(data) if self.masker else data
 
     def _paced_notebook(self, nb: Any, now: float) -> bytes:
         """The notebook's bytes if it is stored at this checkpoint, else b"". A local
@@ -257,15 +283,19 @@ class Results:
         record_data: bytes,
         attempt: int,
         extras: dict[str, bytes] | None = None,
+        segments: list[cellsegments.Segment] | None = None,
         live: bool = False,
     ) -> None:
-        """run.json first and on its own (the small file with the reason gets through when the
-        notebook cannot), then the notebook and the log: each is tried whatever happened to
-        the others. ``StorageError`` naming each file that was not stored. The log goes as
-        new segments during the run (``live``) and at the end to where they went, else whole
-        (a folder no checkpoint wrote to, e.g. attempts/unread-*)."""
+        """run.json first (after the cells segments it counts, if any) and on its own (the small
+        file with the reason gets through when the notebook cannot), then the notebook and the
+        log: each is tried whatever happened to the others. ``StorageError`` naming each file
+        that was not stored. The log goes as new segments during the run (``live``) and at the
+        end to where they went, else whole (a folder no checkpoint wrote to, e.g.
+        attempts/unread-*). A cells segment not stored is tried again at the next write."""
+        self._segments.extend(segments or [])
         puts: list[tuple[str, Callable[[], None]]] = [
-            (RUN_JSON, lambda: self.storage.put_bytes(self.folder.run_json, record_data))
+            ("cells", self._store_segments),
+            (RUN_JSON, lambda: self.storage.put_bytes(self.folder.run_json, record_data)),
         ]
         if self.notebook_name and nb_data:
             url = self.url(self.notebook_name)
@@ -284,6 +314,12 @@ class Results:
                 failed.append(f"{name}: {_why(exc)}")
         if failed:
             raise StorageError("; ".join(failed))
+
+    def _store_segments(self) -> None:
+        """The cells segments cut and not stored yet, in order (the first failure stops)."""
+        while self._segments:
+            cellsegments.store(self.storage, self._segments[0])
+            self._segments.pop(0)
 
     def _ship(self, attempt: int) -> None:
         self._attempt = attempt
@@ -307,6 +343,7 @@ class Results:
             self._cond.notify()
         budget = Budget.within(timeout)
         self._thread.join(timeout=max(0.0, budget.share(0.5).left()))  # a checkpoint under way
+        self._segments.clear()  # run.json lists every cell now
         nb_data = self._notebook_bytes(nb)
         record_data = self._record_bytes(record)
         extras = self._extras()
@@ -376,6 +413,9 @@ class Results:
             (folder / name).write_bytes(data)
         if self.log_path.exists() and self.log_path.parent != folder:
             shutil.copyfile(self.log_path, folder / LOG)
+
+
+_Snapshot = tuple[bytes, bytes, int, dict[str, bytes], list[cellsegments.Segment]]
 
 
 def _attempt(record: dict[str, Any]) -> int:

@@ -100,6 +100,7 @@ class Watcher:
         self.dest = Destination(settings.dest.rstrip("/"))
         self.storage = Storage(settings.storage)
         self.log = LogFollower(self.storage, self.dest, tail=TAIL_BYTES)
+        self.stored = runfile.CellFollower(self.storage, self.dest)  # finished cells, mid-run
         self.progress = Progress()
         self.cells: dict[int, dict[str, Any]] = {}  # index -> the cell as last seen
         self.metrics: dict[str, Any] = {}
@@ -155,7 +156,12 @@ class Watcher:
         if raw != self._last_raw:
             self._last_raw, self.changed_at = raw, time.monotonic()
         view = runfile.parse(raw)
-        return view if view.readable else None
+        if not view.readable:
+            return None
+        try:  # a long run's finished cells, from the segments new since the last poll
+            return self.stored.whole(view)
+        except (StorageError, OSError):
+            return view if view.cells_stored is None else None
 
     # -- what changed --------------------------------------------------------------------------
 
@@ -266,7 +272,7 @@ class Watcher:
     def _footer(self, view: RunView) -> None:
         p = self.progress
         cells = view.cells()
-        p.total = len(cells)
+        p.total = view.cells_total
         p.done = sum(c.get("status") not in ("pending", "running") for c in cells)
         running = next((c for c in cells if c.get("status") == "running"), None)
         index = running.get("index") if running else None
@@ -376,7 +382,7 @@ def _run_facts(view: RunView, dest: str) -> dict[str, Any]:
         "run_id": view.run_id,
         "attempt": view.attempt,
         "notebook": view.notebook,
-        "cells": len(view.cells()),
+        "cells": view.cells_total,
         "world_size": view.identity.get("world_size", 1),
         "started_at": view.started_at,
     }

@@ -28,4 +28,4 @@ class Checkpointer:
 
     def on_event(self, event: events.Event) -> None:
         if isinstance(event, _CHANCES) and self.results.due():
-            self.results.checkpoint(self.notebook(), self.record.to_json())
+            self.results.checkpoint(self.notebook(), self.record)  # cut: nbjob.cellsegments
