@@ -111,3 +111,14 @@ def test_another_folder_renders_every_cell_again(tmp_path: Path, folder: str | N
 def test_an_empty_notebook(tmp_path: Path) -> None:
     nb = new_notebook()
     assert same(CellPages().page(nb), nb)
+
+
+def test_cells_render_in_chunks_to_the_same_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbjob import report_cells
+
+    monkeypatch.setattr(report_cells, "CHUNK", 2)
+    nb, pages = rich(tmp_path), CellPages()
+    assert same(pages.page(nb, tmp_path), nb, tmp_path)
+    assert pages.rendered == len(nb.cells)

@@ -300,10 +300,10 @@ class InProcess:
 
 def _render(request: dict[str, Any], pages: Any) -> None:
     """A page written, or (no ``page`` asked) the notebook's cells prepared for the next."""
-    import nbformat
+    from nbformat import NotebookNode
 
-    source = Path(request["notebook"])
-    nb = nbformat.from_dict(json.loads(source.read_bytes()))
+    source = Path(request["notebook"])  # NotebookNodes as it is parsed: no second copy
+    nb = json.loads(source.read_bytes(), object_hook=NotebookNode)
     folder = Path(request["folder"]) if request.get("folder") else None
     if not request.get("page"):
         pages.prepare(nb, folder)

@@ -38,6 +38,7 @@ TEMPLATES = {
     ),
 }
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+CHUNK = 200  # cells rendered in one pass
 
 
 class CellPages:
@@ -79,9 +80,14 @@ class CellPages:
         return self._frame[1], self._frame[2]
 
     def _render(self, nb: Any, indexes: list[int], folder: Path | None) -> list[str]:
-        """The HTML of the cells at ``indexes``, rendered in one pass."""
-        if not indexes:
-            return []
+        """The HTML of the cells at ``indexes``, rendered ``CHUNK`` cells a pass (nbconvert
+        copies what it renders: the memory a pass takes stays small)."""
+        html: list[str] = []
+        for start in range(0, len(indexes), CHUNK):
+            html += self._render_chunk(nb, indexes[start : start + CHUNK], folder)
+        return html
+
+    def _render_chunk(self, nb: Any, indexes: list[int], folder: Path | None) -> list[str]:
         part = _without_cells(nb)
         part.cells = [nb.cells[i] for i in indexes]
         html = report.render(part, folder, "", self.cells_exporter).decode("utf-8")
