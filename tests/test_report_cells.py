@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import json
 import re
 import zlib
 from pathlib import Path
@@ -14,7 +15,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output, new_raw_cell
 from nbjob import report, results
-from nbjob.report_cells import CellPages
+from nbjob.report_cells import CellPages, split
+from nbjob.results import notebook_bytes
 
 VIEW = "application/vnd.jupyter.widget-view+json"
 STATE = "application/vnd.jupyter.widget-state+json"
@@ -83,7 +85,7 @@ def test_prepared_cells_are_not_rendered_again_and_changed_ones_are(tmp_path: Pa
     nb, pages = rich(tmp_path), CellPages()
     early = copy.deepcopy(nb)
     early.cells = early.cells[:3]
-    pages.prepare(early, tmp_path)
+    pages.prepare(notebook_bytes(early), tmp_path)
     assert pages.rendered == 3
     changed = next(c for c in nb.cells[:3] if c.cell_type == "code")
     changed.outputs.append(new_output("stream", name="stdout", text="later\n"))  # an update
@@ -93,7 +95,7 @@ def test_prepared_cells_are_not_rendered_again_and_changed_ones_are(tmp_path: Pa
 
 def test_a_new_widget_state_renders_the_widget_cells_again(tmp_path: Path) -> None:
     nb, pages = rich(tmp_path), CellPages()
-    pages.prepare(nb, tmp_path)
+    pages.prepare(notebook_bytes(nb), tmp_path)
     nb.metadata["widgets"] = widgets(9)
     assert same(pages.page(nb, tmp_path), nb, tmp_path)
     assert pages.rendered == len(nb.cells) + 1  # the widget view's cell only
@@ -102,7 +104,7 @@ def test_a_new_widget_state_renders_the_widget_cells_again(tmp_path: Path) -> No
 @pytest.mark.parametrize("folder", [None, "other"])
 def test_another_folder_renders_every_cell_again(tmp_path: Path, folder: str | None) -> None:
     nb, pages = rich(tmp_path), CellPages()
-    pages.prepare(nb, tmp_path)
+    pages.prepare(notebook_bytes(nb), tmp_path)
     where = None if folder is None else tmp_path / folder
     assert same(pages.page(nb, where), nb, where)
     assert pages.rendered == 2 * len(nb.cells)
@@ -122,3 +124,14 @@ def test_cells_render_in_chunks_to_the_same_page(
     nb, pages = rich(tmp_path), CellPages()
     assert same(pages.page(nb, tmp_path), nb, tmp_path)
     assert pages.rendered == len(nb.cells)
+
+
+def test_cells_are_found_in_the_stored_text_as_parsing_finds_them(tmp_path: Path) -> None:
+    nb = rich(tmp_path)
+    cells, frame = split(notebook_bytes(nb))
+    assert [nbformat.from_dict(json.loads(c)) for c in cells] == nb.cells
+    assert frame.metadata == nb.metadata and frame.cells == []
+    empty = new_notebook()
+    assert split(notebook_bytes(empty))[0] == []
+    other = json.dumps(nb).encode()  # another layout: parsed whole
+    assert len(split(other)[0]) == len(nb.cells)

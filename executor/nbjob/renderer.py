@@ -300,19 +300,21 @@ class InProcess:
 
 def _render(request: dict[str, Any], pages: Any) -> None:
     """A page written, or (no ``page`` asked) the notebook's cells prepared for the next."""
-    from nbformat import NotebookNode
+    from nbjob.report_cells import split
 
-    source = Path(request["notebook"])  # NotebookNodes as it is parsed: no second copy
-    nb = json.loads(source.read_bytes(), object_hook=NotebookNode)
+    source = Path(request["notebook"])
+    stored = source.read_bytes()
     folder = Path(request["folder"]) if request.get("folder") else None
+    title = request.get("title", "")
     if not request.get("page"):
-        pages.prepare(nb, folder)
-        pages.frame(nb, folder, request.get("title", ""))
+        pages.prepare(stored, folder)
+        pages.frame(split(stored)[1], folder, title)
         source.unlink()
         return
     page = Path(request["page"])
     tmp = page.with_suffix(".tmp")
-    tmp.write_bytes(pages.page(nb, folder, request.get("title", "")))
+    with tmp.open("wb") as out:
+        pages.write(stored, out, folder, title)
     tmp.replace(page)
 
 
