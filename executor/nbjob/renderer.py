@@ -2,8 +2,8 @@
 
 Started once the notebook is read when it has many cells (``report.wants_renderer``), else by the
 first refresh of the report (``--report-interval``; ``Renderer.start``), the child (``python -m
-nbjob.renderer``, at a slightly lower priority than nbjob and the kernel) imports nbconvert,
-compiles its templates, renders the cells of the notebook stored at checkpoints ahead
+nbjob.renderer``, at the lowest priority: only the CPU nbjob and the kernel leave) imports
+nbconvert, compiles its templates, renders the cells of the notebook stored at checkpoints ahead
 (``Renderer.prepare``, ``nbjob.report_cells``) and fresher pages now and then. At the end the
 notebook, as stored (masked), is handed to it before the final write (``Renderer.submit``), so
 the page is rendered while the results are stored and the kernel shuts down, not after (issue
@@ -36,7 +36,7 @@ from typing import IO, Any
 
 from nbjob.stop import DEFAULT_SIGNALS, Budget, Worker
 
-NICE = 2  # the child's niceness: cells and nbjob first, yet not starved on a busy machine
+NICE = 19  # the child's niceness: the CPU the kernel and nbjob leave (it catches up at the end)
 POLL_S = 0.05
 
 
