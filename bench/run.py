@@ -523,6 +523,15 @@ def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]], cfg: Config)
             return Target(scn, text, "n/a", "no nbclient median")
         return Target(scn, text, "PASS" if nj <= nc else "FAIL", versus(scn, key, nj, nc))
 
+    def faster_by(scn: str, key: str, what: str) -> Target:
+        """Issue 22: the default run at least 1.2x nbclient's speed."""
+        nj, nc = med(scn, "nbjob", key), med(scn, "nbclient", key)
+        text = f"nbjob run at least {B_MIN_VS_NBCLIENT:g}x faster than nbclient (median {what})"
+        if nj is None or nc is None:
+            return Target(scn, text, "FAIL" if nj is None else "n/a", "a runner has no median")
+        verdict = "PASS" if nc / nj >= B_MIN_VS_NBCLIENT else "FAIL"
+        return Target(scn, text, verdict, f"{versus(scn, key, nj, nc)}: {nc / nj:.2f}x")
+
     def no_more_memory_than_nbclient(scn: str) -> Target:
         key = "executor_peak_rss_mib"
         nj, nc = med(scn, "nbjob", key), med(scn, "nbclient", key)
@@ -550,6 +559,7 @@ def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]], cfg: Config)
 
     if "a" in cfg.scenarios:
         targets.append(no_slower_than_nbclient("a", "wall_s", "wall time"))
+        targets.append(faster_by("a", "wall_s", "wall time"))
     if "b" in cfg.scenarios:
         nj, pm = med("b", "nbjob", "wall_s"), med("b", "papermill", "wall_s")
         text = (
@@ -590,6 +600,7 @@ def evaluate_targets(summary: dict[str, dict[str, dict[str, Any]]], cfg: Config)
             )
     if "d" in cfg.scenarios:
         targets.append(no_slower_than_nbclient("d", "startup_s", "launch to first cell"))
+        targets.append(faster_by("d", "startup_s", "launch to first cell"))
     for scn in SCALE_ONLY:
         if scn in cfg.scenarios:
             targets.append(faster_than_nbclient(scn, "nbjob"))
