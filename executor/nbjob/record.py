@@ -58,9 +58,20 @@ def versions() -> dict[str, str | None]:
 def host() -> dict[str, Any]:
     return {
         "hostname": socket.gethostname(),
-        "platform": platform.platform(),
+        "platform": system(),
         "cpus": os.cpu_count(),
     }
+
+
+def system() -> str:
+    """``platform.platform()``'s words (``Linux-6.1.0-x86_64-with-glibc2.36``) without the
+    ``uname -p`` process it starts, a fork of nbjob before the kernel's launch."""
+    u = platform.uname()  # its processor, the one ``uname -p`` gives, is read lazily: never here
+    words = [u.system, u.release, u.machine]
+    libc = os.confstr("CS_GNU_LIBC_VERSION") if "CS_GNU_LIBC_VERSION" in os.confstr_names else None
+    if libc:
+        words += ["with", libc.replace(" ", "")]
+    return "-".join(w for w in words if w)
 
 
 @dataclass
