@@ -277,8 +277,6 @@ class Job:
         self.nb = prepare.read_notebook(bundle.notebook, self.log)
         if not s.no_report and report.wants_renderer(self.nb):  # warm beside the kernel's start
             self.renderer.start()
-        elif not s.no_report:
-            self.local_report.warm()
         installed = stop.wait_for(self.token, self.kernel.kernelspecs, "the kernel list")
         name = kernels.choose(self.nb.metadata, s.kernel or bundle.kernel, installed)
         language = prepare.use_kernel(self.nb, name, installed)  # the kernel that runs
@@ -289,6 +287,8 @@ class Job:
         self.bus.publish(events.CellsListed(tuple(code_cells(self.nb))))
 
         cwd = bundle.notebook.parent.resolve()
+        if not s.no_report and not self.renderer.running:  # while this thread only waits
+            self.local_report.warm()
         kernel = stop.wait_for(
             self.token,
             lambda: prepare.kernel_at(
