@@ -811,6 +811,16 @@ def render_markdown(
             "- (f): widget models stored in the notebook's `metadata.widgets` (nbjob writes them"
             " at every checkpoint and cell end, so a failed or stopped run keeps them too)."
         )
+    if any(s in cfg.scenarios for s in SCALE_ONLY):
+        lines.append(
+            "- (b), (g), (h): the same trivial cell (`x = 1`) 1,000, 5,000 and 20,000 times: the"
+            " per-cell cost, flat or growing with the notebook. papermill is not run on (g) and"
+            " (h) (it rewrites the whole notebook at every cell). nbjob's executor peak RSS"
+            " counts its report's renderer child (a second Python process with nbconvert, which"
+            " renders the cells ahead at the lowest priority); nbclient writes no report;"
+            " `--no-report` is nbjob without it. One repetition each: on this shared machine the"
+            " same (h) run took 48 s and 64 s an hour apart, so read (g) and (h) with that noise."
+        )
     lines += [
         "- A run that fails (non-zero exit, missing or incompletely executed output notebook)"
         " gives that runner no median for the scenario (`n/a`); errors are in"
@@ -1019,7 +1029,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         root,
                         cfg.timeouts[scn],
                         stamp_file=stamp_file if scn == "d" else None,
-                        sample_memory=scn in ("c", "e", *SCALE_ONLY),
+                        sample_memory=scn in ("b", "c", "e", *SCALE_ONLY),
                     )
                     results.append(res)
                     extra = ""
