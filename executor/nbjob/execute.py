@@ -225,9 +225,15 @@ class Executor:
         if reply is not None:
             self._send_next(state, reply, following)
         last_alive = quiet_since = time.monotonic()
+        stopping_since: float | None = None  # a stop came after the reply: its idle, briefly
         while reply is None or not state.idle:
             now = time.monotonic()
+            if self.stop.requested and reply is not None and stopping_since is None:
+                stopping_since = now
+            late = stopping_since is not None and now - stopping_since > self.stop_wait
             if reply is not None and (now - quiet_since > IDLE_AFTER_REPLY_S or state.idle_lost):
+                late = True
+            if late:
                 self._update(index, warning=NO_IDLE_WARNING)  # never a silent success
                 break
             if self.stop.requested and reply is None:  # one that replied is done: it ends

@@ -128,3 +128,20 @@ def test_a_death_after_the_reply_is_the_next_cells() -> None:
         executor.run(notebook("done", "dies"))
     assert died.value.details["cell_index"] == 1  # type: ignore[attr-defined]
     assert [r.status for r in executor.results.values()] == ["completed", "kernel_died"]
+
+
+def test_a_stop_after_the_reply_waits_for_the_idle_only_briefly() -> None:
+    """A replied cell whose idle never comes, printing on (a thread of its own): a stop ends
+    it after the stop's wind-down time, not whenever the output stops."""
+    chatter = [stream(".") for _ in range(400)]
+    for step in chatter:
+        step.pause = 0.01  # 4 s of output in all
+    kernel = FakeKernel(lambda code: [status("busy"), reply(count=1), *chatter])
+    token = StopToken()
+    threading.Timer(0.2, token.request, args=("stopped by test",)).start()
+    nb = notebook("chatty")
+    executor = Executor(kernel, events.Bus(), stop=token, stop_wait=0.5)
+    executor.run(nb)
+    assert executor.results[0].status == "completed"
+    assert executor.results[0].warning == execute.NO_IDLE_WARNING
+    assert 0 < len(nb.cells[0].outputs[0]["text"]) < 200  # ended well before the output did
