@@ -300,15 +300,12 @@ class InProcess:
 
 def _render(request: dict[str, Any], pages: Any) -> None:
     """A page written, or (no ``page`` asked) the notebook's cells prepared for the next."""
-    from nbjob.report_cells import split
-
     source = Path(request["notebook"])
     stored = source.read_bytes()
     folder = Path(request["folder"]) if request.get("folder") else None
     title = request.get("title", "")
     if not request.get("page"):
-        pages.prepare(stored, folder)
-        pages.frame(split(stored)[1], folder, title)
+        pages.prepare(stored, folder, title)
         source.unlink()
         return
     page = Path(request["page"])

@@ -58,10 +58,32 @@ class CellPages:
         self._frame: tuple[bytes, str, str] = (b"", "", "")  # key, the page around the cells
         self.rendered = 0  # cells rendered (not found kept), for the tests and the log
 
-    def prepare(self, stored: bytes, folder: Path | None = None) -> list[bytes]:
-        """Render the cells of the ``stored`` notebook not kept yet; the keys of its cells, in
-        order. Only its cells stay kept (a changed cell's older HTML goes)."""
+    def prepare(
+        self, stored: bytes, folder: Path | None = None, title: str | None = None
+    ) -> list[bytes]:
+        """Render the cells of the ``stored`` notebook not kept yet (and, with a ``title``, its
+        frame); the keys of its cells, in order. Only its cells stay kept (a changed cell's
+        older HTML goes)."""
         cells, frame = split(stored)
+        keys = self._prepare(cells, frame, folder)
+        if title is not None:
+            self.frame(frame, folder, title)
+        return keys
+
+    def write(
+        self, stored: bytes, out: IO[bytes], folder: Path | None = None, title: str = ""
+    ) -> None:
+        """The page of the ``stored`` notebook, written to ``out`` a piece at a time: its frame,
+        its cells' HTML kept or rendered now."""
+        cells, frame = split(stored)
+        keys = self._prepare(cells, frame, folder)
+        before, after = self.frame(frame, folder, title)
+        out.write(before.encode())
+        for key in keys:
+            out.write(self.kept[key].encode())
+        out.write(after.encode())
+
+    def _prepare(self, cells: list[bytes], frame: Any, folder: Path | None) -> list[bytes]:
         keys = _keys(cells, frame.metadata, folder)
         missing = [i for i, key in enumerate(keys) if key not in self.kept]
         to_render = [json.loads(cells[i], object_hook=NotebookNode) for i in missing]
@@ -70,18 +92,6 @@ class CellPages:
         self.kept = {key: self.kept[key] if key in self.kept else fresh[key] for key in keys}
         self.rendered += len(missing)
         return keys
-
-    def write(
-        self, stored: bytes, out: IO[bytes], folder: Path | None = None, title: str = ""
-    ) -> None:
-        """The page of the ``stored`` notebook, written to ``out`` a piece at a time: its frame,
-        its cells' HTML kept or rendered now."""
-        keys = self.prepare(stored, folder)
-        before, after = self.frame(split(stored)[1], folder, title)
-        out.write(before.encode())
-        for key in keys:
-            out.write(self.kept[key].encode())
-        out.write(after.encode())
 
     def page(self, nb: Any, folder: Path | None = None, title: str = "") -> bytes:
         """The page of ``nb`` (a notebook node), as ``write`` writes it."""
@@ -135,14 +145,17 @@ def split(stored: bytes) -> tuple[list[bytes], Any]:
     end = stored.find(_CELLS_END)
     if not stored.startswith(_HEAD) or end < 0:
         nb = json.loads(stored, object_hook=NotebookNode)
-        return [notebook_bytes(c) for c in nb.pop("cells", [])], _frame(b"", nb)
+        cells = [notebook_bytes(c) for c in nb.pop("cells", [])]
+        nb["cells"] = []
+        return cells, nb
     parts = stored[len(_HEAD) : end].split(_BETWEEN)
     cells = [part + b"\n  }" for part in parts[:-1]] + parts[-1:]
     return cells, _frame(b"{" + stored[end + len(_CELLS_END) :])
 
 
-def _frame(text: bytes, nb: Any = None) -> Any:
-    frame = nb if nb is not None else json.loads(text, object_hook=NotebookNode)
+def _frame(text: bytes) -> Any:
+    """The notebook without its cells, from its JSON text after the cells."""
+    frame = json.loads(text, object_hook=NotebookNode)
     frame["cells"] = []
     return frame
 
