@@ -25,6 +25,7 @@ from support import (
     S3Server,
     make_zip,
     notebook_json,
+    pid_exists,
     read_json,
     run_nbjob,
     start_nbjob,
@@ -70,7 +71,7 @@ def test_node_loss_keeps_all_but_the_newest_checkpoints(
         if pidfile.exists():
             _kill_group(int(pidfile.read_text()))
     run.proc.wait(timeout=10)
-    assert wait_until(lambda: not _alive(kernel_pid), 10)
+    assert wait_until(lambda: not pid_exists(kernel_pid), 10)
     keys = s3_server.keys(bucket, "runs/r1/artifacts/")
     names = [k.rsplit("/", 1)[-1] for k in keys]
     print(f"node loss: {len(names)} of {written} checkpoints reached S3")
@@ -79,14 +80,6 @@ def test_node_loss_keeps_all_but_the_newest_checkpoints(
     for key in keys:  # every one whole
         assert len(s3_server.get(bucket, key)) == 200_000
     assert "runs/r1/run.json" in s3_server.keys(bucket, "runs/r1/")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_stream_sends_settled_files_and_never_temporary_ones(

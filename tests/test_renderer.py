@@ -15,7 +15,7 @@ import nbformat
 from nbjob import report, results
 from nbjob.renderer import Renderer
 from nbjob.stop import Budget
-from support import make_notebook, read_json, run_nbjob, start_nbjob, wait_until
+from support import make_notebook, pid_exists, read_json, run_nbjob, start_nbjob, wait_until
 
 
 def _notebook() -> nbformat.NotebookNode:
@@ -27,14 +27,6 @@ def _notebook() -> nbformat.NotebookNode:
     ]
     nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
     return nb
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
 
 
 def test_the_child_renders_the_page_nbjob_renders_and_ends_by_its_pid(tmp_path: Path) -> None:
@@ -56,7 +48,7 @@ def test_the_child_renders_the_page_nbjob_renders_and_ends_by_its_pid(tmp_path: 
         pid = renderer.proc.pid if renderer.proc else 0
     finally:
         renderer.close()
-    assert pid and _gone(pid)
+    assert pid and not pid_exists(pid)
     assert not (tmp_path / "r").exists()  # its files are removed with it
 
 

@@ -9,7 +9,6 @@ Sessions are made by ``nbjob.kernel.open_session`` from settings, as nbjob makes
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import time
 import urllib.error
@@ -22,7 +21,7 @@ from nbjob.config import Settings
 from nbjob.errors import DeadKernelError
 from nbjob.kernel import KernelSession, open_session
 from peers import Peer, jupyter_server_peer, kernel_gateway_peer  # noqa: F401 (fixtures)
-from support import wait_until
+from support import pid_exists, wait_until
 
 # Kernels start in fixtures, by ``session.start()`` and ``request.getfixturevalue``, which the
 # automatic rule cannot see: so the module says it (support/e2e.py).
@@ -210,7 +209,7 @@ def test_shutdown_ends_the_kernel(
     session.shutdown(grace=2)
     assert not session.alive()
     end = time.monotonic() + 15
-    while _exists(pid):  # every kind's kernel runs on this machine in these tests
+    while pid_exists(pid):  # every kind's kernel runs on this machine in these tests
         assert time.monotonic() < end, f"kernel process {pid} still there"
         time.sleep(0.1)
     if kernel_id is not None:
@@ -234,13 +233,13 @@ def test_a_shutdown_during_a_graceful_one_kills_the_kernel_at_once(
     graceful = threading.Thread(target=session.shutdown, args=(30,), daemon=True)
     graceful.start()
     time.sleep(0.5)  # the graceful shutdown is under way: the kernel sleeps in its exit handler
-    assert _exists(pid) and graceful.is_alive()
+    assert pid_exists(pid) and graceful.is_alive()
     started = time.monotonic()
     session.shutdown(grace=0)
     graceful.join(10)
     assert not graceful.is_alive() and not session.alive()
     assert time.monotonic() - started < 5  # not the 30 s grace, nor the 60 s handler
-    assert wait_until(lambda: not _exists(pid), 5)
+    assert wait_until(lambda: not pid_exists(pid), 5)
 
 
 def test_files_reach_the_kernel_and_artifacts_come_back(
@@ -279,14 +278,6 @@ def test_files_reach_the_kernel_and_artifacts_come_back(
 
 def _local_artifacts(session: KernelSession) -> Path:
     return Path(session.env["NBJOB_ARTIFACTS_DIR"])  # type: ignore[attr-defined]
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.fixture(params=KINDS)

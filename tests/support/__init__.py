@@ -42,7 +42,14 @@ from .notebooks import (
     stream_text,
     terminal,
 )
-from .processes import ServerProcess, descendants, serve, start_server, wait_ready
+from .processes import (
+    ServerProcess,
+    descendants,
+    pid_exists,
+    serve,
+    start_server,
+    wait_ready,
+)
 from .proxy import FlakyProxy
 from .results import cell_ends, log_events, results, texts, valid_notebook, validate_written
 from .runs import NBJOB, NbjobProcess, Result, nbjob_env, run_nbjob, start_nbjob
@@ -79,6 +86,7 @@ __all__ = [
     "nbjob_env",
     "notebook",
     "notebook_json",
+    "pid_exists",
     "read_json",
     "results",
     "run_nbjob",

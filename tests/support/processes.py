@@ -176,6 +176,15 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def pid_exists(pid: int) -> bool:
+    """Whether a process ``pid`` exists (a zombie not reaped yet does)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie does not)."""
     try:
