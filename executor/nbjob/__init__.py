@@ -50,7 +50,7 @@ __all__ = [
 
 # public name -> module it lives in
 _EXPORTS = {
-    "run": "nbjob.job",
+    "run": "nbjob.start",
     "resolve": "nbjob.config",
     "Settings": "nbjob.config",
     "StopToken": "nbjob.stop",
@@ -92,7 +92,7 @@ if TYPE_CHECKING:
         Subscription,
         Tick,
     )
-    from nbjob.job import run
+    from nbjob.start import run
     from nbjob.stop import StopToken
 
 

@@ -129,7 +129,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _watch_arguments(sub: Any) -> None:
     """``nbjob watch DEST``: its own flags, and the storage options ``nbjob run`` has."""
-    from nbjob import watch
     from nbjob.config import OPTIONS
     from nbjob.storage import Options as StorageOptions
 
@@ -140,13 +139,13 @@ def _watch_arguments(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmd.add_argument("dest", nargs="?", metavar="DEST", help="the run's --output [NBJOB_OUTPUT]")
-    seconds = {
-        "--poll": (watch.POLL_S, "seconds between reads of run.json"),
-        "--wait-start": (watch.WAIT_START_S, "seconds to wait for the run to appear"),
-        "--lost-after": (watch.LOST_AFTER_S, "seconds without a heartbeat: the run is lost"),
+    seconds = {  # defaults: nbjob.watch's, applied in _watch (not imported for every command)
+        "--poll": "seconds between reads of run.json",
+        "--wait-start": "seconds to wait for the run to appear",
+        "--lost-after": "seconds without a heartbeat: the run is lost",
     }
-    for flag, (default, text) in seconds.items():
-        cmd.add_argument(flag, type=float, default=default, metavar="SECONDS", help=text)
+    for flag, text in seconds.items():
+        cmd.add_argument(flag, type=float, metavar="SECONDS", help=text)
     cmd.add_argument("--json", action="store_true", help="print what happens as JSON lines")
     for opt in OPTIONS:
         if opt.name in StorageOptions.SETTINGS.values():
@@ -163,7 +162,7 @@ def _parameters(args: argparse.Namespace) -> tuple[tuple[str, Any], ...]:
 
 def _run(args: argparse.Namespace, token: stop.StopToken) -> int:
     from nbjob.config import OPTIONS, resolve
-    from nbjob.job import run
+    from nbjob.start import run
 
     flags = {opt.name: getattr(args, opt.name) for opt in OPTIONS}
     flags["source"] = args.source
@@ -172,6 +171,7 @@ def _run(args: argparse.Namespace, token: stop.StopToken) -> int:
 
 
 def _watch(args: argparse.Namespace) -> int:
+    from nbjob import watch
     from nbjob.config import storage_options
     from nbjob.storage import Options as StorageOptions
     from nbjob.watch import Watcher, WatchSettings
@@ -180,12 +180,13 @@ def _watch(args: argparse.Namespace) -> int:
     dest = args.dest or os.environ.get("NBJOB_OUTPUT")
     if not dest:
         raise UsageError("nbjob watch: no destination given: pass DEST or set NBJOB_OUTPUT")
-    if min(args.poll, args.lost_after) <= 0 or args.wait_start < 0:
+    poll = watch.POLL_S if args.poll is None else args.poll
+    wait_start = watch.WAIT_START_S if args.wait_start is None else args.wait_start
+    lost_after = watch.LOST_AFTER_S if args.lost_after is None else args.lost_after
+    if min(poll, lost_after) <= 0 or wait_start < 0:
         raise UsageError("nbjob watch: --poll and --lost-after must be > 0, --wait-start >= 0")
     flags = {name: getattr(args, name) for name in StorageOptions.SETTINGS.values()}
-    settings = WatchSettings(
-        dest, args.poll, args.wait_start, args.lost_after, storage_options(flags, os.environ)
-    )
+    settings = WatchSettings(dest, poll, wait_start, lost_after, storage_options(flags, os.environ))
     view = view_for(sys.stdout, args.json)
     try:
         return Watcher(settings, view).run()
@@ -291,13 +292,17 @@ def _skip_slow_imports() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``nbjob`` command. Called with no ``argv`` it is this process's command: once it
     returns, the outcome is final, the stop signals are ignored (``stop.ignore_from_now_on``)
-    and the process exits within ``EXIT_S`` seconds (``stop.exit_within``).
+    and the process exits within ``EXIT_S`` seconds (``stop.exit_within``), once Python's exit
+    has joined its threads and run the exit handlers, without tearing the interpreter down
+    (``stop.exit_without_teardown``).
     """
     if argv is None:
+        stop.exit_without_teardown()  # first: its exit handler runs after every other one
         code = main(sys.argv[1:])
         _settle_console()
         stop.ignore_from_now_on()
         stop.exit_within(EXIT_S, code)
+        stop.exit_without_teardown(code)
         return code
     argv = list(argv)
     token = _early_stop_token(argv)  # first: before the heavy imports

@@ -13,7 +13,6 @@ steps and their time budget, is ``nbjob.finish``'s; where things go, ``nbjob.lay
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 import time
 import traceback
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from nbjob import (
     report,
     resources,
     results,
+    start,
     stop,
 )
 from nbjob import kernel as kernels
@@ -61,6 +61,7 @@ class Job:
         token: stop.StopToken,
         listeners: Sequence[events.Listener | events.Subscription] = (),
         configure_logging: bool = False,
+        started: start.Start | None = None,
     ) -> None:
         self.s = settings
         self.token = token
@@ -69,8 +70,12 @@ class Job:
         self.t0 = time.monotonic()
         self.deadline = self.t0 + settings.timeout if settings.timeout else None
         self.storage = Storage(settings.storage_options)
-        self.workdir = Path(settings.workdir or tempfile.mkdtemp(prefix="nbjob-"))
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        # The kernel first (nbjob.start): it boots on another core while nbjob fetches and
+        # unpacks; the notebook may still ask for another kernel or folder (_kernel_at).
+        started = started or start.launch(settings)
+        self.workdir, self.artifacts = started.workdir, started.artifacts
+        self.kernel = started.kernel
+        self.overlay: Overlay | None = None  # --install-requirements
         self.record = RunRecord.start(
             settings.run_id,
             settings.source,
@@ -81,15 +86,6 @@ class Job:
         self.record.placed(settings.identity.to_json(), settings.shard, settings.shard_source)
         if settings.no_report:
             self.record.report_missing(report.TURNED_OFF)
-        # Start the kernel first: it boots on another core while nbjob fetches and unpacks.
-        # It starts in the notebook's folder when that is known now, else in the (empty)
-        # bundle folder; the notebook may still ask for another kernel or folder (_kernel_at).
-        self.artifacts = results.artifacts_dir(settings.places.own, self.workdir)
-        cwd = prepare.kernel_cwd(settings.source, self.workdir)
-        self.overlay: Overlay | None = None  # --install-requirements
-        self.kernel = self._new_kernel(settings.kernel or kernels.DEFAULT_KERNEL, cwd)
-        if not settings.install_requirements:  # else it starts from the overlay, once made
-            self.kernel.start_in_background()
         self.nb: Any = None
         self.nb_folder: Path | None = None  # the notebook's folder in the bundle (its images)
         self.attempt: attempts.Attempt | None = None
@@ -231,21 +227,7 @@ class Job:
         return self.workdir / layout.LOG
 
     def _new_kernel(self, name: str, cwd: Path) -> kernels.KernelSession:
-        # A local kernel inherits NBJOB_ARTIFACTS_DIR: notebooks save models and metrics there
-        # (a remote kernel gets a folder of its own, brought back at the end).
-        overlay = self.overlay
-        return kernels.open_session(
-            self.s,
-            name,
-            cwd,
-            workdir=self.workdir,
-            env={
-                "NBJOB_ARTIFACTS_DIR": str(self.artifacts),
-                **({"NBJOB_ATTEMPT": str(self.s.attempt)} if self.s.attempt else {}),
-                **(overlay.kernel_env() if overlay else {}),
-            },
-            python=str(overlay.python) if overlay else None,
-        )
+        return start.session(self.s, name, cwd, self.workdir, self.artifacts, self.overlay)
 
     def _prepare(self) -> None:
         from nbjob.execute import code_cells
@@ -381,45 +363,3 @@ class Job:
         with self.watch:
             if executor.run(self.nb):
                 self.log.info("run_exited_early", reason="a cell called sys.exit(0)")
-
-
-def run(
-    settings: Settings,
-    token: stop.StopToken | None = None,
-    listeners: Sequence[events.Listener | events.Subscription] = (),
-    *,
-    install_signals: bool = False,
-    configure_logging: bool = False,
-    end_orphans: bool = False,
-) -> int:
-    """Run one job; the return value is the process exit code.
-
-    ``token``: stops the run when set (``token.request``); a new one when not given.
-    ``listeners``: external listeners, each a listener or an ``nbjob.Subscription``; with the
-    plug-ins ``settings.listeners`` names, they are isolated from the run (``events.Bus``).
-    ``install_signals``: make ``settings.stop_signals`` set the token (this replaces the
-    process's handlers for them); ``configure_logging``: make nbjob's log structlog's global
-    configuration. The command line asks for both; an embedding program usually for neither
-    (the run's log, executor.log, is written either way; a run may then be started from any
-    thread, and Ctrl-C is the program's KeyboardInterrupt, not a graceful stop: for that, set
-    the token from the program's own handler, or ask for ``install_signals``).
-    ``end_orphans``: make this process a child subreaper and, at the end, end the processes the
-    run left below it that were not there when it began (``nbjob.reaper``); for a program that
-    runs one job at a time. The kernel's own process group is ended either way.
-    ``UsageError`` for an unknown plug-in, before any kernel starts.
-    """
-    from nbjob.listeners import notify, plugins
-
-    external = [
-        *listeners,
-        *plugins.load(plugins.wanted(settings), settings),
-        *notify.subscriptions(settings),
-    ]
-    if token is None:
-        token = stop.StopToken()
-    if install_signals:
-        stop.install(token, settings.stop_signals)
-    orphans = reaper.Orphans() if end_orphans else None  # before the kernel starts
-    job = Job(settings, token, external, configure_logging)
-    job.orphans = orphans
-    return job.run()

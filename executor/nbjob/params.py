@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import builtins
 import decimal
+import functools
 import keyword
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from nbjob import languages
 from nbjob.errors import ParameterError
@@ -84,27 +83,33 @@ def convert(value: str) -> Any:
         return value
 
 
-class _Loader(yaml.SafeLoader):
+@functools.cache
+def _loader() -> Any:
     """YAML's safe loader, with integers exact whatever their length (PyYAML's ``int()``
-    raises a plain ValueError beyond 4300 digits)."""
+    raises a plain ValueError beyond 4300 digits); made at the first use (yaml's import is
+    ~15 ms of every run's start, before the kernel's launch, otherwise)."""
+    import yaml
 
-    def construct_yaml_int(self, node: Any) -> Any:
-        try:
-            return super().construct_yaml_int(node)
-        except ValueError:
-            number = exact_int(str(self.construct_scalar(node)))
-            if number is None:
-                raise
-            return number
+    class Loader(yaml.SafeLoader):
+        def construct_yaml_int(self, node: Any) -> Any:
+            try:
+                return super().construct_yaml_int(node)
+            except ValueError:
+                number = exact_int(str(self.construct_scalar(node)))
+                if number is None:
+                    raise
+                return number
 
-
-_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+    Loader.add_constructor("tag:yaml.org,2002:int", Loader.construct_yaml_int)
+    return Loader
 
 
 def _load_yaml(text: str, origin: str) -> Any:
     """``text`` as YAML (JSON is YAML too); any error reading it is a ``ParameterError``."""
+    import yaml
+
     try:
-        return yaml.load(text, Loader=_Loader)
+        return yaml.load(text, Loader=_loader())
     except ParameterError as exc:
         raise ParameterError(f"{origin}: {exc.reason}") from None
     except yaml.YAMLError as exc:

@@ -7,7 +7,6 @@ Runs while the kernel starts (job.py starts it first). Blocking steps run throug
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import time
@@ -21,29 +20,8 @@ from nbjob import languages, params, results, stop
 from nbjob.config import Settings
 from nbjob.errors import GPUNotVisibleError, NbjobError, NotebookError
 from nbjob.kernel import KernelSession
-from nbjob.storage import Storage, is_local, local_path
-
-
-def source_is_local(source: str) -> bool:
-    return is_local(source) and local_path(source).exists()
-
-
-def read_only_folder(source: str) -> bool:
-    """A folder source on a read-only mount runs on a copy, so cells can write beside it."""
-    if not source_is_local(source):
-        return False
-    path = local_path(source)
-    return path.is_dir() and not os.access(path, os.W_OK)
-
-
-def kernel_cwd(source: str, workdir: Path) -> Path:
-    """Where the kernel starts before the notebook is known: its folder, else the bundle's."""
-    if source_is_local(source) and not read_only_folder(source):
-        path = local_path(source)
-        return (path if path.is_dir() else path.parent).resolve()
-    cwd = workdir / "bundle"
-    cwd.mkdir(exist_ok=True)
-    return cwd.resolve()
+from nbjob.start import read_only_folder, source_is_local
+from nbjob.storage import Storage
 
 
 def open_source(

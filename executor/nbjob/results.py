@@ -17,7 +17,6 @@ nbjob knows masked (``nbjob.mask``; the run's ``Masker``), in the thread that se
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -31,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from nbjob import cellsegments, livelog, logs, pacing
 from nbjob.artifacts import ArtifactStream, is_temporary
 from nbjob.errors import NbjobError, StorageError
-from nbjob.layout import ARTIFACTS, LOG, RUN_JSON, Destination
+from nbjob.layout import LOG, RUN_JSON, Destination
 from nbjob.mask import Masker
 from nbjob.stop import Budget, timebox
 from nbjob.storage import Storage, local_path
@@ -91,17 +90,6 @@ def record_bytes(record: dict[str, Any]) -> bytes:
 # -- writing -----------------------------------------------------------------------------------
 
 
-def artifacts_dir(dest: Destination, workdir: Path) -> Path:
-    """Where the kernel writes artifacts: inside a local destination, else streamed from here."""
-    folder = workdir / ARTIFACTS
-    if dest.is_local:
-        with contextlib.suppress(OSError):
-            local_path(dest.artifacts).mkdir(parents=True, exist_ok=True)
-            folder = local_path(dest.artifacts)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder.resolve()
-
-
 class Results:
     """The run's results at ``folder`` (this process's own folder, see ``nbjob.layout``)."""
 
@@ -122,7 +110,7 @@ class Results:
         self.notebook_name = notebook_name
         self.log_path = log_path
         self.spool = spool  # local copy of the newest results
-        self.artifacts = artifacts  # see artifacts_dir()
+        self.artifacts = artifacts  # see nbjob.start.artifacts_dir
         self.interval = interval
         self._next_due = 0.0
         self._pending: _Snapshot | None = None

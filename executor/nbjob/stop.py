@@ -12,6 +12,7 @@ thread for at most what a budget allows (``wait_for`` instead waits until a stop
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import math
 import os
@@ -136,6 +137,35 @@ def exit_within(seconds: float, code: int) -> None:
         os._exit(code)
 
     threading.Thread(target=end, name="exit-within", daemon=True).start()
+
+
+_exit_code: list[int] = []
+
+
+def exit_without_teardown(code: int | None = None) -> None:
+    """The process's exit skips the interpreter's teardown once its outcome is final.
+
+    Called with no code (first thing in the process, so that its handler runs after every
+    exit handler registered later): registers the handler. Called with ``code`` once the
+    outcome is final: from then on, when Python exits (its non-daemon threads joined, the
+    ``atexit`` handlers of the libraries run: logging's flush, weakref finalizers...), the
+    handler flushes stdout and stderr and ends the process with ``code`` at once, instead of
+    freeing every module and object one by one: 0.1-0.2 s of a short run's wall time, spent
+    after its results are stored. Open files are closed by then (the log, the results).
+    """
+    if code is None:
+        atexit.register(_end_now)
+    else:
+        _exit_code[:] = [code]
+
+
+def _end_now() -> None:
+    if not _exit_code:  # the outcome is not final (an uncaught error): Python's own exit
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(_exit_code[0])
 
 
 class Worker(Generic[T]):

@@ -43,6 +43,8 @@ _FLAG = "__starts_processes__"
 _KNOWN_STARTERS = (
     "nbjob.job:Job",
     "nbjob.job:run",
+    "nbjob.start:run",
+    "nbjob.start:launch",
     "nbjob:run",
     "nbjob.kernel:open_session",
     "nbjob.kernel.local:LocalKernel",

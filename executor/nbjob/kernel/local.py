@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import deque
@@ -95,14 +96,21 @@ def installed_kernels() -> dict[str, dict[str, Any]]:
 
 
 def _spec_manager() -> Any:
-    """jupyter_client's kernelspec finder; without IPython's folder when HOME is not writable
-    (IPython would warn on stderr and use a new temporary folder: no kernels there)."""
+    """jupyter_client's kernelspec finder, looking where it looks by default: Jupyter's
+    ``kernels`` folders, then the legacy ``kernels`` folder in IPython's (``IPYTHONDIR``, else
+    ``~/.ipython``). That last one is named here rather than asked of IPython: its import is
+    ~35 ms before the kernel's launch, and it would make the folder (or warn on stderr and use
+    a new temporary folder, where no kernels are, when HOME is not writable)."""
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_core.paths import jupyter_path
 
-    if not os.environ.get("IPYTHONDIR") and not home_writable(os.environ):
-        return KernelSpecManager(kernel_dirs=jupyter_path("kernels"))
-    return KernelSpecManager()
+    dirs = jupyter_path("kernels")
+    ipython = os.environ.get("IPYTHONDIR")
+    if not ipython and home_writable(os.environ):
+        ipython = os.path.join(os.path.expanduser("~"), ".ipython")
+    if ipython:
+        dirs.append(os.path.join(os.path.expanduser(ipython), "kernels"))
+    return KernelSpecManager(kernel_dirs=dirs)
 
 
 def describe_exit(code: int | None) -> str:
@@ -416,13 +424,29 @@ class LocalKernel(KernelSession):
     def _stop_kernel(self, grace: float) -> None:
         try:
             if self.alive() and grace > 0:
-                self.km.shutdown_wait_time = grace
-                self.km.shutdown_kernel(now=False)
+                self._ask_to_exit(grace)
             else:
                 self.km.shutdown_kernel(now=True)
         except Exception:
             with contextlib.suppress(Exception):
                 self.km.shutdown_kernel(now=True)
+
+    def _ask_to_exit(self, grace: float) -> None:
+        """jupyter_client's graceful shutdown (interrupt, ``shutdown_request``, TERM after
+        ``grace / 2``, KILL after ``grace``), with the kernel's exit waited for on its process
+        instead of polled every 0.1 s: a run ends as soon as its kernel has."""
+        km, process = self.km, self._process()
+        km.shutdown_wait_time = grace
+        if process is None:
+            km.shutdown_kernel(now=False)
+            return
+        km.shutting_down = True
+        km.interrupt_kernel()
+        km.request_shutdown()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(grace / 2)
+        km.finish_shutdown()  # at once when it has exited; else TERM, then KILL
+        km.cleanup_resources()
 
     def process_id(self) -> int | None:
         return getattr(self._process(), "pid", None)

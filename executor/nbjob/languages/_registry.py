@@ -9,7 +9,6 @@ bare ``Language``: every capability unsupported, so nothing is sent to that kern
 from __future__ import annotations
 
 import threading
-from importlib.metadata import entry_points
 
 from nbjob.languages._base import Language
 from nbjob.languages.bash import Bash
@@ -51,6 +50,8 @@ def get(name: str) -> Language:
 
 def names() -> list[str]:
     """Every language nbjob can find: its own and the installed entry points'."""
+    from importlib.metadata import entry_points  # ~25 ms of imports: only when asked
+
     return sorted(set(BUILTIN) | {ep.name.lower() for ep in entry_points(group=ENTRY_POINT_GROUP)})
 
 
@@ -62,6 +63,8 @@ def supporting(capability: str) -> list[str]:
 def _make(key: str) -> Language:
     if key in BUILTIN:
         return BUILTIN[key]()
+    from importlib.metadata import entry_points  # ~25 ms of imports: only for other languages
+
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name.lower() != key:
             continue
