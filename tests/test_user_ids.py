@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbjob
 import pytest
-from nbjob.kernel.local import HOME_FOLDERS, writable_homes
+from nbjob.kernel.local import HOME_FOLDERS, _spec_manager, writable_homes
 from support import notebook
 
 UID, GID = 1000680000, 0  # what OpenShift gives a pod: a high user id, the root group
@@ -27,6 +27,28 @@ def test_a_kernel_gets_writable_folders_only_when_home_cannot_be_written(tmp_pat
     assert all(Path(p).is_dir() and str(p).startswith(str(tmp_path)) for p in made.values())
     assert set(writable_homes({}, tmp_path / "home")) == set(HOME_FOLDERS)
     assert writable_homes({"HOME": str(tmp_path)}, tmp_path / "other") == {}
+
+
+def test_kernelspecs_are_looked_for_where_jupyter_looks_and_in_ipythons_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """jupyter_client's folders, then IPython's legacy ``kernels`` folder (IPYTHONDIR, else
+    ~/.ipython when HOME can be written): a kernelspec installed there is found."""
+    from jupyter_core.paths import jupyter_path
+
+    spec = tmp_path / "ipy" / "kernels" / "mine"
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python"}))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipy"))
+    manager = _spec_manager()
+    assert manager.kernel_dirs == [*jupyter_path("kernels"), str(tmp_path / "ipy" / "kernels")]
+    assert "mine" in manager.find_kernel_specs()
+    monkeypatch.delenv("IPYTHONDIR")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert _spec_manager().kernel_dirs[-1] == str(tmp_path / ".ipython" / "kernels")
+    monkeypatch.setenv("HOME", "/nonexistent")  # an arbitrary user id's: Jupyter's folders only
+    assert _spec_manager().kernel_dirs == jupyter_path("kernels")
 
 
 @pytest.fixture
