@@ -38,6 +38,7 @@ from nbjob.stop import DEFAULT_SIGNALS, Budget, Worker
 
 NICE = 19  # the child's niceness: the CPU the kernel and nbjob leave (it catches up at the end)
 POLL_S = 0.05
+WARM_SWITCH_S = 0.0005  # the GIL switch interval while nbconvert is imported on a thread
 
 
 class Renderer:
@@ -260,13 +261,21 @@ class InProcess:
             self._warm.start()
 
     def _warm_up(self) -> None:
+        """Meanwhile the main thread waits on the kernel's sockets; it gets the GIL back
+        within ``WARM_SWITCH_S`` of a message instead of Python's 5 ms switch interval, which
+        a start's dozen messages (the handshake, the first cells) would each pay."""
         import nbformat
 
         from nbjob import report
 
-        with contextlib.suppress(Exception):  # a failure shows when the page is rendered
-            self._exporter = report.exporter()
-            report.render(nbformat.v4.new_notebook(), None, "", self._exporter)
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(min(previous, WARM_SWITCH_S))
+        try:
+            with contextlib.suppress(Exception):  # a failure shows when the page is rendered
+                self._exporter = report.exporter()
+                report.render(nbformat.v4.new_notebook(), None, "", self._exporter)
+        finally:
+            sys.setswitchinterval(previous)
 
     @property
     def asked(self) -> bool:
