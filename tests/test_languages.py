@@ -28,7 +28,7 @@ from nbjob import languages
 from nbjob.config import Settings
 from nbjob.errors import ParameterError
 from nbjob.kernel import KernelSession, open_session, transfer
-from nbjob.kernel.local import installed_kernels
+from nbjob.kernel.specs import installed_kernels
 from support import make_notebook, read_json, run_nbjob
 from support.kernels import bash_holds, kernel_specs, missing, r_holds
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import nbjob
 import pytest
-from nbjob.kernel.local import HOME_FOLDERS, _spec_manager, writable_homes
+from nbjob.kernel.specs import HOME_FOLDERS, spec_manager, writable_homes
 from support import notebook
 
 UID, GID = 1000680000, 0  # what OpenShift gives a pod: a high user id, the root group
@@ -41,14 +41,14 @@ def test_kernelspecs_are_looked_for_where_jupyter_looks_and_in_ipythons_folder(
     argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
     (spec / "kernel.json").write_text(json.dumps({"argv": argv, "language": "python"}))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipy"))
-    manager = _spec_manager()
+    manager = spec_manager()
     assert manager.kernel_dirs == [*jupyter_path("kernels"), str(tmp_path / "ipy" / "kernels")]
     assert "mine" in manager.find_kernel_specs()
     monkeypatch.delenv("IPYTHONDIR")
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert _spec_manager().kernel_dirs[-1] == str(tmp_path / ".ipython" / "kernels")
+    assert spec_manager().kernel_dirs[-1] == str(tmp_path / ".ipython" / "kernels")
     monkeypatch.setenv("HOME", "/nonexistent")  # an arbitrary user id's: Jupyter's folders only
-    assert _spec_manager().kernel_dirs == jupyter_path("kernels")
+    assert spec_manager().kernel_dirs == jupyter_path("kernels")
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ loop stalled, and cost a thread wake-up per message and up to 0.1 s at shutdown.
 Under an arbitrary user id (OpenShift runs images as ``--user 1000680000:0`` with ``HOME=/``)
 the home folder is not writable; IPython and matplotlib would then print warnings on stderr,
 lines that are not JSON in nbjob's JSON log stream. The kernel then gets writable IPython,
-Jupyter and matplotlib folders under the work folder (``writable_homes``), unless the
+Jupyter and matplotlib folders under the work folder (``specs.writable_homes``), unless the
 environment names its own.
 """
 
@@ -35,7 +35,6 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,16 +43,13 @@ import zmq
 from nbjob import logs, reaper
 from nbjob.errors import DeadKernelError, EnvironmentUnfitError, NoSuchKernelError
 from nbjob.kernel.base import Channel, KernelSession, Message
-
-# Folders a kernel writes under HOME, and their names under the work folder's ``home/`` when
-# HOME cannot be written.
-HOME_FOLDERS = {
-    "IPYTHONDIR": "ipython",
-    "JUPYTER_CONFIG_DIR": "jupyter/config",
-    "JUPYTER_DATA_DIR": "jupyter/data",
-    "JUPYTER_RUNTIME_DIR": "jupyter/runtime",
-    "MPLCONFIGDIR": "matplotlib",
-}
+from nbjob.kernel.specs import (
+    IPYKERNEL_OPTIONS,
+    installed_kernels,
+    is_ipykernel,
+    spec_manager,
+    writable_homes,
+)
 
 # Evaluated in an IPython kernel before nbjob subscribes to its IOPub (_unbounded_kernel_iopub):
 # in the IOPub thread, lift the send limit and bind one more endpoint, whose listener copies
@@ -79,38 +75,6 @@ def _nbjob_unbounded(endpoint):
     return box[0] if box else -1
 """
 IPC_IOPUB_PORT = 4242  # the extra endpoint's number when the kernel talks over Unix sockets
-# Options for kernelspecs that start ipykernel:
-# - IPython's command history in memory, as nbclient and papermill start kernels: a history file
-#   (shared by every kernel of the user) costs an SQLite commit per cell, waits on its lock when
-#   other kernels write it, and is no part of a run's results;
-# - no 0.5 ms sleep before each execute_reply (ipykernel's ``_execute_sleep``, a stop-gap for
-#   clients that stop listening at the reply): nbjob ends a cell at its 'idle', which the kernel
-#   publishes after the cell's last output on the same IOPub thread and socket.
-IPYKERNEL_OPTIONS = ("--HistoryManager.hist_file=:memory:", "--IPythonKernel._execute_sleep=0")
-
-
-def installed_kernels() -> dict[str, dict[str, Any]]:
-    """name -> {'language': ..., 'display_name': ...} for every installed kernelspec."""
-    specs = _spec_manager().get_all_specs()
-    return {name: s.get("spec", {}) for name, s in specs.items()}
-
-
-def _spec_manager() -> Any:
-    """jupyter_client's kernelspec finder, looking where it looks by default: Jupyter's
-    ``kernels`` folders, then the legacy ``kernels`` folder in IPython's (``IPYTHONDIR``, else
-    ``~/.ipython``). That last one is named here rather than asked of IPython: its import is
-    ~35 ms before the kernel's launch, and it would make the folder (or warn on stderr and use
-    a new temporary folder, where no kernels are, when HOME is not writable)."""
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_core.paths import jupyter_path
-
-    dirs = jupyter_path("kernels")
-    ipython = os.environ.get("IPYTHONDIR")
-    if not ipython and home_writable(os.environ):
-        ipython = os.path.join(os.path.expanduser("~"), ".ipython")
-    if ipython:
-        dirs.append(os.path.join(os.path.expanduser(ipython), "kernels"))
-    return KernelSpecManager(kernel_dirs=dirs)
 
 
 def describe_exit(code: int | None) -> str:
@@ -123,35 +87,6 @@ def describe_exit(code: int | None) -> str:
             name = f"signal {-code}"
         return f"was killed by {name}"  # the cause, from evidence: nbjob.resources.death
     return f"exited with status {code}"
-
-
-def home_writable(env: Mapping[str, str]) -> bool:
-    """Whether ``env``'s HOME is a folder this process can write (not so for an arbitrary user
-    id with ``HOME=/``)."""
-    home = env.get("HOME", "")
-    return bool(home) and os.path.isdir(home) and os.access(home, os.W_OK)
-
-
-def writable_homes(env: Mapping[str, str], folder: Path) -> dict[str, str]:
-    """The ``HOME_FOLDERS`` variables ``env`` does not set, as folders under ``folder`` (made
-    here), when ``env``'s HOME is missing or not writable; else nothing."""
-    if home_writable(env):
-        return {}
-    homes: dict[str, str] = {}
-    for name, sub in HOME_FOLDERS.items():
-        if env.get(name):
-            continue
-        path = folder / sub
-        with contextlib.suppress(OSError):
-            path.mkdir(parents=True, exist_ok=True, mode=0o700)
-            homes[name] = str(path)
-    return homes
-
-
-def _is_ipykernel(km: Any) -> bool:
-    """Whether the kernelspec starts ipykernel (takes IPython's command-line options)."""
-    argv = getattr(km.kernel_spec, "argv", None) or []
-    return bool(km.ipykernel) or any("ipykernel" in str(part) for part in argv)
 
 
 class LocalKernel(KernelSession):
@@ -220,12 +155,12 @@ class LocalKernel(KernelSession):
                 self.ipc_dir.mkdir(parents=True, exist_ok=True)
                 transport = {"transport": "ipc", "ip": str(self.ipc_dir / "kernel")}
             self.km = KernelManager(
-                kernel_name=self.name, kernel_spec_manager=_spec_manager(), **transport
+                kernel_name=self.name, kernel_spec_manager=spec_manager(), **transport
             )
             if self.python:  # --install-requirements: the same kernel, from the overlay
                 self.km.kernel_spec.argv = [self.python, *self.km.kernel_spec.argv[1:]]
             self.km.session = LeanSession(parent=self.km)  # dates left unparsed
-            extra = list(IPYKERNEL_OPTIONS) if _is_ipykernel(self.km) else []
+            extra = list(IPYKERNEL_OPTIONS) if is_ipykernel(self.km) else []
             self.km.start_kernel(cwd=str(self.cwd), env=env, extra_arguments=extra)
             process = self._process()
             pgid = getattr(self.km.provisioner, "pgid", None) or getattr(process, "pid", None)
