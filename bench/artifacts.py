@@ -97,18 +97,26 @@ Run = tuple[float, float, float]  # (wall s, CPU s, peak RSS MiB)
 
 
 def nbjob_upload(folder: Path, endpoint: str, bucket: str) -> Run:
-    """A flush, in this process (client made from scratch, as a run does); the peak RSS is
-    this whole process's (the bench's own Python and boto3 included)."""
+    """A flush in a child forked from this process (nbjob and boto3 already imported; the
+    client made from scratch, as a run does), so each round starts from the same memory."""
     from nbjob.artifacts import ArtifactStream
     from nbjob.storage import Options, Storage
 
-    stream = ArtifactStream(Storage(Options(endpoint)), f"s3://{bucket}/artifacts", folder)
-    cpu, started = cpu_s(resource.RUSAGE_SELF), time.monotonic()
-    with PeakRss(os.getpid()) as rss:
-        stream.flush()
-    took, cpu = time.monotonic() - started, cpu_s(resource.RUSAGE_SELF) - cpu
-    stream.close()
-    return took, cpu, rss.peak
+    cpu, started = cpu_s(resource.RUSAGE_CHILDREN), time.monotonic()
+    pid = os.fork()
+    if pid == 0:  # the child: flush, then leave without running the parent's clean-ups
+        code = 1
+        try:
+            stream = ArtifactStream(Storage(Options(endpoint)), f"s3://{bucket}/artifacts", folder)
+            stream.flush()
+            code = 0
+        finally:
+            os._exit(code)
+    with PeakRss(pid) as rss:
+        status = os.waitpid(pid, 0)[1]
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"the nbjob flush failed ({status})")
+    return time.monotonic() - started, cpu_s(resource.RUSAGE_CHILDREN) - cpu, rss.peak
 
 
 def aws_upload(folder: Path, endpoint: str, bucket: str) -> Run:
@@ -124,7 +132,8 @@ def aws_upload(folder: Path, endpoint: str, bucket: str) -> Run:
 
 def empty_bucket(client: object, bucket: str) -> int:
     keys = 0
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)  # type: ignore[attr-defined]
+    # ListObjects (v1): s3rver answers ListObjectsV2 past its first 1000 keys with a 500
+    pages = client.get_paginator("list_objects").paginate(Bucket=bucket)  # type: ignore[attr-defined]
     for page in pages:
         objects = [{"Key": o["Key"]} for o in page.get("Contents", [])]
         keys += len(objects)
@@ -222,11 +231,12 @@ def report(times: dict[tuple[str, str], list[Run]], total: int, args: argparse.N
             "`ArtifactStream.flush` (8 files at once through one boto3 client, big files "
             "first; big files in 8 MiB parts, 10 in flight, from one shared transfer "
             "manager); AWS CLI: `aws s3 sync` (10 requests at once). CPU: user + system "
-            "seconds of the uploading process (nbjob: the flush in this process, client made "
-            "from scratch; aws: the whole command, start-up included), median. Peak RSS: the "
-            "highest of the rounds, sampled every 20 ms (nbjob's is the whole bench "
-            "process's). moto (Python, in memory) answers every request with "
-            "`Connection: close` and uses one core, the limit of both uploaders; s3rver "
+            "seconds of the uploading process (nbjob: the flush, client made "
+            "from scratch, in a child forked from the bench after its imports; aws: the whole "
+            "command, start-up included), median. Peak RSS: the highest of the rounds, "
+            "sampled every 20 ms (nbjob's child counts the bench's own Python and boto3). "
+            "moto (Python, in memory) answers every request with `Connection: close` and "
+            "uses one core, the limit of both uploaders; s3rver "
             "(Node, on disk) keeps connections open.",
             "",
             "| server | uploader | median (s) | runs (s) | MB/s | CPU (s) | peak RSS (MiB) |",
