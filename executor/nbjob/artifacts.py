@@ -15,7 +15,7 @@ Order: files above ``CHUNK_THRESHOLD`` (sent in parts) start first, then the res
 in each group. A big file is the longest to send, and its parts have threads of their own (the
 backend's transfer manager), so starting it first overlaps it, and its final request (S3's
 CompleteMultipartUpload), with the small files on the other workers instead of leaving it
-alone at the end (longest first; bench/artifacts.py, 1 GB to moto: ~8 % sooner than newest
+alone at the end (longest first; bench/artifacts.py, 1 GB to moto: 8-12 % sooner than newest
 first in rounds interleaved with it). At most ``WORKERS`` files and ``PART_THREADS`` parts are
 in flight, each read from its file as it is sent (no part is held in memory whole).
 
