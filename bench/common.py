@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -49,3 +50,30 @@ def write_section(path: Path, section: str, start: str, end: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text, encoding="utf-8")
+
+
+def start_s3rver(tool: Path, data: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """s3rver (npm) on a free loopback port, storing under ``data``, in a session of its own
+    (stop it by its PID); (the process, its endpoint URL) once it answers. It accepts only
+    the access key ``S3RVER`` (any secret, with --allow-mismatched-signatures)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    flags = ["-a", "127.0.0.1", "--silent", "--allow-mismatched-signatures", "--no-vhost-buckets"]
+    proc = subprocess.Popen(
+        [str(tool), "-d", str(data), *flags, "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(url + "/", timeout=1).close()
+            return proc, url
+        except urllib.error.HTTPError:
+            return proc, url  # it answers (an error page is an answer)
+        except OSError:
+            time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    raise RuntimeError("s3rver did not start")

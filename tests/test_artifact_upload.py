@@ -1,6 +1,6 @@
 """Artifacts sent to S3 at the end of a run: many files at once, through one client.
 
-``ArtifactStream.flush`` sends every file on 8 threads, and big files in parts. The threads
+``ArtifactStream.flush`` sends every file on 8 threads, big files (in parts) first. The threads
 share the backend's one boto3 client and one transfer manager (a client made per thread costs
 ~0.1 s of CPU each and a connection pool of its own; see bench/artifacts.py). Against moto on
 loopback, and through a proxy that answers 503 to the first requests.
@@ -16,7 +16,7 @@ from typing import Any
 
 import boto3.session
 import pytest
-from nbjob.artifacts import ArtifactStream
+from nbjob.artifacts import ArtifactStream, scan
 from nbjob.storage import Options, Storage
 from support import S3Server
 from support.proxy import FlakyProxy
@@ -86,3 +86,22 @@ def test_big_artifacts_are_sent_again_after_503s(
     assert proxy.failed == 6
     for name, data in files.items():
         assert s3_server.get(bucket, f"artifacts/{name}") == data, name
+
+
+def test_big_files_are_sent_first_then_the_rest_newest_first(tmp_path: Path) -> None:
+    """Longest first: a big file's parts overlap the small files instead of trailing them."""
+    oldest_first = ["old-big.bin", "old.txt", "mid.txt", "new-big.bin", "new.txt"]
+    for second, name in enumerate(oldest_first, start=1):
+        (tmp_path / name).write_bytes(b"x" * (BIG if "big" in name else 10))
+        os.utime(tmp_path / name, ns=(second * 10**9, second * 10**9))
+    stream = ArtifactStream(Storage(Options()), "s3://bucket/artifacts", tmp_path)
+    try:
+        assert stream.pending(scan(tmp_path)) == [
+            "new-big.bin",
+            "old-big.bin",
+            "new.txt",
+            "mid.txt",
+            "old.txt",
+        ]
+    finally:
+        stream.close()

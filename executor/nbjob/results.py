@@ -339,7 +339,7 @@ class Results:
 
         def write() -> None:
             self._write(nb_data, record_data, _attempt(record), extras)
-            if self.stream is not None:  # what the stream has not sent yet, newest first
+            if self.stream is not None:  # what the stream has not sent yet (big files first)
                 self.stream.flush()
 
         if self.artifacts.is_dir() and not any(self.artifacts.iterdir()):
