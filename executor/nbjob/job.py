@@ -257,8 +257,11 @@ class Job:
         self.nb_folder = bundle.notebook.parent
         self.record.bundle_opened(bundle.relative_notebook)
         self.nb = prepare.read_notebook(bundle.notebook, self.log)
-        if not s.no_report and report.wants_renderer(self.nb):  # warm beside the kernel's start
-            self.renderer.start()
+        if not s.no_report:  # the report warmed beside the kernel's start
+            if report.wants_renderer(self.nb):
+                self.renderer.start()
+            else:  # a thread of this process (GIL shared with what is left of the start)
+                self.local_report.warm(dict(self.nb.metadata))
         installed = stop.wait_for(self.token, self.kernel.kernelspecs, "the kernel list")
         name = kernels.choose(self.nb.metadata, s.kernel or bundle.kernel, installed)
         language = prepare.use_kernel(self.nb, name, installed)  # the kernel that runs
@@ -269,8 +272,6 @@ class Job:
         self.bus.publish(events.CellsListed(tuple(code_cells(self.nb))))
 
         cwd = bundle.notebook.parent.resolve()
-        if not s.no_report and not self.renderer.running:  # while this thread only waits
-            self.local_report.warm()
         kernel = stop.wait_for(
             self.token,
             lambda: prepare.kernel_at(

@@ -22,6 +22,7 @@ its stdin closes (nbjob is gone).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import queue
@@ -254,17 +255,19 @@ class InProcess:
         self._exporter: Any = None
         self._render: Worker[bytes] | None = None
 
-    def warm(self) -> None:
-        """Import and compile on a thread (once); ``submit`` waits for it."""
+    def warm(self, metadata: dict[str, Any] | None = None) -> None:
+        """Import and compile on a thread (once); ``submit`` waits for it. ``metadata``: the
+        notebook's (its kernelspec and language), so that the warm-up's page loads the same
+        lexer and highlighting the final page uses."""
         if self._warm is None:
-            self._warm = threading.Thread(target=self._warm_up, name="report warm-up", daemon=True)
+            target = functools.partial(self._warm_up, metadata or {})
+            self._warm = threading.Thread(target=target, name="report warm-up", daemon=True)
             self._warm.start()
 
-    def _warm_up(self) -> None:
-        """Meanwhile the main thread waits on the kernel's sockets; it gets the GIL back
+    def _warm_up(self, metadata: dict[str, Any]) -> None:
+        """Meanwhile the main thread ends the start and waits on the kernel's sockets; it gets the GIL back
         within ``WARM_SWITCH_S`` of a message instead of Python's 5 ms switch interval, which
         a start's dozen messages (the handshake, the first cells) would each pay."""
-        import nbformat
 
         from nbjob import report
 
@@ -273,7 +276,7 @@ class InProcess:
         try:
             with contextlib.suppress(Exception):  # a failure shows when the page is rendered
                 self._exporter = report.exporter()
-                report.render(nbformat.v4.new_notebook(), None, "", self._exporter)
+                report.render(_warm_notebook(metadata), None, "", self._exporter)
         finally:
             sys.setswitchinterval(previous)
 
@@ -302,6 +305,17 @@ class InProcess:
         if done.error is not None:
             return None, f"{type(done.error).__name__}: {str(done.error)[:300]}"
         return done.value, None
+
+
+def _warm_notebook(metadata: dict[str, Any]) -> Any:
+    """A markdown cell and a code cell with an output, in the run notebook's language: what
+    the warm-up renders, so the final page finds its lexer and filters loaded."""
+    from nbformat import v4
+
+    keep = {k: metadata[k] for k in ("kernelspec", "language_info") if k in metadata}
+    output = v4.new_output("stream", name="stdout", text="1\n")
+    cells = [v4.new_markdown_cell("*x*"), v4.new_code_cell("x = 1", outputs=[output])]
+    return v4.new_notebook(cells=cells, metadata=keep)
 
 
 # -- the child ----------------------------------------------------------------------------------
