@@ -265,9 +265,9 @@ class InProcess:
             self._warm.start()
 
     def _warm_up(self, metadata: dict[str, Any]) -> None:
-        """Meanwhile the main thread ends the start and waits on the kernel's sockets; it gets the GIL back
-        within ``WARM_SWITCH_S`` of a message instead of Python's 5 ms switch interval, which
-        a start's dozen messages (the handshake, the first cells) would each pay."""
+        """Meanwhile the main thread ends the start and waits on the kernel's sockets; it gets
+        the GIL back within ``WARM_SWITCH_S`` of a message instead of Python's 5 ms switch
+        interval, which a start's dozen messages (the handshake, the first cells) would pay."""
 
         from nbjob import report
 
