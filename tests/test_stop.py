@@ -129,6 +129,32 @@ def test_a_final_process_exits_within_the_bound_whatever_is_left_running() -> No
     assert time.monotonic() - started < 10  # not the thread's 60 s
 
 
+def test_a_final_process_skips_the_teardown_but_not_the_exit_handlers(tmp_path: Path) -> None:
+    """What Python's exit does before the teardown still happens (threads joined, exit
+    handlers run, stdout flushed), with the outcome's exit code; the teardown (which would
+    flush an object's buffered file as it is freed) does not."""
+    code = (
+        "import atexit, threading, time\n"
+        "from nbjob import stop\n"
+        "stop.exit_without_teardown()\n"
+        "threading.Thread(target=time.sleep, args=(0.3,)).start()\n"
+        "atexit.register(print, 'handler ran')\n"
+        f"kept = open({str(tmp_path / 'left-open')!r}, 'w'); kept.write('buffered')\n"
+        "print('stored', end='')\n"
+        "stop.exit_without_teardown(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout, done.stderr) == (3, "storedhandler ran\n", "")
+    assert (tmp_path / "left-open").read_text() == ""  # no teardown: nothing freed and flushed
+    done = subprocess.run(  # no outcome given: Python's own exit, teardown included
+        [sys.executable, "-c", code.replace("stop.exit_without_teardown(3)\n", "")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert (done.returncode, (tmp_path / "left-open").read_text()) == (0, "buffered")
+
+
 @pytest.mark.parametrize(
     ("text", "names"),
     [
