@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -20,24 +21,7 @@ BIN = Path(sys.executable).parent
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:
     """moto's server on a free loopback port, in a session of its own (stop it by its PID);
     (the process, its endpoint URL) once it answers."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(url + "/", timeout=1).close()
-            return proc, url
-        except OSError:
-            time.sleep(0.1)
-    os.kill(proc.pid, signal.SIGKILL)
-    raise RuntimeError("moto_server did not start")
+    return _serve(lambda port: [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)])
 
 
 def write_section(path: Path, section: str, start: str, end: str) -> None:
@@ -56,15 +40,19 @@ def start_s3rver(tool: Path, data: Path) -> tuple[subprocess.Popen[bytes], str]:
     """s3rver (npm) on a free loopback port, storing under ``data``, in a session of its own
     (stop it by its PID); (the process, its endpoint URL) once it answers. It accepts only
     the access key ``S3RVER`` (any secret, with --allow-mismatched-signatures)."""
+    flags = ["-a", "127.0.0.1", "--silent", "--allow-mismatched-signatures", "--no-vhost-buckets"]
+    return _serve(lambda port: [str(tool), "-d", str(data), *flags, "-p", str(port)])
+
+
+def _serve(argv: Callable[[int], list[str]]) -> tuple[subprocess.Popen[bytes], str]:
+    """``argv(port)`` started on a free loopback port, in a session of its own; (the process,
+    its URL) once it answers HTTP (an error page is an answer), killed if it never does."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    flags = ["-a", "127.0.0.1", "--silent", "--allow-mismatched-signatures", "--no-vhost-buckets"]
+    command = argv(port)
     proc = subprocess.Popen(
-        [str(tool), "-d", str(data), *flags, "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -72,8 +60,8 @@ def start_s3rver(tool: Path, data: Path) -> tuple[subprocess.Popen[bytes], str]:
             urllib.request.urlopen(url + "/", timeout=1).close()
             return proc, url
         except urllib.error.HTTPError:
-            return proc, url  # it answers (an error page is an answer)
+            return proc, url
         except OSError:
             time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
-    raise RuntimeError("s3rver did not start")
+    raise RuntimeError(f"{Path(command[0]).name} did not start")
