@@ -131,10 +131,7 @@ def exit_within(seconds: float, code: int) -> None:
 
     def end() -> None:
         time.sleep(seconds)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                stream.flush()
-        os._exit(code)
+        _end(code)
 
     threading.Thread(target=end, name="exit-within", daemon=True).start()
 
@@ -160,12 +157,16 @@ def exit_without_teardown(code: int | None = None) -> None:
 
 
 def _end_now() -> None:
-    if not _exit_code:  # the outcome is not final (an uncaught error): Python's own exit
-        return
+    if _exit_code:  # else the outcome is not final (an uncaught error): Python's own exit
+        _end(_exit_code[0])
+
+
+def _end(code: int) -> None:
+    """stdout and stderr flushed (what cannot be is dropped), then the process ends now."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):
             stream.flush()
-    os._exit(_exit_code[0])
+    os._exit(code)
 
 
 class Worker(Generic[T]):
