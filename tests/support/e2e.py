@@ -42,7 +42,6 @@ _FLAG = "__starts_processes__"
 # nbjob's in-process kernel starters and the standard library's process starters.
 _KNOWN_STARTERS = (
     "nbjob.job:Job",
-    "nbjob.job:run",
     "nbjob.start:run",
     "nbjob.start:launch",
     "nbjob:run",
