@@ -107,6 +107,46 @@ def test_every_version_is_read_as_a_valid_4_5_notebook(tmp_path: Path, version: 
     assert [e for e, _ in log.events if e == "notebook_invalid"] == []
 
 
+def test_a_4_5_notebook_reads_as_nbformat_reads_it(tmp_path: Path) -> None:
+    """nbjob parses a 4.x notebook once, into notebook nodes; what it gets is what
+    nbformat's reader gives: sources and output texts stored as lists of lines joined,
+    the metadata nbformat calls transient dropped, every key an attribute."""
+    path = _v4(tmp_path / "nb.ipynb", 5)
+    raw = json.loads(path.read_text())
+    raw["cells"][0]["source"] = ["x = 1\n", "y = 2"]
+    raw["cells"][0]["outputs"] = [
+        {"output_type": "stream", "name": "stdout", "text": ["a\n", "b\n"]},
+        {
+            "output_type": "display_data",
+            "data": {"text/plain": ["1\n", "2"]},
+            "metadata": {},
+        },
+    ]
+    raw["metadata"]["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    raw["metadata"]["signature"] = "sha256:0"
+    raw["cells"][0]["metadata"]["trusted"] = True
+    path.write_text(json.dumps(raw))
+    nb = prepare.read_notebook(path, _Log())
+    assert nb == nbformat.read(path, as_version=4)
+    cell = nb.cells[0]
+    assert cell.source == "x = 1\ny = 2" and cell.outputs[0].text == "a\nb\n"
+    assert cell.outputs[1].data["text/plain"] == "1\n2"
+    assert "signature" not in nb.metadata and "trusted" not in cell.metadata
+    assert nb.metadata.kernelspec.name == "python3"
+
+
+def test_a_hand_written_notebook_without_metadata_is_read_with_empty_metadata(
+    tmp_path: Path,
+) -> None:
+    path = _v4(tmp_path / "nb.ipynb", 5)
+    raw = json.loads(path.read_text())
+    del raw["metadata"], raw["cells"][1]["metadata"]
+    path.write_text(json.dumps(raw))
+    nb = prepare.read_notebook(path, _Log())
+    nbformat.validate(nb)
+    assert nb.metadata == {} and nb.cells[1].metadata == {}
+
+
 def test_a_4_5_notebook_keeps_its_ids_and_bad_ones_are_repaired(tmp_path: Path) -> None:
     path = _v4(tmp_path / "nb.ipynb", 5)
     raw = json.loads(path.read_text())
