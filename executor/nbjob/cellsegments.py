@@ -119,7 +119,7 @@ def _finished(
     for cell in cells:
         if cell.status in _WAITING:
             break
-        line = json.dumps(logs.scrub_document(record.cell_json(cell)), default=str).encode()
+        line = logs.redacted_json(record.cell_json(cell), default=str).encode()
         if lines and size + len(line) + 1 > SEGMENT_MAX:
             break
         lines.append(line + b"\n")

@@ -347,7 +347,7 @@ class Job:
 
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise RunTimeoutError("the run took longer than its time limit before cells ran")
-        own = self.record.to_json()
+        own = self.record.to_json(cells=())  # its id and start: not a list of pending cells
         self.watch = ranks.PeerWatch(self.storage, self.s, self.token, own, self.kernel)
         executor = Executor(
             self.kernel,

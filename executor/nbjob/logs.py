@@ -136,18 +136,20 @@ def scrub(value: Any) -> Any:
     return value
 
 
-def scrub_document(value: Any) -> Any:
-    """``scrub`` for a large JSON document (run.json, rewritten at every checkpoint): one pass
-    over its JSON text tells whether any string in it can need redacting (almost never), instead
-    of a call per string (52 ms for a 1000-cell record)."""
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    return scrub(value) if _may_need_redacting(text) else value
+def redacted_json(value: Any, **options: Any) -> str:
+    """``json.dumps(value, **options)`` with ``redact`` applied to every string in ``value``,
+    for a large document (run.json, rewritten at every checkpoint): its text made once, and
+    ``value`` walked string by string (``scrub``) only when one pass over that text tells that a
+    string in it can need redacting (almost never; 52 ms for a 1000-cell record)."""
+    text = json.dumps(value, **options)
+    return json.dumps(scrub(value), **options) if _may_need_redacting(text) else text
 
 
 def _may_need_redacting(text: str) -> bool:
     """True whenever ``redact`` would change a string of the document whose JSON text is
     ``text``. JSON escapes a string character by character, so whatever ``redact`` finds in a
-    string is in the text too, escaped the same way: a secret (or its escaped form), a secret
+    string is in the text too, escaped the same way: a secret (or its escaped form, with or
+    without ``ensure_ascii``), a secret
     parameter's ``name=`` (looked for without the prefix or look-behind ``redact`` needs), a
     ``scheme://user:password@`` (escapes keep the characters its classes accept)."""
     if _secrets is None:
@@ -157,7 +159,12 @@ def _may_need_redacting(text: str) -> bool:
     if "@" in text and _USERINFO.search(text):
         return True
     secrets = _secret_values() if _secrets is None else _secrets
-    return any(s in text or json.dumps(s, ensure_ascii=False)[1:-1] in text for s in secrets)
+    return any(s in text or any(f in text for f in _escaped(s)) for s in secrets)
+
+
+def _escaped(secret: str) -> set[str]:
+    """``secret`` as JSON text writes it inside a string, with and without ``ensure_ascii``."""
+    return {json.dumps(secret, ensure_ascii=False)[1:-1], json.dumps(secret)[1:-1]}
 
 
 def _scrub_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> dict[str, Any]:

@@ -231,12 +231,16 @@ def wants_renderer(nb: Any) -> bool:
     return len(nb.cells) >= PREPARE_CELLS
 
 
-def ask(renderer: Renderer, results: Results, nb: Any, folder: Path | None) -> bool:
-    """Hand the final notebook (as stored) to the renderer, before the final write; whether it
-    took it (not when it could not start, or a refresh is still rendering: ``write`` waits)."""
-    if nb is None or not results.notebook_name or not renderer.running:
+def ask(
+    renderer: Renderer, results: Results, stored: Callable[[], bytes | None], folder: Path | None
+) -> bool:
+    """Hand the final notebook (as stored: ``stored()``, serialized when needed) to the
+    renderer, before the final write; whether it took it (not when it could not start, or a
+    refresh is still rendering: ``write`` waits)."""
+    if not results.notebook_name or not renderer.running:
         return False
-    return renderer.submit(results.stored_notebook(nb), folder, title_for(results))
+    notebook = stored()
+    return notebook is not None and renderer.submit(notebook, folder, title_for(results))
 
 
 def write(

@@ -84,7 +84,7 @@ def notebook_bytes(nb: Any) -> bytes:
 
 
 def record_bytes(record: dict[str, Any]) -> bytes:
-    return (json.dumps(logs.scrub_document(record), indent=2, default=str) + "\n").encode()
+    return (logs.redacted_json(record, indent=2, default=str) + "\n").encode()
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -323,8 +323,11 @@ class Results:
     def _is_log_local(self) -> bool:
         return self.folder.is_local and local_path(self.folder.log) == self.log_path
 
-    def final(self, nb: Any, record: dict[str, Any], timeout: float) -> None:
-        """Write the last state within ``timeout`` seconds; keep a local copy if that fails."""
+    def final(
+        self, nb: Any, record: dict[str, Any], timeout: float, stored: bytes | None = None
+    ) -> None:
+        """Write the last state within ``timeout`` seconds; keep a local copy if that fails.
+        ``stored``: ``nb`` as stored already (``stored_notebook``), not serialized again."""
         with self._cond:
             self._closed = True
             self._pending = None
@@ -332,7 +335,7 @@ class Results:
         budget = Budget.within(timeout)
         self._thread.join(timeout=max(0.0, budget.share(0.5).left()))  # a checkpoint under way
         self._segments.clear()  # run.json lists every cell now
-        nb_data = self._notebook_bytes(nb)
+        nb_data = self._notebook_bytes(nb) if stored is None else stored
         record_data = self._record_bytes(record)
         extras = self._extras()
         logs.flush()
