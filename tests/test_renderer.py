@@ -52,6 +52,29 @@ def test_the_child_renders_the_page_nbjob_renders_and_ends_by_its_pid(tmp_path: 
     assert not (tmp_path / "r").exists()  # its files are removed with it
 
 
+def test_the_child_keeps_the_cells_html_in_its_folder_until_its_stdin_closes(
+    tmp_path: Path,
+) -> None:
+    nb = _notebook()
+    folder = tmp_path / "r"
+    renderer = Renderer(folder)
+    try:
+        assert renderer.start() and renderer.proc is not None and renderer.proc.stdin
+        assert renderer.prepare(results.notebook_bytes(nb), tmp_path, "t")
+        nb.cells[1].outputs[0].text = "changed <x>\n"  # rendered again after a checkpoint
+        assert renderer.submit(results.notebook_bytes(nb), tmp_path, "t")
+        page, why = renderer.page(Budget.within(120))
+        assert why is None and page == report.render(nb, tmp_path, "t")
+        [spool] = folder.glob("cells-*.html")
+        assert b"hello &lt;world&gt;" in spool.read_bytes()  # the older HTML, unused
+        assert not list(folder.glob("*.ipynb"))  # the notebooks handed to it removed
+        renderer.proc.stdin.close()  # nbjob gone: the child ends, its spool removed
+        assert renderer.proc.wait(timeout=60) == 0
+        assert not spool.exists()
+    finally:
+        renderer.close()
+
+
 def test_a_renderer_that_died_is_a_reason_not_a_hang(tmp_path: Path) -> None:
     renderer = Renderer(tmp_path / "r")
     try:

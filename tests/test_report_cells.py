@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import base64
 import copy
+import io
 import json
+import mmap
 import re
 import zlib
 from pathlib import Path
@@ -128,10 +130,90 @@ def test_cells_render_in_chunks_to_the_same_page(
 
 def test_cells_are_found_in_the_stored_text_as_parsing_finds_them(tmp_path: Path) -> None:
     nb = rich(tmp_path)
-    cells, frame = split(notebook_bytes(nb))
+    cells = split(notebook_bytes(nb))
     assert [nbformat.from_dict(json.loads(c)) for c in cells] == nb.cells
-    assert frame.metadata == nb.metadata and frame.cells == []
+    assert [nbformat.from_dict(cells.parse(i)) for i in range(len(cells))] == nb.cells
+    assert cells.frame.metadata == nb.metadata and cells.frame.cells == []
     empty = new_notebook()
-    assert split(notebook_bytes(empty))[0] == []
+    assert list(split(notebook_bytes(empty))) == []
     other = json.dumps(nb).encode()  # another layout: parsed whole
-    assert len(split(other)[0]) == len(nb.cells)
+    assert [nbformat.from_dict(json.loads(c)) for c in split(other)] == nb.cells
+
+
+def test_a_mapped_notebook_file_is_split_as_its_bytes(tmp_path: Path) -> None:
+    nb = rich(tmp_path)
+    path = tmp_path / "stored.ipynb"
+    path.write_bytes(notebook_bytes(nb))
+    with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        assert list(split(mapped)) == list(split(path.read_bytes()))
+        with CellPages(tmp_path) as pages:
+            out = io.BytesIO()
+            pages.write(mapped, out, tmp_path, "rich")
+    assert same(out.getvalue(), nb, tmp_path, "rich")
+
+
+def spooled(pages: CellPages) -> list[str]:
+    """The HTML kept, read back from the spool file itself."""
+    data = pages.spool.path.read_bytes()
+    return [data[offset : offset + length].decode() for offset, length in pages.kept.values()]
+
+
+def test_the_cells_html_is_kept_in_a_file_not_in_memory(tmp_path: Path) -> None:
+    nb = rich(tmp_path)
+    (tmp_path / "spool").mkdir()
+    with CellPages(tmp_path / "spool") as pages:
+        assert pages.spool.path.parent == tmp_path / "spool"
+        keys = pages.prepare(notebook_bytes(nb), tmp_path)
+        assert set(pages.kept) == set(keys) and len(keys) == len(nb.cells)
+        assert all(isinstance(span, tuple) for span in pages.kept.values())  # no HTML
+        html = spooled(pages)
+        assert 'id="Title"' in "".join(html) and "ZeroDivisionError" in "".join(html)
+        assert sum(map(len, html)) == pages.spool.path.stat().st_size
+        assert same(pages.page(nb, tmp_path, "rich"), nb, tmp_path, "rich")
+
+
+def test_a_changed_cell_after_its_html_was_spooled(tmp_path: Path) -> None:
+    nb = rich(tmp_path)
+    with CellPages(tmp_path) as pages:
+        pages.prepare(notebook_bytes(nb), tmp_path)
+        size = pages.spool.size
+        title = next(c for c in nb.cells if c.source.startswith("# Title"))
+        title.source = "# Another title"
+        assert same(pages.page(nb, tmp_path, "rich"), nb, tmp_path, "rich")
+        assert len(pages.kept) == len(nb.cells)  # the current cells only
+        assert pages.spool.size > size  # the older HTML stays in the file, unused
+        assert b'id="Title"' in pages.spool.path.read_bytes()
+        assert 'id="Title"' not in "".join(spooled(pages))
+        assert 'id="Another-title"' in "".join(spooled(pages))
+
+
+def test_unused_html_is_dropped_from_the_spool_once_it_outweighs_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbjob import report_cells
+
+    monkeypatch.setattr(report_cells, "COMPACT_MIN", 0)
+    nb = rich(tmp_path)
+    printing = next(c for c in nb.cells if c.get("outputs"))
+    with CellPages(tmp_path) as pages:
+        files = set()
+        for n in range(8):
+            printing.outputs[0].text = f"{n}\n" * 200  # a cell that goes on changing
+            pages.prepare(notebook_bytes(nb), tmp_path)
+            files.add(pages.spool.path)
+            used = sum(length for _, length in pages.kept.values())
+            assert pages.spool.size <= 2 * used
+            assert pages.spool.path.stat().st_size == pages.spool.size
+        assert same(pages.page(nb, tmp_path, "rich"), nb, tmp_path, "rich")
+        assert len(files) > 1  # moved to a new file, the older one removed:
+        assert list(tmp_path.glob("cells-*")) == [pages.spool.path]
+
+
+def test_close_removes_the_spool(tmp_path: Path) -> None:
+    pages = CellPages(tmp_path)
+    pages.page(rich(tmp_path), tmp_path)
+    assert pages.spool.path.exists() and pages.kept
+    pages.close()
+    assert not pages.spool.path.exists() and not pages.kept
+    pages.close()  # once more: nothing to do
+    assert list(tmp_path.glob("cells-*")) == []

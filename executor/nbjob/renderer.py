@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import mmap
 import os
 import queue
 import shutil
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,7 +45,8 @@ WARM_SWITCH_S = 0.0005  # the GIL switch interval while nbconvert is imported on
 
 
 class Renderer:
-    """The renderer child of one run; its files go to ``folder`` (removed as they are read)."""
+    """The renderer child of one run; its files go to ``folder`` (the notebooks and pages
+    removed as they are read, the child's spool of cells' HTML when it ends)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
@@ -324,18 +327,30 @@ def _warm_notebook(metadata: dict[str, Any]) -> Any:
 def _render(request: dict[str, Any], pages: Any) -> None:
     """A page written, or (no ``page`` asked) the notebook's cells prepared for the next."""
     source = Path(request["notebook"])
-    stored = source.read_bytes()
     folder = Path(request["folder"]) if request.get("folder") else None
     title = request.get("title", "")
+    with _mapped(source) as stored:
+        if not request.get("page"):
+            pages.prepare(stored, folder, title)
+        else:
+            page = Path(request["page"])
+            tmp = page.with_suffix(".tmp")
+            with tmp.open("wb") as out:
+                pages.write(stored, out, folder, title)
+            tmp.replace(page)
     if not request.get("page"):
-        pages.prepare(stored, folder, title)
         source.unlink()
-        return
-    page = Path(request["page"])
-    tmp = page.with_suffix(".tmp")
-    with tmp.open("wb") as out:
-        pages.write(stored, out, folder, title)
-    tmp.replace(page)
+
+
+@contextlib.contextmanager
+def _mapped(source: Path) -> Iterator[bytes | mmap.mmap]:
+    """The file at ``source`` mapped in memory (read as needed, never copied whole)."""
+    with source.open("rb") as file:
+        if os.fstat(file.fileno()).st_size == 0:  # an empty file cannot be mapped
+            yield b""
+            return
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as stored:
+            yield stored
 
 
 def main() -> None:
@@ -349,20 +364,27 @@ def main() -> None:
 
     from nbjob.report_cells import CellPages
 
-    pages = CellPages()
-    with contextlib.suppress(Exception):  # compiles the templates before they are needed
-        warm = nbformat.v4.new_notebook()
-        warm.cells = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_markdown_cell("# x")]
-        pages.page(warm)
-    for line in sys.stdin.buffer:
-        started = time.process_time()
-        try:
-            _render(json.loads(line), pages)
-            answer: dict[str, Any] = {"ok": True, "seconds": time.process_time() - started}
-        except Exception as exc:  # the page fails, the renderer goes on
-            answer = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
-        sys.stdout.write(json.dumps(answer) + "\n")
-        sys.stdout.flush()
+    pages = CellPages(Path.cwd())  # the spool in the renderer's folder (Renderer.start)
+    with pages:  # its spool removed when stdin closes
+        with contextlib.suppress(Exception):  # compiles the templates before they are needed
+            v4 = nbformat.v4
+            pages.page(
+                v4.new_notebook(cells=[v4.new_code_cell("x = 1"), v4.new_markdown_cell("# x")])
+            )
+        for line in sys.stdin.buffer:
+            _answer(line, pages)
+
+
+def _answer(line: bytes, pages: Any) -> None:
+    """The request on ``line`` rendered, its answer written."""
+    started = time.process_time()
+    try:
+        _render(json.loads(line), pages)
+        answer: dict[str, Any] = {"ok": True, "seconds": time.process_time() - started}
+    except Exception as exc:  # the page fails, the renderer goes on
+        answer = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+    sys.stdout.write(json.dumps(answer) + "\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -11,15 +11,23 @@ that are new or changed since. The page is the one ``report.render`` makes, byte
 (tested).
 
 The notebook comes as nbjob stores it (``results.notebook_bytes``: cells first, one indent a
-level), so each cell's text is found without parsing the notebook (``split``), its key is the
-hash of that text, and only the cells to render are parsed: the child's memory grows with the
-HTML it keeps, not with a parsed copy of a long notebook.
+level; in the child, the notebook file mapped in memory), so each cell's text is found without
+parsing or copying the notebook (``split``: where each cell starts and ends), its key is the hash
+of that text, and only the cells to render are parsed, a chunk at a time. Their HTML goes to a
+file (``Spool``: only each cell's place in it stays in memory), so the child's memory stays about
+the same however long the notebook.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import mmap
+import os
+import tempfile
+from array import array
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -45,51 +53,71 @@ TEMPLATES = {
     ),
 }
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-CHUNK = 200  # cells rendered in one pass
+CHUNK = 200  # cells parsed and rendered in one pass
+PIECE = 1 << 20  # bytes copied from the spool at a time
+COMPACT_MIN = 64 << 20  # bytes of HTML no cell uses any more the spool keeps at least
+
+Text = bytes | mmap.mmap  # a stored notebook: its bytes, or its file mapped in memory
+Span = tuple[int, int]  # where a cell's HTML is in the spool: offset, length
 
 
 class CellPages:
-    """Pages of one notebook as it grows; the HTML of its cells kept between pages."""
+    """Pages of one notebook as it grows; the HTML of its cells kept between pages, in a spool
+    file in ``spool_dir`` (the system's temporary folder without one), removed by ``close``."""
 
-    def __init__(self) -> None:
+    def __init__(self, spool_dir: Path | None = None) -> None:
         self.page_exporter = report.exporter(TEMPLATES, PAGE_TEMPLATE)
         self.cells_exporter = report.exporter(TEMPLATES, CELLS_TEMPLATE)
-        self.kept: dict[bytes, str] = {}  # a cell's key -> its HTML
+        self.spool = Spool(spool_dir)
+        self.kept: dict[bytes, Span] = {}  # a cell's key -> its HTML's place in the spool
         self._frame: tuple[bytes, str, str] = (b"", "", "")  # key, the page around the cells
         self.rendered = 0  # cells rendered (not found kept), for the tests and the log
 
+    def __enter__(self) -> CellPages:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove the spool (the HTML kept goes with it)."""
+        self.spool.close()
+        self.kept = {}
+
     def prepare(
-        self, stored: bytes, folder: Path | None = None, title: str | None = None
+        self, stored: Text, folder: Path | None = None, title: str | None = None
     ) -> list[bytes]:
         """Render the cells of the ``stored`` notebook not kept yet (and, with a ``title``, its
         frame); the keys of its cells, in order. Only its cells stay kept (a changed cell's
-        older HTML goes)."""
-        cells, frame = split(stored)
-        keys = self._prepare(cells, frame, folder)
+        older HTML goes from ``kept``; the spool file may hold it a while, ``Spool``)."""
+        cells = split(stored)
+        keys = self._prepare(cells, folder)
         if title is not None:
-            self.frame(frame, folder, title)
+            self.frame(cells.frame, folder, title)
         return keys
 
     def write(
-        self, stored: bytes, out: IO[bytes], folder: Path | None = None, title: str = ""
+        self, stored: Text, out: IO[bytes], folder: Path | None = None, title: str = ""
     ) -> None:
         """The page of the ``stored`` notebook, written to ``out`` a piece at a time: its frame,
         its cells' HTML kept or rendered now."""
-        cells, frame = split(stored)
-        keys = self._prepare(cells, frame, folder)
-        before, after = self.frame(frame, folder, title)
+        cells = split(stored)
+        keys = self._prepare(cells, folder)
+        before, after = self.frame(cells.frame, folder, title)
         out.write(before.encode())
-        for key in keys:
-            out.write(self.kept[key].encode())
+        self.spool.copy((self.kept[key] for key in keys), out)
         out.write(after.encode())
 
-    def _prepare(self, cells: list[bytes], frame: Any, folder: Path | None) -> list[bytes]:
-        keys = _keys(cells, frame.metadata, folder)
+    def _prepare(self, cells: Cells, folder: Path | None) -> list[bytes]:
+        keys = _keys(cells, folder)
         missing = [i for i, key in enumerate(keys) if key not in self.kept]
-        to_render = [json.loads(cells[i], object_hook=NotebookNode) for i in missing]
-        rendered = self._render(frame, to_render, folder)
-        fresh = dict(zip((keys[i] for i in missing), rendered, strict=True))
-        self.kept = {key: self.kept[key] if key in self.kept else fresh[key] for key in keys}
+        for start in range(0, len(missing), CHUNK):
+            chunk = missing[start : start + CHUNK]
+            html = self._render_chunk(cells.frame, [cells.parse(i) for i in chunk], folder)
+            for i, piece in zip(chunk, html, strict=True):
+                self.kept[keys[i]] = self.spool.add(piece.encode())
+        self.kept = self.spool.compact({key: self.kept[key] for key in keys})
+        self.spool.flush()  # the file holds what ``kept`` says
         self.rendered += len(missing)
         return keys
 
@@ -112,15 +140,9 @@ class CellPages:
             self._frame = (key, before, after)
         return self._frame[1], self._frame[2]
 
-    def _render(self, frame: Any, cells: list[Any], folder: Path | None) -> list[str]:
-        """The HTML of ``cells``, rendered ``CHUNK`` cells a pass (nbconvert copies what it
-        renders: the memory a pass takes stays small)."""
-        html: list[str] = []
-        for start in range(0, len(cells), CHUNK):
-            html += self._render_chunk(frame, cells[start : start + CHUNK], folder)
-        return html
-
     def _render_chunk(self, frame: Any, cells: list[Any], folder: Path | None) -> list[str]:
+        """The HTML of ``cells``, ``CHUNK`` of them at most (nbconvert copies what it renders:
+        the memory a pass takes stays small)."""
         part = NotebookNode(frame)
         part.cells = cells
         html = report.render(part, folder, "", self.cells_exporter).decode("utf-8")
@@ -131,26 +153,151 @@ class CellPages:
         return pieces[1:]
 
 
+class Spool:
+    """Cells' HTML appended to one file, read back by its place (``Span``); the file (in
+    ``folder``, the system's temporary folder without one) is removed when closed, and with
+    the folder (the renderer's, ``Renderer.close``) if its process is killed. The HTML of a
+    cell that changed stays in the file, used by no cell (disk is cheap), until there is more
+    of it than of the HTML used and ``COMPACT_MIN``: then the used HTML moves to a new file."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
+        self.file: IO[bytes] = tempfile.NamedTemporaryFile(  # noqa: SIM115  # closed by close
+            prefix="cells-", suffix=".html", dir=folder
+        )
+        self.size = 0
+
+    @property
+    def path(self) -> Path:
+        return Path(self.file.name)
+
+    def add(self, html: bytes) -> Span:
+        """Append ``html``; its place."""
+        self.file.write(html)
+        span = (self.size, len(html))
+        self.size += len(html)
+        return span
+
+    def flush(self) -> None:
+        self.file.flush()
+
+    def read(self, spans: Iterable[Span]) -> Iterator[bytes]:
+        """The HTML at ``spans``, in order, ``PIECE`` bytes at most at a time (the HTML of the
+        cells rendered together is read together)."""
+        self.file.flush()
+        fd = self.file.fileno()
+        for offset, length in _runs(spans):
+            end = offset + length
+            while offset < end:
+                piece = os.pread(fd, min(PIECE, end - offset), offset)
+                if not piece:
+                    raise OSError(f"the spool {self.path} ends before its HTML")
+                yield piece
+                offset += len(piece)
+
+    def copy(self, spans: Iterable[Span], out: IO[bytes]) -> None:
+        """The HTML at ``spans`` written to ``out``, in order."""
+        for piece in self.read(spans):
+            out.write(piece)
+
+    def compact(self, kept: dict[bytes, Span]) -> dict[bytes, Span]:
+        """``kept`` as is, or, when the HTML no cell uses outweighs the rest (and
+        ``COMPACT_MIN``), moved to a new file: the places it has there."""
+        used = sum(length for _, length in kept.values())
+        if self.size - used <= max(used, COMPACT_MIN):
+            return kept
+        fresh = Spool(self.folder)
+        try:
+            moved = {k: fresh.add(b"".join(self.read([s]))) for k, s in _by_place(kept)}
+        except BaseException:
+            fresh.close()
+            raise
+        self.file.close()
+        self.file, self.size = fresh.file, fresh.size
+        return moved
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _by_place(kept: dict[bytes, Span]) -> list[tuple[bytes, Span]]:
+    return sorted(kept.items(), key=lambda item: item[1])
+
+
+def _runs(spans: Iterable[Span]) -> Iterator[Span]:
+    """``spans``, those that follow each other in the file joined (one read for them)."""
+    start = end = 0
+    for offset, length in spans:
+        if offset != end:
+            if end > start:
+                yield start, end - start
+            start = offset
+        end = offset + length
+    if end > start:
+        yield start, end - start
+
+
+@dataclass
+class Cells:
+    """The cells of a stored notebook: where each one's JSON text starts and ends in ``text``;
+    the notebook without its cells (parsed)."""
+
+    text: Text
+    starts: array[int]
+    ends: array[int]
+    frame: Any
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def __getitem__(self, i: int) -> bytes:
+        return self.text[self.starts[i] : self.ends[i]]
+
+    def __iter__(self) -> Iterator[bytes]:
+        return (self[i] for i in range(len(self)))
+
+    def parse(self, i: int) -> Any:
+        return json.loads(self[i], object_hook=NotebookNode)
+
+
 _HEAD = b'{\n "cells": [\n'
 _EMPTY = b'{\n "cells": [],\n'
 _CELLS_END = b"\n ],\n"
 _BETWEEN = b"\n  },\n"  # a cell's last line, then the next cell's first: "  {"
+_CELL_END = len(b"\n  }")
 
 
-def split(stored: bytes) -> tuple[list[bytes], Any]:
-    """Each cell's JSON text, and the notebook without its cells (parsed), of a notebook as
-    nbjob stores it; any other layout is parsed whole."""
-    if stored.startswith(_EMPTY):
-        return [], _frame(b"{" + stored[len(_EMPTY) :])
+def split(stored: Text) -> Cells:
+    """Where each cell's JSON text is, and the notebook without its cells (parsed), of a
+    notebook as nbjob stores it (nothing copied but the text after the cells); any other
+    layout is parsed whole."""
+    if stored[: len(_EMPTY)] == _EMPTY:
+        return Cells(stored, array("q"), array("q"), _frame(b"{" + stored[len(_EMPTY) :]))
     end = stored.find(_CELLS_END)
-    if not stored.startswith(_HEAD) or end < 0:
-        nb = json.loads(stored, object_hook=NotebookNode)
-        cells = [notebook_bytes(c) for c in nb.pop("cells", [])]
-        nb["cells"] = []
-        return cells, nb
-    parts = stored[len(_HEAD) : end].split(_BETWEEN)
-    cells = [part + b"\n  }" for part in parts[:-1]] + parts[-1:]
-    return cells, _frame(b"{" + stored[end + len(_CELLS_END) :])
+    if stored[: len(_HEAD)] != _HEAD or end < 0:
+        return _parsed(stored)
+    starts, ends = array("q"), array("q")
+    start = len(_HEAD)
+    while (cut := stored.find(_BETWEEN, start, end)) >= 0:
+        starts.append(start)
+        ends.append(cut + _CELL_END)
+        start = cut + len(_BETWEEN)
+    starts.append(start)
+    ends.append(end)
+    return Cells(stored, starts, ends, _frame(b"{" + stored[end + len(_CELLS_END) :]))
+
+
+def _parsed(stored: Text) -> Cells:
+    """A notebook in another layout: parsed whole, each cell's text as nbjob stores it alone."""
+    nb = json.loads(stored[:], object_hook=NotebookNode)
+    texts = [notebook_bytes(c) for c in nb.pop("cells", [])]
+    nb["cells"] = []
+    starts, ends, at = array("q"), array("q"), 0
+    for text in texts:
+        starts.append(at)
+        at += len(text)
+        ends.append(at)
+    return Cells(b"".join(texts), starts, ends, nb)
 
 
 def _frame(text: bytes) -> Any:
@@ -160,8 +307,9 @@ def _frame(text: bytes) -> Any:
     return frame
 
 
-def _keys(cells: list[bytes], metadata: Any, folder: Path | None) -> list[bytes]:
+def _keys(cells: Cells, folder: Path | None) -> list[bytes]:
     """Each cell's key: its text as stored, and what else its HTML depends on."""
+    metadata = cells.frame.metadata
     context = json.dumps([metadata.get("language_info"), str(folder or "")], sort_keys=True)
     widgets = json.dumps(metadata.get("widgets"), sort_keys=True).encode()
     view = WIDGET_VIEW.encode()
