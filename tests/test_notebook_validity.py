@@ -401,3 +401,24 @@ def test_a_pager_payload_follows_the_cells_other_outputs() -> None:
 def test_an_nbformat_3_notebook_can_be_packed(tmp_path: Path) -> None:
     path = _v3(tmp_path / "nb.ipynb")
     assert pack.collect(path, None, None) == {"nb.ipynb": path}
+
+
+@pytest.mark.parametrize("cells", [0, 1, 3])
+def test_a_notebook_is_stored_as_nbformat_writes_it(cells: int) -> None:
+    """Made a cell at a time, the stored text is the notebook's JSON in one piece, byte for
+    byte: keys sorted, one space a level, text that is not ASCII kept, a "cells" key deeper
+    down left alone; nbformat reads it back as it was."""
+    from nbformat import v4
+    from nbjob.results import notebook_bytes
+
+    nb = v4.new_notebook(metadata={"a": {"cells": []}, "zz": "pässwörd ✓", "cells_x": 1})
+    sources = ["x = 1\nprint('é')", "# Título\n\n- *a*", '{"cells": []}']
+    outputs = [v4.new_output("stream", name="stdout", text='é\n"q"\n')]
+    nb.cells = [
+        v4.new_code_cell(sources[0], outputs=outputs, execution_count=1),
+        v4.new_markdown_cell(sources[1]),
+        v4.new_raw_cell(sources[2], metadata={"cells": [1, {"b": []}]}),
+    ][:cells]
+    written = json.dumps(nb, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    assert notebook_bytes(nb) == written.encode()
+    assert nbformat.reads(notebook_bytes(nb).decode(), 4) == nb

@@ -21,10 +21,11 @@ CELL_MARKS = 60  # at most this many cell boundaries are labelled
 def add(page: bytes, samples: bytes, cells: dict[int, dict[str, Any]]) -> bytes:
     """``page`` with the resources section before its ``</body>`` (unchanged: no samples)."""
     html = section(parse(samples), cells)
-    if not html or b"</body>" not in page:
+    end = page.rfind(b"</body>")
+    if not html or end < 0:
         return page
-    head, _, tail = page.rpartition(b"</body>")
-    return head + html.encode() + b"</body>" + tail
+    whole = memoryview(page)  # one copy of a page of many MB, not one per piece added
+    return b"".join((whole[:end], html.encode(), whole[end:]))
 
 
 def parse(data: bytes) -> list[dict[str, Any]]:
