@@ -243,6 +243,9 @@ def test_run_json_is_scrubbed_exactly_as_string_by_string(monkeypatch: Any) -> N
         doc = {"cells": {"0": {"error": {"evalue": sample}}}, "list": [sample, 1, None, ("t",)]}
         before = json.dumps(logs.scrub(doc), indent=2, default=str)
         assert results.record_bytes(doc).decode() == before + "\n", sample
+        listed = {"a": sample, "cells": [{"evalue": sample, "n": [1]}, {}, {"x": "y"}], "z": 1}
+        before = json.dumps(logs.scrub(listed), indent=2, default=str)  # made a cell at a time
+        assert results.record_bytes(listed).decode() == before + "\n", sample
     assert secret not in results.record_bytes({"x": [f"k={secret}"]}).decode()
     cells = {str(i): {"status": "completed", "ts": "2026-12-02T18:00:00"} for i in range(9)}
     clean = {"cells": cells, "source": "s3://bucket/nb.ipynb"}
