@@ -8,6 +8,7 @@ also validated by ``support``). Execution timing as nbclient records it, pager o
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from datetime import datetime, timedelta, timezone
@@ -133,6 +134,9 @@ def test_a_4_5_notebook_reads_as_nbformat_reads_it(tmp_path: Path) -> None:
     assert cell.outputs[1].data["text/plain"] == "1\n2"
     assert "signature" not in nb.metadata and "trusted" not in cell.metadata
     assert nb.metadata.kernelspec.name == "python3"
+    assert isinstance(cell, nbformat.NotebookNode) and isinstance(cell.metadata, dict)
+    cell.execution_count = 7  # a key set as an attribute, as on nbformat's nodes
+    assert cell["execution_count"] == 7 and copy.deepcopy(nb) == nb
 
 
 def test_a_hand_written_notebook_without_metadata_is_read_with_empty_metadata(

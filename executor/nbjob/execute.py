@@ -58,6 +58,7 @@ EXIT_VALUES = ("", "0", "None", "False")  # SystemExit codes that mean success
 SKIP_TAG = "skip-execution"
 SCRAP_MIME = "application/scrapbook.scrap."  # json+json, text+json, ...
 _CAPTURED = ("stream", "display_data", "execute_result", "error", "clear_output")
+_STATUS_KEYS = {s: f"iopub.status.{s}" for s in ("busy", "idle")}  # not a new key every cell
 RAISES_TAG = "raises-exception"
 
 
@@ -361,8 +362,9 @@ class Executor:
             return
         if kind == "status":
             execution_state = content.get("execution_state")
-            if execution_state in ("busy", "idle"):
-                state.cell.metadata["execution"][f"iopub.status.{execution_state}"] = timestamp(msg)
+            key = _STATUS_KEYS.get(execution_state)
+            if key is not None:
+                state.cell.metadata["execution"][key] = timestamp(msg)
             state.idle = state.idle or execution_state == "idle"
         elif kind == "execute_input":
             state.cell.metadata["execution"]["iopub.execute_input"] = timestamp(msg)

@@ -295,6 +295,7 @@ class Results:
             # Slow storage: checkpoint less often, so uploads never pile up.
             took = time.monotonic() - started
             self._next_due = max(self._next_due, time.monotonic() + 4 * took)
+            del snapshot  # not kept while the next one is made: a long notebook's bytes
 
     def _write(
         self,
