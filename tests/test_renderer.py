@@ -52,6 +52,28 @@ def test_the_child_renders_the_page_nbjob_renders_and_ends_by_its_pid(tmp_path: 
     assert not (tmp_path / "r").exists()  # its files are removed with it
 
 
+def test_the_final_page_is_asked_for_once_a_refresh_under_way_is_done(tmp_path: Path) -> None:
+    """At the end a refresh may still be rendering (the final notebook was not taken): the
+    report waits for it, then hands the final notebook over and gets its page."""
+    from types import SimpleNamespace
+
+    nb = _notebook()
+    stored = SimpleNamespace(
+        notebook_name="my notebook.ipynb", stored_notebook=results.notebook_bytes
+    )
+    renderer = Renderer(tmp_path / "r")
+    try:
+        assert renderer.start()
+        earlier = _notebook()
+        earlier.cells[1].outputs[0].text = "earlier\n"
+        assert renderer.submit(results.notebook_bytes(earlier), None, "refresh")  # under way
+        args = (stored, nb, Budget.within(120), tmp_path, renderer, False)
+        page, why, by = report._page(*args)  # type: ignore[arg-type]
+    finally:
+        renderer.close()
+    assert why is None and by == "renderer" and page == report.render(nb, tmp_path, "my notebook")
+
+
 def test_the_child_keeps_the_cells_html_in_its_folder_until_its_stdin_closes(
     tmp_path: Path,
 ) -> None:

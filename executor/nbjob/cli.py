@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from nbjob import __version__, reaper, stop
+from nbjob import __version__, imports, reaper, stop
 from nbjob.errors import EnvironmentUnfitError, NbjobError, UsageError
 from nbjob.logplaces import silence
 
@@ -280,15 +280,6 @@ def _early_stop_token(argv: Sequence[str]) -> stop.StopToken | None:
     return token
 
 
-def _skip_slow_imports() -> None:
-    """Where jupyter_server is installed, jsonschema (imported by nbformat) also imports
-    ``rfc3987_syntax``, which compiles a grammar at import: 0.5-2 s before the first cell.
-    nbjob validates no IRIs, so that optional import is made to fail fast (jsonschema then
-    skips the 'iri' format check). Kernels are other processes and are not affected."""
-    if "jsonschema" not in sys.modules:
-        sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``nbjob`` command. Called with no ``argv`` it is this process's command: once it
     returns, the outcome is final, the stop signals are ignored (``stop.ignore_from_now_on``)
@@ -308,7 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = _early_stop_token(argv)  # first: before the heavy imports
     if token is not None:  # nbjob run: orphans below it come to it, not to PID 1
         reaper.become_subreaper()
-    _skip_slow_imports()
+    imports.skip_optional()  # before nbformat imports jsonschema
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

@@ -213,9 +213,11 @@ class Finish:
         job = self.job
         nb, data = job.nb, job.record.to_json()
         timeout = min(FINAL_WRITE_S, max(1.0, budget.left() - KEEP_S))
+        stored = self.notebook
         done = stop.timebox(
-            lambda: job.results.final(nb, data, timeout, self.notebook), budget, "the final write"
+            lambda: job.results.final(nb, data, timeout, stored), budget, "the final write"
         )
+        self.notebook = None  # stored: its bytes not held while the report is stored
         if done.late:  # the grace ran out first
             reason = f"{job.token.reason or 'stopped'} during the final write"
             self._not_stored(StoppedError(f"{reason}; a local copy is in {job.results.spool}"))

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from nbjob import imports
 from nbjob.stop import DEFAULT_SIGNALS, Budget, Worker
 
 NICE = 19  # the child's niceness: the CPU the kernel and nbjob leave (it catches up at the end)
@@ -359,7 +360,7 @@ def main() -> None:
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     with contextlib.suppress(OSError):
         os.nice(NICE)
-    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]  # as nbjob.cli's
+    imports.skip_optional()  # as nbjob.cli does
     import nbformat
 
     from nbjob.report_cells import CellPages

@@ -347,7 +347,7 @@ def _page(
     and which process rendered it (``renderer`` or ``nbjob``)."""
     if renderer is not None and not asked and renderer.running:
         renderer.page(budget)  # a refresh under way, if any
-        asked = ask(renderer, results, nb, folder)
+        asked = ask(renderer, results, lambda: results.stored_notebook(nb), folder)
     if renderer is not None and asked:
         page, why = renderer.page(budget)
         return page, None if why is None else logs.redact(why)[:300], "renderer"
