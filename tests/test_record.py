@@ -279,3 +279,20 @@ def test_run_events_carry_the_record_facts() -> None:
     assert (end.status, end.exit_code, end.reason) == ("timed_out", 4, "cell 0 ran too long")
     assert end.status is events.RunStatus.TIMED_OUT and end.output == "https://u:REDACTED@h/out"
     assert (end.stored, end.notebook, end.report) == (True, "nb.ipynb", None)
+
+
+def test_run_json_to_store_makes_each_cell_entry_when_written() -> None:
+    """The record to be stored lists its cells lazily: the same run.json text, an entry made
+    as it is written (not every entry at once for a run of many cells)."""
+    record = new_record()
+    record.on_event(events.CellsListed((0, 1, 2)))
+    for index in (0, 1):
+        record.on_event(ended(index, "completed"))
+    lazy = record.to_json(to_store=True)
+    assert not isinstance(lazy["cells"], list) and len(lazy["cells"]) == 3
+    assert lazy["cells"][1] == record.to_json()["cells"][1]
+    whole = record.to_json()
+    whole["heartbeat_at"] = lazy["heartbeat_at"]  # when each was made
+    assert results.record_bytes(lazy) == results.record_bytes(whole)
+    empty = new_record().to_json(to_store=True)
+    assert json.loads(results.record_bytes(empty))["cells"] == []

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 from nbjob import report, results
+from nbjob.record import RunRecord
 from nbjob.renderer import Renderer
 from nbjob.stop import Budget
 from support import make_notebook, pid_exists, read_json, run_nbjob, start_nbjob, wait_until
@@ -59,15 +60,16 @@ def test_the_final_page_is_asked_for_once_a_refresh_under_way_is_done(tmp_path: 
 
     nb = _notebook()
     stored = SimpleNamespace(
-        notebook_name="my notebook.ipynb", stored_notebook=results.notebook_bytes
+        notebook_name="my notebook.ipynb", stored_notebook=results.notebook_bytes, extras={}
     )
+    record = RunRecord.start("run-1", "b.zip", "out", "local", {})
     renderer = Renderer(tmp_path / "r")
     try:
         assert renderer.start()
         earlier = _notebook()
         earlier.cells[1].outputs[0].text = "earlier\n"
         assert renderer.submit(results.notebook_bytes(earlier), None, "refresh")  # under way
-        args = (stored, nb, Budget.within(120), tmp_path, renderer, False)
+        args = (stored, nb, record, Budget.within(120), tmp_path, renderer, False)
         page, why, by = report._page(*args)  # type: ignore[arg-type]
     finally:
         renderer.close()

@@ -83,6 +83,20 @@ def test_the_page_is_the_one_render_makes(tmp_path: Path) -> None:
     assert same(CellPages().page(nb, tmp_path, "rich"), nb, tmp_path, "rich")
 
 
+def test_the_resources_section_goes_in_as_report_chart_puts_it(tmp_path: Path) -> None:
+    """The renderer writes the final page with its resources section in (not added by nbjob
+    to a copy of a page of many MB): the page report_chart.insert makes of the plain one."""
+    from nbjob import report_chart
+
+    nb, pages = rich(tmp_path), CellPages()
+    section = '<section class="nbjob-resources">cpu <b>1 s</b></section>'
+    out = io.BytesIO()
+    pages.write(notebook_bytes(nb), out, tmp_path, "rich", section)
+    plain = pages.page(nb, tmp_path, "rich")
+    assert out.getvalue() == report_chart.insert(plain, section) != plain
+    assert out.getvalue().index(section.encode()) < out.getvalue().rindex(b"</body>")
+
+
 def test_prepared_cells_are_not_rendered_again_and_changed_ones_are(tmp_path: Path) -> None:
     nb, pages = rich(tmp_path), CellPages()
     early = copy.deepcopy(nb)

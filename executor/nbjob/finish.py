@@ -211,7 +211,7 @@ class Finish:
         just short of the budget) and by the budget: it goes on after a stop while the grace
         allows, then the results stay in the local copy."""
         job = self.job
-        nb, data = job.nb, job.record.to_json()
+        nb, data = job.nb, job.record.to_json(to_store=True)
         timeout = min(FINAL_WRITE_S, max(1.0, budget.left() - KEEP_S))
         stored = self.notebook
         done = stop.timebox(
@@ -242,7 +242,7 @@ class Finish:
         if job.record.status == RunStatus.STORAGE_ERROR and "local copy" not in reason:
             job.record.reason = f"{reason}; a local copy is in {job.results.spool}"
         if budget is not None:
-            data = job.record.to_json()
+            data = job.record.to_json(to_store=True)
             stop.timebox(lambda: job.results.store_record(data), budget, "run.json", at_least=0.5)
 
     def start_report(self, _: Budget) -> None:
@@ -251,7 +251,8 @@ class Finish:
         if job.refresher is not None:  # no refresh from now on
             job.refresher.close(0)
         if not job.s.no_report:
-            self.report_asked = report.ask(job.renderer, job.results, self._stored, job.nb_folder)
+            asked = report.ask(job.renderer, job.results, self._stored, job.nb_folder, job.record)
+            self.report_asked = asked
         here = not self.report_asked and not job.renderer.running and job.results.notebook_name
         if not job.s.no_report and here and job.nb is not None:  # rendered here, on a thread
             title = report.title_for(job.results)
@@ -304,7 +305,7 @@ class Finish:
         if self.stored:
             job.results.store_log(budget)
         else:
-            job.results.keep_local_copy(job.nb, r.to_json())
+            job.results.keep_local_copy(job.nb, r.to_json(to_store=True))
         message = r.reason if r.exit_code else f"succeeded: {r.notebook}"
         platforms.write_termination_message(job.s.termination_log, logs.redact(message or ""))
 

@@ -109,9 +109,10 @@ class Renderer:
     def _taking(self) -> bool:
         return self.failed is None and self.proc is not None
 
-    def submit(self, notebook: bytes, folder: Path | None, title: str) -> bool:
-        """Ask for the page of ``notebook`` (the stored JSON), after a preparation under way;
-        False when a page is being rendered or the child is not running."""
+    def submit(self, notebook: bytes, folder: Path | None, title: str, insert: str = "") -> bool:
+        """Ask for the page of ``notebook`` (the stored JSON), after a preparation under way,
+        ``insert`` before its ``</body>``; False when a page is being rendered or the child is
+        not running."""
         self._collect()
         if self._page is not None or not self._taking:
             return False
@@ -121,6 +122,8 @@ class Renderer:
         request = {"notebook": str(source), "page": str(page), "title": title, "folder": None}
         if folder is not None:
             request["folder"] = str(folder)
+        if insert:
+            request["insert"] = insert
         if not self._send(source, notebook, request):
             return False
         self._page, self._asked = page, time.monotonic()
@@ -337,7 +340,7 @@ def _render(request: dict[str, Any], pages: Any) -> None:
             page = Path(request["page"])
             tmp = page.with_suffix(".tmp")
             with tmp.open("wb") as out:
-                pages.write(stored, out, folder, title)
+                pages.write(stored, out, folder, title, request.get("insert", ""))
             tmp.replace(page)
     if not request.get("page"):
         source.unlink()

@@ -232,15 +232,27 @@ def wants_renderer(nb: Any) -> bool:
 
 
 def ask(
-    renderer: Renderer, results: Results, stored: Callable[[], bytes | None], folder: Path | None
+    renderer: Renderer,
+    results: Results,
+    stored: Callable[[], bytes | None],
+    folder: Path | None,
+    record: RunRecord,
 ) -> bool:
     """Hand the final notebook (as stored: ``stored()``, serialized when needed) to the
-    renderer, before the final write; whether it took it (not when it could not start, or a
+    renderer, before the final write, with the resources section for its page (``record``'s
+    figures: the sampler has stopped); whether it took it (not when it could not start, or a
     refresh is still rendering: ``write`` waits)."""
     if not results.notebook_name or not renderer.running:
         return False
     notebook = stored()
-    return notebook is not None and renderer.submit(notebook, folder, title_for(results))
+    if notebook is None:
+        return False
+    return renderer.submit(notebook, folder, title_for(results), _chart(results, record))
+
+
+def _chart(results: Results, record: RunRecord) -> str:
+    """The final page's resources section (``nbjob.report_chart``; empty: nothing sampled)."""
+    return report_chart.html(results.extras.get(RESOURCES, bytes)(), record.cell_resources)
 
 
 def write(
@@ -284,7 +296,9 @@ def write(
         if (record.earlier_attempts or refreshed) and results.notebook_name:
             note = note_page(why)
             _boxed(lambda: put_page(results, note), budget)
-    _, why = _boxed(lambda: results.store_record(record.to_json()), budget.less(-RECORD_S))
+    _, why = _boxed(
+        lambda: results.store_record(record.to_json(to_store=True)), budget.less(-RECORD_S)
+    )
     if why is not None:
         log.warning("record_not_rewritten", reason=why)
 
@@ -311,10 +325,11 @@ def _render_and_put(
 ) -> str | None:
     """Why the report is not stored, or None when it is (and is in the record)."""
     started = time.monotonic()
-    page, why, by = _page(results, nb, budget, folder, renderer, asked, local)
+    page, why, by = _page(results, nb, record, budget, folder, renderer, asked, local)
     if page is None:
         return why
-    page = report_chart.add(page, results.extras.get(RESOURCES, bytes)(), record.cell_resources)
+    if by != "renderer":  # the renderer's page has its resources section (``ask``)
+        page = report_chart.insert(page, _chart(results, record))
     _, why = _boxed(lambda: put_page(results, page), budget)  # only a whole page goes up
     if why is None:
         name = name_for(results.notebook_name or "")
@@ -336,6 +351,7 @@ def _render_and_put(
 def _page(
     results: Results,
     nb: Any,
+    record: RunRecord,
     budget: Budget,
     folder: Path | None,
     renderer: Renderer | None,
@@ -347,7 +363,7 @@ def _page(
     and which process rendered it (``renderer`` or ``nbjob``)."""
     if renderer is not None and not asked and renderer.running:
         renderer.page(budget)  # a refresh under way, if any
-        asked = ask(renderer, results, lambda: results.stored_notebook(nb), folder)
+        asked = ask(renderer, results, lambda: results.stored_notebook(nb), folder, record)
     if renderer is not None and asked:
         page, why = renderer.page(budget)
         return page, None if why is None else logs.redact(why)[:300], "renderer"

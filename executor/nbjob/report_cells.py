@@ -97,16 +97,23 @@ class CellPages:
         return keys
 
     def write(
-        self, stored: Text, out: IO[bytes], folder: Path | None = None, title: str = ""
+        self,
+        stored: Text,
+        out: IO[bytes],
+        folder: Path | None = None,
+        title: str = "",
+        insert: str = "",
     ) -> None:
         """The page of the ``stored`` notebook, written to ``out`` a piece at a time: its frame,
-        its cells' HTML kept or rendered now."""
+        its cells' HTML kept or rendered now; ``insert`` before the page's ``</body>`` (the
+        resources section: ``nbjob.report_chart``)."""
         cells = split(stored)
         keys = self._prepare(cells, folder)
         before, after = self.frame(cells.frame, folder, title)
+        end = after.rfind("</body>") if insert else -1
         out.write(before.encode())
         self.spool.copy((self.kept[key] for key in keys), out)
-        out.write(after.encode())
+        out.write((after if end < 0 else after[:end] + insert + after[end:]).encode())
 
     def _prepare(self, cells: Cells, folder: Path | None) -> list[bytes]:
         keys = _keys(cells, folder)

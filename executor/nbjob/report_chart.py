@@ -20,7 +20,16 @@ CELL_MARKS = 60  # at most this many cell boundaries are labelled
 
 def add(page: bytes, samples: bytes, cells: dict[int, dict[str, Any]]) -> bytes:
     """``page`` with the resources section before its ``</body>`` (unchanged: no samples)."""
-    html = section(parse(samples), cells)
+    return insert(page, html(samples, cells))
+
+
+def html(samples: bytes, cells: dict[int, dict[str, Any]]) -> str:
+    """The resources section of resources.jsonl's ``samples`` and the cells' figures."""
+    return section(parse(samples), cells)
+
+
+def insert(page: bytes, html: str) -> bytes:
+    """``page`` with ``html`` before its ``</body>`` (unchanged: none, or no ``</body>``)."""
     end = page.rfind(b"</body>")
     if not html or end < 0:
         return page

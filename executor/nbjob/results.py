@@ -23,7 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,8 +92,9 @@ def listed_json(doc: Any, key: str, dumps: Callable[[Any], str], indent: int) ->
     text (47 MiB for a 20,000-cell notebook, at every checkpoint); an item at a time it takes
     the text twice (18 MiB). The same bytes (tested)."""
     items = doc.get(key)
-    if not isinstance(items, list) or not items:
-        return (dumps(doc) + "\n").encode()
+    if not isinstance(items, Sequence) or isinstance(items, str | bytes) or not items:
+        plain = not isinstance(items, Sequence) or isinstance(items, list | tuple | str | bytes)
+        return (dumps(doc if plain else {**doc, key: []}) + "\n").encode()  # a view: empty
     frame = dumps({**doc, key: []})
     mark = "\n" + " " * indent + json.dumps(key) + ": []"  # one level deep: only doc's own key
     at = frame.find(mark)
