@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from nbjob import __version__, imports, reaper, stop
+from nbjob import __version__, imports, memory, reaper, stop
 from nbjob.errors import EnvironmentUnfitError, NbjobError, UsageError
 from nbjob.logplaces import silence
 
@@ -299,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = _early_stop_token(argv)  # first: before the heavy imports
     if token is not None:  # nbjob run: orphans below it come to it, not to PID 1
         reaper.become_subreaper()
+        memory.fix_threshold()
     imports.skip_optional()  # before nbformat imports jsonschema
     try:
         parser = build_parser()

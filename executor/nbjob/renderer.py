@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from nbjob import imports
+from nbjob import imports, memory
 from nbjob.stop import DEFAULT_SIGNALS, Budget, Worker
 
 NICE = 19  # the child's niceness: the CPU the kernel and nbjob leave (it catches up at the end)
@@ -364,6 +364,7 @@ def main() -> None:
     with contextlib.suppress(OSError):
         os.nice(NICE)
     imports.skip_optional()  # as nbjob.cli does
+    memory.fix_threshold()
     import nbformat
 
     from nbjob.report_cells import CellPages
