@@ -63,9 +63,9 @@ def test_gpus_get_a_memory_and_a_utilization_chart() -> None:
 def test_the_section_goes_before_the_body_end_and_nothing_sampled_adds_nothing() -> None:
     page = b"<html><body><p>nb</p></body></html>"
     lines = b"".join(json.dumps(s).encode() + b"\n" for s in samples())
-    added = report_chart.add(page, lines + b"not json\n", {})
+    added = report_chart.insert(page, report_chart.html(lines + b"not json\n", {}))
     assert added.startswith(b"<html><body><p>nb</p><section") and added.endswith(b"</body></html>")
-    assert report_chart.add(page, b"", {}) == page
+    assert report_chart.insert(page, report_chart.html(b"", {})) == page
 
 
 PROBE = """

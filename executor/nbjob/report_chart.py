@@ -3,7 +3,8 @@ utilization when there is a GPU, and each cell's figures — inline SVG, no scri
 report must open offline).
 
 ``section`` builds it from the samples (``resources.jsonl``'s lines) and the cells' figures
-(run.json's ``cells[].resources``); ``add`` puts it before the page's ``</body>``.
+(run.json's ``cells[].resources``); ``insert`` puts it before the page's ``</body>`` (the
+renderer child puts it in as it writes the final page: ``nbjob.report_cells``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,6 @@ W, H = 900, 220  # the plot's size in SVG units (it scales to the page's width)
 PAD_L, PAD_R, PAD_T, PAD_B = 70, 20, 12, 28
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
 CELL_MARKS = 60  # at most this many cell boundaries are labelled
-
-
-def add(page: bytes, samples: bytes, cells: dict[int, dict[str, Any]]) -> bytes:
-    """``page`` with the resources section before its ``</body>`` (unchanged: no samples)."""
-    return insert(page, html(samples, cells))
 
 
 def html(samples: bytes, cells: dict[int, dict[str, Any]]) -> str:
