@@ -54,7 +54,7 @@ TEMPLATES = {
 }
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 CHUNK = 200  # cells parsed and rendered in one pass
-PIECE = 1 << 20  # bytes copied from the spool at a time
+PIECE = 1 << 18  # bytes copied from the spool at a time
 SCAN = 1 << 18  # bytes of the notebook read at a time to find its cells
 KEY = 16  # bytes of a cell's key (and of its text's hash)
 COMPACT_MIN = 64 << 20  # bytes of HTML no cell uses any more the spool keeps at least
