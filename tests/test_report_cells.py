@@ -7,7 +7,6 @@ import base64
 import copy
 import io
 import json
-import mmap
 import re
 import zlib
 from pathlib import Path
@@ -154,22 +153,65 @@ def test_cells_are_found_in_the_stored_text_as_parsing_finds_them(tmp_path: Path
     assert [nbformat.from_dict(json.loads(c)) for c in split(other)] == nb.cells
 
 
-def test_a_mapped_notebook_file_is_split_as_its_bytes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scan", [1, 5, 7, 64, 1 << 18])
+def test_a_notebook_read_as_a_stream_is_split_as_its_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scan: int
+) -> None:
+    """Read ``scan`` bytes at a time: the marks between cells, the end of the cells and a
+    widget view's name fall across two reads, and are found all the same."""
+    from nbjob import report_cells
+
     nb = rich(tmp_path)
+    stored = notebook_bytes(nb)
+    whole = split(stored)
+    monkeypatch.setattr(report_cells, "SCAN", scan)
+    with io.BytesIO(stored) as file:
+        cells = split(file)
+        assert list(cells) == list(whole)
+        assert (cells.hashes, cells.views) == (whole.hashes, whole.views)
+        assert cells.views.count(1) == 1 and cells.frame == whole.frame
+
+
+@pytest.mark.parametrize("layout", ["stored", "other"])
+def test_a_notebook_file_gives_the_page_its_bytes_give(tmp_path: Path, layout: str) -> None:
+    nb = rich(tmp_path)
+    stored = notebook_bytes(nb) if layout == "stored" else json.dumps(nb).encode()
     path = tmp_path / "stored.ipynb"
-    path.write_bytes(notebook_bytes(nb))
-    with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        assert list(split(mapped)) == list(split(path.read_bytes()))
-        with CellPages(tmp_path) as pages:
-            out = io.BytesIO()
-            pages.write(mapped, out, tmp_path, "rich")
-    assert same(out.getvalue(), nb, tmp_path, "rich")
+    path.write_bytes(stored)
+    with CellPages(tmp_path) as from_file, CellPages(tmp_path) as from_bytes:
+        page, expected = io.BytesIO(), io.BytesIO()
+        assert from_file.prepare(path, tmp_path) == from_bytes.prepare(stored, tmp_path)
+        from_file.write(path, page, tmp_path, "rich")
+        from_bytes.write(stored, expected, tmp_path, "rich")
+    assert UUID.sub(b"<id>", page.getvalue()) == UUID.sub(b"<id>", expected.getvalue())
+    assert same(page.getvalue(), nb, tmp_path, "rich")
+
+
+def test_a_file_whose_cells_change_between_prepares(tmp_path: Path) -> None:
+    """The file at a path rewritten (as the renderer's are) with a cell changed, one added, one
+    removed: the cells new since are rendered, the page is the one of the last notebook."""
+    nb, path = rich(tmp_path), tmp_path / "stored.ipynb"
+    with CellPages(tmp_path) as pages:
+        path.write_bytes(notebook_bytes(nb))
+        pages.prepare(path, tmp_path)
+        assert pages.rendered == len(nb.cells)
+        next(c for c in nb.cells if c.get("outputs")).outputs[0].text = "changed\n"
+        nb.cells.append(new_markdown_cell("*later*"))
+        del nb.cells[-2]
+        path.write_bytes(notebook_bytes(nb))
+        pages.prepare(path, tmp_path)
+        assert pages.rendered == len(nb.cells) + 2
+        assert len(pages.kept) == len(nb.cells)
+        page = io.BytesIO()
+        pages.write(path, page, tmp_path, "rich")
+    assert same(page.getvalue(), nb, tmp_path, "rich")
 
 
 def spooled(pages: CellPages) -> list[str]:
     """The HTML kept, read back from the spool file itself."""
     data = pages.spool.path.read_bytes()
-    return [data[offset : offset + length].decode() for offset, length in pages.kept.values()]
+    spans = map(pages.spool.span, pages.kept.values())
+    return [data[offset : offset + length].decode() for offset, length in spans]
 
 
 def test_the_cells_html_is_kept_in_a_file_not_in_memory(tmp_path: Path) -> None:
@@ -179,7 +221,7 @@ def test_the_cells_html_is_kept_in_a_file_not_in_memory(tmp_path: Path) -> None:
         assert pages.spool.path.parent == tmp_path / "spool"
         keys = pages.prepare(notebook_bytes(nb), tmp_path)
         assert set(pages.kept) == set(keys) and len(keys) == len(nb.cells)
-        assert all(isinstance(span, tuple) for span in pages.kept.values())  # no HTML
+        assert all(isinstance(place, int) for place in pages.kept.values())  # no HTML
         html = spooled(pages)
         assert 'id="Title"' in "".join(html) and "ZeroDivisionError" in "".join(html)
         assert sum(map(len, html)) == pages.spool.path.stat().st_size
@@ -215,7 +257,7 @@ def test_unused_html_is_dropped_from_the_spool_once_it_outweighs_the_rest(
             printing.outputs[0].text = f"{n}\n" * 200  # a cell that goes on changing
             pages.prepare(notebook_bytes(nb), tmp_path)
             files.add(pages.spool.path)
-            used = sum(length for _, length in pages.kept.values())
+            used = sum(pages.spool.lengths[place] for place in pages.kept.values())
             assert pages.spool.size <= 2 * used
             assert pages.spool.path.stat().st_size == pages.spool.size
         assert same(pages.page(nb, tmp_path, "rich"), nb, tmp_path, "rich")

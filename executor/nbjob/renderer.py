@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import mmap
 import os
 import queue
 import shutil
@@ -33,7 +32,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -329,32 +327,20 @@ def _warm_notebook(metadata: dict[str, Any]) -> Any:
 
 
 def _render(request: dict[str, Any], pages: Any) -> None:
-    """A page written, or (no ``page`` asked) the notebook's cells prepared for the next."""
+    """A page written, or (no ``page`` asked) the notebook's cells prepared for the next. The
+    notebook file is read as a stream (``report_cells.split``), never whole nor mapped."""
     source = Path(request["notebook"])
     folder = Path(request["folder"]) if request.get("folder") else None
     title = request.get("title", "")
-    with _mapped(source) as stored:
-        if not request.get("page"):
-            pages.prepare(stored, folder, title)
-        else:
-            page = Path(request["page"])
-            tmp = page.with_suffix(".tmp")
-            with tmp.open("wb") as out:
-                pages.write(stored, out, folder, title, request.get("insert", ""))
-            tmp.replace(page)
     if not request.get("page"):
+        pages.prepare(source, folder, title)
         source.unlink()
-
-
-@contextlib.contextmanager
-def _mapped(source: Path) -> Iterator[bytes | mmap.mmap]:
-    """The file at ``source`` mapped in memory (read as needed, never copied whole)."""
-    with source.open("rb") as file:
-        if os.fstat(file.fileno()).st_size == 0:  # an empty file cannot be mapped
-            yield b""
-            return
-        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as stored:
-            yield stored
+        return
+    page = Path(request["page"])
+    tmp = page.with_suffix(".tmp")
+    with tmp.open("wb") as out:
+        pages.write(source, out, folder, title, request.get("insert", ""))
+    tmp.replace(page)
 
 
 def main() -> None:

@@ -11,23 +11,23 @@ that are new or changed since. The page is the one ``report.render`` makes, byte
 (tested).
 
 The notebook comes as nbjob stores it (``results.notebook_bytes``: cells first, one indent a
-level; in the child, the notebook file mapped in memory), so each cell's text is found without
-parsing or copying the notebook (``split``: where each cell starts and ends), its key is the hash
-of that text, and only the cells to render are parsed, a chunk at a time. Their HTML goes to a
-file (``Spool``: only each cell's place in it stays in memory), so the child's memory stays about
-the same however long the notebook.
+level; in the child, a file read as a stream, never whole nor mapped: mapped pages count in the
+RSS), so each cell's text is found and hashed without parsing the notebook (``split``), and only
+the cells to render are read again and parsed, a chunk at a time. Their HTML goes to a file
+(``Spool``); what stays per cell is packed (places in arrays, keys 16 bytes each), so the
+child's memory stays about the same however long the notebook.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import mmap
 import os
 import tempfile
 from array import array
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -54,11 +54,13 @@ TEMPLATES = {
 }
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 CHUNK = 200  # cells parsed and rendered in one pass
-PIECE = 1 << 20  # bytes copied from the spool at a time
+PIECE = 1 << 18  # bytes copied from the spool at a time
+SCAN = 1 << 18  # bytes of the notebook read at a time to find its cells
+KEY = 16  # bytes of a cell's key (and of its text's hash)
 COMPACT_MIN = 64 << 20  # bytes of HTML no cell uses any more the spool keeps at least
 
-Text = bytes | mmap.mmap  # a stored notebook: its bytes, or its file mapped in memory
-Span = tuple[int, int]  # where a cell's HTML is in the spool: offset, length
+Source = bytes | Path  # a stored notebook: its bytes, or its file (read as a stream)
+Span = tuple[int, int]  # where a text is in its file: offset, length
 
 
 class CellPages:
@@ -69,7 +71,7 @@ class CellPages:
         self.page_exporter = report.exporter(TEMPLATES, PAGE_TEMPLATE)
         self.cells_exporter = report.exporter(TEMPLATES, CELLS_TEMPLATE)
         self.spool = Spool(spool_dir)
-        self.kept: dict[bytes, Span] = {}  # a cell's key -> its HTML's place in the spool
+        self.kept: dict[bytes, int] = {}  # a cell's key -> its HTML's place's number in the spool
         self._frame: tuple[bytes, str, str] = (b"", "", "")  # key, the page around the cells
         self.rendered = 0  # cells rendered (not found kept), for the tests and the log
 
@@ -85,20 +87,19 @@ class CellPages:
         self.kept = {}
 
     def prepare(
-        self, stored: Text, folder: Path | None = None, title: str | None = None
+        self, stored: Source, folder: Path | None = None, title: str | None = None
     ) -> list[bytes]:
         """Render the cells of the ``stored`` notebook not kept yet (and, with a ``title``, its
         frame); the keys of its cells, in order. Only its cells stay kept (a changed cell's
         older HTML goes from ``kept``; the spool file may hold it a while, ``Spool``)."""
-        cells = split(stored)
-        keys = self._prepare(cells, folder)
+        frame, keys = self._prepare(stored, folder)
         if title is not None:
-            self.frame(cells.frame, folder, title)
+            self.frame(frame, folder, title)
         return keys
 
     def write(
         self,
-        stored: Text,
+        stored: Source,
         out: IO[bytes],
         folder: Path | None = None,
         title: str = "",
@@ -107,31 +108,42 @@ class CellPages:
         """The page of the ``stored`` notebook, written to ``out`` a piece at a time: its frame,
         its cells' HTML kept or rendered now; ``insert`` before the page's ``</body>`` (the
         resources section: ``nbjob.report_chart``)."""
-        cells = split(stored)
-        keys = self._prepare(cells, folder)
-        before, after = self.frame(cells.frame, folder, title)
+        frame, keys = self._prepare(stored, folder)
+        before, after = self.frame(frame, folder, title)
         end = after.rfind("</body>") if insert else -1
         out.write(before.encode())
         self.spool.copy((self.kept[key] for key in keys), out)
         out.write((after if end < 0 else after[:end] + insert + after[end:]).encode())
 
-    def _prepare(self, cells: Cells, folder: Path | None) -> list[bytes]:
-        keys = _keys(cells, folder)
-        missing = [i for i, key in enumerate(keys) if key not in self.kept]
-        for start in range(0, len(missing), CHUNK):
-            chunk = missing[start : start + CHUNK]
-            html = self._render_chunk(cells.frame, [cells.parse(i) for i in chunk], folder)
-            for i, piece in zip(chunk, html, strict=True):
-                self.kept[keys[i]] = self.spool.add(piece.encode())
-        self.kept = self.spool.compact({key: self.kept[key] for key in keys})
+    def _prepare(self, stored: Source, folder: Path | None) -> tuple[Any, list[bytes]]:
+        """The cells not kept rendered; the notebook's frame and its cells' keys."""
+        with stored.open("rb") if isinstance(stored, Path) else io.BytesIO(stored) as file:
+            cells = split(file)
+            keys = _keys(cells, folder)
+            missing = array("q", (i for i, key in enumerate(keys) if key not in self.kept))
+            for start in range(0, len(missing), CHUNK):
+                chunk = missing[start : start + CHUNK]
+                html = self._render_chunk(cells.frame, [cells.parse(i) for i in chunk], folder)
+                for i, piece in zip(chunk, html, strict=True):
+                    self.kept[keys[i]] = self.spool.add(piece.encode())
+        self._forget(keys)
+        self.kept = self.spool.compact(self.kept)
         self.spool.flush()  # the file holds what ``kept`` says
         self.rendered += len(missing)
-        return keys
+        return cells.frame, keys
+
+    def _forget(self, keys: list[bytes]) -> None:
+        """``kept`` without the cells not in ``keys`` (changed since; in place: a dictionary
+        made anew would be a second one of every cell a while)."""
+        used = bytearray(len(self.spool))
+        for key in keys:
+            used[self.kept[key]] = 1
+        if len(self.kept) > used.count(1):
+            for key in [key for key, place in self.kept.items() if not used[place]]:
+                del self.kept[key]
 
     def page(self, nb: Any, folder: Path | None = None, title: str = "") -> bytes:
         """The page of ``nb`` (a notebook node), as ``write`` writes it."""
-        import io
-
         out = io.BytesIO()
         self.write(notebook_bytes(nb), out, folder, title)
         return out.getvalue()
@@ -161,11 +173,12 @@ class CellPages:
 
 
 class Spool:
-    """Cells' HTML appended to one file, read back by its place (``Span``); the file (in
-    ``folder``, the system's temporary folder without one) is removed when closed, and with
-    the folder (the renderer's, ``Renderer.close``) if its process is killed. The HTML of a
-    cell that changed stays in the file, used by no cell (disk is cheap), until there is more
-    of it than of the HTML used and ``COMPACT_MIN``: then the used HTML moves to a new file."""
+    """Cells' HTML appended to one file, read back by its place's number (``add``; the places
+    in arrays); the file (in ``folder``, the system's temporary folder without one) is removed
+    when closed, and with the folder (the renderer's, ``Renderer.close``) if its process is
+    killed. The HTML of a cell that changed stays in the file, used by no cell (disk is cheap),
+    until there is more of it than of the HTML used and ``COMPACT_MIN``: then the used HTML
+    moves to a new file."""
 
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = folder
@@ -173,27 +186,35 @@ class Spool:
             prefix="cells-", suffix=".html", dir=folder
         )
         self.size = 0
+        self.offsets, self.lengths = array("q"), array("q")  # each piece's place in the file
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def span(self, place: int) -> Span:
+        return self.offsets[place], self.lengths[place]
 
     @property
     def path(self) -> Path:
         return Path(self.file.name)
 
-    def add(self, html: bytes) -> Span:
-        """Append ``html``; its place."""
+    def add(self, html: bytes) -> int:
+        """Append ``html``; its place's number."""
         self.file.write(html)
-        span = (self.size, len(html))
+        self.offsets.append(self.size)
+        self.lengths.append(len(html))
         self.size += len(html)
-        return span
+        return len(self.offsets) - 1
 
     def flush(self) -> None:
         self.file.flush()
 
-    def read(self, spans: Iterable[Span]) -> Iterator[bytes]:
-        """The HTML at ``spans``, in order, ``PIECE`` bytes at most at a time (the HTML of the
+    def read(self, places: Iterable[int]) -> Iterator[bytes]:
+        """The HTML at ``places``, in order, ``PIECE`` bytes at most at a time (the HTML of the
         cells rendered together is read together)."""
         self.file.flush()
         fd = self.file.fileno()
-        for offset, length in _runs(spans):
+        for offset, length in _runs(map(self.span, places)):
             end = offset + length
             while offset < end:
                 piece = os.pread(fd, min(PIECE, end - offset), offset)
@@ -202,33 +223,31 @@ class Spool:
                 yield piece
                 offset += len(piece)
 
-    def copy(self, spans: Iterable[Span], out: IO[bytes]) -> None:
-        """The HTML at ``spans`` written to ``out``, in order."""
-        for piece in self.read(spans):
+    def copy(self, places: Iterable[int], out: IO[bytes]) -> None:
+        """The HTML at ``places`` written to ``out``, in order."""
+        for piece in self.read(places):
             out.write(piece)
 
-    def compact(self, kept: dict[bytes, Span]) -> dict[bytes, Span]:
+    def compact(self, kept: dict[bytes, int]) -> dict[bytes, int]:
         """``kept`` as is, or, when the HTML no cell uses outweighs the rest (and
         ``COMPACT_MIN``), moved to a new file: the places it has there."""
-        used = sum(length for _, length in kept.values())
+        used = sum(self.lengths[place] for place in kept.values())
         if self.size - used <= max(used, COMPACT_MIN):
             return kept
         fresh = Spool(self.folder)
         try:
-            moved = {k: fresh.add(b"".join(self.read([s]))) for k, s in _by_place(kept)}
+            by_place = sorted(kept.items(), key=lambda item: self.offsets[item[1]])
+            moved = {key: fresh.add(b"".join(self.read([place]))) for key, place in by_place}
         except BaseException:
             fresh.close()
             raise
         self.file.close()
         self.file, self.size = fresh.file, fresh.size
+        self.offsets, self.lengths = fresh.offsets, fresh.lengths
         return moved
 
     def close(self) -> None:
         self.file.close()
-
-
-def _by_place(kept: dict[bytes, Span]) -> list[tuple[bytes, Span]]:
-    return sorted(kept.items(), key=lambda item: item[1])
 
 
 def _runs(spans: Iterable[Span]) -> Iterator[Span]:
@@ -246,19 +265,23 @@ def _runs(spans: Iterable[Span]) -> Iterator[Span]:
 
 @dataclass
 class Cells:
-    """The cells of a stored notebook: where each one's JSON text starts and ends in ``text``;
-    the notebook without its cells (parsed)."""
+    """The cells of a stored notebook: where each one's JSON text starts and ends in ``file``
+    (read again only for the cells parsed), the hash of each one's text (``KEY`` bytes each)
+    and whether it shows a widget view (1 or 0); the notebook without its cells (parsed)."""
 
-    text: Text
-    starts: array[int]
-    ends: array[int]
-    frame: Any
+    file: IO[bytes]
+    frame: Any = None
+    starts: array[int] = field(default_factory=lambda: array("q"))
+    ends: array[int] = field(default_factory=lambda: array("q"))
+    hashes: bytearray = field(default_factory=bytearray)
+    views: bytearray = field(default_factory=bytearray)
 
     def __len__(self) -> int:
         return len(self.starts)
 
     def __getitem__(self, i: int) -> bytes:
-        return self.text[self.starts[i] : self.ends[i]]
+        self.file.seek(self.starts[i])
+        return self.file.read(self.ends[i] - self.starts[i])
 
     def __iter__(self) -> Iterator[bytes]:
         return (self[i] for i in range(len(self)))
@@ -266,45 +289,89 @@ class Cells:
     def parse(self, i: int) -> Any:
         return json.loads(self[i], object_hook=NotebookNode)
 
+    def add(self, start: int, end: int, text: _Hashing) -> None:
+        self.starts.append(start)
+        self.ends.append(end)
+        self.hashes += text.hash.digest()
+        self.views.append(text.view)
+
+
+class _Hashing:
+    """A cell's text hashed as it is read, a piece at a time; whether it shows a widget view."""
+
+    def __init__(self) -> None:
+        self.hash = hashlib.blake2b(digest_size=KEY)
+        self.view = False
+        self._tail = b""  # the end of the text so far: a view's name across two pieces
+
+    def feed(self, data: bytes, start: int, stop: int) -> None:
+        self.hash.update(memoryview(data)[start:stop])
+        if not self.view:
+            near = self._tail + data[start : min(stop, start + len(_VIEW))]
+            self.view = _VIEW in near or data.find(_VIEW, start, stop) >= 0
+            self._tail = (self._tail + data[max(start, stop - len(_VIEW)) : stop])[-len(_VIEW) :]
+
 
 _HEAD = b'{\n "cells": [\n'
 _EMPTY = b'{\n "cells": [],\n'
 _CELLS_END = b"\n ],\n"
 _BETWEEN = b"\n  },\n"  # a cell's last line, then the next cell's first: "  {"
 _CELL_END = len(b"\n  }")
+_VIEW = WIDGET_VIEW.encode()
 
 
-def split(stored: Text) -> Cells:
+def split(stored: bytes | IO[bytes]) -> Cells:
     """Where each cell's JSON text is, and the notebook without its cells (parsed), of a
-    notebook as nbjob stores it (nothing copied but the text after the cells); any other
-    layout is parsed whole."""
-    if stored[: len(_EMPTY)] == _EMPTY:
-        return Cells(stored, array("q"), array("q"), _frame(b"{" + stored[len(_EMPTY) :]))
-    end = stored.find(_CELLS_END)
-    if stored[: len(_HEAD)] != _HEAD or end < 0:
-        return _parsed(stored)
-    starts, ends = array("q"), array("q")
-    start = len(_HEAD)
-    while (cut := stored.find(_BETWEEN, start, end)) >= 0:
-        starts.append(start)
-        ends.append(cut + _CELL_END)
-        start = cut + len(_BETWEEN)
-    starts.append(start)
-    ends.append(end)
-    return Cells(stored, starts, ends, _frame(b"{" + stored[end + len(_CELLS_END) :]))
+    notebook as nbjob stores it, read from the start as a stream (``SCAN`` bytes at a time);
+    any other layout is parsed whole."""
+    file = io.BytesIO(stored) if isinstance(stored, bytes) else stored
+    data = file.read(max(SCAN, len(_EMPTY)))  # the head whole
+    cells = Cells(file)
+    if data.startswith(_EMPTY):
+        cells.frame = _frame(b"{" + data[len(_EMPTY) :] + file.read())
+        return cells
+    if data.startswith(_HEAD) and _scan(file, data, cells):
+        return cells
+    return _parsed(file)
 
 
-def _parsed(stored: Text) -> Cells:
+def _scan(file: IO[bytes], data: bytes, cells: Cells) -> bool:
+    """``cells`` found in ``file`` (``data``: its start, read) and their frame parsed; False
+    if the cells' list has no end."""
+    base, at = 0, len(_HEAD)  # ``data`` is at ``base`` in the file; read up to ``at``
+    start, text = at, _Hashing()  # the cell being read
+    while True:
+        end = data.find(_CELLS_END, at)
+        while (cut := data.find(_BETWEEN, at, len(data) if end < 0 else end)) >= 0:
+            text.feed(data, at, cut + _CELL_END)
+            cells.add(start, base + cut + _CELL_END, text)
+            at = cut + len(_BETWEEN)
+            start, text = base + at, _Hashing()
+        if end >= 0:
+            text.feed(data, at, end)
+            cells.add(start, base + end, text)
+            cells.frame = _frame(b"{" + data[end + len(_CELLS_END) :] + file.read())
+            return True
+        more = file.read(SCAN)
+        if not more:
+            return False
+        keep = max(at, len(data) - len(_BETWEEN) + 1)  # a mark may go on in ``more``
+        text.feed(data, at, keep)
+        base, data, at = base + keep, data[keep:] + more, 0
+
+
+def _parsed(file: IO[bytes]) -> Cells:
     """A notebook in another layout: parsed whole, each cell's text as nbjob stores it alone."""
-    nb = json.loads(stored[:], object_hook=NotebookNode)
+    file.seek(0)
+    nb = json.load(file, object_hook=NotebookNode)
     texts = [notebook_bytes(c) for c in nb.pop("cells", [])]
     nb["cells"] = []
-    starts, ends, at = array("q"), array("q"), 0
-    for text in texts:
-        starts.append(at)
-        at += len(text)
-        ends.append(at)
-    return Cells(b"".join(texts), starts, ends, nb)
+    cells, at = Cells(io.BytesIO(b"".join(texts)), nb), 0
+    for piece in texts:
+        (text := _Hashing()).feed(piece, 0, len(piece))
+        cells.add(at, at + len(piece), text)
+        at += len(piece)
+    return cells
 
 
 def _frame(text: bytes) -> Any:
@@ -315,16 +382,15 @@ def _frame(text: bytes) -> Any:
 
 
 def _keys(cells: Cells, folder: Path | None) -> list[bytes]:
-    """Each cell's key: its text as stored, and what else its HTML depends on."""
+    """Each cell's key: the hash of its text as stored, and what else its HTML depends on."""
     metadata = cells.frame.metadata
     context = json.dumps([metadata.get("language_info"), str(folder or "")], sort_keys=True)
     widgets = json.dumps(metadata.get("widgets"), sort_keys=True).encode()
-    view = WIDGET_VIEW.encode()
     keys = []
-    for text in cells:
-        digest = hashlib.blake2b(context.encode(), digest_size=16)
-        digest.update(text)
-        if view in text:
+    for i in range(len(cells)):
+        digest = hashlib.blake2b(context.encode(), digest_size=KEY)
+        digest.update(cells.hashes[i * KEY : (i + 1) * KEY])
+        if cells.views[i]:
             digest.update(widgets)
         keys.append(digest.digest())
     return keys
