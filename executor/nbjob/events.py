@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any, Protocol, TypeAlias
 
@@ -71,10 +71,11 @@ class RunStatus(str, Enum):
         return self not in (RunStatus.RUNNING, RunStatus.UNREADABLE)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CellState:
     """One code cell's state: the one copy, carried by ``CellEnded`` and stored as it is by
-    the record (run.json's ``cells`` entries are ``to_json()``)."""
+    the record (run.json's ``cells`` entries are ``to_json()``). Slots: one per code cell, kept
+    for the whole run (no attribute dictionary each: ~2 MiB at 20,000 cells)."""
 
     index: int
     status: CellStatus = CellStatus.PENDING
@@ -89,7 +90,12 @@ class CellState:
     def to_json(self) -> dict[str, Any]:
         """run.json's entry: these keys, in this order, the status as its string (a shallow
         copy: ``asdict``'s deep copy cost a third of a millisecond a cell at every checkpoint)."""
-        return {**vars(self), "status": str(self.status)}
+        entry = {name: getattr(self, name) for name in _CELL_FIELDS}
+        entry["status"] = str(self.status)
+        return entry
+
+
+_CELL_FIELDS = tuple(f.name for f in fields(CellState))  # in order: run.json's keys
 
 
 @dataclass(frozen=True)
