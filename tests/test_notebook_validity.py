@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import pickle
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -137,6 +138,7 @@ def test_a_4_5_notebook_reads_as_nbformat_reads_it(tmp_path: Path) -> None:
     assert isinstance(cell, nbformat.NotebookNode) and isinstance(cell.metadata, dict)
     cell.execution_count = 7  # a key set as an attribute, as on nbformat's nodes
     assert cell["execution_count"] == 7 and copy.deepcopy(nb) == nb
+    assert pickle.loads(pickle.dumps(nb)) == nb
 
 
 def test_a_hand_written_notebook_without_metadata_is_read_with_empty_metadata(

@@ -6,7 +6,6 @@ Runs while the kernel starts (job.py starts it first). Blocking steps run throug
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import shutil
@@ -68,9 +67,11 @@ def read_notebook(path: Path, log: Any) -> Any:
     older than 4.5 may not have, so the executed notebook is always nbformat-valid. Metadata
     the schema does not allow is dropped.
     """
+    from nbjob.nodes import Node
+
     try:
         with path.open("rb") as f:
-            raw = json.load(f, object_hook=_node())
+            raw = json.load(f, object_hook=Node)
     except (ValueError, OSError, UnicodeDecodeError) as exc:
         raise NotebookError(
             f"{path.name} is not a readable notebook: {str(exc).splitlines()[0][:300]}"
@@ -86,23 +87,6 @@ def read_notebook(path: Path, log: Any) -> Any:
     return nb
 
 
-@functools.cache
-def _node() -> type:
-    """nbformat's ``NotebookNode`` without an attribute dictionary of its own in every node
-    (nbformat gives each one, to say that it takes new keys): half the memory of a notebook
-    read (13 MiB instead of 26 for 20,000 cells). Otherwise the same: a key as an attribute,
-    ``isinstance`` of ``NotebookNode``, copied and pickled as one."""
-    from nbformat import NotebookNode
-
-    class Node(NotebookNode):
-        _allownew = True  # for every node: nbformat's Struct sets it on each
-
-        def __init__(self, *args: Any, **kw: Any) -> None:
-            dict.__init__(self, *args, **kw)
-
-    return Node
-
-
 def _as_v4(raw: Any, name: str) -> Any:
     """The notebook node of ``raw`` (nbformat 4, parsed into notebook nodes: used as it is, no
     second parse or copy, as nbformat's reader would make; a 20,000-cell notebook reads in half
@@ -111,9 +95,11 @@ def _as_v4(raw: Any, name: str) -> Any:
     import nbformat
     from nbformat.v4.nbjson import rejoin_lines, strip_transient
 
+    from nbjob.nodes import Node
+
     try:
         if raw.get("nbformat") == 4:
-            nb: Any = raw if type(raw) is _node() else nbformat.from_dict(raw)
+            nb: Any = raw if type(raw) is Node else nbformat.from_dict(raw)
             for part in (nb, *nb.cells):  # a hand-written notebook may leave it out
                 part.setdefault("metadata", nbformat.NotebookNode())
             return strip_transient(rejoin_lines(nb))
