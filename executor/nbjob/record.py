@@ -327,7 +327,7 @@ class RunRecord:
         """run.json's mapping; key order as before the record was typed. ``cells``: those
         listed (every cell when None); mid-run, ``nbjob.cellsegments`` lists fewer, and gives
         ``progress``'s ``counted`` and ``errors`` as it counted them (not from every cell).
-        ``to_store``: only to be stored (``results.record_bytes``): its cells' entries are made
+        ``to_store``: only to be stored (``stored.record_bytes``): its cells' entries are made
         as they are written, not all at once (~13 MiB for 20,000 cells)."""
         listed = self.cells.values() if cells is None else cells
         return {

@@ -20,14 +20,16 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from nbjob import logs, report_chart
 from nbjob.layout import RESOURCES
-from nbjob.record import RunRecord
 from nbjob.renderer import InProcess, Renderer
-from nbjob.results import Results
 from nbjob.stop import Budget, timebox
+
+if TYPE_CHECKING:  # not imported in the renderer child, which needs neither
+    from nbjob.record import RunRecord
+    from nbjob.results import Results
 
 MIN_S = 1.0  # less time left than this: no report (a warning in the log and run.json)
 MAX_S = 120.0  # the most rendering and storing a report may take when nothing is pressing

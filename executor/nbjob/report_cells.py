@@ -34,7 +34,7 @@ from typing import IO, Any
 from nbformat import NotebookNode
 
 from nbjob import report
-from nbjob.results import notebook_bytes
+from nbjob.stored import notebook_bytes
 
 PAGE_TEMPLATE = "nbjob-page.html.j2"
 CELLS_TEMPLATE = "nbjob-cells.html.j2"
