@@ -11,7 +11,7 @@ NPM_DIR   := .npm
 NPM_PKGS  := s3rver@3.7.1 azurite@3.37.0
 NPM_STAMP := $(NPM_DIR)/.installed-s3rver-3.7.1-azurite-3.37.0
 
-.PHONY: help venv npm-deps system-deps lint docs test test-fast test-e2e demo demo-s3 bench images clean
+.PHONY: help venv npm-deps system-deps lint docs test test-fast test-e2e demo demo-s3 bench bench-gpu images clean
 
 help:
 	@echo "make demo   - install nbjob only, pack and run the example bundle; results in ./demo-output"
@@ -22,6 +22,7 @@ help:
 	@echo "make test-fast - the in-process tests only (no nbjob, kernel or server started; seconds)"
 	@echo "make test-e2e  - the tests that start nbjob, kernels or servers (no images, no clusters)"
 	@echo "make bench  - nbjob vs papermill vs nbclient, artifact upload vs aws s3 sync, the resource sampler's cost; writes BENCHMARKS.md"
+	@echo "make bench-gpu - a torch notebook on the GPU through nbjob vs the same code as a script (needs a CUDA GPU)"
 	@echo "make images - build nbjob-base, then the torch and TF images on it (docker, else podman)"
 	@echo "              (CPU variant without a registry: make images IMAGES_FLAGS=--cpu)"
 
@@ -110,6 +111,11 @@ bench: venv
 	$(BIN)/python bench/resources.py $(RESOURCES_BENCH_ARGS)
 	$(BIN)/python bench/refresh.py $(REFRESH_BENCH_ARGS)
 	$(BIN)/python bench/uploads.py $(UPLOADS_BENCH_ARGS)
+
+# On a machine with a CUDA GPU and torch only (no CI machine has one): writes bench/gpu.json
+# and the "GPU" section of BENCHMARKS.md.
+bench-gpu: venv
+	$(BIN)/python bench/gpu.py $(GPU_BENCH_ARGS)
 
 images: venv
 	bash tests/images/build.sh $(IMAGES_FLAGS)
