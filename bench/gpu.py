@@ -19,8 +19,13 @@ For each run: the wall time from launch to exit, launch to the first cell's firs
 writes ``time.time()`` to a file), and the training loop's own time (synchronized, measured in
 the code), so an overhead in the loop (messages slowing the GPU work) shows apart from the
 fixed cost of the kernel's start. nbjob's run.json is read for the GPUs it saw and the
-resource figures it kept. ``--from JSON`` renders an earlier measurement into the "GPU"
-section of BENCHMARKS.md (the measurement runs where the GPU is; the section is written here).
+resource figures it kept, and its executor.log for when each phase began (its setup, the
+kernel ready, the probes, the first cell, the end). ``--steps N`` skips the calibration,
+``--runners script,nbjob`` runs fewer. ``--from JSON...`` renders kept measurements into the
+"GPU" section of BENCHMARKS.md (the measurement runs where the GPU is; the section is written
+here). On a machine whose Python has torch but not Jupyter, the packages can come as wheels
+installed with ``pip install --target DIR``: then ``PYTHONPATH=DIR:executor`` and
+``JUPYTER_PATH=DIR/share/jupyter`` (nbconvert's templates, for the report).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -220,7 +226,7 @@ def measure(
     steps = steps or calibrate(nb, script, seconds, root)
     print(f"steps {steps}", flush=True)
     rows: list[dict[str, Any]] = []
-    data = {
+    data: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "steps": steps,
         "reps": reps,
@@ -235,6 +241,7 @@ def measure(
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "resources"}), flush=True)
             keep.write_text(json.dumps(data, indent=1) + "\n")
+    shutil.rmtree(root, ignore_errors=True)
     return data
 
 
