@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -204,6 +206,56 @@ def test_a_cells_gpu_figures_come_from_the_samples() -> None:
     assert summary["limits"]["gpus"][1]["memory_total_bytes"] == 80 * GiB
     assert summary["peaks"]["gpus"] == [{"index": 0, "memory_bytes": GiB},
                                         {"index": 1, "memory_bytes": 2 * GiB}]  # fmt: skip
+
+
+# A stand-in kernel: on each line "hold" it holds 300 MiB (every page touched), on "free" it
+# lets go; it answers each line once done.
+HOLDER = """
+import sys
+held = None
+for line in sys.stdin:
+    if line.strip() == "hold":
+        held = bytearray(300 * 2**20)
+        held[::4096] = b"x" * len(held[::4096])
+    else:
+        held = None
+    print("done", flush=True)
+"""
+
+
+def test_a_cells_figures_end_at_its_reply_and_the_next_cells_start_there() -> None:
+    """The next cell is sent when this one replies and may run before this one ends (its last
+    outputs still arriving): what it uses then is the next cell's, not this one's, even when
+    it is freed before the next cell's start is seen."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+
+    def tell(word: str) -> None:
+        holder.stdin.write(word + "\n")  # type: ignore[union-attr]
+        holder.stdin.flush()  # type: ignore[union-attr]
+        assert holder.stdout.readline().strip() == "done"  # type: ignore[union-attr]
+
+    sampler = Sampler(60.0, None)  # no thread sampling meanwhile: only the cells' readings
+    try:
+        sampler.start(holder.pid)
+        sampler.sample()
+        sampler.cell_started(0)
+        sampler.cell_replied(0)
+        tell("hold")  # cell 1, sent early, runs ...
+        sampler.sample()  # ... and a reading lands before cell 0 has ended
+        first = sampler.cell_ended(0)
+        tell("free")  # cell 1 lets go before its start is seen
+        sampler.cell_started(1)
+        sampler.cell_replied(1)
+        second = sampler.cell_ended(1)
+    finally:
+        sampler.stop()
+        holder.kill()
+        holder.wait()
+    assert first is not None and first["peak_rss_bytes"] < 200 * 2**20
+    assert second is not None and second["peak_rss_bytes"] >= 300 * 2**20
 
 
 def test_the_tree_of_this_process_has_its_memory_and_cpu() -> None:

@@ -19,13 +19,16 @@ Progress goes out as events (``nbjob.events``) on a bus: every cell that starts 
 ``CellStarted`` and, however it ends (completed, failed, timed out, stopped, kernel died),
 ``CellEnded``, which carries the cell's one ``CellState`` (``Executor.results`` holds each
 cell's latest). ``CellsListed`` is the job's to publish, once (``job.py``). The listeners (log,
-record, checkpointer) live elsewhere; nothing here calls back into the run. A stop is the
-``StopToken`` (``nbjob.stop``), checked on every poll.
+record, checkpointer) live elsewhere; the one call back into the run is ``on_reply(index)``,
+made when a cell replies and before the next is sent early (what the cell used is read there,
+``nbjob.resources``, while nothing else runs). A stop is the ``StopToken`` (``nbjob.stop``),
+checked on every poll.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -100,6 +103,7 @@ class Executor:
         stop: StopToken | None = None,
         stop_wait: float = INTERRUPT_WAIT_S,
         allow_errors: bool = False,
+        on_reply: Callable[[int], None] | None = None,
     ) -> None:
         self.kernel = kernel
         self.bus = bus
@@ -109,6 +113,9 @@ class Executor:
         self.stop = stop or StopToken()
         self.stop_wait = stop_wait  # after a stop request, how long the cell may wind down
         self.allow_errors = allow_errors  # a failed cell stays failed; the next cells still run
+        # A cell's reply came, before the next cell is sent early: what the cell used is read
+        # here (nbjob.resources), while no other cell runs.
+        self.on_reply = on_reply
         self.results: dict[int, CellState] = {}  # each code cell's state, by index
         self.displays = Displays()
         self.widgets = WidgetState()
@@ -224,7 +231,7 @@ class Executor:
         for channel, message in held or ():
             reply = self._route(index, msg_id, state, channel, message) or reply
         if reply is not None:
-            self._send_next(state, reply, following)
+            self._replied(index, state, reply, following)
         last_alive = quiet_since = time.monotonic()
         stopping_since: float | None = None  # a stop came after the reply: its idle, briefly
         while reply is None or not state.idle:
@@ -261,7 +268,7 @@ class Executor:
             got, msg = self._recv(index, msg_id, state, wait)
             if msg is not None:
                 reply = msg
-                self._send_next(state, reply, following)
+                self._replied(index, state, reply, following)
             if got:  # a backlog of output still arriving is not a lost 'idle'
                 quiet_since = time.monotonic()
             if not got or time.monotonic() - last_alive >= ALIVE_CHECK_S:
@@ -281,6 +288,14 @@ class Executor:
             self.bus.publish(events.TICK)
         assert reply is not None  # the loop only ends with a reply
         return reply
+
+    def _replied(
+        self, index: int, state: _Cell, reply: dict[str, Any], following: int | None
+    ) -> None:
+        """The cell replied: ``on_reply``, then the ``following`` cell may be sent."""
+        if self.on_reply is not None:
+            self.on_reply(index)
+        self._send_next(state, reply, following)
 
     def _send_next(self, state: _Cell, reply: dict[str, Any], following: int | None) -> None:
         """The ``following`` cell's request, now that this one replied, if the run goes on

@@ -358,6 +358,7 @@ class Job:
             stop=self.watch.token,
             stop_wait=min(5.0, self.s.stop_grace / 3),
             allow_errors=self.s.allow_errors,
+            on_reply=self.resources.cell_replied if self.resources.on else None,
         )
         self.log.info("execute_start", cells=len(executor.code_cells(self.nb)))
         self.bus.publish(self.record.run_started())

@@ -143,3 +143,25 @@ def test_errors_fail_and_system_exit_zero_skips_the_rest() -> None:
     assert [r.status for r in exited.results.values()] == ["exited", "skipped"]
     with pytest.raises(CellExecutionError, match="ValueError: boom"):
         run(FakeKernel(script), notebook("ValueError", "never"))
+
+
+def test_on_reply_comes_before_the_next_cell_is_sent() -> None:
+    """What a cell used is read at its reply, before the next cell goes out early (it may run
+    while this one's last outputs arrive): ``on_reply`` sees no request for the next cell yet,
+    for a reply before 'idle' and one after it."""
+    for steps in (
+        [status("busy"), reply(count=1), stream("late"), status("idle")],
+        [status("busy"), stream("a"), status("idle"), reply(count=1)],
+    ):
+        kernel = FakeKernel(lambda code, steps=steps: steps)
+        seen: list[tuple[int, list[str]]] = []
+        executor = Executor(
+            kernel, Hooks(), on_reply=lambda i, k=kernel, s=seen: s.append((i, list(k.requests)))
+        )
+        executor.run(notebook("first", "second", "third"))
+        assert seen == [
+            (0, ["first"]),
+            (1, ["first", "second"]),
+            (2, ["first", "second", "third"]),
+        ]
+        assert [r.status for r in executor.results.values()] == ["completed"] * 3

@@ -1,12 +1,13 @@
 """What a run used — memory, CPU, GPUs — per cell and over time, and why a kernel died.
 
-``Resources`` is the run's one object for it: a listener on the cell events (the cell's
-figures go to the record when it ends) around a ``sampler.Sampler`` thread started when the
-kernel is ready (``start``) and stopped at the end (``end``, a step of ``nbjob.finish``, which
-also explains a dead kernel from evidence: ``death``). The readings are ``procs`` (the kernel's
-process tree), ``cgroup`` (the memory cgroup) and ``gpus`` (NVML); the samples over time are
-``timeline``'s, stored as ``resources.jsonl`` with each checkpoint. Memory pressure asks the
-results for a checkpoint at once.
+``Resources`` is the run's one object for it: a listener on the cell events (the cell's figures
+end at its reply, ``cell_replied``, and go to the record when it ends) around a
+``sampler.Sampler`` thread started when the kernel is ready (``start``) and stopped at the end
+(``end``, a step of ``nbjob.finish``, which also explains a dead kernel from evidence:
+``death``). The readings are ``procs`` (the kernel's process tree), ``cgroup`` (the memory
+cgroup) and ``gpus`` (NVML); the samples over time are ``timeline``'s, stored as
+``resources.jsonl`` with each checkpoint. Memory pressure asks the results for a checkpoint at
+once.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ class Resources:
             figures = self.sampler.cell_ended(event.index)
             if figures is not None:
                 self.record.cell_resources[event.index] = figures
+
+    def cell_replied(self, index: int) -> None:
+        """The cell's reply came (``Executor``'s ``on_reply``): its figures end here, before
+        the next cell, sent early, runs."""
+        self.sampler.cell_replied(index)
 
     def _sampled(self, _: Sample) -> None:
         summary = self.sampler.summary()

@@ -5,7 +5,9 @@ kernel's tree (``procs``: memory, CPU seconds, children included), the memory cg
 (``cgroup``: usage, limit, out-of-memory counters) and each visible GPU (``gpus``). Each sample
 updates the running cell's figures (``CellMeter``: the tree's peak memory, CPU seconds, per GPU
 its peak memory and mean utilization), the run's peaks, the newest sample and the timeline.
-A cell's start and end take one more sample at once, so a short cell has figures too. Near the
+A cell's start and its reply (``cell_replied``: the kernel's ``execute_reply``, before the next
+cell is sent early) take one more sample at once, so a short cell has figures too, and the
+next cell, already running while this one's last outputs arrive, is not counted in them. Near the
 memory limit (``NEAR`` of it) the thread samples every ``NEAR_INTERVAL_S``: the last sample
 before an out-of-memory kill is the evidence the next attempt, or the cause of death, cites.
 
@@ -117,6 +119,8 @@ class Sampler:
         self.rounds = 0  # ... over this many samples
         self._cell: int | None = None
         self._meter: CellMeter | None = None
+        self._replied = False  # the running cell replied: its figures are final
+        self._peak_reset = False  # the high-water mark was reset at the last reply
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -175,7 +179,7 @@ class Sampler:
         """A reading now, added to the cell's figures, the peaks and the timeline."""
         s = self.read(full)
         with self._lock:
-            if self._meter is not None and s.cell == self._cell:
+            if self._meter is not None and s.cell is not None and s.cell == self._cell:
                 self._meter.add(s)
             self._keep(s)
         if full:  # the thread's: a cell's own readings change only the cell's figures
@@ -220,27 +224,45 @@ class Sampler:
     # -- cells ---------------------------------------------------------------------------------
 
     def cell_started(self, index: int) -> None:
-        """A cell begins: its peak starts from here (the kernel's high-water mark reset)."""
+        """A cell begins: its peak starts from here (the kernel's high-water mark reset), or
+        from the previous cell's reply when that one reset it (this cell, sent early, may have
+        been running since)."""
         if self.interval <= 0:
             return
-        if self.pid is not None:
+        if self.pid is not None and not self._peak_reset:
             procs.reset_peak(self.pid)
+        self._peak_reset = False
         s = self.read(full=not self._members)
         started = Sample(s.t, index, s.tree, s.memory, s.gpus)
         with self._lock:
-            self._cell = index
+            self._cell, self._replied = index, False
             self._meter = CellMeter(s.tree.cpu_s if s.tree is not None else None)
             self._meter.add(started)
             self._keep(started)  # the cell's start on the timeline
 
-    def cell_ended(self, index: int) -> dict[str, Any] | None:
-        """The cell's figures (``CellMeter.to_json``), one more reading taken first."""
-        if self.interval <= 0 or self._meter is None:
-            return None
+    def cell_replied(self, index: int) -> None:
+        """The cell's code is done (its reply came; the next cell may be sent at once): its
+        last reading now, its figures final, the high-water mark reset for the next one."""
+        if self.interval <= 0 or self._meter is None or self._cell != index or self._replied:
+            return
         with contextlib.suppress(Exception):
             self.sample(full=False)
         with self._lock:
-            meter, self._meter, self._cell = self._meter, None, None
+            self._replied = True
+            self._cell = None  # later samples are not this cell's
+        if self.pid is not None:
+            self._peak_reset = procs.reset_peak(self.pid)
+
+    def cell_ended(self, index: int) -> dict[str, Any] | None:
+        """The cell's figures (``CellMeter.to_json``); one more reading taken first unless it
+        replied (a cell timed out, stopped or whose kernel died never did)."""
+        if self.interval <= 0 or self._meter is None:
+            return None
+        if not self._replied:
+            with contextlib.suppress(Exception):
+                self.sample(full=False)
+        with self._lock:
+            meter, self._meter, self._cell, self._replied = self._meter, None, None, False
         return meter.to_json() if meter is not None else None
 
     def timeline_bytes(self) -> bytes:
