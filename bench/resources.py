@@ -8,8 +8,8 @@ Run from the repository root with the project's venv::
 Starts a stand-in for a training kernel (a Python process holding 200 MiB, with ``--workers``
 children, like data-loader workers; all stopped by PID at the end), then runs nbjob's
 ``Sampler`` on it exactly as a run does — the process tree from ``/proc``, this process's memory
-cgroup, NVML when present — for ``--seconds`` seconds at ``--interval``, plus one cell start and
-end per second (the per-cell readings). The cost is the sampler thread's CPU time
+cgroup, NVML when present — for ``--seconds`` seconds at ``--interval``, plus one cell per
+second (its start, reply and end: the per-cell readings). The cost is the sampler thread's CPU time
 (``time.thread_time``) plus the cell readings' (the main thread's, around them), over the
 wall time: the share of one core. Writes the "Resource sampler" section of BENCHMARKS.md.
 """
@@ -35,7 +35,7 @@ from nbjob.resources.sampler import Sampler  # noqa: E402
 
 START, END = "<!-- bench/resources.py: start -->", "<!-- bench/resources.py: end -->"
 TARGET = 0.01  # of one core
-CELLS = 500  # cell starts and ends in a row, for the cost of one
+CELLS = 500  # cells (start, reply, end) in a row, for the cost of one
 
 KERNEL = """
 import os, subprocess, sys, time
@@ -58,6 +58,13 @@ def start_kernel(workers: int) -> subprocess.Popen[str]:
     return proc
 
 
+def cell(sampler: Sampler, index: int) -> None:
+    """One cell's readings, as a run takes them: its start, its reply, its end."""
+    sampler.cell_started(index)
+    sampler.cell_replied(index)
+    sampler.cell_ended(index)
+
+
 def measure(pid: int, seconds: float, interval: float) -> dict[str, float]:
     """The sampler on ``pid`` for ``seconds``: its CPU share of one core and its samples."""
     sampler = Sampler(interval, MemoryGroup.find())
@@ -65,16 +72,14 @@ def measure(pid: int, seconds: float, interval: float) -> dict[str, float]:
     cells_cpu, began, index = 0.0, time.monotonic(), 0
     while time.monotonic() - began < seconds:
         t = time.thread_time()
-        sampler.cell_started(index)
-        sampler.cell_ended(index)
+        cell(sampler, index)
         cells_cpu += time.thread_time() - t
         index += 1
         time.sleep(1.0)
     wall = time.monotonic() - began
     t = time.thread_time()
     for i in range(CELLS):  # a notebook of many short cells: what each cell adds
-        sampler.cell_started(index + i)
-        sampler.cell_ended(index + i)
+        cell(sampler, index + i)
     tight = time.thread_time() - t
     sampler.stop()
     return {
@@ -120,12 +125,12 @@ def report(r: dict[str, float], args: argparse.Namespace, procs: int) -> str:
         f"Measured {when} on {os.cpu_count()} cores, Linux {platform.release()}, Python "
         f"{platform.python_version()}; {procs} processes in /proc (each sample scans them "
         f"for the tree). A stand-in kernel holding 200 MiB with {args.workers} child workers; "
-        f"the sampler every {args.interval:g} s for {r['wall_s']:.0f} s, plus one cell start and "
-        f"end a second (the per-cell readings); then {CELLS} cell starts and ends in a row, "
+        f"the sampler every {args.interval:g} s for {r['wall_s']:.0f} s, plus one cell a second "
+        f"(its start, reply and end: the per-cell readings); then {CELLS} cells in a row, "
         "for what each cell adds to a notebook of many short cells (on the run's thread).",
         "",
         "| thread samples | sampler thread CPU (s) | cell readings CPU (s) | CPU per sample (ms) "
-        "| CPU per cell start + end (ms) | share of one core | target | result |",
+        "| CPU per cell: start, reply, end (ms) | share of one core | target | result |",
         "|---:|---:|---:|---:|---:|---:|---|---|",
         f"| {r['samples']:.0f} | {r['thread_cpu_s']:.3f} | {r['cells_cpu_s']:.3f} | "
         f"{r['per_sample_ms']:.2f} | {r['per_cell_ms']:.2f} | {100 * r['share']:.2f} % | "
