@@ -242,6 +242,22 @@ def test_a_shutdown_during_a_graceful_one_kills_the_kernel_at_once(
     assert wait_until(lambda: not pid_exists(pid), 5)
 
 
+def test_a_kernel_that_does_not_exit_is_terminated_at_half_the_grace(
+    fresh: Callable[[str], KernelSession],
+) -> None:
+    # a kernel stuck in its exit (a thread that never ends holds the interpreter's shutdown, as
+    # ipykernel's own shutdown race holds its main thread): TERM at grace / 2, not after it
+    session = fresh("local")
+    code = "import os, threading, time\nthreading.Thread(target=time.sleep, args=(60,)).start()"
+    reply = session.run_silent(code, {"pid": "os.getpid()"})
+    pid = int(reply["user_expressions"]["pid"]["data"]["text/plain"])
+    started = time.monotonic()
+    session.shutdown(grace=6)
+    took = time.monotonic() - started
+    assert not session.alive() and wait_until(lambda: not pid_exists(pid), 5)
+    assert 2.5 < took < 4.5  # TERM at 3 s (the thread dies with it), not after the 6 s
+
+
 def test_files_reach_the_kernel_and_artifacts_come_back(
     fresh: Callable[[str], KernelSession], kind: str, tmp_path: Path
 ) -> None:

@@ -369,7 +369,13 @@ class LocalKernel(KernelSession):
     def _ask_to_exit(self, grace: float) -> None:
         """jupyter_client's graceful shutdown (interrupt, ``shutdown_request``, TERM after
         ``grace / 2``, KILL after ``grace``), with the kernel's exit waited for on its process
-        instead of polled every 0.1 s: a run ends as soon as its kernel has."""
+        instead of polled every 0.1 s: a run ends as soon as its kernel has.
+
+        The TERM is nbjob's own, at ``grace / 2``: jupyter_client's ``finish_shutdown`` would
+        wait as long again first. ipykernel 7 can hang for good in its shutdown (its control
+        thread's last flush races the IOPub thread's stop: the flush blocks, the main thread
+        joins the control thread; seen in about 1 run in 25 here), and such a kernel then cost
+        the whole grace, not half of it."""
         km, process = self.km, self._process()
         km.shutdown_wait_time = grace
         if process is None:
@@ -380,7 +386,12 @@ class LocalKernel(KernelSession):
         km.request_shutdown()
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(grace / 2)
-        km.finish_shutdown()  # at once when it has exited; else TERM, then KILL
+        if process.poll() is None:  # stuck, or slow to exit: TERM now
+            with contextlib.suppress(OSError):
+                process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(grace / 2)
+        km.finish_shutdown(waittime=0.2)  # at once when it has exited; else TERM, then KILL
         km.cleanup_resources()
 
     def process_id(self) -> int | None:
