@@ -221,15 +221,19 @@ def test_shutdown_ends_the_kernel(
     session.shutdown(grace=0)  # a second shutdown is harmless
 
 
+def kernel_pid(session: KernelSession, code: str) -> int:
+    """Run ``code`` (which imports os) in the kernel; the kernel's process id."""
+    reply = session.run_silent(code, {"pid": "os.getpid()"})
+    return int(reply["user_expressions"]["pid"]["data"]["text/plain"])
+
+
 def test_a_shutdown_during_a_graceful_one_kills_the_kernel_at_once(
     fresh: Callable[[str], KernelSession],
 ) -> None:
     # a stop while the finished run's kernel runs its exit handlers: the job's main thread asks
     # again with no grace while the graceful shutdown goes on in a worker thread
     session = fresh("local")
-    code = "import atexit, os, time\natexit.register(time.sleep, 60)"
-    reply = session.run_silent(code, {"pid": "os.getpid()"})
-    pid = int(reply["user_expressions"]["pid"]["data"]["text/plain"])
+    pid = kernel_pid(session, "import atexit, os, time\natexit.register(time.sleep, 60)")
     graceful = threading.Thread(target=session.shutdown, args=(30,), daemon=True)
     graceful.start()
     time.sleep(0.5)  # the graceful shutdown is under way: the kernel sleeps in its exit handler
@@ -249,8 +253,7 @@ def test_a_kernel_that_does_not_exit_is_terminated_at_half_the_grace(
     # ipykernel's own shutdown race holds its main thread): TERM at grace / 2, not after it
     session = fresh("local")
     code = "import os, threading, time\nthreading.Thread(target=time.sleep, args=(60,)).start()"
-    reply = session.run_silent(code, {"pid": "os.getpid()"})
-    pid = int(reply["user_expressions"]["pid"]["data"]["text/plain"])
+    pid = kernel_pid(session, code)
     started = time.monotonic()
     session.shutdown(grace=6)
     took = time.monotonic() - started
