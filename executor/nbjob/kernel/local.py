@@ -374,7 +374,7 @@ class LocalKernel(KernelSession):
         The TERM is nbjob's own, at ``grace / 2``: jupyter_client's ``finish_shutdown`` would
         wait as long again first. ipykernel 7 can hang for good in its shutdown (its control
         thread's last flush races the IOPub thread's stop: the flush blocks, the main thread
-        joins the control thread; seen in about 1 run in 25 here), and such a kernel then cost
+        joins the control thread; seen in 1 run in 10 to 35 here), and such a kernel then cost
         the whole grace, not half of it."""
         km, process = self.km, self._process()
         km.shutdown_wait_time = grace

@@ -118,8 +118,7 @@ class Sampler:
         self.cpu_time = 0.0  # the sampler thread's own CPU seconds (its cost) ...
         self.rounds = 0  # ... over this many samples
         self._cell: int | None = None
-        self._meter: CellMeter | None = None
-        self._replied = False  # the running cell replied: its figures are final
+        self._meter: CellMeter | None = None  # with _cell None: the cell replied, figures final
         self._peak_reset = False  # the high-water mark was reset at the last reply
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -235,7 +234,7 @@ class Sampler:
         s = self.read(full=not self._members)
         started = Sample(s.t, index, s.tree, s.memory, s.gpus)
         with self._lock:
-            self._cell, self._replied = index, False
+            self._cell = index
             self._meter = CellMeter(s.tree.cpu_s if s.tree is not None else None)
             self._meter.add(started)
             self._keep(started)  # the cell's start on the timeline
@@ -243,12 +242,11 @@ class Sampler:
     def cell_replied(self, index: int) -> None:
         """The cell's code is done (its reply came; the next cell may be sent at once): its
         last reading now, its figures final, the high-water mark reset for the next one."""
-        if self.interval <= 0 or self._meter is None or self._cell != index or self._replied:
-            return
+        if self.interval <= 0 or self._meter is None or self._cell != index:
+            return  # not started, or replied already
         with contextlib.suppress(Exception):
             self.sample(full=False)
         with self._lock:
-            self._replied = True
             self._cell = None  # later samples are not this cell's
         if self.pid is not None:
             self._peak_reset = procs.reset_peak(self.pid)
@@ -258,11 +256,11 @@ class Sampler:
         replied (a cell timed out, stopped or whose kernel died never did)."""
         if self.interval <= 0 or self._meter is None:
             return None
-        if not self._replied:
+        if self._cell is not None:  # it did not reply
             with contextlib.suppress(Exception):
                 self.sample(full=False)
         with self._lock:
-            meter, self._meter, self._cell, self._replied = self._meter, None, None, False
+            meter, self._meter, self._cell = self._meter, None, None
         return meter.to_json() if meter is not None else None
 
     def timeline_bytes(self) -> bytes:
