@@ -199,12 +199,17 @@ def test_kernel_death_is_noticed(fresh: Callable[[str], KernelSession], kind: st
     assert ("SIGKILL" if kind == "local" else "remote kernel died") in error.reason
 
 
+def kernel_pid(session: KernelSession, code: str) -> int:
+    """Run ``code`` (which imports os) in the kernel; the kernel's process id."""
+    reply = session.run_silent(code, {"pid": "os.getpid()"})
+    return int(reply["user_expressions"]["pid"]["data"]["text/plain"])
+
+
 def test_shutdown_ends_the_kernel(
     fresh: Callable[[str], KernelSession], kind: str, request: pytest.FixtureRequest
 ) -> None:
     session = fresh(kind)
-    reply = session.run_silent("import os", {"pid": "os.getpid()"})
-    pid = int(reply["user_expressions"]["pid"]["data"]["text/plain"])
+    pid = kernel_pid(session, "import os")
     kernel_id = getattr(session, "kernel_id", None)
     session.shutdown(grace=2)
     assert not session.alive()
@@ -219,12 +224,6 @@ def test_shutdown_ends_the_kernel(
             peer.get(f"api/kernels/{kernel_id}")
         assert gone.value.code == 404
     session.shutdown(grace=0)  # a second shutdown is harmless
-
-
-def kernel_pid(session: KernelSession, code: str) -> int:
-    """Run ``code`` (which imports os) in the kernel; the kernel's process id."""
-    reply = session.run_silent(code, {"pid": "os.getpid()"})
-    return int(reply["user_expressions"]["pid"]["data"]["text/plain"])
 
 
 def test_a_shutdown_during_a_graceful_one_kills_the_kernel_at_once(
