@@ -31,6 +31,7 @@ installed with ``pip install --target DIR``: then ``PYTHONPATH=DIR:executor`` an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -245,19 +247,30 @@ def measure(
     return data
 
 
-def _median(data: dict[str, Any], runner: str, key: str) -> float | None:
-    values = [r[key] for r in data["runs"] if r["runner"] == runner and key in r]
+def _values(
+    data: dict[str, Any], runner: str, value: Callable[[dict[str, Any]], float]
+) -> list[float]:
+    """``value`` of each of ``runner``'s runs that has what it reads (a failed run has none)."""
+    out = []
+    for run in data["runs"]:
+        if run["runner"] == runner:
+            with contextlib.suppress(KeyError):
+                out.append(value(run))
+    return out
+
+
+def _middle(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
+
+
+def _median(data: dict[str, Any], runner: str, key: str) -> float | None:
+    return _middle(_values(data, runner, lambda r: r[key]))
 
 
 def _phase(data: dict[str, Any], start: str, end: str) -> float | None:
     """Median seconds from phase ``start`` (``launch``: 0) to ``end`` over nbjob's runs."""
-    spans = [
-        r["phases"][end] - (0.0 if start == "launch" else r["phases"][start])
-        for r in data["runs"]
-        if r["runner"] == "nbjob" and "phases" in r
-    ]
-    return statistics.median(spans) if spans else None
+    begin = (lambda r: 0.0) if start == "launch" else (lambda r: r["phases"][start])
+    return _middle(_values(data, "nbjob", lambda r: r["phases"][end] - begin(r)))
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
@@ -269,12 +282,7 @@ def fixed_cost(data: dict[str, Any]) -> float | None:
     (wall time - training loop), nbjob's minus the script's."""
 
     def outside(runner: str) -> float | None:
-        spans = [
-            r["wall_s"] - r["train_s"]
-            for r in data["runs"]
-            if r["runner"] == runner and "train_s" in r
-        ]
-        return statistics.median(spans) if spans else None
+        return _middle(_values(data, runner, lambda r: r["wall_s"] - r["train_s"]))
 
     nbjob, script = outside("nbjob"), outside("script")
     return None if nbjob is None or script is None else nbjob - script
@@ -358,9 +366,7 @@ def loops(data: dict[str, Any]) -> str:
     """The training loop's median time through nbjob and in the script, and their runs."""
 
     def runs(runner: str) -> str:
-        values = sorted(
-            r["train_s"] for r in data["runs"] if r["runner"] == runner and "train_s" in r
-        )
+        values = sorted(_values(data, runner, lambda r: r["train_s"]))
         return f"{values[0]:.1f}-{values[-1]:.1f}" if values else "n/a"
 
     return (
