@@ -256,7 +256,11 @@ class Finish:
         here = not self.report_asked and not job.renderer.running and job.results.notebook_name
         if not job.s.no_report and here and job.nb is not None:  # rendered here, on a thread
             title = report.title_for(job.results)
-            job.local_report.submit(job.results.masked(job.nb), job.nb_folder, title)
+            if report.by_chunks(job.nb):  # from the JSON stored, not a masked copy of the cells
+                chart = report.chart(job.results, job.record)  # the sampler has stopped
+                job.local_report.submit(None, job.nb_folder, title, self._stored(), chart)
+            else:
+                job.local_report.submit(job.results.masked(job.nb), job.nb_folder, title)
 
     def _stored(self) -> bytes | None:
         """The final notebook as stored (masked; its banners in), serialized once: for the

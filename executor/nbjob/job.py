@@ -94,10 +94,10 @@ class Job:
         self.log: Any = None  # the run's logger, once its log is open (``_open_results``)
         # A remote destination's read, kept: a stop may abandon it, the end waits on it again.
         self.reading: stop.Worker[attempts.Attempt | NbjobError] | None = None
-        # The report's renderer child, started once the notebook is read when it has many
-        # cells (report.wants_renderer), else by the first refresh; else in-process.
+        # The report's page: rendered in this process at the end, unless pages are refreshed
+        # during the run (--report-interval): then by the renderer child the first refresh starts.
         self.renderer = renderer.Renderer(self.workdir / "report")
-        self.local_report = renderer.InProcess()  # without a child: rendered in this process
+        self.local_report = renderer.InProcess(self.workdir / "report")
         self.refresher: Any = None  # nbjob.listeners.refresh.ReportRefresher, when refreshing
 
     # -- the job -------------------------------------------------------------------------------
@@ -257,11 +257,8 @@ class Job:
         self.nb_folder = bundle.notebook.parent
         self.record.bundle_opened(bundle.relative_notebook)
         self.nb = prepare.read_notebook(bundle.notebook, self.log)
-        if not s.no_report:  # the report warmed beside the kernel's start
-            if report.wants_renderer(self.nb):
-                self.renderer.start()
-            else:  # a thread of this process (GIL shared with what is left of the start)
-                self.local_report.warm(dict(self.nb.metadata))
+        if not s.no_report:  # the report warmed beside the kernel's start, on a thread
+            self.local_report.warm(dict(self.nb.metadata))
         installed = stop.wait_for(self.token, self.kernel.kernelspecs, "the kernel list")
         name = kernels.choose(self.nb.metadata, s.kernel or bundle.kernel, installed)
         language = prepare.use_kernel(self.nb, name, installed)  # the kernel that runs

@@ -1,16 +1,19 @@
-"""The report's renderer: a child process that renders the HTML report off the run's critical path.
+"""The report's renderers: in nbjob's process (``InProcess``), or a child process (``Renderer``).
 
-Started once the notebook is read when it has many cells (``report.wants_renderer``), else by the
-first refresh of the report (``--report-interval``; ``Renderer.start``), the child (``python -m
-nbjob.renderer``, at the lowest priority: only the CPU nbjob and the kernel leave) imports
-nbconvert, compiles its templates, renders the cells of the notebook stored at checkpoints ahead
-(``Renderer.prepare``, ``nbjob.report_cells``) and fresher pages now and then. At the end the
-notebook, as stored (masked), is handed to it before the final write (``Renderer.submit``), so
-the page is rendered while the results are stored and the kernel shuts down, not after (issue
-22); ``Renderer.page`` waits for it within the report's budget. Without a child, the one page is
-rendered in nbjob's process, cheaper for a notebook of few cells than a second Python process
-importing nbconvert beside the kernel, yet off the critical path too (``InProcess``: warmed while
-the kernel starts, rendered while the results are stored).
+By default the page is rendered in nbjob's process, off the run's critical path all the same
+(``InProcess``: the renderer imported and its templates compiled on a thread while the kernel
+starts, the final page rendered on a thread while the results are stored and the kernel shuts
+down); a notebook of many cells a chunk of cells at a time, into a file (``report.by_chunks``).
+The pages are nbconvert's lab template rendered by ``nbjob.report_page``, without importing
+nbconvert: in-process they cost a few MiB, less than a second Python process would.
+
+A run whose report is refreshed (``--report-interval``) starts the child at its first refresh
+(``Renderer.start``): the child (``python -m nbjob.renderer``, at the lowest priority: only the
+CPU nbjob and the kernel leave) compiles the templates, renders the cells of the notebook
+stored at checkpoints ahead (``Renderer.prepare``, ``nbjob.report_cells``) and fresher pages now
+and then. At the end the notebook, as stored (masked), is handed to it before the final write
+(``Renderer.submit``), so the page is rendered while the results are stored and the kernel
+shuts down, not after (issue 22); ``Renderer.page`` waits for it within the report's budget.
 
 The protocol is one line each way: a request on the child's stdin (JSON: the notebook file to
 read, the page file to write, the notebook's folder and title), an answer on its stdout
@@ -30,6 +33,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -250,15 +254,18 @@ class Renderer:
 
 
 class InProcess:
-    """The report rendered in nbjob's own process (a notebook of few cells, no child), off the
-    run's critical path all the same: nbconvert imported and its templates compiled on a thread
-    while the kernel starts (``warm``), the final page rendered on a thread while the results
-    are stored and the kernel shuts down (``submit``, then ``page``)."""
+    """The report rendered in nbjob's own process, off the run's critical path all the same:
+    the renderer imported and its templates compiled on a thread while the kernel starts
+    (``warm``), the final page rendered on a thread while the results are stored and the kernel
+    shuts down (``submit``, then ``page``). A notebook of many cells is rendered from its stored
+    JSON a chunk of cells at a time (``nbjob.report_cells``), its cells' HTML spooled to a file
+    in ``folder``, so the page costs about the same memory however long the notebook."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Path | None = None) -> None:
+        self.folder = folder
         self._warm: threading.Thread | None = None
         self._exporter: Any = None
-        self._render: Worker[bytes] | None = None
+        self._render: Worker[bytes | Path] | None = None
 
     def warm(self, metadata: dict[str, Any] | None = None) -> None:
         """Import and compile on a thread (once); ``submit`` waits for it. ``metadata``: the
@@ -289,19 +296,42 @@ class InProcess:
     def asked(self) -> bool:
         return self._render is not None
 
-    def submit(self, nb: Any, folder: Path | None, title: str) -> None:
-        """Render ``nb`` (as stored: masked; not changed from now on) on a thread."""
+    def submit(
+        self,
+        nb: Any,
+        folder: Path | None,
+        title: str,
+        stored: bytes | None = None,
+        insert: str = "",
+    ) -> None:
+        """Render ``nb`` (as stored: masked; not changed from now on) on a thread; from
+        ``stored`` (its stored JSON) a chunk of cells at a time when given, into a file in
+        ``folder`` (its page never whole in memory), ``insert`` (the resources section) put
+        before its ``</body>`` as it is written."""
         from nbjob import report
 
-        def render() -> bytes:
+        def render() -> bytes | Path:
             if self._warm is not None:
                 self._warm.join()
-            return report.render(nb, folder, title, self._exporter)
+            if stored is None:
+                return report.render(nb, folder, title, self._exporter)
+            return self._by_chunks(stored, folder, title, insert)
 
         self._render = Worker(render, "the report")
 
-    def page(self, budget: Budget) -> tuple[bytes | None, str | None]:
-        """The page submitted, waited for within ``budget``, or why there is none."""
+    def _by_chunks(self, stored: bytes, folder: Path | None, title: str, insert: str) -> Path:
+        from nbjob.report_cells import CellPages
+
+        spool = self.folder or Path(tempfile.gettempdir())
+        spool.mkdir(parents=True, exist_ok=True)
+        page = spool / "page.html"
+        with CellPages(spool) as pages, page.open("wb") as out:
+            pages.write(stored, out, folder, title, insert)
+        return page
+
+    def page(self, budget: Budget) -> tuple[bytes | Path | None, str | None]:
+        """The page submitted (its bytes, or its file), waited for within ``budget``, or why
+        there is none."""
         if self._render is None:
             return None, "no page was asked for"
         done = self._render.within(budget)

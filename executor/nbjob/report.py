@@ -1,16 +1,15 @@
 """The HTML report: the executed notebook as a page to look at, written once at a run's end.
 
-nbconvert's ``HTMLExporter`` with the lab template renders it: output images are data URLs,
-markdown images from the notebook's folder are embedded (nothing outside it), the widget state
-is in the page, nbjob's red error banners show; the secrets nbjob knows are masked in it as in
-the stored notebook (``nbjob.mask``). nbconvert is never imported in nbjob's own process when
-the renderer child runs (``nbjob.renderer``): it renders the page of the final notebook, handed
-to it before the final write (``ask``), while the results are stored and the kernel shuts down.
-``write`` stores the page after the notebook and run.json are stored and never at their cost:
-within the time left (a stop's grace, the final-write bound), else skipped with a warning; a
-render or upload failure is a warning in the log and in run.json, never another exit code.
-Without a running renderer (a run shorter than ``--report-interval``, or a child that could not
-start) the page is rendered here.
+nbconvert's lab template renders it, as its ``HTMLExporter`` would, without nbconvert being
+imported (``nbjob.report_page``; nbconvert's exporter, ``nbconvert_exporter``, is the fallback):
+output images are data URLs, markdown images from the notebook's folder are embedded (nothing
+outside it), the widget state is in the page, nbjob's red error banners show; the secrets nbjob
+knows are masked in it as in the stored notebook (``nbjob.mask``). The page of the final
+notebook is rendered on a thread of nbjob (``nbjob.renderer.InProcess``), or by the renderer
+child when refreshes started one (``ask``), while the results are stored and the kernel shuts
+down. ``write`` stores the page after the notebook and run.json are stored and never at their
+cost: within the time left (a stop's grace, the final-write bound), else skipped with a warning;
+a render or upload failure is a warning in the log and in run.json, never another exit code.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ MIN_S = 1.0  # less time left than this: no report (a warning in the log and run
 MAX_S = 120.0  # the most rendering and storing a report may take when nothing is pressing
 RECORD_S = 1.0  # of the time kept after the report, what rewriting run.json may take
 TURNED_OFF = "turned off (--no-report)"
-PREPARE_CELLS = 100  # a notebook of fewer cells renders in-process (its page in ~0.1 s)
+PREPARE_CELLS = 100  # a notebook of fewer cells renders in one pass (its page in ~0.1 s)
 CONTENT_TYPE = "text/html; charset=utf-8"
 
 T = TypeVar("T")
@@ -74,7 +73,7 @@ def accessible(html: str) -> str:
     return _IMG_WITHOUT_ALT.sub(f'<img alt="{NO_ALT}"', html)
 
 
-class _Highlighted(str):
+class Highlighted(str):
     """Code highlighted by pygments: every character of the source escaped, only pygments'
     own ``<div>``/``<pre>``/``<span class>`` tags (nothing for ``clean_html`` to remove)."""
 
@@ -83,10 +82,26 @@ def _clean_html(element: Any) -> Any:
     """nbconvert's ``clean_html`` (bleach) for everything but pygments' output."""
     from nbconvert.filters.strings import clean_html
 
-    return element if isinstance(element, _Highlighted) else clean_html(element)
+    return element if isinstance(element, Highlighted) else clean_html(element)
 
 
 def exporter(templates: dict[str, str] | None = None, template_file: str | None = None) -> Any:
+    """The lab template's pages without importing nbconvert (``nbjob.report_page``), the same
+    pages as ``nbconvert_exporter``'s; that one when the templates installed cannot be compiled
+    here. ``templates``: more templates by name, ``template_file`` the one rendered."""
+    from jinja2 import TemplateError
+
+    from nbjob.report_page import PageExporter
+
+    try:
+        return PageExporter(templates, template_file)
+    except (TemplateError, OSError, ValueError):
+        return nbconvert_exporter(templates, template_file)
+
+
+def nbconvert_exporter(
+    templates: dict[str, str] | None = None, template_file: str | None = None
+) -> Any:
     """``HTMLExporter(template_name="lab", embed_images=True)``, its inline HTML kept whole, in
     about a third of the time (``from_notebook_node``; the same page, tested). ``templates``:
     more templates by name (``nbjob.report_cells``'), ``template_file`` one of them.
@@ -142,7 +157,7 @@ def exporter(templates: dict[str, str] | None = None, template_file: str | None 
             widgets = WidgetsDataTypeFilter(
                 notebook_metadata=self._nb_metadata, parent=self, resources=resources
             )
-            self.register_filter("highlight_code", lambda *a, **k: _Highlighted(highlight(*a, **k)))
+            self.register_filter("highlight_code", lambda *a, **k: Highlighted(highlight(*a, **k)))
             self.register_filter("clean_html", _clean_html)
             self.register_filter("filter_data_type", widgets)
             html, resources = TemplateExporter.from_notebook_node(self, nb, resources, **kw)
@@ -187,9 +202,14 @@ def _lexer(language: str) -> Any:
     from pygments.util import ClassNotFound
 
     if language in ("ipython2", "ipython3"):
-        try:
-            from IPython.lib import lexers
+        try:  # IPython 9's lexers (IPython.lib.lexers names them), without IPython's ~9 MiB
+            import ipython_pygments_lexers as lexers
         except ModuleNotFoundError:
+            try:
+                from IPython.lib import lexers
+            except ModuleNotFoundError:
+                lexers = None
+        if lexers is None:
             language = "python" if language == "ipython2" else "python3"
         else:
             return lexers.IPythonLexer() if language == "ipython2" else lexers.IPython3Lexer()
@@ -226,10 +246,9 @@ def prepare(renderer: Renderer, notebook: bytes, results: Results, folder: Path 
     return renderer.prepare(notebook, folder, title_for(results))
 
 
-def wants_renderer(nb: Any) -> bool:
-    """Whether the report of ``nb`` is rendered by the renderer child, cells ahead: a notebook
-    of fewer cells renders in ~0.1 s whatever its outputs, cheaper in this process than a
-    second Python process importing nbconvert (and its memory)."""
+def by_chunks(nb: Any) -> bool:
+    """Whether the page of ``nb`` is rendered from its stored JSON a chunk of cells at a time
+    (``nbjob.report_cells``): a notebook of fewer cells renders in one pass, in ~0.1 s."""
     return len(nb.cells) >= PREPARE_CELLS
 
 
@@ -249,10 +268,10 @@ def ask(
     notebook = stored()
     if notebook is None:
         return False
-    return renderer.submit(notebook, folder, title_for(results), _chart(results, record))
+    return renderer.submit(notebook, folder, title_for(results), chart(results, record))
 
 
-def _chart(results: Results, record: RunRecord) -> str:
+def chart(results: Results, record: RunRecord) -> str:
     """The final page's resources section (``nbjob.report_chart``; empty: nothing sampled)."""
     return report_chart.html(results.extras.get(RESOURCES, bytes)(), record.cell_resources)
 
@@ -330,8 +349,10 @@ def _render_and_put(
     page, why, by = _page(results, nb, record, budget, folder, renderer, asked, local)
     if page is None:
         return why
-    if by != "renderer":  # the renderer's page has its resources section (``ask``)
-        page = report_chart.insert(page, _chart(results, record))
+    # The renderer's page has its resources section (``ask``), and so has a page rendered
+    # here by chunks, into a file (``InProcess.submit``).
+    if by != "renderer" and isinstance(page, bytes):
+        page = report_chart.insert(page, chart(results, record))
     _, why = _boxed(lambda: put_page(results, page), budget)  # only a whole page goes up
     if why is None:
         name = name_for(results.notebook_name or "")
@@ -341,7 +362,7 @@ def _render_and_put(
         log.info(
             "report",
             name=name,
-            bytes=len(page),
+            bytes=page.stat().st_size if isinstance(page, Path) else len(page),
             seconds=seconds,
             rendered_by=by,
             **({"refreshed": refreshed} if refreshed else {}),
@@ -359,7 +380,7 @@ def _page(
     renderer: Renderer | None,
     asked: bool,
     local: InProcess | None = None,
-) -> tuple[bytes | None, str | None, str]:
+) -> tuple[bytes | Path | None, str | None, str]:
     """The page, from the renderer (the notebook handed to it now if not yet: a refresh that
     was rendering is waited for, its page dropped), else rendered here; or why there is none;
     and which process rendered it (``renderer`` or ``nbjob``)."""
@@ -370,17 +391,21 @@ def _page(
         page, why = renderer.page(budget)
         return page, None if why is None else logs.redact(why)[:300], "renderer"
     if local is not None and local.asked:
-        page, why = local.page(budget)
-        return page, None if why is None else logs.redact(why)[:300], "nbjob"
+        made, why = local.page(budget)
+        return made, None if why is None else logs.redact(why)[:300], "nbjob"
     title = title_for(results)
     page, why = _boxed(lambda: render(results.masked(nb), folder, title), budget)  # masked
     return page, why, "nbjob"
 
 
-def put_page(results: Results, data: bytes) -> None:
-    """Store a page as the run's report (the final one, or a fresher one during the run)."""
-    name = name_for(results.notebook_name or "")
-    results.storage.put_bytes(results.url(name), data, CONTENT_TYPE)
+def put_page(results: Results, page: bytes | Path) -> None:
+    """Store a page (its bytes, or its file) as the run's report (the final one, or a fresher
+    one during the run)."""
+    url = results.url(name_for(results.notebook_name or ""))
+    if isinstance(page, Path):
+        results.storage.put_file(url, page, CONTENT_TYPE)
+    else:
+        results.storage.put_bytes(url, page, CONTENT_TYPE)
 
 
 def _boxed(work: Callable[[], T], budget: Budget) -> tuple[T | None, str | None]:

@@ -5,17 +5,18 @@ whole render at the end of the run (issue 22: ~0.3 ms a cell, seconds at 20,000 
 page is the lab template's page with its cell loop left out (``CELLS_MARK`` where it goes) and
 each cell's HTML, rendered by the same template's cell blocks (``CELLS_TEMPLATE``) and kept by
 what it depends on: the cell as stored, the notebook's language and folder, and the widget state
-when the cell shows a widget. The renderer child (``nbjob.renderer``) prepares the cells of the
-notebook stored at checkpoints while the run goes on; the final page then renders only the cells
-that are new or changed since. The page is the one ``report.render`` makes, byte for byte
-(tested).
+when the cell shows a widget. The renderer child (``nbjob.renderer``), when refreshes started
+one, prepares the cells of the notebook stored at checkpoints while the run goes on; the final
+page then renders only the cells that are new or changed since. Without it, nbjob's process
+renders a long notebook's final page here, a chunk at a time, into a file. The page is the one
+``report.render`` makes, byte for byte (tested).
 
 The notebook comes as nbjob stores it (``results.notebook_bytes``: cells first, one indent a
 level; in the child, a file read as a stream, never whole nor mapped: mapped pages count in the
 RSS), so each cell's text is found and hashed without parsing the notebook (``split``), and only
 the cells to render are read again and parsed, a chunk at a time. Their HTML goes to a file
 (``Spool``); what stays per cell is packed (places in arrays, keys 16 bytes each), so the
-child's memory stays about the same however long the notebook.
+renderer's memory stays about the same however long the notebook.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -154,8 +155,9 @@ def test_big_file_round_trip(store: Store, tmp_path: Path, monkeypatch: pytest.M
     root = store.new_root()
     url = join(root, "deep/er/big.bin")
     storage = Storage(storage_options({}, store.env))
-    storage.put_file(url, tmp_path / "big.bin")
+    storage.put_file(url, tmp_path / "big.bin", "application/x-nbjob-test")
     assert store.get(url) == data
+    assert served_type(store, url) in (None, "application/x-nbjob-test")
     (tmp_path / "down").mkdir()
     fetched = storage.fetch(url, tmp_path / "down")
     assert fetched.read_bytes() == data
@@ -170,6 +172,30 @@ def test_big_file_round_trip(store: Store, tmp_path: Path, monkeypatch: pytest.M
         blob = store.extra["service"].get_blob_client(bucket, key)
         committed, _ = blob.get_block_list("committed")
         assert len(committed) == 2, committed
+
+
+def test_a_file_keeps_the_content_type_it_is_stored_with(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report goes up as a file: a browser opening its URL must be told it is HTML."""
+    for name, value in store.env.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "page.html").write_text("<html><body>hi</body></html>")
+    url = join(store.new_root(), "page.html")
+    Storage(storage_options({}, store.env)).put_file(
+        url, tmp_path / "page.html", "text/html; charset=utf-8"
+    )
+    assert store.get(url) == b"<html><body>hi</body></html>"
+    served = served_type(store, url)
+    assert served is None or served.startswith("text/html"), served
+
+
+def served_type(store: Store, url: str) -> str | None:
+    """The Content-Type a browser gets for ``url`` (its signed URL); None for a local store."""
+    if store.presign is None:
+        return None
+    with urllib.request.urlopen(store.presign(url), timeout=30) as response:
+        return str(response.headers.get("Content-Type"))
 
 
 # -- 4: credentials never appear in what a run writes ----------------------------------------

@@ -195,8 +195,8 @@ class Storage:
     def put_bytes(self, url: str, data: bytes, content_type: str = "application/json") -> None:
         self._writer(url).put_bytes(url, data, content_type)
 
-    def put_file(self, url: str, path: Path) -> None:
-        self._writer(url).put_file(url, path)
+    def put_file(self, url: str, path: Path, content_type: str | None = None) -> None:
+        self._writer(url).put_file(url, path, content_type)
 
     def get_bytes(self, url: str) -> bytes | None:
         """The object at ``url``; None when there is none."""

@@ -149,11 +149,19 @@ class AzureBackend(Backend):
             ),
         )
 
-    def put_file(self, url: str, path: Path) -> None:
+    def put_file(self, url: str, path: Path, content_type: str | None = None) -> None:
+        from azure.storage.blob import ContentSettings
+
+        settings = ContentSettings(content_type=content_type) if content_type else None
+
         def upload() -> None:
             with path.open("rb") as f:
                 self._blob(url).upload_blob(
-                    f, length=path.stat().st_size, overwrite=True, max_concurrency=2
+                    f,
+                    length=path.stat().st_size,
+                    overwrite=True,
+                    max_concurrency=2,
+                    content_settings=settings,
                 )
 
         with_retries(self, "upload", url, upload)

@@ -126,7 +126,9 @@ class Backend:
     def put_bytes(self, url: str, data: bytes, content_type: str = "application/json") -> None:
         raise NotImplementedError
 
-    def put_file(self, url: str, path: Path) -> None:
+    def put_file(self, url: str, path: Path, content_type: str | None = None) -> None:
+        """Store the file at ``path`` as ``url``, its content type ``content_type`` when given
+        (else the store's default)."""
         raise NotImplementedError
 
     def get_bytes(self, url: str) -> bytes | None:

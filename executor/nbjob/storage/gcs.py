@@ -102,12 +102,14 @@ class GCSBackend(Backend):
             ),
         )
 
-    def put_file(self, url: str, path: Path) -> None:
+    def put_file(self, url: str, path: Path, content_type: str | None = None) -> None:
         def upload() -> None:
             blob = self._blob(url)
             if path.stat().st_size > CHUNK_THRESHOLD:
                 blob.chunk_size = CHUNK_SIZE  # resumable upload, one request per chunk
-            blob.upload_from_filename(str(path), retry=None, timeout=self.timeouts)
+            blob.upload_from_filename(
+                str(path), content_type=content_type, retry=None, timeout=self.timeouts
+            )
 
         with_retries(self, "upload", url, upload)
 

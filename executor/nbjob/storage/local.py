@@ -47,7 +47,7 @@ class LocalBackend(Backend):
             if not _overwrite_in_place(target, data):
                 raise
 
-    def put_file(self, url: str, path: Path) -> None:
+    def put_file(self, url: str, path: Path, content_type: str | None = None) -> None:
         target = local_path(url)
         if target.resolve() != path.resolve():
             target.parent.mkdir(parents=True, exist_ok=True)

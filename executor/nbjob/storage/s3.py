@@ -121,15 +121,16 @@ class S3Backend(Backend):
             ),
         )
 
-    def put_file(self, url: str, path: Path) -> None:
+    def put_file(self, url: str, path: Path, content_type: str | None = None) -> None:
         bucket, key = split_url(url, "an S3", EXAMPLE)
+        extra = {"ContentType": content_type} if content_type else {}
 
         def upload() -> None:
             if path.stat().st_size <= CHUNK_THRESHOLD:  # one request, no transfer threads
                 with path.open("rb") as f:
-                    self.s3().put_object(Bucket=bucket, Key=key, Body=f)
+                    self.s3().put_object(Bucket=bucket, Key=key, Body=f, **extra)
             else:
-                self.transfers().upload(str(path), bucket, key).result()
+                self.transfers().upload(str(path), bucket, key, extra_args=extra).result()
 
         with_retries(self, "upload", url, upload)
 
