@@ -347,7 +347,8 @@ def render(measurements: list[dict[str, Any]]) -> str:
         f"| {_fmt(_phase(longest, 'run_end', 'exit'))} s | {_fmt(fixed)} s |",
         "",
         f"Target (issue 22), nbjob's wall time at most {TARGET:.0%} over the script's, on the "
-        f"longest run ({longest['steps']} steps): {_fmt(over, '+.1%')}, {verdict}. The "
+        f"longest run ({longest['steps']} steps): {_fmt(over, '+.1%')}, {verdict} (the runs' "
+        f"wall times: {spread(longest, 'wall_s')}). The "
         f"training loop: {loops(longest)}; the rest is a fixed cost of about "
         f"{_fmt(fixed, '.1f')} s a run, mostly the Jupyter kernel's start (nbclient's first "
         f"cell comes no sooner){even}. "
@@ -362,16 +363,24 @@ def render(measurements: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _runs(data: dict[str, Any], runner: str, key: str) -> str:
+    """The lowest and highest ``key`` of ``runner``'s runs."""
+    values = sorted(_values(data, runner, lambda r: r[key]))
+    return f"{values[0]:.1f}-{values[-1]:.1f}" if values else "n/a"
+
+
+def spread(data: dict[str, Any], key: str) -> str:
+    """nbjob's and the script's runs' range of ``key``: the noise a median is read in."""
+    return f"nbjob {_runs(data, 'nbjob', key)} s, script {_runs(data, 'script', key)} s"
+
+
 def loops(data: dict[str, Any]) -> str:
     """The training loop's median time through nbjob and in the script, and their runs."""
-
-    def runs(runner: str) -> str:
-        values = sorted(_values(data, runner, lambda r: r["train_s"]))
-        return f"{values[0]:.1f}-{values[-1]:.1f}" if values else "n/a"
-
     return (
-        f"{_fmt(_median(data, 'nbjob', 'train_s'))} s through nbjob (runs {runs('nbjob')} s) "
-        f"vs {_fmt(_median(data, 'script', 'train_s'))} s in the script (runs {runs('script')} s)"
+        f"{_fmt(_median(data, 'nbjob', 'train_s'))} s through nbjob "
+        f"(runs {_runs(data, 'nbjob', 'train_s')} s) vs "
+        f"{_fmt(_median(data, 'script', 'train_s'))} s in the script "
+        f"(runs {_runs(data, 'script', 'train_s')} s)"
     )
 
 

@@ -119,7 +119,7 @@ def report(runs: dict[float, list[dict[str, float]]], args: argparse.Namespace) 
         "",
         f"Refreshing every {args.interval:g} s: the run's time {wall_share:+.1%} (target ≤"
         f" {TARGET:.0%} of the run's time): **{verdict}**; CPU {cpu_share:+.1%} of one core,"
-        " the renderer child's start (its nbconvert import, once a run) included. The default,"
+        " the renderer child's start (its imports and templates, once a run) included. The default,"
         " 60 s, refreshes twelve times less often.",
         "",
         "Reproduce: `.venv/bin/python bench/refresh.py` (`--cells`, `--sleep`, `--interval`,"

@@ -819,11 +819,14 @@ def render_markdown(
         lines.append(
             "- (b), (g), (h): the same trivial cell (`x = 1`) 1,000, 5,000 and 20,000 times: the"
             " per-cell cost, flat or growing with the notebook. papermill is not run on (g) and"
-            " (h) (it rewrites the whole notebook at every cell). nbjob's executor peak RSS"
-            " counts its report's renderer child (a second Python process with nbconvert, which"
-            " renders the cells ahead at the lowest priority); nbclient writes no report;"
-            " `--no-report` is nbjob without it. One repetition each: on this shared machine the"
-            " same (h) run took 48 s and 64 s an hour apart, so read (g) and (h) with that noise."
+            " (h) (it rewrites the whole notebook at every cell). nbjob renders its report in"
+            " its own process (nbconvert's lab template without nbconvert, a long notebook by"
+            " chunks into a file); a run longer than `--report-interval` (60 s) also starts the"
+            " renderer child that refreshes the report, and its executor peak RSS counts that"
+            " child ((h) can last that long);"
+            " nbclient writes no report; `--no-report` is nbjob without it. Few repetitions: on"
+            " this shared machine the same (h) run took 48 s and 64 s an hour apart, so read (g)"
+            " and (h) with that noise."
         )
     lines += [
         "- A run that fails (non-zero exit, missing or incompletely executed output notebook)"

@@ -2,7 +2,7 @@
 
 Every notebook of the repository (the examples, the conformance notebooks) and notebooks built
 here with every kind of cell and output the lab template renders are rendered twice: by
-``report.exporter()`` (jinja2 with nbjob's filters) and by ``report.nbconvert_exporter()``
+``report.exporter()`` (jinja2 with nbjob's filters) and by ``report_nbconvert.exporter()``
 (nbconvert's HTMLExporter, as nbjob configures it). Then the cell pages of
 ``nbjob.report_cells`` both ways, and a page rendered in a fresh process that never imports
 nbconvert.
@@ -28,7 +28,7 @@ from nbformat.v4 import (
     new_output,
     new_raw_cell,
 )
-from nbjob import report, report_cells
+from nbjob import report, report_cells, report_nbconvert
 from nbjob.report_page import PageExporter
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +65,7 @@ def both(nb: Any, folder: Path | None = None, title: str = "") -> tuple[str, str
     assert isinstance(lean, PageExporter)
     ours = report.render(nb, folder, title, lean).decode()
     assert lean.fell_back is None, lean.fell_back
-    theirs = report.render(nb, folder, title, report.nbconvert_exporter()).decode()
+    theirs = report.render(nb, folder, title, report_nbconvert.exporter()).decode()
     return _numbered(ours), _numbered(theirs)
 
 
@@ -182,7 +182,7 @@ def test_the_cell_pages_are_the_same_both_ways(monkeypatch: pytest.MonkeyPatch) 
     nb = BUILT["everything"]
     with report_cells.CellPages() as pages:
         ours = pages.page(nb, None, "t").decode()
-    theirs = report.render(nb, None, "t", report.nbconvert_exporter()).decode()
+    theirs = report.render(nb, None, "t", report_nbconvert.exporter()).decode()
     assert ours == theirs
 
 

@@ -131,9 +131,9 @@ class PageExporter:
         except Exception as exc:  # nbconvert's exporter renders it instead
             self.fell_back = f"{type(exc).__name__}: {str(exc)[:300]}"
             if self.fallback is None:
-                from nbjob import report
+                from nbjob import report_nbconvert
 
-                self.fallback = report.nbconvert_exporter(*self._fallback_options)
+                self.fallback = report_nbconvert.exporter(*self._fallback_options)
             page, given = self.fallback.from_notebook_node(nb, resources=resources)
             return str(page), given
 
