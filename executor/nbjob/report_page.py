@@ -107,8 +107,8 @@ class PageExporter:
     ``templates``: more templates by name (``nbjob.report_cells``'), ``template_file`` the one
     rendered (the lab template's page without it). Compiles the template when made: a template
     these filters cannot render is a ``jinja2.TemplateError`` here, not at the run's end. The
-    exporters of one process share one environment a set of templates (its templates compiled
-    once: the compiler's memory is most of a first page's)."""
+    exporters of one process share one environment per set of templates (its templates
+    compiled once: the compiler's memory is most of a first page's)."""
 
     def __init__(
         self, templates: dict[str, str] | None = None, template_file: str | None = None
