@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nbjob import report_markdown
+from nbjob import report_markdown, report_soup
 from nbjob.report_markdown import markdown2html
 
 PNG = base64.b64decode(
@@ -336,14 +336,14 @@ def bs4_writes(html: str) -> str:
 
 @pytest.mark.parametrize("html", BS4_HTML + BS4_ITSELF)
 def test_html_written_as_bs4_writes_it(html: str) -> None:
-    written = report_markdown._bs4_written(html)
+    written = report_soup.written(html)
     assert (written is None) == (html in BS4_ITSELF)
     if written is not None:
         assert written == bs4_writes(html)
 
 
 def test_html_written_as_bs4_writes_it_fuzzed() -> None:
-    """Random HTML out of pieces: whatever ``_bs4_written`` writes, bs4 writes too."""
+    """Random HTML out of pieces: whatever ``report_soup.written`` writes, bs4 writes too."""
     pieces = [
         "<div>", "</div>", "<p>", "</p>", "<span>", "</span>", "<pre>", "</pre>", "<b>", "</b>",
         "<br>", "<br/>", "<hr />", "<img src='x.png'>", "<div/>", "<td headers='a  b'>", "</td>",
@@ -357,7 +357,7 @@ def test_html_written_as_bs4_writes_it_fuzzed() -> None:
     foreseen = 0
     for _ in range(3000):
         html = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
-        written = report_markdown._bs4_written(html)
+        written = report_soup.written(html)
         if written is not None:
             foreseen += 1
             assert written == bs4_writes(html), html

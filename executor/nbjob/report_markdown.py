@@ -9,7 +9,7 @@ images are embedded as data URLs: a cell's attachments, and files from the noteb
 (nothing outside it, as nbconvert 7.17). nbconvert runs raw HTML blocks, and inline HTML with an
 image, through BeautifulSoup, which writes them out again its own way (attributes sorted, ``<br>``
 as ``<br/>``, a run of blanks between tags as one blank). bs4 costs ~6 MiB, so a block without an
-image is written here as bs4 would write it (``_bs4_written``: HTML without entities, scripts,
+image is written here as bs4 would write it (``nbjob.report_soup``: HTML without entities, scripts,
 styles or declarations); only images and the rest import bs4.
 
 One mistune parser serves every call (building it costs more than a small cell's render); a lock
@@ -25,11 +25,9 @@ from __future__ import annotations
 import base64
 import mimetypes
 import os
-import re
 import threading
 from collections.abc import Iterable, Mapping
 from html import escape
-from html.parser import HTMLParser
 from re import Match
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -45,6 +43,8 @@ from mistune import (
     Markdown,
     import_plugin,
 )
+
+from nbjob import report_soup
 
 ANCHOR_LINK_TEXT = "¶"  # nbconvert's default (no XML, so the anchor's text, not an element)
 MERMAID = ('<div class="jp-Mermaid"><pre class="mermaid">\n', "\n</pre></div>")  # around its code
@@ -234,10 +234,10 @@ class _Renderer(HTMLRenderer):
 
     def _html_embed_images(self, html: str) -> str:
         """``html`` as bs4 writes it, its images' sources under ``path`` as data URLs."""
-        written = None if "<img" in html.lower() else _bs4_written(html)
+        written = None if "<img" in html.lower() else report_soup.written(html)
         if written is not None:
             return written
-        import bs4  # ~6 MiB: only for images and HTML that _bs4_written does not foresee
+        import bs4  # ~6 MiB: only for images and HTML that report_soup does not foresee
 
         soup: Any = bs4.BeautifulSoup(html, features="html.parser")
         for img in soup.find_all("img"):
@@ -295,119 +295,6 @@ def _text(element: Any) -> str:
     for child in element:
         text += _text(child)
     return text + (element.tail or "")
-
-
-# What bs4's html.parser tree builder treats apart (bs4 4.15): elements without content, written
-# ``<br/>``; attributes holding lists, written back joined by one space (on any element, and on
-# some); elements in which blanks are kept. Elements whose content html.parser or bs4 reads in a
-# way of its own are left to bs4 itself (``_SPECIAL``).
-_VOID = frozenset({
-    "area", "base", "br", "col", "embed", "hr", "img", "input", "keygen", "link", "menuitem",
-    "meta", "param", "source", "track", "wbr", "basefont", "bgsound", "command", "frame", "image",
-    "isindex", "nextid", "spacer"})  # fmt: skip
-_LISTS = frozenset({"class", "accesskey", "dropzone"})
-_LISTS_OF = {"a": {"rel", "rev"}, "link": {"rel", "rev"}, "td": {"headers"}, "th": {"headers"},
-             "form": {"accept-charset"}, "object": {"archive"}, "area": {"rel"},
-             "icon": {"sizes"}, "iframe": {"sandbox"}, "output": {"for"}}  # fmt: skip
-_PRE = frozenset({"pre", "textarea"})
-_SPECIAL = frozenset({
-    "script", "style", "template", "textarea", "title", "xmp", "iframe", "noembed", "noframes",
-    "noscript", "plaintext", "rt", "rp", "meta", "math", "svg"})  # fmt: skip
-_SPACES = frozenset("\x20\x0a\x09\x0c\x0d")  # bs4's ASCII_SPACES
-_NONBLANK = re.compile(r"\S+")  # bs4's split of a list attribute
-
-
-def _bs4_written(html: str) -> str | None:
-    """What bs4 (``html.parser``, formatter "minimal") writes for ``html``; None for HTML that
-    would take more to foresee: entities, declarations, end tags of voids, ``_SPECIAL``."""
-    if "&" in html or "<!" in html.replace("<!--", ""):
-        return None
-    parser = _Bs4Writes()
-    parser.feed(html)
-    parser.close()
-    parser.flush()
-    if parser.out is None:
-        return None
-    return "".join(parser.out) + "".join(f"</{tag}>" for tag in reversed(parser.open))
-
-
-def _minimal(text: str) -> str:
-    """bs4's "minimal" formatter (``&`` never comes here)."""
-    return text.replace("<", "&lt;").replace(">", "&gt;")
-
-
-class _Bs4Writes(HTMLParser):
-    """bs4's tree builder and writer in one, for ``_bs4_written``: ``out`` what it writes (None
-    once that is past foreseeing), ``open`` the elements still open."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=False)  # as bs4's
-        self.out: list[str] | None = []
-        self.open: list[str] = []
-        self.data: list[str] = []
-
-    def flush(self, comment: bool = False) -> None:
-        """bs4's ``endData``: text that is all blanks becomes one blank, outside <pre>."""
-        if self.data and self.out is not None:
-            text = "".join(self.data)
-            if not _PRE.intersection(self.open) and set(text) <= _SPACES:
-                text = "\n" if "\n" in text else " "
-            self.out.append(f"<!--{text}-->" if comment else _minimal(text))
-        self.data = []
-
-    def _start(self, tag: str, attrs: list[tuple[str, str | None]], end: bool) -> None:
-        self.flush()
-        if self.out is None or tag in _SPECIAL or len({name for name, _ in attrs}) < len(attrs):
-            self.out = None
-            return
-        written = []
-        for name, value in sorted((name, value or "") for name, value in attrs):
-            if name in _LISTS or name in _LISTS_OF.get(tag, ()):
-                value = " ".join(_NONBLANK.findall(value))
-            quote = "'" if '"' in value else '"'  # both: only with an entity, never here
-            value = _minimal(value)
-            written.append(f" {name}={quote}{value}{quote}")
-        if tag in _VOID:
-            self.out.append(f"<{tag}{''.join(written)}/>")
-            return
-        self.out.append(f"<{tag}{''.join(written)}>")
-        self.open.append(tag)
-        if end:
-            self.handle_endtag(tag)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._start(tag, attrs, end=False)
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._start(tag, attrs, end=True)
-
-    def handle_endtag(self, tag: str) -> None:
-        """bs4's: the elements up to the last one ``tag`` closed, nothing if none is open."""
-        self.flush()
-        if self.out is None or tag in _VOID:  # bs4 counts the voids written <br>: left to it
-            self.out = None
-        elif tag in self.open:
-            while self.open:
-                self.out.append(f"</{self.open[-1]}>")
-                if self.open.pop() == tag:
-                    break
-
-    def handle_data(self, data: str) -> None:
-        self.data.append(data)
-
-    def handle_comment(self, data: str) -> None:
-        self.flush()
-        self.data.append(data)
-        self.flush(comment=True)
-
-    def handle_decl(self, decl: str) -> None:
-        self.out = None
-
-    def unknown_decl(self, data: str) -> None:
-        self.out = None
-
-    def handle_pi(self, data: str) -> None:
-        self.out = None
 
 
 def _build() -> tuple[Markdown, _Renderer]:
