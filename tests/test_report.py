@@ -382,12 +382,12 @@ def test_report_in_s3_and_kept_with_the_earlier_attempt(
 
 
 def test_a_longer_run_has_its_page_rendered_by_chunks_in_nbjob(tmp_path: Path) -> None:
-    """A notebook of report.PREPARE_CELLS cells or more: its page is rendered in nbjob's own
+    """A notebook of report.CHUNKED_CELLS cells or more: its page is rendered in nbjob's own
     process (no renderer child: nbjob.report_page, not nbconvert) from the stored notebook, a
     chunk of cells at a time (nbjob.report_cells), into a file; it is the page nbjob renders in
     one pass from the stored notebook, the resources section before its </body>."""
     cells = [("markdown", "# Steps")] + [
-        f"import time; time.sleep(0.01); print({i})" for i in range(report.PREPARE_CELLS)
+        f"import time; time.sleep(0.01); print({i})" for i in range(report.CHUNKED_CELLS)
     ]
     nb = notebook(tmp_path / "nb.ipynb", *cells)
     out = tmp_path / "out"
@@ -400,3 +400,25 @@ def test_a_longer_run_has_its_page_rendered_by_chunks_in_nbjob(tmp_path: Path) -
     page = (out / "nb.html").read_bytes()  # nbjob's resources chart goes before </body>
     assert page.startswith(head) and page.endswith(b"</body>" + tail)
     assert b"Resources used" in page[len(head) :] and line["bytes"] == len(page)
+
+
+def test_a_refreshed_run_has_its_cells_rendered_ahead_by_the_renderer(tmp_path: Path) -> None:
+    """A run whose report is refreshed (--report-interval): the first refresh starts the
+    renderer child, the checkpoints after it hand it the notebook and it renders the cells ahead
+    (nbjob.report_cells); the final page is rendered there, and it is the page nbjob renders in
+    one pass from the stored notebook."""
+    cells = [("markdown", "# Steps")] + [
+        f"import time; time.sleep(0.04); print({i})" for i in range(report.CHUNKED_CELLS)
+    ]
+    nb = notebook(tmp_path / "nb.ipynb", *cells)
+    out = tmp_path / "out"
+    result = run_nbjob(
+        "run", nb, "--output", out, "--checkpoint-interval", "0.5", "--report-interval", "1"
+    )
+    assert result.returncode == 0, result.stderr
+    line = next(e for e in log_events(out) if e["event"] == "report")
+    assert line["rendered_by"] == "renderer" and line["prepared"] >= 1, line
+    stored = nbformat.read(out / "nb.ipynb", 4)
+    head, _, tail = report.render(stored, tmp_path, "nb").rpartition(b"</body>")
+    page = (out / "nb.html").read_bytes()  # nbjob's resources chart goes before </body>
+    assert page.startswith(head) and page.endswith(b"</body>" + tail)

@@ -164,10 +164,11 @@ class Job:
         own: list[events.Listener] = [
             self.record, LogListener(self.log), self.resources, checkpointer
         ]  # fmt: skip
-        if not self.s.no_report:  # the report's cells rendered ahead, in the renderer child
-            self.results.on_notebook = self._prepare_report
         if self.s.report_interval and not self.s.no_report:  # a report that stays fresh
             from nbjob.listeners.refresh import ReportRefresher
+
+            # its renderer child, once a refresh started it, renders the cells ahead
+            self.results.on_notebook = self._prepare_report
 
             self.refresher = ReportRefresher(
                 self.results,

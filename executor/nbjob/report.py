@@ -33,7 +33,7 @@ MIN_S = 1.0  # less time left than this: no report (a warning in the log and run
 MAX_S = 120.0  # the most rendering and storing a report may take when nothing is pressing
 RECORD_S = 1.0  # of the time kept after the report, what rewriting run.json may take
 TURNED_OFF = "turned off (--no-report)"
-PREPARE_CELLS = 100  # a notebook of fewer cells renders in one pass (its page in ~0.1 s)
+CHUNKED_CELLS = 100  # a notebook of fewer cells renders in one pass (its page in ~0.1 s)
 CONTENT_TYPE = "text/html; charset=utf-8"
 
 T = TypeVar("T")
@@ -158,8 +158,8 @@ def title_for(results: Results) -> str:
 
 def prepare(renderer: Renderer, notebook: bytes, results: Results, folder: Path | None) -> bool:
     """A checkpoint's notebook (as stored) handed to the renderer child, when it runs, to render
-    its cells ahead of the final page (``nbjob.report_cells``); whether it took it. The job
-    starts the child for notebooks of ``PREPARE_CELLS`` cells or more (``wants_renderer``)."""
+    its cells ahead of the final page (``nbjob.report_cells``); whether it took it. The first
+    refresh of the report (``--report-interval``) starts the child."""
     if not notebook or not renderer.running or not renderer.idle:
         return False
     return renderer.prepare(notebook, folder, title_for(results))
@@ -168,7 +168,7 @@ def prepare(renderer: Renderer, notebook: bytes, results: Results, folder: Path 
 def by_chunks(nb: Any) -> bool:
     """Whether the page of ``nb`` is rendered from its stored JSON a chunk of cells at a time
     (``nbjob.report_cells``): a notebook of fewer cells renders in one pass, in ~0.1 s."""
-    return len(nb.cells) >= PREPARE_CELLS
+    return len(nb.cells) >= CHUNKED_CELLS
 
 
 def ask(

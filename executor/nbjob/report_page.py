@@ -254,25 +254,26 @@ def template_paths(cwd: str) -> list[str]:
     from jupyter_core.paths import jupyter_path
 
     roots = jupyter_path()
+    bases = [cwd, *(os.path.join(root, "nbconvert", "templates") for root in roots)]
     paths = []
-    for name in _template_chain(roots, cwd):
-        for base in (cwd, *(os.path.join(r, "nbconvert", "templates") for r in roots)):
+    for name in _template_chain(bases):
+        for base in bases:
             if os.path.exists(path := os.path.join(base, name)):
                 paths.append(path)
-    for root in roots:
-        base = os.path.join(root, "nbconvert", "templates")
+    for root, base in zip(roots, bases[1:], strict=True):
         paths += [root, base, os.path.join(base, "compatibility")]
     return paths + [p for p in jupyter_path("nbconvert", "templates") if os.path.exists(p)]
 
 
-def _template_chain(roots: list[str], cwd: str) -> list[str]:
-    """lab, then the templates it extends by its conf.json's ``base_template`` (base)."""
+def _template_chain(bases: list[str]) -> list[str]:
+    """lab, then the templates it extends by its conf.json's ``base_template`` (base), each
+    template's folder looked for in ``bases`` in turn."""
     chain: list[str] = []
     name: str | None = TEMPLATE_NAME
     while name is not None and name not in chain:
         chain.append(name)
         conf: dict[str, Any] = {}
-        for base in (cwd, *(os.path.join(r, "nbconvert", "templates") for r in roots)):
+        for base in bases:
             with_conf = os.path.join(base, name, "conf.json")
             if os.path.exists(with_conf):
                 with open(with_conf, encoding="utf-8") as file:
