@@ -176,7 +176,7 @@ def test_markdown_images_from_the_folder_and_attachments(tmp_path: Path) -> None
     assert body.count("data:image/png;base64,") == 2 and 'src="../far.png"' in body
 
 
-def test_the_cell_pages_are_the_same_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_cell_pages_are_the_same_both_ways() -> None:
     """``nbjob.report_cells`` renders a page's frame and its cells with nbjob's renderer; the
     page is the page nbconvert renders whole."""
     nb = BUILT["everything"]
