@@ -52,13 +52,18 @@ ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- bench/gpu.py: start -->", "<!-- bench/gpu.py: end -->"
 TARGET = 0.02  # nbjob's wall time at most 2 % over the script's (issue 22)
 RUNNERS = ("script", "nbjob", "nbclient")
+# Images a step: 1024 keeps an H200 busy, so the loop's pace is the GPU's (a training job's
+# usual state) rather than the CPU's launching of kernels, which the lent machine's runtime
+# makes jittery (at 256 the same loop's runs scattered from 48.7 to 56.6 s).
+BATCH = 1024
 
 CELLS = [
     # the bench's own first line: launch to first cell
     "import json, os, time\n"
     "with open(os.environ['BENCH_MARK'], 'w') as f:\n"
     "    f.write(repr(time.time()))\n"
-    "steps = int(os.environ['BENCH_STEPS'])",
+    "steps = int(os.environ['BENCH_STEPS'])\n"
+    "batch = int(os.environ.get('BENCH_BATCH', '256'))",
     "import torch\n"
     "from torch import nn\n"
     "torch.manual_seed(0)\n"
@@ -77,8 +82,7 @@ CELLS = [
     "loss_fn = nn.CrossEntropyLoss()",
     "# synthetic data on the GPU: nothing is downloaded\n"
     "x = torch.randn(4096, 3, 64, 64, device=device).to(memory_format=torch.channels_last)\n"
-    "y = torch.randint(0, 100, (4096,), device=device)\n"
-    "batch = 256",
+    "y = torch.randint(0, 100, (4096,), device=device)",
     "model.train()\n"
     "sync()\n"
     "t0 = time.perf_counter()\n"
@@ -143,7 +147,9 @@ def argv_for(runner: str, nb: Path, script: Path, work: Path) -> list[str]:
     raise ValueError(runner)
 
 
-def run_once(runner: str, nb: Path, script: Path, steps: int, root: Path) -> dict[str, Any]:
+def run_once(
+    runner: str, nb: Path, script: Path, steps: int, root: Path, batch: int = BATCH
+) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"{runner}-", dir=root))
     mark, result = work / "mark", work / "result.json"
     env = {
@@ -151,6 +157,7 @@ def run_once(runner: str, nb: Path, script: Path, steps: int, root: Path) -> dic
         "BENCH_MARK": str(mark),
         "BENCH_RESULT": str(result),
         "BENCH_STEPS": str(steps),
+        "BENCH_BATCH": str(batch),
     }
     argv = argv_for(runner, nb, script, work)
     launched = time.time()
@@ -192,9 +199,9 @@ def phases(log: Path, launched: float, exited: float) -> dict[str, float]:
     return seen
 
 
-def calibrate(nb: Path, script: Path, seconds: float, root: Path) -> int:
+def calibrate(nb: Path, script: Path, seconds: float, root: Path, batch: int) -> int:
     """Steps that train for about ``seconds``, from a short script run (CUDA warmed too)."""
-    probe = run_once("script", nb, script, 300, root)
+    probe = run_once("script", nb, script, 300, root, batch)
     if "error" in probe:
         raise SystemExit(f"calibration run failed: {probe['error']}")
     per_step = probe["train_s"] / probe["steps"]
@@ -220,17 +227,23 @@ def facts() -> dict[str, Any]:
 
 
 def measure(
-    reps: int, seconds: float, steps: int | None, keep: Path, runners: tuple[str, ...]
+    reps: int,
+    seconds: float,
+    steps: int | None,
+    keep: Path,
+    runners: tuple[str, ...],
+    batch: int = BATCH,
 ) -> dict[str, Any]:
     """The runs, in turns; ``keep`` is rewritten after each (a cut-off run keeps what it had)."""
     root = Path(tempfile.mkdtemp(prefix="nbjob-gpu-bench-"))
     nb, script = write_inputs(root)
-    steps = steps or calibrate(nb, script, seconds, root)
+    steps = steps or calibrate(nb, script, seconds, root, batch)
     print(f"steps {steps}", flush=True)
     rows: list[dict[str, Any]] = []
     data: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "steps": steps,
+        "batch": batch,
         "reps": reps,
         "machine": facts(),
         "runs": rows,
@@ -238,7 +251,7 @@ def measure(
     for rep in range(reps):
         order = runners if rep % 2 == 0 else runners[::-1]
         for runner in order:
-            row = run_once(runner, nb, script, steps, root)
+            row = run_once(runner, nb, script, steps, root, batch)
             row["rep"] = rep
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "resources"}), flush=True)
@@ -294,9 +307,9 @@ def overhead(data: dict[str, Any], runner: str) -> float | None:
 
 
 def render(measurements: list[dict[str, Any]]) -> str:
-    """The GPU section of BENCHMARKS.md: a row per runner of each measurement (shortest
-    first), where nbjob's fixed cost goes, and the target read on the longest run."""
-    measurements = sorted(measurements, key=lambda d: d["steps"])
+    """The GPU section of BENCHMARKS.md: a row per runner of each measurement (oldest
+    first), where nbjob's fixed cost goes, and the target read on the latest."""
+    measurements = sorted(measurements, key=lambda d: d["when"])
     m = measurements[-1]["machine"]
     lines = [
         START,
@@ -304,14 +317,16 @@ def render(measurements: list[dict[str, Any]]) -> str:
         "",
         f"On {m.get('gpu')} (driver, memory: {m.get('nvidia_smi')}), {m.get('cpus')} CPUs, "
         f"Python {m.get('python')}, torch {m.get('torch')}, lent by the device tool for a few "
-        "minutes: a small CNN (bf16 autocast, batch 256, 64x64 synthetic images on the GPU, a "
-        "line printed every 100 steps) as a 5-cell notebook through `nbjob run` (the default: "
-        "report, resource sampler), through `jupyter execute` (nbclient), and as the same "
-        "cells in `python script.py`; runners in turns. Medians:",
+        "minutes: a small CNN (bf16 autocast, 64x64 synthetic images on the GPU, a line "
+        "printed every 100 steps; batch 256, then 1024 so that the GPU, not the CPU's "
+        "launching of kernels, sets the loop's pace, as in a training job) as a 5-cell notebook "
+        "through `nbjob run` (the default: report, resource sampler), through `jupyter "
+        "execute` (nbclient), and as the same cells in `python script.py`; runners in turns. "
+        "Medians:",
         "",
-        "| measured | steps | runner | runs | wall time (s) | launch to first cell (s) "
+        "| measured | batch | steps | runner | runs | wall time (s) | launch to first cell (s) "
         "| training loop (s) | overhead vs script |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for data in measurements:
         for runner in RUNNERS:
@@ -320,14 +335,15 @@ def render(measurements: list[dict[str, Any]]) -> str:
                 continue
             over = overhead(data, runner)
             lines.append(
-                f"| {data['when']} | {data['steps']} | {runner} | {len(runs)} "
+                f"| {data['when']} | {data.get('batch', 256)} | {data['steps']} | {runner} "
+                f"| {len(runs)} "
                 f"| {_fmt(_median(data, runner, 'wall_s'))} "
                 f"| {_fmt(_median(data, runner, 'first_cell_s'))} "
                 f"| {_fmt(_median(data, runner, 'train_s'))} "
                 f"| {'' if runner == 'script' else _fmt(over, '+.1%')} |"
             )
-    longest = measurements[-1]
-    over, fixed = overhead(longest, "nbjob"), fixed_cost(longest)
+    latest = measurements[-1]
+    over, fixed = overhead(latest, "nbjob"), fixed_cost(latest)
     verdict = "n/a" if over is None else "**PASS**" if over <= TARGET else "**FAIL**"
     even = (
         "" if not fixed else f": under {TARGET:.0%} for runs of {fixed / TARGET:.0f} s and longer"
@@ -335,27 +351,28 @@ def render(measurements: list[dict[str, Any]]) -> str:
     lines += [
         "",
         "Where nbjob's time outside the training goes (medians of nbjob's runs, from its "
-        f"executor.log; {longest['steps']} steps):",
+        f"executor.log; {latest['steps']} steps):",
         "",
-        "| launch to run_start (nbjob's setup, the kernel launched early in it) "
+        "| launch to run_start (nbjob's setup; the kernel's interpreter starts first) "
         "| run_start to kernel ready | GPU and requirements probes "
         "| run_end to exit (the kernel's exit, CUDA's teardown) | fixed cost vs script |",
         "|---:|---:|---:|---:|---:|",
-        f"| {_fmt(_phase(longest, 'launch', 'run_start'))} s "
-        f"| {_fmt(_phase(longest, 'run_start', 'kernel_ready'))} s "
-        f"| {_fmt(_phase(longest, 'kernel_ready', 'cell_start'))} s "
-        f"| {_fmt(_phase(longest, 'run_end', 'exit'))} s | {_fmt(fixed)} s |",
+        f"| {_fmt(_phase(latest, 'launch', 'run_start'))} s "
+        f"| {_fmt(_phase(latest, 'run_start', 'kernel_ready'))} s "
+        f"| {_fmt(_phase(latest, 'kernel_ready', 'cell_start'))} s "
+        f"| {_fmt(_phase(latest, 'run_end', 'exit'))} s | {_fmt(fixed)} s |",
         "",
         f"Target (issue 22), nbjob's wall time at most {TARGET:.0%} over the script's, on the "
-        f"longest run ({longest['steps']} steps): {_fmt(over, '+.1%')}, {verdict} (the runs' "
-        f"wall times: {spread(longest, 'wall_s')}). The "
-        f"training loop: {loops(longest)}; the rest is a fixed cost of about "
+        f"latest measurement (batch {latest.get('batch', 256)}, {latest['steps']} steps): "
+        f"{_fmt(over, '+.1%')}, {verdict} (the runs' "
+        f"wall times: {spread(latest, 'wall_s')}). The "
+        f"training loop: {loops(latest)}; the rest is a fixed cost of about "
         f"{_fmt(fixed, '.1f')} s a run, mostly the Jupyter kernel's start (nbclient's first "
         f"cell comes no sooner){even}. "
         "The image's first-cell time was not measured on the GPU: the lent machine runs no "
         "containers.",
         "",
-        "What run.json said of the GPU (nbjob's last run): " + seen_gpu(longest),
+        "What run.json said of the GPU (nbjob's last run): " + seen_gpu(latest),
         *failed(measurements),
         "Raw numbers: bench/gpu.json.",
         END,
@@ -412,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--seconds", type=float, default=20.0, help="training time per run")
     p.add_argument("--steps", type=int, help="this many steps (no calibration)")
+    p.add_argument("--batch", type=int, default=BATCH, help="images a step")
     p.add_argument("--runners", default=",".join(RUNNERS), help="comma-separated, in order")
     p.add_argument("--json", type=Path, default=ROOT / "bench" / "gpu.json")
     p.add_argument(
@@ -424,9 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         loaded = json.loads(source.read_text())
         measurements += loaded if isinstance(loaded, list) else [loaded]
     if not measurements:
-        data = measure(
-            args.reps, args.seconds, args.steps, args.json, tuple(args.runners.split(","))
-        )
+        runners = tuple(args.runners.split(","))
+        data = measure(args.reps, args.seconds, args.steps, args.json, runners, args.batch)
         measurements = [data]
     section = render(measurements)
     print(section)

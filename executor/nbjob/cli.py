@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from nbjob import __version__, imports, memory, reaper, stop
+from nbjob import __version__, early, imports, memory, reaper, stop
 from nbjob.errors import EnvironmentUnfitError, NbjobError, UsageError
 from nbjob.logplaces import silence
 
@@ -299,6 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     token = _early_stop_token(argv)  # first: before the heavy imports
     if token is not None:  # nbjob run: orphans below it come to it, not to PID 1
         reaper.become_subreaper()
+        early.start()  # the kernel's interpreter imports ipykernel while nbjob starts
         memory.fix_threshold()
     imports.skip_optional()  # before nbformat imports jsonschema
     try:
@@ -320,3 +321,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("nbjob: stopped", sys.stderr)
         return 143
+    finally:
+        early.discard()  # a run that ended before its kernel's launch

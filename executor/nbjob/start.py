@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nbjob import early, reaper, stop
 from nbjob import kernel as kernels
-from nbjob import reaper, stop
 from nbjob.config import Settings
 from nbjob.layout import ARTIFACTS, Destination
 from nbjob.storage import is_local, local_path
@@ -49,6 +49,7 @@ def launch(settings: Settings) -> Start:
     kernel = session(settings, name, cwd, workdir, artifacts)
     if not settings.install_requirements:
         kernel.start_in_background()
+    early.discard()  # launched into it, else not to be used
     return Start(workdir, artifacts, kernel)
 
 

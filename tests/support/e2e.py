@@ -44,6 +44,7 @@ _KNOWN_STARTERS = (
     "nbjob.job:Job",
     "nbjob.start:run",
     "nbjob.start:launch",
+    "nbjob.early:start",
     "nbjob:run",
     "nbjob.kernel:open_session",
     "nbjob.kernel.local:LocalKernel",

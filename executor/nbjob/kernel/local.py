@@ -142,6 +142,7 @@ class LocalKernel(KernelSession):
         from jupyter_client.kernelspec import NoSuchKernel
         from jupyter_client.manager import KernelManager
 
+        from nbjob.kernel.provisioner import adopt_early
         from nbjob.kernel.session import LeanSession
 
         env = {**os.environ, **self.env}
@@ -160,6 +161,7 @@ class LocalKernel(KernelSession):
             if self.python:  # --install-requirements: the same kernel, from the overlay
                 self.km.kernel_spec.argv = [self.python, *self.km.kernel_spec.argv[1:]]
             self.km.session = LeanSession(parent=self.km)  # dates left unparsed
+            adopt_early(self.km)  # the interpreter started first, where it fits
             extra = list(IPYKERNEL_OPTIONS) if is_ipykernel(self.km) else []
             self.km.start_kernel(cwd=str(self.cwd), env=env, extra_arguments=extra)
             process = self._process()

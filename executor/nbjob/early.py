@@ -1,0 +1,139 @@
+"""The kernel's interpreter, started before nbjob's own imports.
+
+A Jupyter kernel's start is mostly its interpreter importing ipykernel and IPython (0.2-0.3 s
+here, 2-3 times that on a container runtime such as gVisor). That import does not depend on
+which notebook runs, so ``nbjob run`` starts it first (``start``), about 0.05 s into the
+process, and it runs while nbjob imports jupyter_client, reads its settings and prepares the
+run. When jupyter_client launches the kernel, its provisioner (``kernel.early``) hands the
+command line, environment and folder it would have given ``Popen`` to that interpreter
+(``take``), which takes them on and runs ``ipykernel_launcher`` as ``python -m`` would: the
+same ``sys.argv``, ``sys.path``, working folder and environment, the same process session.
+
+The interpreter is used only where it is what jupyter_client would have started: the same
+Python, ``-m ipykernel_launcher``, and an environment that differs from the one it started
+with only in what nbjob and Jupyter set for the kernel (``LATE``), none of which the import
+reads. Anything else (another kernel, another Python, an overlay's, a remote kernel) and it
+is ended (``discard``): the launch goes on as before. ``NBJOB_EARLY_KERNEL=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+
+# What the interpreter runs: ipykernel's imports while it waits for its launch (a line of
+# JSON on stdin: the launcher's arguments, the environment, the folder), then the launcher.
+# Nothing is imported from the folder nbjob started in ('' leaves sys.path first).
+BOOT = """\
+import sys
+del sys.path[0]
+try:
+    import ipykernel.kernelapp, ipykernel.ipkernel
+except Exception:
+    pass
+import json, os, runpy
+line = sys.stdin.buffer.readline()
+if not line:
+    raise SystemExit(0)
+spec = json.loads(line)
+for name in [n for n in os.environ if n not in spec["env"]]:
+    del os.environ[name]
+os.environ.update(spec["env"])
+os.chdir(spec["cwd"])
+sys.path.insert(0, os.getcwd())
+sys.argv = ["", *spec["argv"]]
+runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
+"""
+LAUNCHER = "ipykernel_launcher"
+# Variables that may differ from the interpreter's start to the launch (set before the
+# launcher runs; nothing imported first reads them): nbjob's and Jupyter's own for the kernel,
+# and the writable homes (``kernel.specs.HOME_FOLDERS``).
+LATE_PREFIXES = ("NBJOB_", "JPY_")
+LATE = frozenset(
+    {"IPYTHONDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "MPLCONFIGDIR"}
+)
+OFF = "NBJOB_EARLY_KERNEL"
+
+_waiting: subprocess.Popen[bytes] | None = None
+_started_env: dict[str, str] = {}
+
+
+def start() -> None:
+    """Start the interpreter, in a process session of its own as jupyter_client's kernels
+    are; nothing happens when one is waiting already, or ``NBJOB_EARLY_KERNEL=0``."""
+    global _waiting, _started_env
+    if _waiting is not None or os.environ.get(OFF, "").strip() in ("0", "false", "no"):
+        return
+    env = dict(os.environ)
+    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # as kernel.local sets it
+    env["JPY_PARENT_PID"] = str(os.getpid())  # as jupyter_client's launcher sets it
+    with contextlib.suppress(OSError):
+        _waiting = subprocess.Popen(
+            [sys.executable, "-c", BOOT],
+            stdin=subprocess.PIPE,
+            env=env,
+            cwd="/",
+            start_new_session=True,
+        )
+        _started_env = env
+
+
+def waiting() -> bool:
+    """Whether an interpreter is waiting for its launch."""
+    return _waiting is not None
+
+
+def mismatch(cmd: Sequence[str], env: Mapping[str, str]) -> str | None:
+    """Why the waiting interpreter cannot be the kernel ``cmd`` with ``env`` starts; None
+    when it can."""
+    if list(cmd[:3]) != [sys.executable, "-m", LAUNCHER]:
+        return "another kernel command"
+    for name in sorted(set(env) | set(_started_env)):
+        late = name.startswith(LATE_PREFIXES) or name in LATE
+        if not late and env.get(name) != _started_env.get(name):
+            return f"{name} differs"
+    return None
+
+
+def take(cmd: Sequence[str], env: Mapping[str, str], cwd: str) -> subprocess.Popen[bytes] | None:
+    """The waiting interpreter, launched as ``cmd`` in ``cwd`` with ``env`` (what
+    jupyter_client would give ``Popen``); None (and the interpreter ended) where it cannot
+    be, or none is waiting."""
+    global _waiting
+    process, _waiting = _waiting, None
+    if process is None:
+        return None
+    env = {**env, "JPY_PARENT_PID": str(os.getpid())}
+    if mismatch(cmd, env) is not None or process.poll() is not None or process.stdin is None:
+        _end(process)
+        return None
+    spec = {"argv": list(cmd[3:]), "env": env, "cwd": cwd}
+    try:
+        process.stdin.write(json.dumps(spec).encode() + b"\n")
+        process.stdin.close()
+    except OSError:
+        _end(process)
+        return None
+    return process
+
+
+def discard() -> None:
+    """End the waiting interpreter, if any (its launch went another way, or none came)."""
+    global _waiting
+    process, _waiting = _waiting, None
+    if process is not None:
+        _end(process)
+
+
+def _end(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(OSError):
+        process.kill()
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        process.wait(5)
+    if process.stdin is not None:
+        with contextlib.suppress(OSError):
+            process.stdin.close()

@@ -1,0 +1,127 @@
+"""The kernel's interpreter started before nbjob's imports (``nbjob.early``): the kernel a
+notebook gets from it is the one a plain launch starts, and one that cannot be used is ended."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nbjob import early
+from support import notebook, run_nbjob, start_nbjob, wait_until
+
+# What a cell sees of its kernel's process (written to FACTS).
+FACTS = """\
+import json, os, sys
+main = sys.modules["__main__"]
+json.dump({
+    "argv": sys.argv, "path": sys.path, "cwd": os.getcwd(), "env": dict(os.environ),
+    "main": [getattr(main.__spec__, "name", None), getattr(main, "__file__", None)],
+    "session_leader": os.getsid(0) == os.getpid(), "parent": os.getppid(),
+    "stdin": sys.stdin.read(), "modules": sorted(sys.modules), "orig_argv": sys.orig_argv,
+}, open(os.environ["FACTS"], "w"))
+"""
+# Variables that differ between two runs whatever starts their kernels.
+PER_RUN = {"FACTS", "JPY_PARENT_PID", "NBJOB_EARLY_KERNEL", "NBJOB_ARTIFACTS_DIR"}
+
+
+def _facts(tmp_path: Path, name: str, early_kernel: str) -> dict[str, Any]:
+    nb = notebook(tmp_path / "work" / "facts.ipynb", FACTS)
+    facts = tmp_path / f"{name}.json"
+    env = {"FACTS": str(facts), "NBJOB_EARLY_KERNEL": early_kernel}
+    result = run_nbjob("run", nb, "--output", tmp_path / name, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data: dict[str, Any] = json.loads(facts.read_text())
+    data["env"] = {k: v for k, v in data["env"].items() if k not in PER_RUN}
+    data["argv"] = [a for a in data["argv"] if not a.endswith(".json")]  # its connection file
+    return data
+
+
+def test_the_early_kernel_is_the_kernel_a_plain_launch_starts(tmp_path: Path) -> None:
+    started_early = _facts(tmp_path, "early", "1")
+    plain = _facts(tmp_path, "plain", "0")
+    # it was the early interpreter: `python -c` (nbjob.early.BOOT), not `-m ipykernel_launcher`
+    assert started_early.pop("orig_argv")[1] == "-c"
+    assert plain.pop("orig_argv")[1:3] == ["-m", "ipykernel_launcher"]
+    assert started_early["parent"] != plain["parent"]  # each run's own nbjob
+    started_early.pop("parent"), plain.pop("parent")
+    assert started_early == plain
+    assert plain["cwd"] == str((tmp_path / "work").resolve())
+    assert plain["session_leader"] and plain["stdin"] == ""
+
+
+def test_an_interpreter_that_does_not_fit_is_ended() -> None:
+    for cmd, env in [
+        (["/usr/bin/python3.99", "-m", "ipykernel_launcher"], {}),  # another Python
+        ([sys.executable, "-m", "other_kernel"], {}),  # another kernel
+        ([sys.executable, "-m", "ipykernel_launcher"], {"PYTHONPATH": "/elsewhere"}),
+    ]:
+        early.start()
+        process = early._waiting
+        assert process is not None and early.waiting()
+        assert early.take(cmd, {**os.environ, **env}, "/") is None
+        assert process.poll() is not None and not early.waiting()  # ended, and reaped
+
+
+def test_variables_set_for_the_kernel_may_differ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(early, "_started_env", {"HOME": "/root", "PATH": "/bin"})
+    cmd = [sys.executable, "-m", "ipykernel_launcher", "-f", "x.json"]
+    late = {"NBJOB_ARTIFACTS_DIR": "/a", "JPY_SESSION_NAME": "s", "IPYTHONDIR": "/w/ipython"}
+    assert early.mismatch(cmd, {"HOME": "/root", "PATH": "/bin", **late}) is None
+    assert early.mismatch(cmd, {"HOME": "/root"}) == "PATH differs"
+    assert early.mismatch(cmd, {"HOME": "/", "PATH": "/bin"}) == "HOME differs"
+    assert early.mismatch(["python", *cmd[1:]], {}) == "another kernel command"
+
+
+def test_off_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBJOB_EARLY_KERNEL", "0")
+    early.start()
+    assert not early.waiting()
+
+
+def _early_interpreters(parent: int) -> list[int]:
+    """The early interpreters ``parent`` started that are still there (their environment says
+    whose they are)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if early.BOOT.encode() in cmdline and f"JPY_PARENT_PID={parent}".encode() in environ:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_run_that_ends_before_its_kernel_leaves_no_interpreter(tmp_path: Path) -> None:
+    nb = notebook(tmp_path / "nb.ipynb", "1")
+    run = start_nbjob("run", nb, "--output", tmp_path / "out", "--listener", "no-such-plugin")
+    parent = run.proc.pid
+    result = run.wait()
+    assert result.returncode == 2, result.stderr[-2000:]  # a usage error, before the launch
+    assert "no-such-plugin" in result.stderr
+    assert _early_interpreters(parent) == []
+
+
+def test_an_unused_interpreter_ends_once_nbjob_is_gone() -> None:
+    """nbjob killed outright (no ``discard``): the interpreter reads the end of its stdin and
+    exits on its own, as soon as its imports are done."""
+    code = "from nbjob import early; early.start(); print(early._waiting.pid, flush=True)"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code + "; import os; os._exit(0)"], stdout=subprocess.PIPE, text=True
+    )
+    out, _ = process.communicate(timeout=60)
+    pid = int(out.split()[0])
+    assert wait_until(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=30)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
