@@ -18,7 +18,8 @@ training loop printing every 100 steps, a result cell) and the same cells joined
 For each run: the wall time from launch to exit, launch to the first cell's first line (it
 writes ``time.time()`` to a file), and the training loop's own time (synchronized, measured in
 the code), so an overhead in the loop (messages slowing the GPU work) shows apart from the
-fixed cost of the kernel's start. nbjob's run.json is read for the GPUs it saw and the
+fixed cost of the kernel's start, and from the last cell's result file to the exit (the
+kernel's exit, CUDA's teardown). nbjob's run.json is read for the GPUs it saw and the
 resource figures it kept, and its executor.log for when each phase began (its setup, the
 kernel ready, the probes, the first cell, the end). ``--steps N`` skips the calibration,
 ``--runners script,nbjob`` runs fewer. ``--from JSON...`` renders kept measurements into the
@@ -169,6 +170,7 @@ def run_once(
         row["error"] = (proc.stderr or proc.stdout)[-2000:]
         return row
     row["first_cell_s"] = float(mark.read_text()) - launched
+    row["end_s"] = launched + wall - result.stat().st_mtime  # the last cell's write to exit
     row.update(json.loads(result.read_text()))
     if runner == "nbjob":
         record = json.loads((work / "out" / "run.json").read_text())
@@ -325,8 +327,8 @@ def render(measurements: list[dict[str, Any]]) -> str:
         "Medians:",
         "",
         "| measured | batch | steps | runner | runs | wall time (s) | launch to first cell (s) "
-        "| training loop (s) | overhead vs script |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|",
+        "| training loop (s) | last cell to exit (s) | overhead vs script |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for data in measurements:
         for runner in RUNNERS:
@@ -340,6 +342,7 @@ def render(measurements: list[dict[str, Any]]) -> str:
                 f"| {_fmt(_median(data, runner, 'wall_s'))} "
                 f"| {_fmt(_median(data, runner, 'first_cell_s'))} "
                 f"| {_fmt(_median(data, runner, 'train_s'))} "
+                f"| {_fmt(_median(data, runner, 'end_s'))} "
                 f"| {'' if runner == 'script' else _fmt(over, '+.1%')} |"
             )
     latest = measurements[-1]

@@ -26,13 +26,15 @@ import sys
 from collections.abc import Mapping, Sequence
 
 # What the interpreter runs: ipykernel's imports while it waits for its launch (a line of
-# JSON on stdin: the launcher's arguments, the environment, the folder), then the launcher.
-# Nothing is imported from the folder nbjob started in ('' leaves sys.path first).
+# JSON on stdin: the launcher's arguments, the variables that changed since it started, the
+# folder), then the launcher. What those imports set in the environment stays, as it would
+# in a plain launch. Nothing is imported from the folder nbjob started in ('' leaves sys.path
+# first).
 BOOT = """\
 import sys
 del sys.path[0]
 try:
-    import ipykernel.kernelapp, ipykernel.ipkernel
+    import ipykernel.kernelapp, ipykernel.ipkernel, ipykernel.debugger
 except Exception:
     pass
 import json, os, runpy
@@ -40,9 +42,9 @@ line = sys.stdin.buffer.readline()
 if not line:
     raise SystemExit(0)
 spec = json.loads(line)
-for name in [n for n in os.environ if n not in spec["env"]]:
-    del os.environ[name]
-os.environ.update(spec["env"])
+for name in spec["unset"]:
+    os.environ.pop(name, None)
+os.environ.update(spec["set"])
 os.chdir(spec["cwd"])
 sys.path.insert(0, os.getcwd())
 sys.argv = ["", *spec["argv"]]
@@ -111,7 +113,9 @@ def take(cmd: Sequence[str], env: Mapping[str, str], cwd: str) -> subprocess.Pop
     if mismatch(cmd, env) is not None or process.poll() is not None or process.stdin is None:
         _end(process)
         return None
-    spec = {"argv": list(cmd[3:]), "env": env, "cwd": cwd}
+    changed = {k: v for k, v in env.items() if _started_env.get(k) != v}
+    unset = [k for k in _started_env if k not in env]
+    spec = {"argv": list(cmd[3:]), "set": changed, "unset": unset, "cwd": cwd}
     try:
         process.stdin.write(json.dumps(spec).encode() + b"\n")
         process.stdin.close()

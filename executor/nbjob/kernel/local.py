@@ -117,6 +117,12 @@ class LocalKernel(KernelSession):
     def kernelspecs(self) -> dict[str, dict[str, Any]]:
         return installed_kernels()
 
+    def describe(self) -> dict[str, Any]:
+        """The kind, and ``started_early`` where the kernel is the interpreter ``nbjob run``
+        started before its imports (``nbjob.early``)."""
+        early = getattr(getattr(self.km, "provisioner", None), "took_early", False)
+        return {"kind": self.kind, **({"started_early": True} if early else {})}
+
     # -- start ---------------------------------------------------------------------------------
 
     def start(self) -> None:

@@ -16,14 +16,17 @@ from nbjob import early
 
 
 class EarlyProvisioner(LocalProvisioner):
-    """``LocalProvisioner`` whose first launch takes the early interpreter where it can."""
+    """``LocalProvisioner`` whose first launch takes the early interpreter where it can
+    (``took_early`` says whether it did)."""
+
+    took_early = False
 
     async def launch_kernel(self, cmd: list[str], **kwargs: Any) -> Any:
         env, cwd = kwargs.get("env") or os.environ, kwargs.get("cwd") or os.getcwd()
         process = early.take(cmd, env, str(cwd))
         if process is None:
             return await super().launch_kernel(cmd, **kwargs)
-        self.process, self.pid, self.cwd = process, process.pid, cwd
+        self.process, self.pid, self.cwd, self.took_early = process, process.pid, cwd, True
         with contextlib.suppress(OSError):
             self.pgid = os.getpgid(process.pid)
         return self.connection_info
