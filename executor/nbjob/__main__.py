@@ -1,3 +1,3 @@
-from nbjob.cli import main
+from nbjob.early import main
 
 raise SystemExit(main())
