@@ -422,3 +422,13 @@ def test_a_refreshed_run_has_its_cells_rendered_ahead_by_the_renderer(tmp_path: 
     head, _, tail = report.render(stored, tmp_path, "nb").rpartition(b"</body>")
     page = (out / "nb.html").read_bytes()  # nbjob's resources chart goes before </body>
     assert page.startswith(head) and page.endswith(b"</body>" + tail)
+
+
+def test_a_lone_colour_escape_still_gets_its_page(tmp_path: Path) -> None:
+    """``\\x1b[38m`` with no colour after it fails nbconvert's page (IndexError); a cell that
+    printed one still gets its report, the text shown."""
+    nb = nbformat.v4.new_notebook()
+    out = nbformat.v4.new_output("stream", name="stdout", text="\x1b[38mlone fg \x1b[1;48mbold\n")
+    nb.cells = [nbformat.v4.new_code_cell("print(...)", outputs=[out])]
+    page = report.render(nb, tmp_path).decode()
+    assert 'lone fg <span class="ansi-bold">bold\n</span>' in page

@@ -221,8 +221,10 @@ def _span(fg: Color, bg: Color, bold: bool, underline: bool, inverse: bool) -> t
 
 def _extended_color(numbers: list[int]) -> Color:
     """The colour of ``38;5;n`` (256 colours) or ``38;2;r;g;b`` (24-bit), its numbers taken
-    from ``numbers``. ValueError for an invalid one; IndexError for ``38`` alone, as nbconvert
-    (whose render then fails)."""
+    from ``numbers``. ValueError for an invalid one, ``38`` alone too (nbconvert's IndexError
+    there fails the whole page: here the text shows in the colour it had)."""
+    if not numbers:
+        raise ValueError()
     n = numbers.pop(0)
     if n == 2 and len(numbers) >= 3:
         r, g, b = numbers.pop(0), numbers.pop(0), numbers.pop(0)
