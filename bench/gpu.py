@@ -181,7 +181,7 @@ def run_once(
         row["status"], row["gpus"] = record.get("status"), record.get("gpus")
         row["resources"] = record.get("resources")
         row["report"] = (record.get("report") or {}).get("name")
-        row["started_early"] = (record.get("kernel") or {}).get("started_early", False)
+        row["early_start"] = (record.get("kernel") or {}).get("early_start", False)
         row["phases"] = phases(work / "out" / "executor.log", launched, launched + wall)
     return row
 

@@ -337,7 +337,7 @@ def _stopped_run(tmp_path: Path, *flags: str) -> Path:
     proc = start_nbjob("run", nb, "--output", out, *flags)
     try:
         log = out / "executor.log"
-        assert wait_until(lambda: log.exists() and '"started' in log.read_text(), 60)
+        assert wait_until(lambda: log.exists() and '"text": "started' in log.read_text(), 60)
         proc.proc.send_signal(signal.SIGTERM)
         result = proc.wait(timeout=40)
     finally:

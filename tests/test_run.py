@@ -444,7 +444,8 @@ def test_signal_stores_partial_results_exit_143(tmp_path: Path, sig: signal.Sign
     try:
         assert wait_until(
             lambda: (
-                (out / "executor.log").exists() and '"started' in (out / "executor.log").read_text()
+                (out / "executor.log").exists()
+                and '"text": "started' in (out / "executor.log").read_text()
             ),
             60,
         )

@@ -36,7 +36,7 @@ def _facts(tmp_path: Path, name: str, early_kernel: str) -> dict[str, Any]:
     result = run_nbjob("run", nb, "--output", tmp_path / name, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     kernel = json.loads((tmp_path / name / "run.json").read_text())["kernel"]
-    assert kernel.get("started_early", False) == (early_kernel == "1")
+    assert kernel.get("early_start", False) == (early_kernel == "1")
     data: dict[str, Any] = json.loads(facts.read_text())
     data["env"] = {k: v for k, v in data["env"].items() if k not in PER_RUN}
     data["argv"] = [a for a in data["argv"] if not a.endswith(".json")]  # its connection file
@@ -44,16 +44,16 @@ def _facts(tmp_path: Path, name: str, early_kernel: str) -> dict[str, Any]:
 
 
 def test_the_early_kernel_is_the_kernel_a_plain_launch_starts(tmp_path: Path) -> None:
-    started_early = _facts(tmp_path, "early", "1")
+    early_start = _facts(tmp_path, "early", "1")
     plain = _facts(tmp_path, "plain", "0")
     # it was the early interpreter: `python -c` (nbjob.early.BOOT), not `-m ipykernel_launcher`
-    assert started_early.pop("orig_argv")[1] == "-c"
+    assert early_start.pop("orig_argv")[1] == "-c"
     assert plain.pop("orig_argv")[1:3] == ["-m", "ipykernel_launcher"]
-    assert started_early["parent"] != plain["parent"]  # each run's own nbjob
-    started_early.pop("parent"), plain.pop("parent")
-    env_a, env_b = started_early.pop("env"), plain.pop("env")
+    assert early_start["parent"] != plain["parent"]  # each run's own nbjob
+    early_start.pop("parent"), plain.pop("parent")
+    env_a, env_b = early_start.pop("env"), plain.pop("env")
     assert {k for k in env_a.keys() | env_b.keys() if env_a.get(k) != env_b.get(k)} == set()
-    assert started_early == plain
+    assert early_start == plain
     assert plain["cwd"] == str((tmp_path / "work").resolve())
     assert plain["session_leader"] and plain["stdin"] == ""
 

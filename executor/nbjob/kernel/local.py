@@ -118,10 +118,10 @@ class LocalKernel(KernelSession):
         return installed_kernels()
 
     def describe(self) -> dict[str, Any]:
-        """The kind, and ``started_early`` where the kernel is the interpreter ``nbjob run``
+        """The kind, and ``early_start`` where the kernel is the interpreter ``nbjob run``
         started before its imports (``nbjob.early``)."""
         early = getattr(getattr(self.km, "provisioner", None), "took_early", False)
-        return {"kind": self.kind, **({"started_early": True} if early else {})}
+        return {"kind": self.kind, **({"early_start": True} if early else {})}
 
     # -- start ---------------------------------------------------------------------------------
 
