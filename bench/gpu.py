@@ -325,11 +325,9 @@ def render(measurements: list[dict[str, Any]]) -> str:
         f"On {m.get('gpu')} (driver, memory: {m.get('nvidia_smi')}), {m.get('cpus')} CPUs, "
         f"Python {m.get('python')}, torch {m.get('torch')}, lent by the device tool for a few "
         "minutes: a small CNN (bf16 autocast, 64x64 synthetic images on the GPU, a line "
-        "printed every 100 steps; batch 256, then 1024 so that the GPU, not the CPU's "
-        "launching of kernels, sets the loop's pace, as in a training job) as a 5-cell notebook "
-        "through `nbjob run` (the default: report, resource sampler), through `jupyter "
-        "execute` (nbclient), and as the same cells in `python script.py`; runners in turns. "
-        "Medians:",
+        f"printed every 100 steps; {batches(measurements)}) as a 5-cell notebook through "
+        "`nbjob run` (the default: report, resource sampler), through `jupyter execute` "
+        "(nbclient), and as the same cells in `python script.py`; runners in turns. Medians:",
         "",
         "| measured | batch | steps | runner | runs | wall time (s) | launch to first cell (s) "
         "| training loop (s) | last cell to exit (s) | overhead vs script |",
@@ -386,6 +384,15 @@ def render(measurements: list[dict[str, Any]]) -> str:
         END,
     ]
     return "\n".join(lines)
+
+
+def batches(measurements: list[dict[str, Any]]) -> str:
+    """The batch sizes measured, and why the larger one where it was."""
+    sizes = sorted({d.get("batch", 256) for d in measurements})
+    text = "batch " + " and ".join(map(str, sizes))
+    if any(size >= BATCH for size in sizes):
+        text += f" ({BATCH}: the GPU, not the CPU's launching of kernels, sets the loop's pace)"
+    return text
 
 
 def _runs(data: dict[str, Any], runner: str, key: str) -> str:
