@@ -14,7 +14,7 @@ reached. So the client's SUB socket has an unbounded receive queue (RCVHWM 0, se
 client's own ZMQ context before it connects): libzmq's I/O thread, which needs no GIL, takes
 every message off the connection as it arrives, however busy or stalled the main loop is. The
 kernel's PUB end cannot be configured from outside (ipykernel sets no HWM and offers no option
-for it), so an IPython kernel binds one more endpoint without a limit (``_unbounded_kernel_iopub``).
+for it), so an IPython kernel binds one more endpoint without a limit (``handshake``).
 The main loop polls the shell and SUB sockets directly, with no thread in between: a relay
 thread that drained SUB into an in-process socket saved no message in a flood with the main
 loop stalled, and cost a thread wake-up per message and up to 0.1 s at shutdown.
@@ -33,7 +33,6 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ import zmq
 
 from nbjob import logs, reaper
 from nbjob.errors import DeadKernelError, EnvironmentUnfitError, NoSuchKernelError
+from nbjob.kernel import handshake
 from nbjob.kernel.base import Channel, KernelSession, Message
 from nbjob.kernel.specs import (
     IPYKERNEL_OPTIONS,
@@ -50,31 +50,6 @@ from nbjob.kernel.specs import (
     spec_manager,
     writable_homes,
 )
-
-# Evaluated in an IPython kernel before nbjob subscribes to its IOPub (_unbounded_kernel_iopub):
-# in the IOPub thread, lift the send limit and bind one more endpoint, whose listener copies
-# the new limit (libzmq copies a socket's options into each listener when it binds).
-KERNEL_IOPUB_UNBOUNDED = """
-def _nbjob_unbounded(endpoint):
-    import threading, zmq
-    from ipykernel.kernelapp import IPKernelApp
-    thread = IPKernelApp.instance().iopub_thread
-    done, box = threading.Event(), []
-    def bind():
-        try:
-            thread.socket.setsockopt(zmq.SNDHWM, 0)
-            if endpoint.startswith("tcp://"):
-                box.append(thread.socket.bind_to_random_port(endpoint))
-            else:
-                thread.socket.bind(endpoint)
-                box.append(0)
-        finally:
-            done.set()
-    thread.schedule(bind)
-    done.wait(5)
-    return box[0] if box else -1
-"""
-IPC_IOPUB_PORT = 4242  # the extra endpoint's number when the kernel talks over Unix sockets
 
 
 def describe_exit(code: int | None) -> str:
@@ -183,97 +158,12 @@ class LocalKernel(KernelSession):
         self.client = self.km.client()
         self.client.context.setsockopt(zmq.RCVHWM, 0)  # this client's own context, pre-connect
         self.client.start_channels(iopub=False, hb=False)  # liveness is the exit status
-        self._unbounded_kernel_iopub()
+        handshake.unbounded_iopub(self)
         self.client.iopub_channel.start()
-        self.info = self._wait_ready()
+        self.info = handshake.wait_ready(self)
         self._poller = zmq.Poller()
         self._poller.register(self.client.shell_channel.socket, zmq.POLLIN)
         self._poller.register(self.client.iopub_channel.socket, zmq.POLLIN)
-
-    def _shell_reply(self, msg_id: str, end: float) -> dict[str, Any] | None:
-        from queue import Empty
-
-        while time.monotonic() < end and self.alive():
-            try:
-                msg = self.client.shell_channel.get_msg(timeout=0.2)
-            except Empty:
-                continue
-            if msg["parent_header"].get("msg_id") == msg_id:
-                return dict(msg["content"])
-        return None
-
-    def _unbounded_kernel_iopub(self) -> None:
-        """Subscribe to an IPython kernel's IOPub on an endpoint without a send limit.
-
-        ipykernel's IOPub socket drops messages for a subscriber 1,000 behind and has no
-        option for it; the limit is copied into each endpoint when it is bound. So, before
-        nbjob subscribes, the kernel's IOPub thread lifts the limit and binds one more
-        endpoint (same transport, loopback or this run's private socket folder), and the
-        client subscribes there. Other kernels, or any failure: the usual endpoint.
-        """
-        end = time.monotonic() + self.startup_timeout
-        info = self._shell_reply(self.client.kernel_info(), end)
-        if info is None or info.get("implementation") != "ipython":
-            return
-        if self.client.transport == "ipc":
-            endpoint = f"ipc://{self.client.ip}-{IPC_IOPUB_PORT}"
-        else:
-            endpoint = f"tcp://{self.client.ip}"
-        call = f"(_nbjob_unbounded({endpoint!r}), globals().pop('_nbjob_unbounded'))[0]"
-        msg_id = self.client.execute(
-            KERNEL_IOPUB_UNBOUNDED,
-            silent=True,
-            store_history=False,
-            allow_stdin=False,
-            user_expressions={"port": call},
-        )
-        reply = self._shell_reply(msg_id, min(end, time.monotonic() + 10)) or {}
-        result = reply.get("user_expressions", {}).get("port", {})
-        try:
-            port = int(result.get("data", {}).get("text/plain", "-1"))
-        except ValueError:
-            return
-        if port >= 0:
-            self.client.iopub_port = port or IPC_IOPUB_PORT
-
-    def _wait_ready(self) -> dict[str, Any]:
-        """The kernel_info reply, once IOPub is subscribed too.
-
-        A SUB socket joins late: what the kernel publishes before the subscription is in place
-        is lost, and a cell whose 'idle' is lost would never end. So the kernel is ready when
-        it has answered kernel_info and any IOPub message has arrived (``iopub_welcome``, or the
-        status of a kernel_info request); without one the request is sent again. Unlike
-        ``wait_for_ready`` this adds no fixed wait once the kernel answers.
-        """
-        from queue import Empty
-
-        shell, iopub = self.client.shell_channel, self.client.iopub_channel
-        end = time.monotonic() + self.startup_timeout
-        reply: dict[str, Any] | None = None
-        subscribed = False
-        while time.monotonic() < end:
-            self.client.kernel_info()
-            settle = time.monotonic() + (0.2 if reply else min(1.0, end - time.monotonic()))
-            while time.monotonic() < settle:
-                if reply is None and shell.msg_ready():
-                    msg = shell.get_msg(timeout=0)
-                    if msg["msg_type"] == "kernel_info_reply":
-                        reply = msg["content"]
-                        settle = time.monotonic() + 0.2
-                try:
-                    iopub.get_msg(timeout=0.02)
-                    subscribed = True
-                except Empty:
-                    pass
-                if reply is not None and subscribed:
-                    while iopub.msg_ready():  # drop what is queued (strays are ignored anyway)
-                        iopub.get_msg(timeout=0)
-                    return reply
-            if not self.alive():
-                raise self.died("while starting")
-        raise EnvironmentUnfitError(
-            f"kernel {self.name!r} did not answer within {self.startup_timeout:g} s"
-        )
 
     def _spec_language(self) -> str:
         return str(self.km.kernel_spec.language or "") if self.km is not None else ""
