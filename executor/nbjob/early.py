@@ -12,9 +12,10 @@ same ``sys.argv``, ``sys.path``, working folder and environment, the same proces
 
 The interpreter is used only where it is what jupyter_client would have started: the same
 Python, ``-m ipykernel_launcher``, and an environment that differs from the one it started
-with only in what nbjob and Jupyter set for the kernel (``LATE``), none of which the import
-reads. Anything else (another kernel, another Python, an overlay's, a remote kernel) and it
-is ended (``discard``): the launch goes on as before. ``NBJOB_EARLY_KERNEL=0`` turns it off.
+with only in what nbjob and Jupyter set for the kernel (``LATE_PREFIXES``, the writable
+homes), none of which the import reads. Anything else (another kernel, another Python, an
+overlay's, a remote kernel) and it is ended (``discard``): the launch goes on as before.
+``NBJOB_EARLY_KERNEL=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -52,13 +53,12 @@ sys.argv = ["", *spec["argv"]]
 runpy.run_module("ipykernel_launcher", run_name="__main__", alter_sys=True)
 """
 LAUNCHER = "ipykernel_launcher"
+# What every local kernel's environment has unless nbjob's own sets it (``kernel.local``).
+KERNEL_DEFAULTS = {"PYDEVD_DISABLE_FILE_VALIDATION": "1"}
 # Variables that may differ from the interpreter's start to the launch (set before the
 # launcher runs; nothing imported first reads them): nbjob's and Jupyter's own for the kernel,
 # and the writable homes (``kernel.specs.HOME_FOLDERS``).
 LATE_PREFIXES = ("NBJOB_", "JPY_")
-LATE = frozenset(
-    {"IPYTHONDIR", "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "MPLCONFIGDIR"}
-)
 OFF = "NBJOB_EARLY_KERNEL"
 
 _waiting: subprocess.Popen[bytes] | None = None
@@ -71,8 +71,7 @@ def start() -> None:
     global _waiting, _started_env
     if _waiting is not None or os.environ.get(OFF, "").strip() in ("0", "false", "no"):
         return
-    env = dict(os.environ)
-    env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")  # as kernel.local sets it
+    env = {**KERNEL_DEFAULTS, **os.environ}
     env["JPY_PARENT_PID"] = str(os.getpid())  # as jupyter_client's launcher sets it
     with contextlib.suppress(OSError):
         _waiting = subprocess.Popen(
@@ -103,10 +102,12 @@ def waiting() -> bool:
 def mismatch(cmd: Sequence[str], env: Mapping[str, str]) -> str | None:
     """Why the waiting interpreter cannot be the kernel ``cmd`` with ``env`` starts; None
     when it can."""
+    from nbjob.kernel.specs import HOME_FOLDERS  # imported by the launch already
+
     if list(cmd[:3]) != [sys.executable, "-m", LAUNCHER]:
         return "another kernel command"
     for name in sorted(set(env) | set(_started_env)):
-        late = name.startswith(LATE_PREFIXES) or name in LATE
+        late = name.startswith(LATE_PREFIXES) or name in HOME_FOLDERS
         if not late and env.get(name) != _started_env.get(name):
             return f"{name} differs"
     return None

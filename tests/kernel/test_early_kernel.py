@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from nbjob import early
-from support import notebook, run_nbjob, start_nbjob, wait_until
+from support import notebook, run_nbjob, running, start_nbjob, wait_until
 
 # What a cell sees of its kernel's process (written to FACTS).
 FACTS = """\
@@ -121,11 +121,4 @@ def test_an_unused_interpreter_ends_once_nbjob_is_gone() -> None:
     )
     out, _ = process.communicate(timeout=60)
     pid = int(out.split()[0])
-    assert wait_until(lambda: not Path(f"/proc/{pid}").exists() or _zombie(pid), timeout=30)
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+    assert wait_until(lambda: not running(pid), timeout=30)

@@ -15,7 +15,7 @@ starts a process ``e2e`` and fails a test outside that layer that starts one any
   ``nbjob_env``, ``Result``, ``NbjobProcess``, ``NBJOB``;
 - processes: ``start_server`` / ``serve`` (start with a log, bounded readiness, stop by PID or
   process group with a bounded wait, then SIGKILL), ``ServerProcess``, ``wait_ready``,
-  ``descendants``;
+  ``descendants``, ``running``;
 - s3: moto on loopback (``moto_server``), ``S3Server``, the fake credentials, ``s3_env``;
 - proxy: ``FlakyProxy``, a failing HTTP proxy in a thread;
 - net and timing: ``free_port(s)``, ``answers``, ``serves``, ``wait_until``, ``wait_idle``
@@ -46,6 +46,7 @@ from .processes import (
     ServerProcess,
     descendants,
     pid_exists,
+    running,
     serve,
     start_server,
     wait_ready,
@@ -90,6 +91,7 @@ __all__ = [
     "read_json",
     "results",
     "run_nbjob",
+    "running",
     "s3_env",
     "serve",
     "serves",

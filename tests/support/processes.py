@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .e2e import starts_processes
 
-__all__ = ["ServerProcess", "descendants", "serve", "start_server", "wait_ready"]
+__all__ = ["ServerProcess", "descendants", "running", "serve", "start_server", "wait_ready"]
 
 
 @dataclass
@@ -53,11 +53,11 @@ class ServerProcess:
         if self.alive():
             self._signal(signal.SIGTERM)
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and (self.alive() or any(map(_alive, below))):
+        while time.monotonic() < deadline and (self.alive() or any(map(running, below))):
             if tree and self.alive():
                 below |= descendants(self.pid)
             time.sleep(0.05)
-        left = [pid for pid in below if _alive(pid)]
+        left = [pid for pid in below if running(pid)]
         if self.alive():
             left.insert(0, self.pid)
             self._signal(signal.SIGKILL)
@@ -185,7 +185,7 @@ def pid_exists(pid: int) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
+def running(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie does not)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -39,7 +39,7 @@ from typing import Any
 
 import zmq
 
-from nbjob import logs, reaper
+from nbjob import early, logs, reaper
 from nbjob.errors import DeadKernelError, EnvironmentUnfitError, NoSuchKernelError
 from nbjob.kernel import handshake
 from nbjob.kernel.base import Channel, KernelSession, Message
@@ -126,8 +126,7 @@ class LocalKernel(KernelSession):
         from nbjob.kernel.provisioner import adopt_early
         from nbjob.kernel.session import LeanSession
 
-        env = {**os.environ, **self.env}
-        env.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+        env = {**early.KERNEL_DEFAULTS, **os.environ, **self.env}
         if self.ipc_dir is not None:  # in the work folder
             env.update(writable_homes(env, self.ipc_dir.parent / "home"))
         try:
