@@ -57,6 +57,8 @@ RUNNERS = ("script", "nbjob", "nbclient")
 # usual state) rather than the CPU's launching of kernels, which the lent machine's runtime
 # makes jittery (at 256 the same loop's runs scattered from 48.7 to 56.6 s).
 BATCH = 1024
+FIRST_BATCH = 256  # the batch of the measurements kept from before --batch (they name none)
+WARM_STEPS = 50  # steps before the steady pace (cuDNN's autotuning done): calibration skips them
 
 CELLS = [
     # the bench's own first line: launch to first cell
@@ -64,7 +66,7 @@ CELLS = [
     "with open(os.environ['BENCH_MARK'], 'w') as f:\n"
     "    f.write(repr(time.time()))\n"
     "steps = int(os.environ['BENCH_STEPS'])\n"
-    "batch = int(os.environ.get('BENCH_BATCH', '256'))",
+    f"batch = int(os.environ.get('BENCH_BATCH', '{FIRST_BATCH}'))",
     "import torch\n"
     "from torch import nn\n"
     "torch.manual_seed(0)\n"
@@ -96,7 +98,7 @@ CELLS = [
     "    opt.step()\n"
     "    if step % 100 == 0:\n"
     "        print(f'step {step} loss {loss.item():.4f}', flush=True)\n"
-    "    if step == 49:  # warmed up (cuDNN's autotuning done): the steady pace from here\n"
+    f"    if step == {WARM_STEPS - 1}:  # warmed up (cuDNN's autotuning done): the steady pace\n"
     "        sync()\n"
     "        t50 = time.perf_counter()\n"
     "sync()\n"
@@ -211,7 +213,7 @@ def calibrate(nb: Path, script: Path, seconds: float, root: Path, batch: int) ->
     probe = run_once("script", nb, script, 300, root, batch)
     if "error" in probe:
         raise SystemExit(f"calibration run failed: {probe['error']}")
-    per_step = probe["steady_s"] / (probe["steps"] - 50)
+    per_step = probe["steady_s"] / (probe["steps"] - WARM_STEPS)
     return max(300, int(seconds / per_step) // 100 * 100)
 
 
@@ -340,7 +342,7 @@ def render(measurements: list[dict[str, Any]]) -> str:
                 continue
             over = overhead(data, runner)
             lines.append(
-                f"| {data['when']} | {data.get('batch', 256)} | {data['steps']} | {runner} "
+                f"| {data['when']} | {batch_of(data)} | {data['steps']} | {runner} "
                 f"| {len(runs)} "
                 f"| {_fmt(_median(data, runner, 'wall_s'))} "
                 f"| {_fmt(_median(data, runner, 'first_cell_s'))} "
@@ -369,7 +371,7 @@ def render(measurements: list[dict[str, Any]]) -> str:
         f"| {_fmt(_phase(latest, 'run_end', 'exit'))} s | {_fmt(fixed)} s |",
         "",
         f"Target (issue 22), nbjob's wall time at most {TARGET:.0%} over the script's, on the "
-        f"latest measurement (batch {latest.get('batch', 256)}, {latest['steps']} steps): "
+        f"latest measurement (batch {batch_of(latest)}, {latest['steps']} steps): "
         f"{_fmt(over, '+.1%')}, {verdict} (the runs' "
         f"wall times: {spread(latest, 'wall_s')}). The "
         f"training loop: {loops(latest)}; the rest is a fixed cost of about "
@@ -386,9 +388,13 @@ def render(measurements: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def batch_of(data: dict[str, Any]) -> int:
+    return int(data.get("batch", FIRST_BATCH))
+
+
 def batches(measurements: list[dict[str, Any]]) -> str:
     """The batch sizes measured, and why the larger one where it was."""
-    sizes = sorted({d.get("batch", 256) for d in measurements})
+    sizes = sorted({batch_of(d) for d in measurements})
     text = "batch " + " and ".join(map(str, sizes))
     if any(size >= BATCH for size in sizes):
         text += f" ({BATCH}: the GPU, not the CPU's launching of kernels, sets the loop's pace)"
