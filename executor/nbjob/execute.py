@@ -12,8 +12,10 @@ what runs or in what order, but the kernel starts the next cell while nbjob stil
 cell's idle and does its bookkeeping (events, record, checkpoint), instead of waiting for it.
 A cell that failed (unless errors are allowed), exited, or came with a stop or a deadline sends
 nothing early. Messages of the cell sent early that come before the cell's idle are held and
-handed to it when it starts (``_Early``). A stop or a deadline winds down the cell that has not
-replied yet (the one sent early, if any); a cell that replied is done and ends as such.
+handed to it when it starts (``_Early``), its comm messages among them, so that an Output
+widget's ``msg_id`` is set and cleared in order with the outputs it captures. A stop or a
+deadline winds down the cell that has not replied yet (the one sent early, if any); a cell that
+replied is done and ends as such.
 
 Progress goes out as events (``nbjob.events``) on a bus: every cell that starts publishes
 ``CellStarted`` and, however it ends (completed, failed, timed out, stopped, kernel died),
@@ -352,15 +354,16 @@ class Executor:
     ) -> dict[str, Any] | None:
         """One message: the cell's IOPub handled, the next cell's held; the cell's
         execute_reply returned."""
+        parent = msg["parent_header"].get("msg_id")
+        early = self._early
+        if parent != msg_id and early is not None and parent == early.msg_id:
+            early.held.append((channel, msg))  # comms too: an Output widget's capture is ordered
+            state.idle_lost = state.idle_lost or (channel == "iopub" and not state.idle)
+            return None
         if channel == "iopub" and msg["msg_type"].startswith("comm_"):
             self.widgets.handle(msg)  # widgets change from any request (threads, callbacks)
             return None
-        parent = msg["parent_header"].get("msg_id")
         if parent != msg_id:
-            early = self._early
-            if early is not None and parent == early.msg_id:
-                early.held.append((channel, msg))
-                state.idle_lost = state.idle_lost or (channel == "iopub" and not state.idle)
             return None  # strays: a silent set-up request's status, an earlier cell's idle
         if channel == "iopub":
             self._handle(index, msg, state)

@@ -14,7 +14,7 @@ import pytest
 from nbjob import events
 from nbjob.errors import DeadKernelError
 from nbjob.execute import Executor
-from nbjob.kernel.fake import FakeKernel, Step, cell, clear, stream
+from nbjob.kernel.fake import FakeKernel, Step, cell, clear, reply, status, stream
 from nbjob.widgets import MIME
 from support import make_notebook, results, run_nbjob
 
@@ -125,6 +125,29 @@ def test_nested_output_widgets_the_one_entered_last_captures() -> None:
     assert [o["text"] for o in got["outer"]] == ["in outer\n"]
     assert [o["text"] for o in got["inner"]] == ["in inner\ninner again\n"]
     assert [o["text"] for o in got["cell"]] == ["cell\n"]
+
+
+def test_a_cell_sent_early_captures_in_order_with_its_outputs_held() -> None:
+    """The next cell's messages that come before this cell's idle are held for it: its Output
+    widget's ``msg_id`` updates are held with them, not applied ahead of the streams (the
+    widget's outputs went to the cell when the updates ran first)."""
+    first = [status("busy"), reply(count=1), Step("iopub", "status", {"execution_state": "idle"},
+             pause=0.3)]  # fmt: skip
+    second = cell(
+        comm_open("o", OUTPUT),
+        update("o", {"msg_id": "fake-2"}),
+        stream("inside\n"),
+        update("o", {"msg_id": ""}),
+        stream("outside\n"),
+        count=2,
+    )
+    kernel = FakeKernel(lambda code: first if code == "first" else second)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("first"), nbformat.v4.new_code_cell("second")]
+    Executor(kernel, events.Bus()).run(nb)
+    assert [o["text"] for o in nb.cells[1].outputs] == ["outside\n"]
+    state = nb.metadata["widgets"][MIME]["state"]["o"]["state"]
+    assert [o["text"] for o in state["outputs"]] == ["inside\n"]
 
 
 def test_clear_wait_in_an_output_widget_waits_for_the_next_output() -> None:
