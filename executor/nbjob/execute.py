@@ -1,10 +1,10 @@
 """Send cells to the kernel one at a time and turn its messages into nbformat outputs.
 
-The only module that interprets the Jupyter messaging protocol. One loop takes the session's
-shell and IOPub messages (``KernelSession.next_message``) with a short timeout, so a stop
-request, a time limit or a dead kernel is noticed within ``POLL_S`` seconds whatever the cell
-is doing. A cell is done only when both
-its ``execute_reply`` and its ``status: idle`` have arrived (their order is not guaranteed).
+With ``nbjob.iopub`` (a running cell's IOPub messages as outputs), the only module that
+interprets the Jupyter messaging protocol. One loop takes the session's shell and IOPub messages
+(``KernelSession.next_message``) with a short timeout, so a stop request, a time limit or a dead
+kernel is noticed within ``POLL_S`` seconds whatever the cell is doing. A cell is done only when
+both its ``execute_reply`` and its ``status: idle`` have arrived (their order is not guaranteed).
 
 The next cell's request goes out as soon as the cell's ``execute_reply`` says it is done and the
 run goes on (``Executor._send_next``): the kernel has finished executing it, so nothing changes in
@@ -45,9 +45,10 @@ from nbjob.errors import (
     cell_name,
 )
 from nbjob.events import CellState, CellStatus
+from nbjob.iopub import RunningCell
 from nbjob.kernel import KernelSession
 from nbjob.logs import now_iso
-from nbjob.outputs import CellOutputs, Displays, pager_outputs, timestamp
+from nbjob.outputs import Displays, pager_outputs, timestamp
 from nbjob.stop import StopToken
 from nbjob.widgets import WidgetState
 
@@ -61,24 +62,7 @@ NO_IDLE_WARNING = (
 INTERRUPT_WAIT_S = 5.0  # after an interrupt, how long the cell may take to wind down
 EXIT_VALUES = ("", "0", "None", "False")  # SystemExit codes that mean success
 SKIP_TAG = "skip-execution"
-SCRAP_MIME = "application/scrapbook.scrap."  # json+json, text+json, ...
-_CAPTURED = ("stream", "display_data", "execute_result", "error", "clear_output")
-_STATUS_KEYS = {s: f"iopub.status.{s}" for s in ("busy", "idle")}  # not a new key every cell
 RAISES_TAG = "raises-exception"
-
-
-class _Cell:
-    """One running cell: its outputs (``nbjob.outputs``) and whether its idle came."""
-
-    def __init__(self, cell: Any, max_bytes: int, displays: Displays) -> None:
-        self.cell = cell
-        self.out = CellOutputs(cell.outputs, max_bytes, displays)
-        self.idle = False
-        self.idle_lost = False  # the next cell's IOPub came first: this one's idle never will
-
-    @property
-    def truncated(self) -> bool:
-        return self.out.truncated
 
 
 @dataclass
@@ -158,7 +142,9 @@ class Executor:
     def run_cell(self, index: int, cell: Any, following: int | None = None) -> CellState:
         """Run one cell (``following``: the code cell after it, sent early when this one
         replied); its final state, published as ``CellEnded`` however it ended."""
-        state = _Cell(cell, self.max_output_bytes, self.displays)
+        state = RunningCell(
+            index, cell, self.max_output_bytes, self.displays, self.widgets, self.bus
+        )
         started_at, t0 = now_iso(), time.monotonic()
         self._update(index, status=CellStatus.RUNNING, started_at=started_at)
         # The kernel's dates, as nbclient records them: a plain dict (a NotebookNode costs
@@ -204,7 +190,7 @@ class Executor:
         new = self.results[index] = replace(self.results.get(index) or CellState(index), **changes)
         return new
 
-    def _end(self, index: int, state: _Cell, t0: float) -> CellState:
+    def _end(self, index: int, state: RunningCell, t0: float) -> CellState:
         """The cell is over: its outputs finished, its end in the notebook and on the bus."""
         state.out.finish()
         self.widgets.write(self.nb)
@@ -222,7 +208,7 @@ class Executor:
         self,
         index: int,
         msg_id: str,
-        state: _Cell,
+        state: RunningCell,
         deadline: float | None,
         following: int | None = None,
         held: list[tuple[str, dict[str, Any]]] | None = None,
@@ -292,14 +278,14 @@ class Executor:
         return reply
 
     def _replied(
-        self, index: int, state: _Cell, reply: dict[str, Any], following: int | None
+        self, index: int, state: RunningCell, reply: dict[str, Any], following: int | None
     ) -> None:
         """The cell replied: ``on_reply``, then the ``following`` cell may be sent."""
         if self.on_reply is not None:
             self.on_reply(index)
         self._send_next(state, reply, following)
 
-    def _send_next(self, state: _Cell, reply: dict[str, Any], following: int | None) -> None:
+    def _send_next(self, state: RunningCell, reply: dict[str, Any], following: int | None) -> None:
         """The ``following`` cell's request, now that this one replied, if the run goes on
         after it (no stop, no deadline passed, not failed or exited)."""
         if following is None or self._early is not None or self.stop.requested:
@@ -312,14 +298,14 @@ class Executor:
             self._early = _Early(following, self.kernel.execute(source, store_history=True))
 
     @staticmethod
-    def _name(index: int, state: _Cell) -> str:
+    def _name(index: int, state: RunningCell) -> str:
         return cell_name(index, state.cell.execution_count)
 
     def _wind_down(
         self,
         index: int,
         msg_id: str,
-        state: _Cell,
+        state: RunningCell,
         status: CellStatus,
         wait: float,
     ) -> None:
@@ -335,7 +321,7 @@ class Executor:
     # -- messages ------------------------------------------------------------------------------
 
     def _recv(
-        self, index: int, msg_id: str, state: _Cell, wait: float
+        self, index: int, msg_id: str, state: RunningCell, wait: float
     ) -> tuple[int, dict[str, Any] | None]:
         """Take up to DRAIN messages, the first within ``wait`` s; IOPub ones are handled.
 
@@ -350,7 +336,7 @@ class Executor:
         return DRAIN, reply
 
     def _route(
-        self, index: int, msg_id: str, state: _Cell, channel: str, msg: dict[str, Any]
+        self, index: int, msg_id: str, state: RunningCell, channel: str, msg: dict[str, Any]
     ) -> dict[str, Any] | None:
         """One message: the cell's IOPub handled, the next cell's held; the cell's
         execute_reply returned."""
@@ -366,68 +352,13 @@ class Executor:
         if parent != msg_id:
             return None  # strays: a silent set-up request's status, an earlier cell's idle
         if channel == "iopub":
-            self._handle(index, msg, state)
+            state.handle(msg)
             return None
         return msg if msg.get("msg_type") == "execute_reply" else None
 
-    def _drain_iopub(self, index: int, msg_id: str, state: _Cell) -> None:
+    def _drain_iopub(self, index: int, msg_id: str, state: RunningCell) -> None:
         """Keep what is already waiting (a dying kernel's last output)."""
         self._recv(index, msg_id, state, 0.0)
-
-    def _handle(self, index: int, msg: dict[str, Any], state: _Cell) -> None:
-        kind, content = msg["msg_type"], msg["content"]
-        if kind in _CAPTURED and self._captured(index, msg):
-            return
-        if kind == "status":
-            execution_state = content.get("execution_state")
-            key = _STATUS_KEYS.get(execution_state)
-            if key is not None:
-                state.cell.metadata["execution"][key] = timestamp(msg)
-            state.idle = state.idle or execution_state == "idle"
-        elif kind == "execute_input":
-            state.cell.metadata["execution"]["iopub.execute_input"] = timestamp(msg)
-            state.cell.execution_count = content.get("execution_count")
-        elif kind == "stream":
-            self.bus.publish(
-                events.CellOutput(index, content.get("name", "stdout"), content.get("text", ""))
-            )
-            state.out.stream(content.get("name", "stdout"), content.get("text", ""))
-        elif kind in ("display_data", "execute_result", "error"):
-            self._metrics(index, content.get("data") or {})
-            display_id = (content.get("transient") or {}).get("display_id")
-            state.out.add(nbformat.v4.output_from_msg(msg), display_id)
-        elif kind == "update_display_data":
-            self.displays.update(content)
-        elif kind == "clear_output":
-            state.out.clear(bool(content.get("wait")))
-
-    def _metrics(self, index: int, data: dict[str, Any]) -> None:
-        """scrapbook ``glue`` outputs: ``{"name", "data", "encoder"}`` under a scrap mimetype."""
-        for mime, scrap in data.items():
-            if mime.startswith(SCRAP_MIME) and isinstance(scrap, dict) and "name" in scrap:
-                self.bus.publish(
-                    events.CellMetric(
-                        index, str(scrap["name"]), scrap.get("data"), scrap.get("encoder", "")
-                    )
-                )
-
-    def _captured(self, index: int, msg: dict[str, Any]) -> bool:
-        """An ``ipywidgets.Output`` is capturing this request: the output goes to the widget."""
-        target = self.widgets.capturing(msg["parent_header"].get("msg_id", ""))
-        if target is None:
-            return False
-        kind, content = msg["msg_type"], msg["content"]
-        if kind == "clear_output":
-            self.widgets.clear(target, wait=bool(content.get("wait")))
-            return True
-        if kind == "stream":
-            name, text = content.get("name", "stdout"), content.get("text", "")
-            self.bus.publish(events.CellOutput(index, name, text))  # the log keeps it all
-            output = nbformat.v4.new_output("stream", name=name, text=text)
-        else:
-            output = nbformat.v4.output_from_msg(msg)
-        self.widgets.capture(target, dict(output))
-        return True
 
 
 def code_cells(nb: Any) -> list[int]:
