@@ -195,6 +195,29 @@ def test_another_hosts_lease_is_watched(tmp_path: Path, monkeypatch: pytest.Monk
     held.release()
 
 
+def test_from_outside_a_lease_shows_life_by_a_live_pid_here_or_a_recent_heartbeat(
+    tmp_path: Path,
+) -> None:
+    """What ``nbjob watch`` asks of a quiet run's destination: the newest lease shows life."""
+    storage, dest = Storage(), Destination(str(tmp_path))
+    assert not lease.shows_life(storage, dest)  # no lease at all
+    old = "2020-01-01T00:00:00.000+00:00"
+    storage.create_exclusive(dest.lease_file(1), lease_data(heartbeat_at=old))
+    assert not lease.shows_life(storage, dest)  # another host's, not renewed for years
+    storage.create_exclusive(dest.lease_file(2), lease_data(heartbeat_at=logs.now_iso()))
+    assert lease.shows_life(storage, dest)  # the newest one was renewed just now
+    here = lease_data(host=socket.gethostname(), pid=os.getppid(), heartbeat_at=old)
+    storage.create_exclusive(dest.lease_file(3), here)
+    assert lease.shows_life(storage, dest)  # a live process of this host, however old its beat
+    dead = os.fork()
+    if dead == 0:
+        os._exit(0)
+    os.waitpid(dead, 0)
+    recent = lease_data(host=socket.gethostname(), pid=dead, heartbeat_at=logs.now_iso())
+    storage.create_exclusive(dest.lease_file(4), recent)
+    assert not lease.shows_life(storage, dest)  # its process is gone from this host
+
+
 def test_a_holder_whose_lease_was_taken_over_knows_it(tmp_path: Path) -> None:
     storage, dest = Storage(), Destination(str(tmp_path))
     held = lease.acquire(storage, dest, "r", "t", 2.0)

@@ -27,7 +27,6 @@ unleased, and says so (``Unleased``).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import secrets
@@ -105,14 +104,7 @@ class Holder:
 
     def heartbeat_age(self) -> float | None:
         """Seconds since its heartbeat by this host's clock (None: none readable)."""
-        text = self.data.get("heartbeat_at")
-        try:
-            when = dt.datetime.fromisoformat(str(text))
-        except ValueError:
-            return None
-        if when.tzinfo is None:
-            return None
-        return (dt.datetime.now(dt.timezone.utc) - when).total_seconds()
+        return logs.age_s(self.data.get("heartbeat_at"))
 
 
 _TOKENS: dict[str, str] = {}  # lease URL -> token, for the leases this process holds
@@ -300,6 +292,19 @@ def _stale(holder: Holder, watched: dict[int, tuple[bytes, float]], stale_s: flo
         return True
     first = watched.setdefault(holder.generation, (holder.raw, time.monotonic()))
     return first[0] == holder.raw and time.monotonic() - first[1] > stale_s
+
+
+def shows_life(storage: Storage, dest: Destination) -> bool:
+    """Seen from outside (``nbjob watch``): the newest lease at ``dest`` is held by a live
+    process of this host, or was renewed within ``STALE_MIN_S``. None, or unreadable: no."""
+    try:
+        holder = _current(storage, dest)
+    except Exception:  # a store without listing, an unreadable lease: no sign of life
+        return False
+    if holder is None or holder.dead_here():
+        return False
+    age = holder.heartbeat_age()
+    return holder.alive_here() or (age is not None and age <= STALE_MIN_S)
 
 
 def _alive(holder: Holder, watched: dict[int, tuple[bytes, float]]) -> bool:

@@ -175,6 +175,21 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+def parse_iso(text: Any) -> dt.datetime | None:
+    """A time as ``now_iso`` writes it (None: not a time, or one without its zone)."""
+    try:
+        when = dt.datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return when if when.tzinfo is not None else None
+
+
+def age_s(text: Any) -> float | None:
+    """Seconds since the time ``text`` (``parse_iso``) by this host's clock (None: not one)."""
+    when = parse_iso(text)
+    return None if when is None else (dt.datetime.now(dt.timezone.utc) - when).total_seconds()
+
+
 def _timestamp(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event["ts"] = now_iso()
     return event

@@ -21,7 +21,6 @@ kernel, exit 5) instead of waiting. ``nbjob.ranks.classify`` turns each ending i
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import threading
 import time
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from nbjob import runfile
 from nbjob.events import RunStatus
+from nbjob.logs import parse_iso
 from nbjob.runfile import RunView
 from nbjob.stop import StopToken
 from nbjob.storage import Storage
@@ -46,18 +46,11 @@ STALE_MIN_S = 30.0  # a peer's heartbeat stands still at least this long before 
 FROZEN_MIN_S = 5.0  # this rank's kernel is stopped at least this long before it is killed
 
 
-def parse_time(text: Any) -> dt.datetime | None:
-    try:
-        return dt.datetime.fromisoformat(str(text))
-    except ValueError:
-        return None
-
-
 def current(record: RunView | None, own: RunView) -> bool:
     """A final record of this run (same run id, not one that ended before this run began)."""
     if record is None or not record.final or record.run_id != own.run_id:
         return False
-    ended, began = parse_time(record.ended_at), parse_time(own.started_at)
+    ended, began = parse_iso(record.ended_at), parse_iso(own.started_at)
     return not (ended and began and (began - ended).total_seconds() > STALE_S)
 
 
@@ -224,7 +217,7 @@ class PeerWatch:
             return None
         if not lost_too and record.status is RunStatus.PEER_LOST:
             return None
-        ended, began = parse_time(record.ended_at), parse_time(self.own.started_at)
+        ended, began = parse_iso(record.ended_at), parse_iso(self.own.started_at)
         if ended is None or began is None or ended < began:
             return None  # an earlier attempt's end, not this run's
         return f"rank {rank} ended {record.get('status')} (exit {record.exit_code})"

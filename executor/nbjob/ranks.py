@@ -39,7 +39,8 @@ from nbjob.errors import (
     StorageError,
 )
 from nbjob.layout import Destination
-from nbjob.peerwatch import POLL_S, STALE_S, WATCH_PEERS, WATCH_S, PeerWatch, current, parse_time
+from nbjob.logs import parse_iso
+from nbjob.peerwatch import POLL_S, STALE_S, WATCH_PEERS, WATCH_S, PeerWatch, current
 from nbjob.platforms import Identity
 from nbjob.runfile import RunView
 from nbjob.stop import Budget
@@ -204,7 +205,7 @@ def first_failed(entries: list[dict[str, Any]]) -> int | None:
 
     def earliest(group: list[dict[str, Any]]) -> int:
         def when(e: dict[str, Any]) -> tuple[float, int]:
-            t = parse_time(e.get("failed_at") or e.get("ended_at"))
+            t = parse_iso(e.get("failed_at") or e.get("ended_at"))
             return (t.timestamp() if t else float("inf"), e["rank"])
 
         return int(min(group, key=when)["rank"])

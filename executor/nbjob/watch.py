@@ -32,6 +32,7 @@ from nbjob import lease, runfile
 from nbjob.errors import RunLostError, StorageError
 from nbjob.follow import LogFollower
 from nbjob.layout import Destination
+from nbjob.logs import age_s, parse_iso
 from nbjob.resources.words import peaks_line, resources_line
 from nbjob.runfile import RunView
 from nbjob.storage import Options as StorageOptions
@@ -186,7 +187,7 @@ class Watcher:
             self.view.show(Update("attempt", {"attempt": view.attempt}))
         self.attempt = view.attempt
         self.cells, self.held, self.sources = {}, {}, {}
-        started = _when(view.started_at)
+        started = parse_iso(view.started_at)
         self.progress = Progress(started=started)
 
     def _outputs(self) -> dict[int, list[dict[str, Any]]]:
@@ -279,9 +280,9 @@ class Watcher:
         if index != p.running:
             p.partial = ""
         p.running = index if isinstance(index, int) else None
-        p.since = _when(running.get("started_at")) if running else None
+        p.since = parse_iso(running.get("started_at")) if running else None
         p.source = self.sources.get(p.running, "") if p.running is not None else ""
-        p.started = p.started or _when(view.started_at)
+        p.started = p.started or parse_iso(view.started_at)
         p.resources = resources_line(view.get("resources"))
         self.view.footer(replace(p, ranks=dict(p.ranks)))  # a snapshot: the view may keep it
 
@@ -333,29 +334,11 @@ class Watcher:
     def _lost(self, view: RunView) -> bool:
         """No sign of life for ``lost_after``: run.json's heartbeat (and its bytes, by this
         watcher's clock) and the lease (see the module's doc)."""
-        age = _age(view.get("heartbeat_at"))
+        age = age_s(view.get("heartbeat_at"))
         unchanged = time.monotonic() - self.changed_at
         if (age is None or age <= self.s.lost_after) and unchanged <= self.s.lost_after:
             return False
-        return not self._lease_alive()
-
-    def _lease_alive(self) -> bool:
-        try:
-            names = self.storage.list_names(self.dest.lease)
-            generations = [int(n[:-5]) for n in names if n.endswith(".json") and n[:-5].isdigit()]
-            if not generations:
-                return False
-            newest = max(generations)
-            raw = self.storage.get_bytes(self.dest.lease_file(newest))
-        except Exception:  # a store without listing, an unreadable lease: no sign of life
-            return False
-        if raw is None:
-            return False
-        holder = lease.Holder.read(newest, raw)
-        if holder.dead_here():
-            return False
-        age = holder.heartbeat_age()
-        return holder.alive_here() or (age is not None and age <= lease.STALE_MIN_S)
+        return not lease.shows_life(self.storage, self.dest)
 
     def _lose(self, view: RunView) -> int:
         beat = view.get("heartbeat_at")
@@ -411,17 +394,3 @@ def _rank_state(peer: RunView | None) -> str:
 
 def _short(line: str) -> str:
     return line if len(line) <= SOURCE_CHARS else line[: SOURCE_CHARS - 1] + "…"
-
-
-def _when(text: Any) -> dt.datetime | None:
-    try:
-        when = dt.datetime.fromisoformat(str(text))
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else None
-
-
-def _age(text: Any) -> float | None:
-    """Seconds since the ISO time ``text`` by this host's clock (None: not a time)."""
-    when = _when(text)
-    return None if when is None else (dt.datetime.now(dt.timezone.utc) - when).total_seconds()
