@@ -31,6 +31,7 @@ from nbjob import (
     reaper,
     renderer,
     report,
+    report_thread,
     resources,
     results,
     start,
@@ -97,7 +98,7 @@ class Job:
         # The report's page: rendered in this process at the end, unless pages are refreshed
         # during the run (--report-interval): then by the renderer child the first refresh starts.
         self.renderer = renderer.Renderer(self.workdir / "report")
-        self.local_report = renderer.InProcess(self.workdir / "report")
+        self.local_report = report_thread.InProcess(self.workdir / "report")
         self.refresher: Any = None  # nbjob.listeners.refresh.ReportRefresher, when refreshing
 
     # -- the job -------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ imported (``nbjob.report_page``; nbconvert's exporter, ``nbjob.report_nbconvert`
 output images are data URLs, markdown images from the notebook's folder are embedded (nothing
 outside it), the widget state is in the page, nbjob's red error banners show; the secrets nbjob
 knows are masked in it as in the stored notebook (``nbjob.mask``). The page of the final
-notebook is rendered on a thread of nbjob (``nbjob.renderer.InProcess``), or by the renderer
+notebook is rendered on a thread of nbjob (``nbjob.report_thread.InProcess``), or by the renderer
 child when refreshes started one (``ask``), while the results are stored and the kernel shuts
 down. ``write`` stores the page after the notebook and run.json are stored and never at their
 cost: within the time left (a stop's grace, the final-write bound), else skipped with a warning;
@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from nbjob import logs, report_chart
 from nbjob.layout import RESOURCES
-from nbjob.renderer import InProcess, Renderer
+from nbjob.renderer import Renderer
+from nbjob.report_thread import InProcess
 from nbjob.stop import Budget, timebox
 
 if TYPE_CHECKING:  # not imported in the renderer child, which needs neither
