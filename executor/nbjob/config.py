@@ -10,107 +10,28 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from nbjob import params, platforms, stop
 from nbjob.errors import UsageError
 from nbjob.layout import Destination, Places
+from nbjob.options import (
+    Option,
+    addressing_style,
+    boolean,
+    count,
+    http_urls,
+    log_format,
+    name_list,
+    opt,
+    positive_float,
+    positive_int,
+    seconds,
+)
 from nbjob.storage import Options as StorageOptions
 from nbjob.storage import check_destination, check_source, join
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise ValueError("must be > 0")
-    return value
-
-
-def _index(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be >= 0")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise ValueError("must be >= 0")
-    return value
-
-
-def _bool(text: str) -> bool:
-    low = text.strip().lower()
-    if low in ("1", "true", "yes", "on"):
-        return True
-    if low in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("expected true/false")
-
-
-def _style(text: str) -> str:
-    if text not in ("auto", "path", "virtual"):
-        raise ValueError("expected auto, path or virtual")
-    return text
-
-
-def _names(text: str) -> tuple[str, ...]:
-    """``a,b`` -> ``("a", "b")``, in order, each once."""
-    return tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-
-
-def _http_urls(text: str) -> tuple[str, ...]:
-    """``--notify``: http(s) URLs, comma-separated, each once (never echoed: a credential)."""
-    urls = _names(text)
-    if any(not u.lower().startswith(("http://", "https://")) for u in urls):
-        raise UsageError(  # not ValueError: its message would quote the value
-            "--notify (NBJOB_NOTIFY): expected http:// or https:// URLs"
-            " (the value is not shown: a webhook URL is a credential)"
-        )
-    return urls
-
-
-def _log_format(text: str) -> str:
-    if text not in ("auto", "json", "console"):
-        raise ValueError("expected auto, json or console")
-    return text
-
-
-@dataclass(frozen=True)
-class Option:
-    """One setting's flag, parser and help; its name and default come from ``Settings``."""
-
-    flag: str
-    parse: Callable[[str], Any]
-    help: str
-    metavar: str | None = None  # None: a switch
-    repeat: bool = False  # the flag may be given more than once (values joined with commas)
-    name: str = ""
-    default: Any = None
-
-    @property
-    def env(self) -> str:
-        return "NBJOB_" + self.name.upper()
-
-
-def _opt(
-    flag: str,
-    parse: Callable[[str], Any],
-    help: str,
-    metavar: str | None = None,
-    repeat: bool = False,
-) -> dict[str, Option]:
-    return {"option": Option(flag, parse, help, metavar, repeat)}
 
 
 @dataclass(frozen=True)
@@ -121,7 +42,7 @@ class Settings:
     source: str
     output: str = field(
         default="",
-        metadata=_opt(
+        metadata=opt(
             "--output",
             str,
             "results folder or s3://bucket/prefix (default ./nbjob-output/RUN_ID)",
@@ -129,44 +50,46 @@ class Settings:
         ),
     )
     notebook: str | None = field(
-        default=None, metadata=_opt("--notebook", str, "notebook path inside the bundle", "PATH")
+        default=None, metadata=opt("--notebook", str, "notebook path inside the bundle", "PATH")
     )
     parameters_file: str | None = field(
         default=None,
-        metadata=_opt("--parameters-file", str, "YAML or JSON file of parameters", "FILE"),
+        metadata=opt("--parameters-file", str, "YAML or JSON file of parameters", "FILE"),
     )
     kernel: str | None = field(
         default=None,
-        metadata=_opt("--kernel", str, "kernel name (default: the notebook's kernelspec)", "NAME"),
+        metadata=opt("--kernel", str, "kernel name (default: the notebook's kernelspec)", "NAME"),
     )
     cell_timeout: float | None = field(
         default=None,
-        metadata=_opt("--cell-timeout", _positive_float, "seconds one cell may run", "SECONDS"),
+        metadata=opt("--cell-timeout", positive_float, "seconds one cell may run", "SECONDS"),
     )
     timeout: float | None = field(
         default=None,
-        metadata=_opt("--timeout", _positive_float, "seconds the whole run may take", "SECONDS"),
+        metadata=opt("--timeout", positive_float, "seconds the whole run may take", "SECONDS"),
     )
     run_id: str = field(
         default="",
-        metadata=_opt("--run-id", str, "id of this run (default: platform's or generated)", "ID"),
+        metadata=opt("--run-id", str, "id of this run (default: platform's or generated)", "ID"),
     )
     require_gpu: bool = field(
         default=False,
-        metadata=_opt("--require-gpu", _bool, "exit 7 before any cell when the kernel sees no GPU"),
+        metadata=opt(
+            "--require-gpu", boolean, "exit 7 before any cell when the kernel sees no GPU"
+        ),
     )
     stop_grace: float = field(
         default=10.0,
-        metadata=_opt(
+        metadata=opt(
             "--stop-grace",
-            _positive_float,
+            positive_float,
             "seconds to store results after a stop signal",
             "SECONDS",
         ),
     )
     stop_signals: tuple[str, ...] = field(
         default=stop.DEFAULT_SIGNALS,
-        metadata=_opt(
+        metadata=opt(
             "--stop-signals",
             stop.parse_signals,
             "signals that stop the run, e.g. TERM,INT,USR1 (default TERM,INT)",
@@ -175,7 +98,7 @@ class Settings:
     )
     termination_log: str = field(
         default="",
-        metadata=_opt(
+        metadata=opt(
             "--termination-log",
             str,
             "file that receives the one-line reason (default: the platform's,"
@@ -185,69 +108,69 @@ class Settings:
     )
     log_format: str = field(
         default="auto",
-        metadata=_opt(
+        metadata=opt(
             "--log-format",
-            _log_format,
+            log_format,
             "console log: json, console or auto (console on a TTY)",
             "FORMAT",
         ),
     )
     s3_endpoint_url: str | None = field(
         default=None,
-        metadata=_opt(
+        metadata=opt(
             "--s3-endpoint-url", str, "S3-compatible endpoint (IBM COS, MinIO, Ceph)", "URL"
         ),
     )
     s3_addressing_style: str = field(
         default="auto",
-        metadata=_opt(
-            "--s3-addressing-style", _style, "S3 addressing: auto, path, virtual", "STYLE"
+        metadata=opt(
+            "--s3-addressing-style", addressing_style, "S3 addressing: auto, path, virtual", "STYLE"
         ),
     )
     max_output_bytes: int = field(
         default=1_000_000,
-        metadata=_opt(
+        metadata=opt(
             "--max-output-bytes",
-            _positive_int,
+            positive_int,
             "stream output kept per cell in the notebook (the log keeps all)",
             "BYTES",
         ),
     )
     max_bundle_files: int = field(
         default=10_000,
-        metadata=_opt("--max-bundle-files", _positive_int, "most files a bundle may hold", "N"),
+        metadata=opt("--max-bundle-files", positive_int, "most files a bundle may hold", "N"),
     )
     max_bundle_bytes: int = field(
         default=10 * 2**30,
-        metadata=_opt(
-            "--max-bundle-bytes", _positive_int, "most bytes a bundle may unpack to", "BYTES"
+        metadata=opt(
+            "--max-bundle-bytes", positive_int, "most bytes a bundle may unpack to", "BYTES"
         ),
     )
     checkpoint_interval: float = field(
         default=2.0,
-        metadata=_opt(
+        metadata=opt(
             "--checkpoint-interval",
-            _positive_float,
+            positive_float,
             "seconds between result writes during the run",
             "SECONDS",
         ),
     )
     kernel_start_timeout: float = field(
         default=60.0,
-        metadata=_opt(
+        metadata=opt(
             "--kernel-start-timeout",
-            _positive_float,
+            positive_float,
             "seconds the kernel may take to start",
             "SECONDS",
         ),
     )
     workdir: str | None = field(
         default=None,
-        metadata=_opt("--workdir", str, "where bundles are unpacked (default: a temp dir)", "DIR"),
+        metadata=opt("--workdir", str, "where bundles are unpacked (default: a temp dir)", "DIR"),
     )
     gateway_url: str | None = field(
         default=None,
-        metadata=_opt(
+        metadata=opt(
             "--gateway-url",
             str,
             "run the kernel on this Jupyter Server / Enterprise Gateway (also JUPYTER_GATEWAY_URL;"
@@ -257,98 +180,98 @@ class Settings:
     )
     gateway_request_timeout: float = field(
         default=60.0,
-        metadata=_opt(
+        metadata=opt(
             "--gateway-request-timeout",
-            _positive_float,
+            positive_float,
             "seconds one request to the gateway may take",
             "SECONDS",
         ),
     )
     storage_timeout: float = field(
         default=60.0,
-        metadata=_opt(
+        metadata=opt(
             "--storage-timeout",
-            _positive_float,
+            positive_float,
             "seconds the store may fail to answer before the run gives up (exit 6)",
             "SECONDS",
         ),
     )
     storage_attempts: int = field(
         default=5,
-        metadata=_opt("--storage-attempts", _positive_int, "tries of each storage operation", "N"),
+        metadata=opt("--storage-attempts", positive_int, "tries of each storage operation", "N"),
     )
     attempt: int | None = field(
         default=None,
-        metadata=_opt(
+        metadata=opt(
             "--attempt",
-            _positive_int,
+            positive_int,
             "number of this attempt (default: the platform's, else the destination's + 1)",
             "N",
         ),
     )
     no_resume: bool = field(
         default=False,
-        metadata=_opt("--no-resume", _bool, "do not restore an earlier attempt's artifacts"),
+        metadata=opt("--no-resume", boolean, "do not restore an earlier attempt's artifacts"),
     )
     new_run: bool = field(
         default=False,
-        metadata=_opt(
+        metadata=opt(
             "--new-run",
-            _bool,
+            boolean,
             "a new run even where the destination holds an earlier one (nothing restored)",
         ),
     )
     no_report: bool = field(
         default=False,
-        metadata=_opt("--no-report", _bool, "write no HTML report of the executed notebook"),
+        metadata=opt("--no-report", boolean, "write no HTML report of the executed notebook"),
     )
     report_interval: float = field(
         default=60.0,
-        metadata=_opt(
+        metadata=opt(
             "--report-interval",
-            _seconds,
+            seconds,
             "re-render the HTML report during the run at most this often (0: only at the end)",
             "SECONDS",
         ),
     )
     no_mask_secrets: bool = field(
         default=False,
-        metadata=_opt(
+        metadata=opt(
             "--no-mask-secrets",
-            _bool,
+            boolean,
             "store cell outputs as they are: no masking of the credentials nbjob knows",
         ),
     )
     allow_errors: bool = field(
         default=False,
-        metadata=_opt(
-            "--allow-errors", _bool, "run every cell; an error stays in its cell, the run exits 0"
+        metadata=opt(
+            "--allow-errors", boolean, "run every cell; an error stays in its cell, the run exits 0"
         ),
     )
     rank: int | None = field(
         default=None,
-        metadata=_opt(
-            "--rank", _index, "this process's rank (with --world-size; default: platform's)", "N"
+        metadata=opt(
+            "--rank", count, "this process's rank (with --world-size; default: platform's)", "N"
         ),
     )
     world_size: int | None = field(
         default=None,
-        metadata=_opt("--world-size", _positive_int, "number of ranks (with --rank)", "N"),
+        metadata=opt("--world-size", positive_int, "number of ranks (with --rank)", "N"),
     )
     ranks_wait: float = field(
         default=60.0,
-        metadata=_opt(
+        metadata=opt(
             "--ranks-wait",
-            _seconds,
+            seconds,
             "seconds rank 0 waits at its end for the other ranks' final run.json",
             "SECONDS",
         ),
     )
     shard: int | None = field(
         default=None,
-        metadata=_opt(
+        metadata=opt(
             "--shard",
-            _index,
+            count,
             "entry of a --parameters-file list to run (default: SLURM_ARRAY_TASK_ID,"
             " JOB_COMPLETION_INDEX)",
             "N",
@@ -356,9 +279,9 @@ class Settings:
     )
     listeners: tuple[str, ...] = field(
         default=(),
-        metadata=_opt(
+        metadata=opt(
             "--listener",
-            _names,
+            name_list,
             "event listener plug-in to load (entry point group nbjob.listeners);"
             " repeatable or comma-separated",
             "NAME",
@@ -367,16 +290,16 @@ class Settings:
     )
     install_requirements: bool = field(
         default=False,
-        metadata=_opt(
+        metadata=opt(
             "--install-requirements",
-            _bool,
+            boolean,
             "install the bundle's requirements.txt into an environment over the image's and"
             " start the kernel from it (default: install nothing)",
         ),
     )
     env_cache: str | None = field(
         default=None,
-        metadata=_opt(
+        metadata=opt(
             "--env-cache",
             str,
             "folder or s3://... keeping installed environments (with --install-requirements)",
@@ -385,9 +308,9 @@ class Settings:
     )
     notify: tuple[str, ...] = field(
         default=(),
-        metadata=_opt(
+        metadata=opt(
             "--notify",
-            _http_urls,
+            http_urls,
             "POST a JSON summary to this URL when the run ends (Slack/Teams incoming webhooks"
             " show its text); repeatable or comma-separated",
             "URL",
@@ -396,7 +319,7 @@ class Settings:
     )
     mlflow_experiment: str | None = field(
         default=None,
-        metadata=_opt(
+        metadata=opt(
             "--mlflow-experiment",
             str,
             "MLflow experiment of the run (default: MLFLOW_EXPERIMENT_NAME, else Default)",
@@ -405,11 +328,11 @@ class Settings:
     )
     no_mlflow: bool = field(
         default=False,
-        metadata=_opt("--no-mlflow", _bool, "no MLflow run, even with MLFLOW_TRACKING_URI set"),
+        metadata=opt("--no-mlflow", boolean, "no MLflow run, even with MLFLOW_TRACKING_URI set"),
     )
     kfp_executor_input: str | None = field(
         default=None,
-        metadata=_opt(
+        metadata=opt(
             "--kfp-executor-input",
             str,
             "Kubeflow Pipelines v2 executor input ({{$}}): executor_output.json written at the end",
@@ -418,9 +341,9 @@ class Settings:
     )
     resource_interval: float = field(
         default=1.0,
-        metadata=_opt(
+        metadata=opt(
             "--resource-interval",
-            _seconds,
+            seconds,
             "seconds between samples of the kernel's memory, CPU and GPUs (0: off)",
             "SECONDS",
         ),
