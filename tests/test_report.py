@@ -29,7 +29,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from nbjob import report, results
+from nbjob import banners, report
 from support import (
     S3Server,
     browse,
@@ -168,14 +168,14 @@ def test_render_embeds_images_widgets_and_banners(tmp_path: Path) -> None:
     state = {"m1": {**model, "model_name": "IntSliderModel", "state": {"value": 7}}}
     widgets = {"state": state, "version_major": 2, "version_minor": 0}
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": widgets}
-    results.add_banners(nb, 2, "cell 2 raised ZeroDivisionError: <division> by zero")
+    banners.add(nb, 2, "cell 2 raised ZeroDivisionError: <division> by zero")
     page = report.render(nb, folder).decode()
     assert widget_state(page) == state
     assert page.count('src="data:image/png;base64,') == 2  # the output and diagram.png
     assert "../outside.png" in page  # a file outside the notebook's folder is never read
     # inline HTML stays whole (nbconvert's embed_images alone closes the span at once)
     assert '<span style="color:blue">user styled</span>' in page
-    assert f'<span id="nbjob-error-cell" style="{results._STYLE}">nbjob stopped here' in page
+    assert f'<span id="nbjob-error-cell" style="{banners._STYLE}">nbjob stopped here' in page
     assert "nbjob stopped here: cell 2 raised ZeroDivisionError: &lt;division&gt; by zero" in page
     assert "This run did not finish" in page
 

@@ -15,7 +15,7 @@ from typing import Any
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output, new_raw_cell
-from nbjob import report, results
+from nbjob import banners, report
 from nbjob.report_cells import CellPages, split
 from nbjob.results import notebook_bytes
 
@@ -73,7 +73,7 @@ def rich(tmp_path: Path) -> Any:
     )
     nb.metadata["language_info"] = {"name": "python", "pygments_lexer": "ipython3"}
     nb.metadata["widgets"] = widgets(7)
-    results.add_banners(nb, 5, "cell 5 raised ZeroDivisionError")
+    banners.add(nb, 5, "cell 5 raised ZeroDivisionError")
     return nbformat.from_dict(nbformat.reads(nbformat.writes(nb), 4))  # as stored
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import nbformat
-from nbjob import config, mask
+from nbjob import banners, config, mask
 from nbjob import results as results_mod
 from nbjob.storage import Storage
 from support import SECRET_KEY as S3_SECRET_KEY
@@ -173,7 +173,7 @@ def test_masked_json_stays_valid_json_with_every_form_of_a_value_masked() -> Non
 
 def test_banners_are_scrubbed_and_the_report_renders_the_masked_notebook() -> None:
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"print('{SECRET_KEY}')")])
-    results_mod.add_banners(nb, 0, "cannot read https://u:pass-word@host/x.zip")
+    banners.add(nb, 0, "cannot read https://u:pass-word@host/x.zip")
     assert all("u:REDACTED@host" in c.source for c in nb.cells[:2] if c.cell_type == "markdown")
     masked = mask.Masker([SECRET_KEY]).notebook(nb)
     assert masked.cells[-1].source == "print('REDACTED')" and SECRET_KEY in nb.cells[-1].source

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from nbjob import attempts, events, logs, platforms, ranks, reaper, report, results, stop
+from nbjob import attempts, banners, events, logs, platforms, ranks, reaper, report, stop
 from nbjob.errors import ConcurrentAttemptError, NbjobError, StoppedError, StorageError
 from nbjob.events import RunStatus
 from nbjob.stop import Budget
@@ -179,7 +179,7 @@ class Finish:
         job.record.finished(error, job.results.artifact_names())
         job.record.log_dropped = logs.dropped()  # again at run_end: the final write may add some
         if job.record.failed_index is not None and job.nb is not None:
-            results.add_banners(job.nb, job.record.failed_index, job.record.reason or "")
+            banners.add(job.nb, job.record.failed_index, job.record.reason or "")
         self.error = error
         if error is not None and not self.stopping:
             job.kernel.shutdown(grace=0)

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from nbjob import banners, languages, params, stop
 from nbjob import bundle as bundles
-from nbjob import languages, params, results, stop
 from nbjob.config import Settings
 from nbjob.errors import GPUNotVisibleError, NbjobError, NotebookError
 from nbjob.kernel import KernelSession
@@ -83,7 +83,7 @@ def read_notebook(path: Path, log: Any) -> Any:
     if upgraded is not None:
         log.info("notebook_upgraded", **upgraded)
     nb = _valid(nb, log)
-    results.remove_banners(nb)
+    banners.remove(nb)
     return nb
 
 

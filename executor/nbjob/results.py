@@ -38,42 +38,7 @@ from nbjob.stored import notebook_bytes, record_bytes
 if TYPE_CHECKING:
     from nbjob.record import RunRecord
 
-BANNER_TAG = "nbjob-error-banner"
-_STALE_BANNERS = (BANNER_TAG, "papermill-error-cell-tag")
 _AT_LEAST_S = 0.5  # a write is always given this long, whatever the budget says
-_STYLE = "color:red; font-family:Helvetica Neue, Helvetica, Arial, sans-serif; font-size:1.5em;"
-
-
-# -- the notebook ------------------------------------------------------------------------------
-
-
-def remove_banners(nb: Any) -> None:
-    nb.cells = [
-        c for c in nb.cells if not set(c.get("metadata", {}).get("tags", [])) & set(_STALE_BANNERS)
-    ]
-
-
-def _banner(html: str) -> Any:
-    import nbformat
-
-    return nbformat.v4.new_markdown_cell(html, metadata={"tags": [BANNER_TAG]})
-
-
-def add_banners(nb: Any, index: int, reason: str) -> None:
-    """Red banners at the top and right before cell ``index``, as papermill does; the reason
-    scrubbed as run.json's is (``logs.redact``)."""
-    text = logs.redact(reason).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    nb.cells.insert(
-        index,
-        _banner(f'<span id="nbjob-error-cell" style="{_STYLE}">nbjob stopped here: {text}</span>'),
-    )
-    nb.cells.insert(
-        0,
-        _banner(
-            f'<span style="{_STYLE}">This run did not finish: {text}. '
-            f'<a href="#nbjob-error-cell">Go to the cell</a>.</span>'
-        ),
-    )
 
 
 # -- writing -----------------------------------------------------------------------------------
