@@ -26,7 +26,8 @@ kernel ready, the probes, the first cell, the end). ``--steps N`` skips the cali
 "GPU" section of BENCHMARKS.md (the measurement runs where the GPU is; the section is written
 here). On a machine whose Python has torch but not Jupyter, the packages can come as wheels
 installed with ``pip install --target DIR``: then ``PYTHONPATH=DIR:executor`` and
-``JUPYTER_PATH=DIR/share/jupyter`` (nbconvert's templates, for the report).
+``JUPYTER_PATH=DIR/share/jupyter`` (nbconvert's templates, for the report); ``gpu_device.sh``
+does it all (``wheels`` here, ``run`` on the lent machine, ``keep`` its result back here).
 """
 
 from __future__ import annotations
