@@ -217,7 +217,7 @@ class Executor:
         deadlines and liveness; send the ``following`` cell once the reply allows."""
         reply: dict[str, Any] | None = None
         for channel, message in held or ():
-            reply = self._route(index, msg_id, state, channel, message) or reply
+            reply = self._route(msg_id, state, channel, message) or reply
         if reply is not None:
             self._replied(index, state, reply, following)
         last_alive = quiet_since = time.monotonic()
@@ -253,7 +253,7 @@ class Executor:
                     cell_index=index,
                 )
             wait = POLL_S if limit is None else max(0.0, min(POLL_S, limit - now))
-            got, msg = self._recv(index, msg_id, state, wait)
+            got, msg = self._recv(msg_id, state, wait)
             if msg is not None:
                 reply = msg
                 self._replied(index, state, reply, following)
@@ -266,7 +266,7 @@ class Executor:
                     self._update(index, warning=NO_IDLE_WARNING)
                     break
                 if not self.kernel.alive():
-                    self._drain_iopub(index, msg_id, state)
+                    self._drain_iopub(msg_id, state)
                     self._update(index, status=CellStatus.KERNEL_DIED)
                     raise self.kernel.died(
                         f"while running {self._name(index, state)}", cell_index=index
@@ -315,13 +315,13 @@ class Executor:
         end = time.monotonic() + wait
         replied = False
         while time.monotonic() < end and not (replied and state.idle) and self.kernel.alive():
-            _, msg = self._recv(index, msg_id, state, POLL_S)
+            _, msg = self._recv(msg_id, state, POLL_S)
             replied = replied or msg is not None
 
     # -- messages ------------------------------------------------------------------------------
 
     def _recv(
-        self, index: int, msg_id: str, state: RunningCell, wait: float
+        self, msg_id: str, state: RunningCell, wait: float
     ) -> tuple[int, dict[str, Any] | None]:
         """Take up to DRAIN messages, the first within ``wait`` s; IOPub ones are handled.
 
@@ -332,11 +332,11 @@ class Executor:
             got = self.kernel.next_message(wait if count == 0 else 0.0)
             if got is None:
                 return count, reply
-            reply = self._route(index, msg_id, state, *got) or reply
+            reply = self._route(msg_id, state, *got) or reply
         return DRAIN, reply
 
     def _route(
-        self, index: int, msg_id: str, state: RunningCell, channel: str, msg: dict[str, Any]
+        self, msg_id: str, state: RunningCell, channel: str, msg: dict[str, Any]
     ) -> dict[str, Any] | None:
         """One message: the cell's IOPub handled, the next cell's held; the cell's
         execute_reply returned."""
@@ -356,9 +356,9 @@ class Executor:
             return None
         return msg if msg.get("msg_type") == "execute_reply" else None
 
-    def _drain_iopub(self, index: int, msg_id: str, state: RunningCell) -> None:
+    def _drain_iopub(self, msg_id: str, state: RunningCell) -> None:
         """Keep what is already waiting (a dying kernel's last output)."""
-        self._recv(index, msg_id, state, 0.0)
+        self._recv(msg_id, state, 0.0)
 
 
 def code_cells(nb: Any) -> list[int]:
