@@ -81,6 +81,16 @@ def job_log(tmp: Path, job: str) -> str:
     return path.read_text(errors="replace")[-4000:] if path.exists() else "(no job output)"
 
 
+def why(cluster: SlurmCluster, tmp: Path, job: str, states: list[str]) -> str:
+    """What a failed job assertion shows: the job's output, the states it went through, its
+    record now, and the daemons' logs (the CI's cluster is gone after the run)."""
+    record = cluster.run("scontrol", "show", "job", job, check=False)
+    return (
+        f"{job_log(tmp, job)}\n--- states: {states}\n--- scontrol show job:\n{record}\n"
+        f"{cluster.log_tail(6000)}"
+    )
+
+
 def running_cell(dest: Path, marker: Path, timeout: float = 90) -> dict[str, Any]:
     """Wait (bounded) until the cell wrote ``marker`` and run.json shows the run going."""
 
@@ -240,11 +250,22 @@ def test_requeue_comes_back_as_attempt_2_and_resumes(
     assert wait_until(attempt_1_running, 90, 0.3), job_log(tmp_path, job)
     marker.unlink()
     slurm_cluster.run("scontrol", "requeue", job)
+    states: list[str] = []  # the job's states from the requeue on, for a failure's message
+
+    def pending() -> bool:
+        info = slurm_cluster.job(job)
+        seen = f"{info.get('JobState')} {info.get('Reason')} {info.get('ExitCode')}"
+        if not states or states[-1] != seen:
+            states.append(seen)
+        return info.get("JobState") == "PENDING"
+
     # Slurm holds a requeued job for 120 s (its BeginTime); make it eligible now.
-    wait_until(lambda: slurm_cluster.job(job).get("JobState") == "PENDING", 60, 0.25)
+    assert wait_until(pending, 60, 0.25), why(slurm_cluster, tmp_path, job, states)
     slurm_cluster.run("scontrol", "update", f"JobId={job}", "StartTime=now", check=False)
     info = slurm_cluster.wait_state(job, DONE, 120)
-    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), job_log(tmp_path, job)
+    assert (info["JobState"], info["ExitCode"]) == ("COMPLETED", "0:0"), why(
+        slurm_cluster, tmp_path, job, states
+    )
     assert info["Restarts"] == "1"
 
     def get(name: str) -> bytes:
