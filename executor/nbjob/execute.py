@@ -42,7 +42,6 @@ from nbjob.errors import (
     CellTimeoutError,
     RunTimeoutError,
     StoppedError,
-    cell_name,
 )
 from nbjob.events import CellState, CellStatus
 from nbjob.iopub import RunningCell
@@ -158,11 +157,11 @@ class Executor:
             msg_id, held = self.kernel.execute(cell.source, store_history=True), []
         cell_deadline = t0 + self.cell_timeout if self.cell_timeout else None
         try:
-            reply = self._wait(index, msg_id, state, cell_deadline, following, held)
+            reply = self._wait(msg_id, state, cell_deadline, following, held)
         except BaseException:  # timed out, stopped, kernel died (or a bug): the cell still ends
             if self.results[index].status == CellStatus.RUNNING:
                 self._update(index, status=CellStatus.FAILED)
-            self._end(index, state, t0)
+            self._end(state, t0)
             raise
         content = reply["content"]
         cell.metadata["execution"]["shell.execute_reply"] = timestamp(reply)
@@ -172,13 +171,12 @@ class Executor:
             state.out.add(output)
         status, error = _outcome(cell, content)
         self._update(index, status=status, error=error)
-        result = self._end(index, state, t0)
+        result = self._end(state, t0)
         if status == CellStatus.FAILED and not self.allow_errors:
             assert error is not None
             ename, evalue = error["ename"], error["evalue"]
             raise CellExecutionError(
-                f"{cell_name(index, cell.execution_count)} raised {ename}"
-                + (f": {evalue}" if evalue.strip() else ""),
+                f"{state.name} raised {ename}" + (f": {evalue}" if evalue.strip() else ""),
                 cell_index=index,
                 ename=ename,
                 evalue=evalue,
@@ -190,12 +188,12 @@ class Executor:
         new = self.results[index] = replace(self.results.get(index) or CellState(index), **changes)
         return new
 
-    def _end(self, index: int, state: RunningCell, t0: float) -> CellState:
+    def _end(self, state: RunningCell, t0: float) -> CellState:
         """The cell is over: its outputs finished, its end in the notebook and on the bus."""
         state.out.finish()
         self.widgets.write(self.nb)
         result = self._update(
-            index,
+            state.index,
             ended_at=now_iso(),
             duration_s=round(time.monotonic() - t0, 4),
             output_truncated=state.truncated,
@@ -206,7 +204,6 @@ class Executor:
 
     def _wait(
         self,
-        index: int,
         msg_id: str,
         state: RunningCell,
         deadline: float | None,
@@ -215,11 +212,12 @@ class Executor:
     ) -> dict[str, Any]:
         """Collect messages (first those ``held`` for it) until reply and idle; enforce stop,
         deadlines and liveness; send the ``following`` cell once the reply allows."""
+        index = state.index
         reply: dict[str, Any] | None = None
         for channel, message in held or ():
             reply = self._route(msg_id, state, channel, message) or reply
         if reply is not None:
-            self._replied(index, state, reply, following)
+            self._replied(state, reply, following)
         last_alive = quiet_since = time.monotonic()
         stopping_since: float | None = None  # a stop came after the reply: its idle, briefly
         while reply is None or not state.idle:
@@ -233,30 +231,29 @@ class Executor:
                 self._update(index, warning=NO_IDLE_WARNING)  # never a silent success
                 break
             if self.stop.requested and reply is None:  # one that replied is done: it ends
-                self._wind_down(index, msg_id, state, CellStatus.INTERRUPTED, self.stop_wait)
+                self._wind_down(msg_id, state, CellStatus.INTERRUPTED, self.stop_wait)
                 raise StoppedError(
-                    f"{self.stop.reason or 'stopped'} while {self._name(index, state)} was running",
+                    f"{self.stop.reason or 'stopped'} while {state.name} was running",
                     cell_index=index,
                 )
             limit = None if reply is not None else _earliest(deadline, self.run_deadline)
             if limit is not None and now >= limit:
-                self._wind_down(index, msg_id, state, CellStatus.TIMED_OUT, INTERRUPT_WAIT_S)
+                self._wind_down(msg_id, state, CellStatus.TIMED_OUT, INTERRUPT_WAIT_S)
                 if deadline is not None and limit == deadline:
                     raise CellTimeoutError(
-                        f"{self._name(index, state)} ran longer than {self.cell_timeout:g} s "
-                        "(--cell-timeout)",
+                        f"{state.name} ran longer than {self.cell_timeout:g} s (--cell-timeout)",
                         cell_index=index,
                     )
                 raise RunTimeoutError(
                     f"the run took longer than its time limit (--timeout); "
-                    f"{self._name(index, state)} was running",
+                    f"{state.name} was running",
                     cell_index=index,
                 )
             wait = POLL_S if limit is None else max(0.0, min(POLL_S, limit - now))
             got, msg = self._recv(msg_id, state, wait)
             if msg is not None:
                 reply = msg
-                self._replied(index, state, reply, following)
+                self._replied(state, reply, following)
             if got:  # a backlog of output still arriving is not a lost 'idle'
                 quiet_since = time.monotonic()
             if not got or time.monotonic() - last_alive >= ALIVE_CHECK_S:
@@ -268,21 +265,17 @@ class Executor:
                 if not self.kernel.alive():
                     self._drain_iopub(msg_id, state)
                     self._update(index, status=CellStatus.KERNEL_DIED)
-                    raise self.kernel.died(
-                        f"while running {self._name(index, state)}", cell_index=index
-                    )
+                    raise self.kernel.died(f"while running {state.name}", cell_index=index)
             state.out.sync()  # a checkpoint may follow
             self.widgets.write(self.nb)
             self.bus.publish(events.TICK)
         assert reply is not None  # the loop only ends with a reply
         return reply
 
-    def _replied(
-        self, index: int, state: RunningCell, reply: dict[str, Any], following: int | None
-    ) -> None:
+    def _replied(self, state: RunningCell, reply: dict[str, Any], following: int | None) -> None:
         """The cell replied: ``on_reply``, then the ``following`` cell may be sent."""
         if self.on_reply is not None:
-            self.on_reply(index)
+            self.on_reply(state.index)
         self._send_next(state, reply, following)
 
     def _send_next(self, state: RunningCell, reply: dict[str, Any], following: int | None) -> None:
@@ -297,20 +290,15 @@ class Executor:
             source = self.nb.cells[following].source
             self._early = _Early(following, self.kernel.execute(source, store_history=True))
 
-    @staticmethod
-    def _name(index: int, state: RunningCell) -> str:
-        return cell_name(index, state.cell.execution_count)
-
     def _wind_down(
         self,
-        index: int,
         msg_id: str,
         state: RunningCell,
         status: CellStatus,
         wait: float,
     ) -> None:
         """Interrupt the running cell and keep what it prints for up to ``wait`` seconds."""
-        self._update(index, status=status)
+        self._update(state.index, status=status)
         self.kernel.interrupt()
         end = time.monotonic() + wait
         replied = False
@@ -342,7 +330,7 @@ class Executor:
         execute_reply returned."""
         parent = msg["parent_header"].get("msg_id")
         early = self._early
-        if parent != msg_id and early is not None and parent == early.msg_id:
+        if early is not None and parent == early.msg_id:
             early.held.append((channel, msg))  # comms too: an Output widget's capture is ordered
             state.idle_lost = state.idle_lost or (channel == "iopub" and not state.idle)
             return None

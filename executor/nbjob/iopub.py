@@ -17,6 +17,7 @@ from typing import Any
 import nbformat
 
 from nbjob import events
+from nbjob.errors import cell_name
 from nbjob.outputs import CellOutputs, Displays, timestamp
 from nbjob.widgets import WidgetState
 
@@ -50,9 +51,17 @@ class RunningCell:
     def truncated(self) -> bool:
         return self.out.truncated
 
+    @property
+    def name(self) -> str:
+        """How messages name the cell (``In [3] (cell 5)``)."""
+        return cell_name(self.index, self.cell.execution_count)
+
     def handle(self, msg: dict[str, Any]) -> None:
         """One IOPub message of the cell's request."""
         kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":  # the log keeps every stream, the cell's or a widget's
+            name, text = content.get("name", "stdout"), content.get("text", "")
+            self._bus.publish(events.CellOutput(self.index, name, text))
         if kind in _CAPTURED and self._captured(msg):
             return
         if kind == "status":
@@ -65,8 +74,6 @@ class RunningCell:
             self.cell.metadata["execution"]["iopub.execute_input"] = timestamp(msg)
             self.cell.execution_count = content.get("execution_count")
         elif kind == "stream":
-            name, text = content.get("name", "stdout"), content.get("text", "")
-            self._bus.publish(events.CellOutput(self.index, name, text))
             self.out.stream(name, text)
         elif kind in ("display_data", "execute_result", "error"):
             self._metrics(content.get("data") or {})
@@ -98,7 +105,6 @@ class RunningCell:
             return True
         if kind == "stream":
             name, text = content.get("name", "stdout"), content.get("text", "")
-            self._bus.publish(events.CellOutput(self.index, name, text))  # the log keeps it all
             output = nbformat.v4.new_output("stream", name=name, text=text)
         else:
             output = nbformat.v4.output_from_msg(msg)
