@@ -27,7 +27,8 @@ kernel ready, the probes, the first cell, the end). ``--steps N`` skips the cali
 here). On a machine whose Python has torch but not Jupyter, the packages can come as wheels
 installed with ``pip install --target DIR``: then ``PYTHONPATH=DIR:executor`` and
 ``JUPYTER_PATH=DIR/share/jupyter`` (nbconvert's templates, for the report); ``gpu_device.sh``
-does it all (``wheels`` here, ``run`` on the lent machine, ``keep`` its result back here).
+does it all (``wheels`` here, ``run`` on the lent machine, ``keep`` its result back here:
+``--keep FILE`` appends it to ``--json`` and renders every measurement kept).
 """
 
 from __future__ import annotations
@@ -446,6 +447,15 @@ def failed(measurements: list[dict[str, Any]]) -> list[str]:
     return ["", "Failed runs: " + "; ".join(errors) + "."] if errors else []
 
 
+def load(paths: list[Path]) -> list[dict[str, Any]]:
+    """The measurements kept in ``paths`` (each file one measurement or a list of them)."""
+    measurements: list[dict[str, Any]] = []
+    for path in paths:
+        loaded = json.loads(path.read_text())
+        measurements += loaded if isinstance(loaded, list) else [loaded]
+    return measurements
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--reps", type=int, default=3)
@@ -457,12 +467,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--from", dest="sources", type=Path, nargs="+", help="render these measurements only"
     )
+    p.add_argument(
+        "--keep", type=Path, nargs="+", help="append these measurements to --json, render all"
+    )
     p.add_argument("--markdown", type=Path, default=ROOT / "BENCHMARKS.md")
     args = p.parse_args(argv)
-    measurements: list[dict[str, Any]] = []
-    for source in args.sources or []:
-        loaded = json.loads(source.read_text())
-        measurements += loaded if isinstance(loaded, list) else [loaded]
+    measurements = load(args.sources or [])
+    if args.keep:
+        measurements = load([args.json]) + load(args.keep)
+        args.json.write_text(json.dumps(measurements, indent=1) + "\n")
     if not measurements:
         runners = tuple(args.runners.split(","))
         data = measure(args.reps, args.seconds, args.steps, args.json, runners, args.batch)

@@ -37,18 +37,7 @@ run)
     timeout 560 python3 gpu.py $GPU_ARGS --json "$out/gpu.json" --markdown "$out/B.md"
     ;;
 keep)  # FILE: a measurement from "run", appended to bench/gpu.json (a list) and rendered
-    python3 - "$2" <<'PY'
-import json, sys
-from pathlib import Path
-kept = Path("bench/gpu.json")
-old = json.loads(kept.read_text())
-new = json.loads(Path(sys.argv[1]).read_text())
-old = old if isinstance(old, list) else [old]
-old += new if isinstance(new, list) else [new]
-kept.write_text(json.dumps(old, indent=1) + "\n")
-print(f"bench/gpu.json: {len(old)} measurements")
-PY
-    cd bench && ../.venv/bin/python gpu.py --from gpu.json
+    .venv/bin/python bench/gpu.py --keep "$2"
     ;;
 *)
     sed -n '2,13p' "$0" >&2
