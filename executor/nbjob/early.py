@@ -11,11 +11,14 @@ command line, environment and folder it would have given ``Popen`` to that inter
 same ``sys.argv``, ``sys.path``, working folder and environment, the same process session.
 
 The interpreter is used only where it is what jupyter_client would have started: the same
-Python, ``-m ipykernel_launcher``, and an environment that differs from the one it started
-with only in what nbjob and Jupyter set for the kernel (``LATE_PREFIXES``, the writable
-homes), none of which the import reads. Anything else (another kernel, another Python, an
-overlay's, a remote kernel) and it is ended (``discard``): the launch goes on as before.
-``NBJOB_EARLY_KERNEL=0`` turns it off.
+Python with the same options, ``-m ipykernel_launcher``, and an environment that differs
+from the one it started with only in what nbjob and Jupyter set for the kernel
+(``LATE_PREFIXES``, the writable homes), none of which the import reads. Anything else
+(another kernel, another Python, an overlay's, a remote kernel) and it is ended
+(``discard``): the launch goes on as before. The Python and its options are guessed before
+the notebook is known (``interpreter``): the ``python3`` kernelspec's, such as the
+``-Xfrozen_modules=off`` that ``ipykernel install`` writes and its path to this Python (both
+in the images' kernelspec). ``NBJOB_EARLY_KERNEL=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -63,25 +66,83 @@ OFF = "NBJOB_EARLY_KERNEL"
 
 _waiting: subprocess.Popen[bytes] | None = None
 _started_env: dict[str, str] = {}
+_started_cmd: list[str] = []  # the interpreter and its options (``-X...``), as started
+# Where jupyter_client finds the ``python3`` kernelspec, in its order, less what would need
+# jupyter_core's import (40 ms, before the start): JUPYTER_PATH, the environment, the user's.
+SPEC = os.path.join("kernels", "python3", "kernel.json")
 
 
 def start() -> None:
     """Start the interpreter, in a process session of its own as jupyter_client's kernels
     are; nothing happens when one is waiting already, or ``NBJOB_EARLY_KERNEL=0``."""
-    global _waiting, _started_env
+    global _waiting, _started_env, _started_cmd
     if _waiting is not None or os.environ.get(OFF, "").strip() in ("0", "false", "no"):
         return
     env = {**KERNEL_DEFAULTS, **os.environ}
     env["JPY_PARENT_PID"] = str(os.getpid())  # as jupyter_client's launcher sets it
+    python = interpreter(env)
     with contextlib.suppress(OSError):
         _waiting = subprocess.Popen(
-            [sys.executable, "-c", BOOT],
+            [*python, "-c", BOOT],
             stdin=subprocess.PIPE,
             env=env,
             cwd="/",
             start_new_session=True,
         )
-        _started_env = env
+        _started_env, _started_cmd = env, python
+
+
+def interpreter(env: Mapping[str, str]) -> list[str]:
+    """The Python and its options that the ``python3`` kernelspec found first (JUPYTER_PATH,
+    then ``sys.prefix``'s, the user's, the system's) puts before ``-m ipykernel_launcher``,
+    when that Python is this one (the same file in the same folder: the same environment) and
+    the rest are options (``-X...``, ``-E``; never a script, ``-c`` or ``-m``); else this
+    Python alone. A guess (the notebook may want another kernel): ``mismatch`` checks."""
+    folders = [*filter(None, env.get("JUPYTER_PATH", "").split(os.pathsep))]
+    folders.append(os.path.join(sys.prefix, "share", "jupyter"))
+    home = os.path.expanduser("~/.local/share/jupyter")
+    folders += [env.get("JUPYTER_DATA_DIR") or home, "/usr/local/share/jupyter"]
+    folders.append("/usr/share/jupyter")
+    for folder in folders:
+        try:
+            with open(os.path.join(folder, SPEC), encoding="utf-8") as f:
+                argv = json.load(f).get("argv")
+        except (OSError, ValueError, AttributeError):
+            continue
+        return _python_of(argv) or [sys.executable]
+    return [sys.executable]
+
+
+def _python_of(argv: object) -> list[str] | None:
+    """A kernelspec command's Python and its options, where the Python is this one (as
+    jupyter_client resolves it) and ipykernel_launcher follows; else None."""
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        return None
+    python = _this_python(argv[0])
+    end = next((i for i in range(1, len(argv)) if argv[i : i + 2] == ["-m", LAUNCHER]), None)
+    if python is None or end is None:
+        return None
+    value = False  # a value follows -X and -W when not joined to them
+    for word in argv[1:end]:
+        if value:
+            value = False
+        elif word in ("-X", "-W"):
+            value = True
+        elif not word.startswith("-") or word in ("-", "-c", "-m"):
+            return None
+    return [python, *argv[1:end]]
+
+
+def _this_python(command: str) -> str | None:
+    """``command`` as the executable jupyter_client starts, where it is this Python."""
+    major, minor = sys.version_info[:2]
+    if command in ("python", f"python{major}", f"python{major}.{minor}"):
+        return sys.executable  # jupyter_client's own substitution
+    here = os.path.dirname(sys.executable)
+    same = os.path.dirname(command) == here and os.path.isabs(command)
+    if same and os.path.realpath(command) == os.path.realpath(sys.executable):
+        return command
+    return None
 
 
 def main() -> int:
@@ -104,13 +165,18 @@ def mismatch(cmd: Sequence[str], env: Mapping[str, str]) -> str | None:
     when it can."""
     from nbjob.kernel.specs import HOME_FOLDERS  # imported by the launch already
 
-    if list(cmd[:3]) != [sys.executable, "-m", LAUNCHER]:
+    if list(cmd[: len(_prefix())]) != _prefix():
         return "another kernel command"
     for name in sorted(set(env) | set(_started_env)):
         late = name.startswith(LATE_PREFIXES) or name in HOME_FOLDERS
         if not late and env.get(name) != _started_env.get(name):
             return f"{name} differs"
     return None
+
+
+def _prefix() -> list[str]:
+    """How the launch's command must begin for the waiting interpreter to be its kernel."""
+    return [*(_started_cmd or [sys.executable]), "-m", LAUNCHER]
 
 
 def take(cmd: Sequence[str], env: Mapping[str, str], cwd: str) -> subprocess.Popen[bytes] | None:
@@ -127,7 +193,7 @@ def take(cmd: Sequence[str], env: Mapping[str, str], cwd: str) -> subprocess.Pop
         return None
     changed = {k: v for k, v in env.items() if _started_env.get(k) != v}
     unset = [k for k in _started_env if k not in env]
-    spec = {"argv": list(cmd[3:]), "set": changed, "unset": unset, "cwd": cwd}
+    spec = {"argv": list(cmd[len(_prefix()) :]), "set": changed, "unset": unset, "cwd": cwd}
     try:
         process.stdin.write(json.dumps(spec).encode() + b"\n")
         process.stdin.close()

@@ -23,16 +23,17 @@ json.dump({
     "main": [getattr(main.__spec__, "name", None), getattr(main, "__file__", None)],
     "session_leader": os.getsid(0) == os.getpid(), "parent": os.getppid(),
     "stdin": sys.stdin.read(), "modules": sorted(sys.modules), "orig_argv": sys.orig_argv,
+    "xoptions": sys._xoptions, "os_frozen": getattr(os.__spec__, "origin", None),
 }, open(os.environ["FACTS"], "w"))
 """
 # Variables that differ between two runs whatever starts their kernels.
 PER_RUN = {"FACTS", "JPY_PARENT_PID", "NBJOB_EARLY_KERNEL", "NBJOB_ARTIFACTS_DIR"}
 
 
-def _facts(tmp_path: Path, name: str, early_kernel: str) -> dict[str, Any]:
+def _facts(tmp_path: Path, name: str, early_kernel: str, **extra_env: str) -> dict[str, Any]:
     nb = notebook(tmp_path / "work" / "facts.ipynb", FACTS)
     facts = tmp_path / f"{name}.json"
-    env = {"FACTS": str(facts), "NBJOB_EARLY_KERNEL": early_kernel}
+    env = {"FACTS": str(facts), "NBJOB_EARLY_KERNEL": early_kernel, **extra_env}
     result = run_nbjob("run", nb, "--output", tmp_path / name, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     kernel = json.loads((tmp_path / name / "run.json").read_text())["kernel"]
@@ -56,6 +57,72 @@ def test_the_early_kernel_is_the_kernel_a_plain_launch_starts(tmp_path: Path) ->
     assert early_start == plain
     assert plain["cwd"] == str((tmp_path / "work").resolve())
     assert plain["session_leader"] and plain["stdin"] == ""
+
+
+def test_the_kernelspecs_interpreter_options_are_the_early_kernels_too(tmp_path: Path) -> None:
+    """``ipykernel install`` writes ``-Xfrozen_modules=off`` into the kernelspec (the images'
+    has it): the early interpreter starts with it, and its kernel is the plain launch's."""
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    argv = ["python", "-Xfrozen_modules=off", "-m", "ipykernel_launcher"]
+    kernel = {"argv": [*argv, "-f", "{connection_file}"], "language": "python"}
+    (spec / "kernel.json").write_text(json.dumps({**kernel, "display_name": "Python 3"}))
+    path = str(tmp_path / "jupyter")
+    early_start = _facts(tmp_path, "early", "1", JUPYTER_PATH=path)
+    plain = _facts(tmp_path, "plain", "0", JUPYTER_PATH=path)
+    assert early_start.pop("orig_argv")[1:3] == ["-Xfrozen_modules=off", "-c"]
+    assert plain.pop("orig_argv")[1:4] == argv[1:]
+    assert early_start["xoptions"] == plain["xoptions"] == {"frozen_modules": "off"}
+    assert plain["os_frozen"] != "frozen"  # os comes from its file, not the frozen copy
+    for facts in (early_start, plain):
+        facts.pop("parent"), facts.pop("env")
+    assert early_start == plain
+
+
+def test_only_this_python_and_its_options_are_taken_from_a_kernelspec(tmp_path: Path) -> None:
+    launcher = ["-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    me = sys.executable
+    assert early._python_of(["python", "-Xfrozen_modules=off", *launcher]) == [
+        me,
+        "-Xfrozen_modules=off",
+    ]
+    assert early._python_of([me, "-X", "dev", "-E", *launcher]) == [me, "-X", "dev", "-E"]
+    assert early._python_of(["python3", *launcher]) == [me]
+    # the images' kernelspec names .../bin/python, nbjob's script runs .../bin/python3: the
+    # same file in the same folder, started by the name the kernelspec gives
+    twin = Path(me).parent / ("python3" if Path(me).name == "python" else "python")
+    if twin.exists() and twin.resolve() == Path(me).resolve():
+        assert early._python_of([str(twin), *launcher]) == [str(twin)]
+    elsewhere = tmp_path / "python"
+    elsewhere.symlink_to(Path(me).resolve())  # the same file, another environment's folder
+    for other in (
+        [str(elsewhere), *launcher],
+        ["/opt/other/python", "-Xdev", *launcher],  # another Python
+        ["python", "script.py", *launcher],  # a script, not an option
+        ["python", "-c", "pass", *launcher],
+        ["python", "-Xdev", "-m", "other_kernel"],  # another kernel
+        ["python", 3, *launcher],
+        "python -m ipykernel_launcher",
+    ):
+        assert early._python_of(other) is None
+
+
+def test_the_python3_kernelspec_found_first_is_the_guess(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder, flag in ((first, "-Xdev"), (second, "-Xfrozen_modules=off")):
+        (folder / "kernels" / "python3").mkdir(parents=True)
+        argv = ["python", flag, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        (folder / "kernels" / "python3" / "kernel.json").write_text(json.dumps({"argv": argv}))
+    path = os.pathsep.join(map(str, (first, second)))
+    assert early.interpreter({"JUPYTER_PATH": path}) == [sys.executable, "-Xdev"]
+    (first / "kernels" / "python3" / "kernel.json").write_text("{not json")
+    unreadable_skipped = [sys.executable, "-Xfrozen_modules=off"]
+    assert early.interpreter({"JUPYTER_PATH": path}) == unreadable_skipped
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "nowhere"))
+    monkeypatch.setenv("HOME", str(tmp_path / "nohome"))
+    assert early.interpreter({"JUPYTER_PATH": str(first)}) == [sys.executable]  # none found
 
 
 def test_an_interpreter_that_does_not_fit_is_ended() -> None:
