@@ -11,7 +11,7 @@ NPM_DIR   := .npm
 NPM_PKGS  := s3rver@3.7.1 azurite@3.37.0
 NPM_STAMP := $(NPM_DIR)/.installed-s3rver-3.7.1-azurite-3.37.0
 
-.PHONY: help venv npm-deps system-deps lint docs test test-fast test-e2e demo demo-s3 bench bench-gpu images clean
+.PHONY: help venv npm-deps system-deps lint docs test test-fast test-e2e demo demo-s3 bench bench-gpu bench-image images clean
 
 help:
 	@echo "make demo   - install nbjob only, pack and run the example bundle; results in ./demo-output"
@@ -23,6 +23,7 @@ help:
 	@echo "make test-e2e  - the tests that start nbjob, kernels or servers (no images, no clusters)"
 	@echo "make bench  - nbjob vs papermill vs nbclient, artifact upload vs aws s3 sync, the resource sampler's cost; writes BENCHMARKS.md"
 	@echo "make bench-gpu - a torch notebook on the GPU through nbjob vs the same code as a script (needs a CUDA GPU)"
+	@echo "make bench-image - the torch image's first-cell time: its entrypoint vs a script in it (builds the CPU image)"
 	@echo "make images - build nbjob-base, then the torch and TF images on it (docker, else podman)"
 	@echo "              (CPU variant without a registry: make images IMAGES_FLAGS=--cpu)"
 
@@ -116,6 +117,12 @@ bench: venv
 # and the "GPU" section of BENCHMARKS.md.
 bench-gpu: venv
 	$(BIN)/python bench/gpu.py $(GPU_BENCH_ARGS)
+
+# The CPU torch image (built here with podman, a few minutes the first time) through its
+# entrypoint vs a script in it: bench/image.json and the image's section of BENCHMARKS.md.
+bench-image: venv
+	bash tests/images/build.sh --cpu torch
+	$(BIN)/python bench/image.py $(IMAGE_BENCH_ARGS)
 
 images: venv
 	bash tests/images/build.sh $(IMAGES_FLAGS)

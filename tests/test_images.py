@@ -443,6 +443,9 @@ def test_torch_example_from_read_only_folder_without_network(torch_image, tmp_pa
     assert run["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-4)
     assert run["unmet_requirements"] == []
     assert run["gpus"] == []  # no GPU here; recorded, not required
+    # The kernel was the interpreter started before nbjob's imports: the image's kernelspec
+    # (/opt/venv/bin/python -Xfrozen_modules=off, nbjob's script on .../python3) was guessed.
+    assert run["kernel"].get("early_start") is True
 
 
 @images
@@ -465,6 +468,7 @@ def test_tf_keras_example(tf_image, tmp_path):
     assert metrics["accuracy"] == pytest.approx(accuracy, abs=1e-4)
     assert run["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-4)
     assert "tensorflow 2.21" in stdout_of(out / "digits_keras.ipynb")
+    assert run["kernel"].get("early_start") is True
 
 
 # -- S3 ------------------------------------------------------------------------------------------
