@@ -42,6 +42,7 @@ RUN --mount=type=bind,target=/ctx \
     && for lib in "${VENV}"/lib/python3*/site-packages/nvidia/*/lib/*.so*; do \
            if [ -e "${lib}" ]; then ln -sf "${lib}" "${VENV}/nvidia-libs/"; fi; \
        done \
-    && python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (${NB_FRAMEWORK})"
+    && python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (${NB_FRAMEWORK})" \
+    && rm -rf "${HOME}/.ipython"
 # hadolint ignore=DL3066
 USER ${NB_UID}:${NB_GID}

@@ -762,13 +762,7 @@ def test_restricted_cluster_arbitrary_uid_read_only_root_no_capabilities(torch_i
         options=RESTRICTED,
     ).run(timeout=300)
     assert proc.returncode == 0, explain(proc, out)
-    not_json = []
-    for line in proc.stderr.splitlines():
-        try:
-            json.loads(line)
-        except ValueError:
-            not_json.append(line)
-    assert not_json == [], proc.stderr[-3000:]
+    assert not_json(proc.stderr) == [], proc.stderr[-3000:]
     assert read_json(out / "run.json")["status"] == "succeeded"
     assert (out / "artifacts" / "result.txt").read_text() == "restricted"
     probe = probe_of(out / "restricted.ipynb")
@@ -778,6 +772,50 @@ def test_restricted_cluster_arbitrary_uid_read_only_root_no_capabilities(torch_i
     assert probe["root_read_only"] and probe["tmp_writable"] and probe["work_writable"]
     assert probe["cap_bounding"] == 0 and probe["no_new_privs"] == "1"
     assert probe["torch"] == 3.0
+
+
+def not_json(stderr: str) -> list[str]:
+    """The lines of ``stderr`` that are not JSON (nbjob's log with NBJOB_LOG_FORMAT=json)."""
+    lines = []
+    for line in stderr.splitlines():
+        try:
+            json.loads(line)
+        except ValueError:
+            lines.append(line)
+    return lines
+
+
+HOME_PROBE = """import json, os
+ipython_dir = get_ipython().ipython_dir
+print("PROBE " + json.dumps({"ipython_dir": ipython_dir, "home": os.environ["HOME"]}))"""
+
+
+@images
+@slow
+def test_the_users_home_is_its_own_and_a_run_warns_of_nothing(torch_image, tmp_path):
+    """The image's user (1000, or any uid in group 0) can write everything in its home, so the
+    kernel uses ~/.ipython (the build, as root, left it root's: IPython warned on stderr and
+    took a temporary folder, every run), and a default run's stderr is nbjob's JSON only."""
+    for user in ("1000:100", RESTRICTED_USER):
+        options = ("--user", user, "--entrypoint", "find")
+        unwritable = Container(torch_image, "/home/nbjob", "!", "-writable", options=options)
+        found = unwritable.run(timeout=60)
+        assert (found.returncode, found.stdout) == (0, ""), f"{user}: {found.stdout}{found.stderr}"
+    bundle = tmp_path / "bundle"
+    notebook(bundle / "home.ipynb", HOME_PROBE)
+    out = writable_dir(tmp_path / "out")
+    proc = Container(
+        torch_image,
+        "/bundle/home.ipynb",
+        "--output",
+        "/out",
+        env={"NBJOB_LOG_FORMAT": "json"},
+        volumes={bundle: "/bundle:ro", out: "/out"},
+    ).run(timeout=300)
+    assert proc.returncode == 0, explain(proc, out)
+    assert not_json(proc.stderr) == [], proc.stderr[-3000:]
+    probe = probe_of(out / "home.ipynb")
+    assert (probe["home"], probe["ipython_dir"]) == ("/home/nbjob", "/home/nbjob/.ipython")
 
 
 # -- user, Kubeflow, FfDL ------------------------------------------------------------------------
