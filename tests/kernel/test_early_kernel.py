@@ -107,22 +107,39 @@ def test_only_this_python_and_its_options_are_taken_from_a_kernelspec(tmp_path: 
         assert early._python_of(other) is None
 
 
+def _spec(folder: Path, option: str) -> Path:
+    """A python3 kernelspec under ``folder`` (a Jupyter data folder) whose Python has
+    ``option``."""
+    (folder / "kernels" / "python3").mkdir(parents=True, exist_ok=True)
+    argv = ["python", option, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (folder / "kernels" / "python3" / "kernel.json").write_text(json.dumps({"argv": argv}))
+    return folder / "kernels" / "python3" / "kernel.json"
+
+
 def test_the_python3_kernelspec_found_first_is_the_guess(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    first, second = tmp_path / "a", tmp_path / "b"
-    for folder, flag in ((first, "-Xdev"), (second, "-Xfrozen_modules=off")):
-        (folder / "kernels" / "python3").mkdir(parents=True)
-        argv = ["python", flag, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-        (folder / "kernels" / "python3" / "kernel.json").write_text(json.dumps({"argv": argv}))
-    path = os.pathsep.join(map(str, (first, second)))
-    assert early.interpreter({"JUPYTER_PATH": path}) == [sys.executable, "-Xdev"]
-    (first / "kernels" / "python3" / "kernel.json").write_text("{not json")
-    unreadable_skipped = [sys.executable, "-Xfrozen_modules=off"]
-    assert early.interpreter({"JUPYTER_PATH": path}) == unreadable_skipped
+    me = sys.executable
+    a, b = _spec(tmp_path / "a", "-Xa"), _spec(tmp_path / "b", "-Xb")
+    path = os.pathsep.join(str(tmp_path / name) for name in ("a", "b"))
+    assert early.interpreter({"JUPYTER_PATH": path}) == [me, "-Xa"]
+    a.write_text("{not json")
+    assert early.interpreter({"JUPYTER_PATH": path}) == [me, "-Xb"]  # unreadable: the next
+    # sys.prefix's folder and the user's, in jupyter_core's order
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "env"))
+    _spec(tmp_path / "env" / "share" / "jupyter", "-Xenv")
+    _spec(tmp_path / "user", "-Xuser")
+    user = {"JUPYTER_DATA_DIR": str(tmp_path / "user")}
+    assert early.interpreter({**user, "JUPYTER_PREFER_ENV_PATH": "1"}) == [me, "-Xenv"]
+    assert early.interpreter({**user, "JUPYTER_PREFER_ENV_PATH": "0"}) == [me, "-Xuser"]
+    monkeypatch.setattr(sys, "base_prefix", str(tmp_path / "env"))  # not a virtual environment
+    assert early.interpreter(user) == [me, "-Xuser"]
+    monkeypatch.setattr(sys, "base_prefix", "/usr")  # a virtual environment's own first
+    assert early.interpreter(user) == [me, "-Xenv"]
+    b.unlink()
     monkeypatch.setattr(sys, "prefix", str(tmp_path / "nowhere"))
-    monkeypatch.setenv("HOME", str(tmp_path / "nohome"))
-    assert early.interpreter({"JUPYTER_PATH": str(first)}) == [sys.executable]  # none found
+    nowhere = {"JUPYTER_PATH": path, "JUPYTER_DATA_DIR": str(tmp_path / "nowhere")}
+    assert early.interpreter(nowhere) == [me]  # none readable: this Python alone
 
 
 def test_an_interpreter_that_does_not_fit_is_ended() -> None:
