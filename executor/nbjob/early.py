@@ -70,6 +70,7 @@ _started_cmd: list[str] = []  # the interpreter and its options (``-X...``), as 
 # The ``python3`` kernelspec in a Jupyter data folder; the folders are jupyter_core's, found
 # without its import (40 ms, before the start): ``interpreter``.
 SPEC = os.path.join("kernels", "python3", "kernel.json")
+FLAGS = "bBdEOsuv"  # the interpreter's one-letter flags a kernelspec may give the early one
 
 
 def start() -> None:
@@ -96,9 +97,9 @@ def interpreter(env: Mapping[str, str]) -> list[str]:
     """The Python and its options that the ``python3`` kernelspec found first (JUPYTER_PATH,
     ``sys.prefix``'s and the user's in jupyter_core's order, the system's) puts before
     ``-m ipykernel_launcher``, when that Python is this one (the same file in the same folder:
-    the same environment) and the rest are options (``-X...``, ``-E``; never a script, ``-c``
-    or ``-m``); else this Python alone. A guess (the notebook may want another kernel):
-    ``mismatch`` checks."""
+    the same environment) and the rest are options (``-X...``, ``-W...``, ``FLAGS``; never a
+    script, ``-c``, ``-I`` or ``-P``); else this Python alone. A guess (the notebook may want
+    another kernel): ``mismatch`` checks."""
     folders = [*filter(None, env.get("JUPYTER_PATH", "").split(os.pathsep))]
     ours = os.path.join(sys.prefix, "share", "jupyter")
     user = env.get("JUPYTER_DATA_DIR") or os.path.expanduser("~/.local/share/jupyter")
@@ -137,9 +138,16 @@ def _python_of(argv: object) -> list[str] | None:
             value = False
         elif word in ("-X", "-W"):
             value = True
-        elif not word.startswith("-") or word in ("-", "-c", "-m"):
+        elif not word.startswith(("-X", "-W")) and not _flags(word):
             return None
     return [python, *argv[1:end]]
+
+
+def _flags(word: str) -> bool:
+    """Whether ``word`` is one or more of the interpreter's flags that BOOT runs under as a
+    launch would (not ``-I`` or ``-P``: without the ``''`` they leave first in ``sys.path``,
+    BOOT would drop another entry)."""
+    return len(word) > 1 and word[0] == "-" and set(word[1:]) <= set(FLAGS)
 
 
 def _this_python(command: str) -> str | None:

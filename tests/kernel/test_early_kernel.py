@@ -87,6 +87,12 @@ def test_only_this_python_and_its_options_are_taken_from_a_kernelspec(tmp_path: 
         "-Xfrozen_modules=off",
     ]
     assert early._python_of([me, "-X", "dev", "-E", *launcher]) == [me, "-X", "dev", "-E"]
+    assert early._python_of(["python", "-Wignore", "-OO", "-su", *launcher]) == [
+        me,
+        "-Wignore",
+        "-OO",
+        "-su",
+    ]
     assert early._python_of(["python3", *launcher]) == [me]
     # the images' kernelspec names .../bin/python, nbjob's script runs .../bin/python3: the
     # same file in the same folder, started by the name the kernelspec gives
@@ -100,6 +106,8 @@ def test_only_this_python_and_its_options_are_taken_from_a_kernelspec(tmp_path: 
         ["/opt/other/python", "-Xdev", *launcher],  # another Python
         ["python", "script.py", *launcher],  # a script, not an option
         ["python", "-c", "pass", *launcher],
+        ["python", "-I", *launcher],  # isolated: BOOT's sys.path[0] is not ''
+        ["python", "-Es", "-P", *launcher],
         ["python", "-Xdev", "-m", "other_kernel"],  # another kernel
         ["python", 3, *launcher],
         "python -m ipykernel_launcher",
