@@ -379,8 +379,8 @@ def render(measurements: list[dict[str, Any]]) -> str:
         f"training loop: {loops(latest)}; the rest is a fixed cost of about "
         f"{_fmt(fixed, '.1f')} s a run, mostly the Jupyter kernel's start (nbclient's first "
         f"cell comes no sooner){even}. "
-        "The image's first-cell time was not measured on the GPU: the lent machine runs no "
-        "containers.",
+        "The image's first-cell time was not measured on the GPU (the lent machine runs no "
+        "containers); on a CPU, see the image's section (bench/image.py).",
         "",
         "What run.json said of the GPU (nbjob's last run): " + seen_gpu(latest),
         *failed(measurements),
