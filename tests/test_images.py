@@ -743,37 +743,6 @@ print("PROBE " + json.dumps({
 (pathlib.Path(os.environ["NBJOB_ARTIFACTS_DIR"]) / "result.txt").write_text("restricted")"""
 
 
-@images
-@slow
-def test_restricted_cluster_arbitrary_uid_read_only_root_no_capabilities(torch_image, tmp_path):
-    """OpenShift / restricted Pod Security: the image runs as user 1000680000 in group 0 with a
-    read-only root, all capabilities dropped; the kernel has a writable home and a passwd
-    entry, results reach the mounted folder, and every stderr line is JSON."""
-    bundle = tmp_path / "bundle"
-    notebook(bundle / "restricted.ipynb", RESTRICTED_PROBE)
-    out = writable_dir(tmp_path / "out")
-    proc = Container(
-        torch_image,
-        "/bundle/restricted.ipynb",
-        "--output",
-        "/out",
-        env={"NBJOB_LOG_FORMAT": "json"},
-        volumes={bundle: "/bundle:ro", out: "/out"},
-        options=RESTRICTED,
-    ).run(timeout=300)
-    assert proc.returncode == 0, explain(proc, out)
-    assert not_json(proc.stderr) == [], proc.stderr[-3000:]
-    assert read_json(out / "run.json")["status"] == "succeeded"
-    assert (out / "artifacts" / "result.txt").read_text() == "restricted"
-    probe = probe_of(out / "restricted.ipynb")
-    assert (probe["uid"], probe["gid"]) == (1000680000, 0)
-    assert probe["user"] == "nbjob"  # nss_wrapper's passwd entry (entrypoint.sh)
-    assert probe["home"].startswith("/tmp/") and probe["ipython_dir_writable"]
-    assert probe["root_read_only"] and probe["tmp_writable"] and probe["work_writable"]
-    assert probe["cap_bounding"] == 0 and probe["no_new_privs"] == "1"
-    assert probe["torch"] == 3.0
-
-
 def not_json(stderr: str) -> list[str]:
     """The lines of ``stderr`` that are not JSON (nbjob's log with NBJOB_LOG_FORMAT=json)."""
     lines = []
@@ -783,6 +752,46 @@ def not_json(stderr: str) -> list[str]:
         except ValueError:
             lines.append(line)
     return lines
+
+
+def run_probe(
+    image: str, tmp_path: Path, name: str, probe: str, options: tuple[str, ...] = ()
+) -> Path:
+    """A one-cell notebook (``probe``) run by the image with ``options``, its log as JSON:
+    the run succeeded and nbjob's JSON is all its stderr holds; its output folder."""
+    bundle = tmp_path / "bundle"
+    notebook(bundle / name, probe)
+    out = writable_dir(tmp_path / "out")
+    proc = Container(
+        image,
+        f"/bundle/{name}",
+        "--output",
+        "/out",
+        env={"NBJOB_LOG_FORMAT": "json"},
+        volumes={bundle: "/bundle:ro", out: "/out"},
+        options=options,
+    ).run(timeout=300)
+    assert proc.returncode == 0, explain(proc, out)
+    assert not_json(proc.stderr) == [], proc.stderr[-3000:]
+    return out
+
+
+@images
+@slow
+def test_restricted_cluster_arbitrary_uid_read_only_root_no_capabilities(torch_image, tmp_path):
+    """OpenShift / restricted Pod Security: the image runs as user 1000680000 in group 0 with a
+    read-only root, all capabilities dropped; the kernel has a writable home and a passwd
+    entry, results reach the mounted folder, and every stderr line is JSON."""
+    out = run_probe(torch_image, tmp_path, "restricted.ipynb", RESTRICTED_PROBE, RESTRICTED)
+    assert read_json(out / "run.json")["status"] == "succeeded"
+    assert (out / "artifacts" / "result.txt").read_text() == "restricted"
+    probe = probe_of(out / "restricted.ipynb")
+    assert (probe["uid"], probe["gid"]) == (1000680000, 0)
+    assert probe["user"] == "nbjob"  # nss_wrapper's passwd entry (entrypoint.sh)
+    assert probe["home"].startswith("/tmp/") and probe["ipython_dir_writable"]
+    assert probe["root_read_only"] and probe["tmp_writable"] and probe["work_writable"]
+    assert probe["cap_bounding"] == 0 and probe["no_new_privs"] == "1"
+    assert probe["torch"] == 3.0
 
 
 HOME_PROBE = """import json, os
@@ -801,19 +810,7 @@ def test_the_users_home_is_its_own_and_a_run_warns_of_nothing(torch_image, tmp_p
         unwritable = Container(torch_image, "/home/nbjob", "!", "-writable", options=options)
         found = unwritable.run(timeout=60)
         assert (found.returncode, found.stdout) == (0, ""), f"{user}: {found.stdout}{found.stderr}"
-    bundle = tmp_path / "bundle"
-    notebook(bundle / "home.ipynb", HOME_PROBE)
-    out = writable_dir(tmp_path / "out")
-    proc = Container(
-        torch_image,
-        "/bundle/home.ipynb",
-        "--output",
-        "/out",
-        env={"NBJOB_LOG_FORMAT": "json"},
-        volumes={bundle: "/bundle:ro", out: "/out"},
-    ).run(timeout=300)
-    assert proc.returncode == 0, explain(proc, out)
-    assert not_json(proc.stderr) == [], proc.stderr[-3000:]
+    out = run_probe(torch_image, tmp_path, "home.ipynb", HOME_PROBE)
     probe = probe_of(out / "home.ipynb")
     assert (probe["home"], probe["ipython_dir"]) == ("/home/nbjob", "/home/nbjob/.ipython")
 
