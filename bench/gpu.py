@@ -375,7 +375,7 @@ def render(measurements: list[dict[str, Any]]) -> str:
         f"Target (issue 22), nbjob's wall time at most {TARGET:.0%} over the script's, on the "
         f"latest measurement (batch {batch_of(latest)}, {latest['steps']} steps): "
         f"{_fmt(over, '+.1%')}, {verdict} (the runs' "
-        f"wall times: {spread(latest, 'wall_s')}). The "
+        f"wall times: {spread(latest, 'wall_s')}; {paired(latest)}). The "
         f"training loop: {loops(latest)}; the rest is a fixed cost of about "
         f"{_fmt(fixed, '.1f')} s a run, mostly the Jupyter kernel's start (nbclient's first "
         f"cell comes no sooner){even}. "
@@ -407,6 +407,26 @@ def _runs(data: dict[str, Any], runner: str, key: str) -> str:
     """The lowest and highest ``key`` of ``runner``'s runs."""
     values = sorted(_values(data, runner, lambda r: r[key]))
     return f"{values[0]:.1f}-{values[-1]:.1f}" if values else "n/a"
+
+
+def paired(data: dict[str, Any]) -> str:
+    """nbjob's wall time over the script's within each round (the two ran back to back), for
+    the noise beside the medians' ratio; the verdict stays on the medians."""
+    walls: dict[int, dict[str, float]] = {}
+    for run in data["runs"]:
+        if "error" not in run and "rep" in run:
+            walls.setdefault(run["rep"], {})[run["runner"]] = run["wall_s"]
+    ratios = sorted(
+        w["nbjob"] / w["script"] - 1
+        for w in walls.values()
+        if len(w.keys() & {"nbjob", "script"}) == 2
+    )
+    if not ratios:
+        return "no round with both"
+    return (
+        f"round by round {statistics.median(ratios):+.1%} in the median, "
+        f"{ratios[0]:+.1%} to {ratios[-1]:+.1%} over {len(ratios)} rounds"
+    )
 
 
 def spread(data: dict[str, Any], key: str) -> str:
