@@ -416,11 +416,8 @@ def paired(data: dict[str, Any]) -> str:
     for run in data["runs"]:
         if "error" not in run and "rep" in run:
             walls.setdefault(run["rep"], {})[run["runner"]] = run["wall_s"]
-    ratios = sorted(
-        w["nbjob"] / w["script"] - 1
-        for w in walls.values()
-        if len(w.keys() & {"nbjob", "script"}) == 2
-    )
+    both = [w for w in walls.values() if {"nbjob", "script"} <= w.keys()]
+    ratios = sorted(w["nbjob"] / w["script"] - 1 for w in both)
     if not ratios:
         return "no round with both"
     return (
