@@ -71,9 +71,10 @@ def argv_for(runner: str, image: str, run_args: list[str], env: dict[str, str]) 
 
 
 def run_once(
-    runner: str, image: str, folder: Path, steps: int, batch: int, run_args: list[str]
+    runner: str, image: str, folder: Path, steps: int, batch: int, run: list[str]
 ) -> dict[str, Any]:
-    """One container run, its work in a fresh subfolder of ``folder`` (mounted at /data)."""
+    """One container run, its work in a fresh subfolder of ``folder`` (mounted at /data);
+    ``run``: the engine's command, then the options for every run."""
     work = Path(tempfile.mkdtemp(prefix=f"{runner}-", dir=folder))
     for name in ("train.ipynb", "script.py"):
         shutil.copy(folder / name, work / name)
@@ -84,8 +85,8 @@ def run_once(
         "BENCH_STEPS": str(steps),
         "BENCH_BATCH": str(batch),
     }
-    mount = [*run_args, "-v", f"{work}:/data"]
-    argv = [*engine(), *argv_for(runner, image, mount, env)]
+    command, options = run[:1], [*run[1:], "-v", f"{work}:/data"]
+    argv = [*command, *argv_for(runner, image, options, env)]
     launched = time.time()
     t0 = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=900)
@@ -113,10 +114,9 @@ def measure(
     folder = Path(tempfile.mkdtemp(prefix="nbjob-image-bench-"))
     gpu.write_inputs(folder)
     rows: list[dict[str, Any]] = []
+    command = engine()
     inspect = subprocess.run(
-        [*engine(), "image", "inspect", "--format", "{{.Id}} {{.Size}}", image],
-        capture_output=True,
-        text=True,
+        [*command, "image", "inspect", "--format", "{{.Id}}", image], capture_output=True, text=True
     )
     data = {
         "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -131,7 +131,8 @@ def measure(
     try:
         for rep in range(reps):
             for runner in runners if rep % 2 == 0 else runners[::-1]:
-                row = {**run_once(runner, image, folder, steps, batch, run_args), "rep": rep}
+                done = run_once(runner, image, folder, steps, batch, [*command, *run_args])
+                row = {**done, "rep": rep}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     finally:
@@ -144,28 +145,24 @@ def _median(data: dict[str, Any], runner: str, key: str) -> float | None:
     return statistics.median(values) if values else None
 
 
-def _phase(data: dict[str, Any], start: str, end: str) -> float | None:
-    return gpu._phase(data, start, end)
-
-
 def render(measurements: list[dict[str, Any]]) -> str:
     """The image's section of BENCHMARKS.md: a row per runner of each measurement (oldest
-    first), and the image's first-cell time read on the latest."""
+    first), and the image's first-cell time read on the latest of the default (``headline``)."""
     f = gpu._fmt
-    data = measurements[-1]
+    data = headline(measurements)
     lines = [
         START,
         "## The image's first-cell time (bench/image.py)",
         "",
-        f"{data['machine']['cpus']} CPUs, engine options "
-        f"`{shlex.join(data['run_args']) or 'none'}`: bench/gpu.py's torch notebook (training "
+        f"{data['machine']['cpus']} CPUs: bench/gpu.py's torch notebook (training "
         f"{data['steps']} steps at batch {data['batch']}) through the image's entrypoint "
         "(`nbjob run`, the default: report, resource sampler), the same cells as `python "
         "script.py` in a container of the same image, and the container alone (`tini -- "
         "true`); runners in turns, launch = the engine's command. Medians:",
         "",
-        "| measured | image | runner | runs | launch to exit (s) | launch to first cell (s) "
-        "| training loop (s) | last cell to exit (s) | kernel started early |",
+        "| measured | image (engine options) | runner | runs | launch to exit (s) "
+        "| launch to first cell (s) | training loop (s) | last cell to exit (s) "
+        "| kernel started early |",
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for m in measurements:
@@ -174,7 +171,8 @@ def render(measurements: list[dict[str, Any]]) -> str:
             early = {str(r.get("early_start")).lower() for r in runs} if runner == "nbjob" else ""
             if runs:
                 lines.append(
-                    f"| {m['when']} | `{m['image']}` {m['image_id']} | {runner} | {len(runs)} "
+                    f"| {m['when']} | `{m['image']}` {m['image_id']}{options(m)} | {runner} "
+                    f"| {len(runs)} "
                     f"| {f(_median(m, runner, 'wall_s'))} "
                     f"| {f(_median(m, runner, 'first_cell_s'))} "
                     f"| {f(_median(m, runner, 'train_s'))} | {f(_median(m, runner, 'end_s'))} "
@@ -190,16 +188,30 @@ def render(measurements: list[dict[str, Any]]) -> str:
         f"command to the notebook's first line ({f(start)} s: a container's own start and "
         f"exit, the floor), vs {f(line)} s to a script's first line in the same image: nbjob "
         f"and the kernel's start add {f(extra)} s. In nbjob's runs, from the launch: nbjob's "
-        f"run_start at {f(_phase(data, 'launch', 'run_start'))} s, the kernel ready at "
-        f"{f(_phase(data, 'launch', 'kernel_ready'))} s, the first cell at "
-        f"{f(_phase(data, 'launch', 'cell_start'))} s; run_end to the container's exit "
-        f"{f(_phase(data, 'run_end', 'exit'))} s.",
+        f"run_start at {f(gpu._phase(data, 'launch', 'run_start'))} s, the kernel ready at "
+        f"{f(gpu._phase(data, 'launch', 'kernel_ready'))} s, the first cell at "
+        f"{f(gpu._phase(data, 'launch', 'cell_start'))} s; run_end to the container's exit "
+        f"{f(gpu._phase(data, 'run_end', 'exit'))} s.",
         *(["", "Notes: " + "; ".join(notes) + "."] if notes else []),
         *gpu.failed(measurements),
         "Raw numbers: bench/image.json.",
         END,
     ]
     return "\n".join(lines)
+
+
+def headline(measurements: list[dict[str, Any]]) -> dict[str, Any]:
+    """The latest measurement of the image as a platform starts it (no engine options) with
+    every runner; else the latest."""
+    for m in reversed(measurements):
+        if not m.get("run_args") and {r["runner"] for r in m["runs"]} >= set(RUNNERS):
+            return m
+    return measurements[-1]
+
+
+def options(data: dict[str, Any]) -> str:
+    """A measurement's engine options, where it had any."""
+    return f", `{shlex.join(data['run_args'])}`" if data.get("run_args") else ""
 
 
 def main(argv: list[str] | None = None) -> int:
