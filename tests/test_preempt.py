@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from nbjob.artifacts import ArtifactStream, is_temporary
+from nbjob.artifacts import ArtifactStream, generation, is_temporary
 from nbjob.storage import Options, Storage
 from support import (
     S3Server,
@@ -283,6 +283,37 @@ def test_a_file_replaced_often_by_rename_still_goes_up_during_the_run(
         stream.close()
     assert len(seen) >= 2, seen  # several whole snapshots went up while it kept changing
     assert all(int(v) in range(120) for v in seen)
+
+
+def test_a_file_given_its_old_inode_number_back_is_still_seen_replaced(tmp_path: Path) -> None:
+    """Replaced twice between two scans, a file on ext4 or XFS has its old inode number back
+    (the freed one goes to the next new file) and its status change in the same clock tick as
+    its write: the inode's generation still tells it was replaced, so it is sent by the second
+    scan, while a file rewritten in place waits until it is still."""
+    stream = ArtifactStream(Storage(Options()), "s3://bucket/a", tmp_path)  # scanned by hand
+    ckpt, log = tmp_path / "ckpt.json", tmp_path / "train.log"
+
+    def checkpoint_twice(epoch: int) -> None:
+        for step in range(2):
+            (tmp_path / "ckpt.json.tmp").write_text(f"{epoch}.{step}")
+            os.replace(tmp_path / "ckpt.json.tmp", ckpt)
+        with log.open("a") as f:
+            f.write(f"epoch {epoch}\n")
+
+    checkpoint_twice(0)
+    stream.ready()  # the files seen once
+    number = ckpt.stat().st_ino
+    checkpoint_twice(1)
+    first = stream.ready()
+    checkpoint_twice(2)
+    second = stream.ready()
+    assert "train.log" not in first and "train.log" not in second  # in place, never still
+    if ckpt.stat().st_ino != number:
+        assert "ckpt.json" in first  # a new inode number: replaced, plainly
+    elif generation(ckpt) is None:
+        pytest.skip("this filesystem reuses inode numbers and keeps no generation")
+    else:
+        assert "ckpt.json" in second, (first, second)
 
 
 # -- bounded storage waits --------------------------------------------------------------------

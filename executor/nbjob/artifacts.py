@@ -3,7 +3,10 @@
 A background thread scans ``$NBJOB_ARTIFACTS_DIR`` every ``SCAN_S`` seconds. A file is sent
 once it has stopped changing: its size and modification time are the same in two scans in a
 row (so within about a second of its last write), or at once when it was renamed into place
-(a new inode under the name, or a status change after its last write). Names that look
+(a new inode under the name, or a status change after its last write). A file replaced often
+may get its old inode number back (ext4 and XFS reuse a freed one at once: A, B, A, ...), with
+its status change in the same clock tick as its write: the inode's generation, given anew with
+each reuse (``generation``), tells it from a file rewritten in place. Names that look
 temporary (``.*``, ``*.tmp``, ``*.part``, ``*.partial``, ``*.crdownload``) are never sent: write
 to ``model.pt.tmp`` and ``os.replace`` it to ``model.pt``, and ``model.pt`` is sent at the next
 scan and never half-written, however often it is replaced. A file rewritten in place more often
@@ -25,6 +28,9 @@ without warning loses at most the files of the last scan or two.
 
 from __future__ import annotations
 
+import fcntl
+import os
+import struct
 import threading
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +45,7 @@ WORKERS = 8  # files sent at once (small files are latency-bound); a big one hol
 _TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".swp")
 
 Signature = tuple[int, int, int]  # (size, mtime_ns, inode)
+FS_IOC_GETVERSION = 0x80087601  # the inode's generation (linux/fs.h: _IOR('v', 1, long))
 
 
 def is_temporary(name: str) -> bool:
@@ -79,6 +86,7 @@ class ArtifactStream:
         self.interval = interval
         self.sent: dict[str, Signature] = {}  # what the destination holds
         self._last: dict[str, Signature] = {}  # the previous scan
+        self._generations: dict[str, int | None] = {}  # of the files it saw changed in place
         self._stop = threading.Event()
         self._lock = threading.Lock()  # one batch at a time (the loop or flush)
         self._warned = False
@@ -95,18 +103,35 @@ class ArtifactStream:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval):
-            renamed: set[str] = set()
-            now = scan(self.folder, renamed)
-            ready = {n: s for n, s in now.items() if self._ready(n, s, n in renamed)}
-            self._last = now
+            ready = self.ready()
             with self._lock:
                 if not self._stop.is_set():
                     self._send(ready)
 
-    def _ready(self, name: str, sig: Signature, renamed: bool) -> bool:
-        """Settled (same in two scans), or complete because it was renamed into place."""
+    def ready(self) -> dict[str, Signature]:
+        """One scan: the files that may be sent now (``_ready``)."""
+        renamed: set[str] = set()
+        now = scan(self.folder, renamed)
+        generations = {n: generation(self.folder / n) for n in now if self._in_place(n, now[n])}
+        ready = {n: s for n, s in now.items() if self._ready(n, s, n in renamed, generations)}
+        self._last, self._generations = now, generations
+        return ready
+
+    def _in_place(self, name: str, sig: Signature) -> bool:
+        """Changed since the last scan under the same inode number."""
         before = self._last.get(name)
-        return before == sig or renamed or (before is not None and before[2] != sig[2])
+        return before is not None and before != sig and before[2] == sig[2]
+
+    def _ready(
+        self, name: str, sig: Signature, renamed: bool, generations: dict[str, int | None]
+    ) -> bool:
+        """Settled (same in two scans), or complete because it was renamed into place: a new
+        inode number, or the same number with another generation than at the last scan."""
+        before = self._last.get(name)
+        if before == sig or renamed or (before is not None and before[2] != sig[2]):
+            return True
+        now, was = generations.get(name), self._generations.get(name)
+        return now is not None and was is not None and now != was
 
     def pending(self, files: dict[str, Signature]) -> list[str]:
         """Names whose current state the destination lacks: big ones (sent in parts) first,
@@ -149,6 +174,23 @@ class ArtifactStream:
     def close(self) -> None:
         self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def generation(path: Path) -> int | None:
+    """The inode's generation number (ext4, XFS, btrfs), given anew each time an inode number
+    is reused; None where the filesystem keeps none (tmpfs: its numbers are never reused) or
+    the file cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        number: int = struct.unpack("l", fcntl.ioctl(fd, FS_IOC_GETVERSION, bytes(8)))[0]
+        return number
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def scan_one(folder: Path, name: str) -> Signature | None:
