@@ -60,6 +60,7 @@ RUNNERS = ("script", "nbjob", "nbclient")
 # makes jittery (at 256 the same loop's runs scattered from 48.7 to 56.6 s).
 BATCH = 1024
 FIRST_BATCH = 256  # the batch of the measurements kept from before --batch (they name none)
+MARK, RESULT = "mark", "result.json"  # what the first and last cells write in a run's folder
 WARM_STEPS = 50  # steps before the steady pace (cuDNN's autotuning done): calibration skips them
 
 CELLS = [
@@ -160,11 +161,10 @@ def run_once(
     runner: str, nb: Path, script: Path, steps: int, root: Path, batch: int = BATCH
 ) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix=f"{runner}-", dir=root))
-    mark, result = work / "mark", work / "result.json"
     env = {
         **os.environ,
-        "BENCH_MARK": str(mark),
-        "BENCH_RESULT": str(result),
+        "BENCH_MARK": str(work / MARK),
+        "BENCH_RESULT": str(work / RESULT),
         "BENCH_STEPS": str(steps),
         "BENCH_BATCH": str(batch),
     }
@@ -173,6 +173,15 @@ def run_once(
     t0 = time.perf_counter()
     proc = subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=900)
     wall = time.perf_counter() - t0
+    return outcome(runner, proc, work, launched, wall)
+
+
+def outcome(
+    runner: str, proc: subprocess.CompletedProcess[str], work: Path, launched: float, wall: float
+) -> dict[str, Any]:
+    """A run's row: its wall time and exit status, and where it finished, what its cells wrote
+    in ``work`` (``mark``, ``result.json``) and, for nbjob, its record (``work/out``)."""
+    mark, result = work / MARK, work / RESULT
     row: dict[str, Any] = {"runner": runner, "wall_s": wall, "rc": proc.returncode}
     if proc.returncode != 0 or not result.exists():
         row["error"] = (proc.stderr or proc.stdout)[-2000:]

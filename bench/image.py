@@ -32,7 +32,6 @@ import os
 import platform
 import shlex
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,8 +79,8 @@ def run_once(
         shutil.copy(folder / name, work / name)
     work.chmod(0o777)  # the image's user (uid 1000) writes there
     env = {
-        "BENCH_MARK": "/data/mark",
-        "BENCH_RESULT": "/data/result.json",
+        "BENCH_MARK": f"/data/{gpu.MARK}",
+        "BENCH_RESULT": f"/data/{gpu.RESULT}",
         "BENCH_STEPS": str(steps),
         "BENCH_BATCH": str(batch),
     }
@@ -91,21 +90,10 @@ def run_once(
     t0 = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     wall = time.perf_counter() - t0
-    row: dict[str, Any] = {"runner": runner, "wall_s": wall, "rc": proc.returncode}
-    mark, result = work / "mark", work / "result.json"
-    if runner == "start":
+    if runner == "start":  # no cell: its time and status only
+        row: dict[str, Any] = {"runner": runner, "wall_s": wall, "rc": proc.returncode}
         return row if proc.returncode == 0 else {**row, "error": proc.stderr[-2000:]}
-    if proc.returncode != 0 or not result.exists():
-        return {**row, "error": (proc.stderr or proc.stdout)[-2000:]}
-    row["first_cell_s"] = float(mark.read_text()) - launched
-    row["end_s"] = launched + wall - result.stat().st_mtime
-    row.update(json.loads(result.read_text()))
-    if runner == "nbjob":
-        record = json.loads((work / "out" / "run.json").read_text())
-        row["status"], row["gpus"] = record.get("status"), record.get("gpus")
-        row["early_start"] = (record.get("kernel") or {}).get("early_start", False)
-        row["phases"] = gpu.phases(work / "out" / "executor.log", launched, launched + wall)
-    return row
+    return gpu.outcome(runner, proc, work, launched, wall)
 
 
 def measure(
@@ -140,11 +128,6 @@ def measure(
     return data
 
 
-def _median(data: dict[str, Any], runner: str, key: str) -> float | None:
-    values = [r[key] for r in data["runs"] if r["runner"] == runner and key in r]
-    return statistics.median(values) if values else None
-
-
 def render(measurements: list[dict[str, Any]]) -> str:
     """The image's section of BENCHMARKS.md: a row per runner of each measurement (oldest
     first), and the image's first-cell time read on the latest of the default (``headline``)."""
@@ -173,13 +156,17 @@ def render(measurements: list[dict[str, Any]]) -> str:
                 lines.append(
                     f"| {m['when']} | `{m['image']}` {m['image_id']}{options(m)} | {runner} "
                     f"| {len(runs)} "
-                    f"| {f(_median(m, runner, 'wall_s'))} "
-                    f"| {f(_median(m, runner, 'first_cell_s'))} "
-                    f"| {f(_median(m, runner, 'train_s'))} | {f(_median(m, runner, 'end_s'))} "
+                    f"| {f(gpu._median(m, runner, 'wall_s'))} "
+                    f"| {f(gpu._median(m, runner, 'first_cell_s'))} "
+                    f"| {f(gpu._median(m, runner, 'train_s'))} "
+                    f"| {f(gpu._median(m, runner, 'end_s'))} "
                     f"| {', '.join(sorted(early))} |"
                 )
-    first, line = _median(data, "nbjob", "first_cell_s"), _median(data, "script", "first_cell_s")
-    start = _median(data, "start", "wall_s")
+    first, line = (
+        gpu._median(data, "nbjob", "first_cell_s"),
+        gpu._median(data, "script", "first_cell_s"),
+    )
+    start = gpu._median(data, "start", "wall_s")
     extra = None if first is None or line is None else first - line
     notes = [f"{m['when']}: {m['note']}" for m in measurements if m.get("note")]
     lines += [
